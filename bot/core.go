@@ -1,0 +1,849 @@
+package bot
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"kontextbot/kontext"
+)
+
+// Generator makes images: text to image, or an edit of InputImage. Resume
+// follows a prediction accepted before a restart. *kontext.Client is one.
+type Generator interface {
+	Run(ctx context.Context, req kontext.Request) (*kontext.Result, error)
+	Resume(ctx context.Context, predictionID string) (*kontext.Result, error)
+}
+
+// Scheduler runs jobs in the provider's slots, fairly. *kontext.Queue is one.
+type Scheduler interface {
+	Submit(ctx context.Context, job kontext.Job) (*kontext.Ticket, error)
+	Shutdown(ctx context.Context) ([]kontext.Job, error)
+}
+
+// Reporter tells people how one job is going, on the platform it came
+// from. Queued and Running must not block: adapters throttle and post in
+// the background.
+type Reporter interface {
+	// Queued says the job waits, pos-th in line (1 is next).
+	Queued(job *Job, pos int)
+	// Running says the provider is making the image.
+	Running(job *Job)
+	// Deliver posts the finished image where the job was asked for.
+	Deliver(ctx context.Context, job *Job, d *Delivery) (Posted, error)
+	// Fail tells the requester, in msg, that the job ended without an image.
+	Fail(ctx context.Context, job *Job, msg string)
+}
+
+// Posted is where a delivered image landed.
+type Posted struct {
+	// MessageID is the platform message carrying the image; a reply to it
+	// edits that image.
+	MessageID string
+	// Thread, when set, is the conversation that continues from this image
+	// (a thread the adapter opened for it); the image becomes its head.
+	Thread *ConvKey
+}
+
+// Platform is a chat platform adapter as the core sees it: something that
+// can report on any job of its own, including jobs accepted by an earlier
+// process, from what the job's Origin says.
+type Platform interface {
+	Name() string
+	Reporter(job *Job) Reporter
+}
+
+// Delivery is an image ready to post.
+type Delivery struct {
+	// Job is the job that made it; nil when an undo shows an older image.
+	Job   *Job
+	Conv  ConvKey
+	Turn  Turn
+	Image []byte
+}
+
+// Caption is the short line posted with an image: prompt, seed and model.
+func (d *Delivery) Caption() string {
+	var b strings.Builder
+	if d.Turn.Kind == KindUpload {
+		b.WriteString("Uploaded image")
+	} else {
+		b.WriteString(d.Turn.Prompt)
+	}
+	if d.Turn.Seed != nil {
+		fmt.Fprintf(&b, " · seed %d", *d.Turn.Seed)
+	}
+	if d.Turn.Model != "" {
+		b.WriteString(" · " + d.Turn.Model)
+	}
+	return b.String()
+}
+
+// Request is one thing a person asked the bot for, as an adapter saw it.
+type Request struct {
+	Kind Kind
+	// Conv is the conversation the request was made in.
+	Conv     ConvKey
+	User     string
+	UserName string
+	Prompt   string
+	// Aspect, Seed and Model are options; empty means the defaults.
+	Aspect string
+	Seed   *int64
+	Model  string
+	// Image is an image attached to the request itself: the base of an edit.
+	Image []byte
+	// ReplyTo is the platform message the request replies to or targets.
+	// When it is one of the bot's results, its image is the base.
+	ReplyTo string
+	// ReplyImage is the image of that message when it is a person's.
+	ReplyImage []byte
+	// Turn is the image a button was pressed on (reroll, undo, edit).
+	Turn string
+	// Origin is the adapter's note of where to answer; stored with the job.
+	Origin map[string]string
+}
+
+// Config is the core's configuration.
+type Config struct {
+	// Model is the default model; Prices maps a model to its USD price per image.
+	Model  string
+	Prices map[string]float64
+	// UserDaily caps each user's images per UTC day; 0 means no cap.
+	UserDaily int
+	// WorkspaceBudget caps each workspace's spend per UTC month in USD; 0 means none.
+	WorkspaceBudget float64
+	// Channels, when not empty, are the only channels the bot answers in.
+	Channels []string
+	// Admins are user ids exempt from the limits above.
+	Admins []string
+	// Logger receives one line per job; nil discards.
+	Logger *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// User errors the core returns; each carries its sentence.
+var (
+	ErrNoImage       = &UserError{Msg: "There is no image to edit here. Reply to an image, attach one, or /imagine first."}
+	ErrNothingToUndo = &UserError{Msg: "Nothing to undo: this is the first image of this conversation that I still have."}
+	ErrNoReroll      = &UserError{Msg: "That image was uploaded, not generated, so there is nothing to reroll."}
+	ErrChannel       = &UserError{Msg: "I'm not enabled in this channel. Ask an admin to add it to KONTEXT_CHANNELS."}
+	ErrDailyLimit    = &UserError{Msg: "You have reached your daily image limit. It resets at midnight UTC."}
+	ErrBudget        = &UserError{Msg: "This workspace has spent its image budget for the month."}
+	ErrNotYours      = &UserError{Msg: "Only the person who asked for that image (or an admin) can cancel it."}
+	ErrJobGone       = &UserError{Msg: "That job has already started or finished, so it can no longer be cancelled."}
+)
+
+// Core is the platform-free bot: it turns requests into jobs, runs them
+// through the scheduler, keeps conversations, and reports back through the
+// platform each job came from.
+type Core struct {
+	cfg   Config
+	store Store
+	gen   Generator
+	queue Scheduler
+	log   *slog.Logger
+	now   func() time.Time
+
+	mu        sync.Mutex
+	platforms map[string]Platform
+	live      map[string]*liveJob // by job id
+	closing   bool
+	wg        sync.WaitGroup // watchers and re-posts
+}
+
+// liveJob is a job this process has in its queue.
+type liveJob struct {
+	job     *Job
+	ticket  *kontext.Ticket
+	started bool
+	queued  time.Time
+}
+
+// New returns a core over st, gen and q.
+func New(cfg Config, st Store, gen Generator, q Scheduler) *Core {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	now := cfg.Now
+	if now == nil {
+		now = time.Now
+	}
+	if cfg.Model == "" {
+		cfg.Model = kontext.ModelMax
+	}
+	return &Core{cfg: cfg, store: st, gen: gen, queue: q, log: log, now: now,
+		platforms: map[string]Platform{}, live: map[string]*liveJob{}}
+}
+
+// Register adds a platform. Register every platform before Recover.
+func (c *Core) Register(p Platform) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.platforms[p.Name()] = p
+}
+
+// Store returns the core's store, for adapters that look up conversations.
+func (c *Core) Store() Store { return c.store }
+
+func (c *Core) reporter(j *Job) Reporter {
+	c.mu.Lock()
+	p := c.platforms[j.Conv.Platform]
+	c.mu.Unlock()
+	if p == nil {
+		return nopReporter{}
+	}
+	return p.Reporter(j)
+}
+
+func (c *Core) isAdmin(user string) bool { return slices.Contains(c.cfg.Admins, user) }
+
+// Submit accepts an imagine, edit or reroll: it checks the input and the
+// limits before anything is charged or sent, persists the job and queues
+// it. The returned job is a copy for the caller.
+func (c *Core) Submit(ctx context.Context, req *Request) (*Job, error) {
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	if closing {
+		return nil, kontext.ErrShutdown
+	}
+	if !req.Conv.Valid() {
+		return nil, fmt.Errorf("bot: submit: invalid conversation key %q", req.Conv)
+	}
+	admin := c.isAdmin(req.User)
+	if len(c.cfg.Channels) > 0 && !admin && !slices.Contains(c.cfg.Channels, req.Conv.Channel) {
+		return nil, ErrChannel
+	}
+	now := c.now()
+	job := &Job{
+		ID: newID("j"), Kind: req.Kind, Conv: req.Conv, User: req.User, UserName: req.UserName,
+		Model: req.Model, Aspect: req.Aspect, Origin: req.Origin,
+		State: JobWaiting, Created: now, Updated: now,
+	}
+	if job.Model == "" {
+		job.Model = c.cfg.Model
+	}
+	if !kontext.ValidModel(job.Model) {
+		return nil, Userf("Unknown model %q: use %s or %s.", job.Model, kontext.ModelMax, kontext.ModelPro)
+	}
+	if job.Aspect != "" && !kontext.ValidAspect(job.Aspect) {
+		return nil, Userf("Unknown aspect ratio %q: use one of %s.", job.Aspect, strings.Join(kontext.AspectRatios[1:], ", "))
+	}
+	var upload []byte
+	switch req.Kind {
+	case KindImagine, KindEdit:
+		prompt, err := CleanPrompt(req.Prompt)
+		if err != nil {
+			return nil, err
+		}
+		job.Prompt = prompt
+		if req.Kind == KindEdit {
+			if upload, err = c.resolveBase(ctx, req, job); err != nil {
+				return nil, err
+			}
+		}
+	case KindReroll:
+		if err := c.resolveReroll(ctx, req, job); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("bot: submit: kind %q is not a job", req.Kind)
+	}
+	if req.Seed != nil {
+		job.Seed = *req.Seed
+	} else {
+		job.Seed = mrand.Int64N(1 << 32)
+	}
+	if !admin {
+		if err := c.checkLimits(ctx, job, now); err != nil {
+			return nil, err
+		}
+	}
+	if upload != nil {
+		t := Turn{ID: newID("i"), Kind: KindUpload, Requester: req.User, Created: now}
+		if err := describe(&t, upload); err != nil {
+			return nil, err
+		}
+		if _, err := c.store.AddTurn(ctx, job.Conv, t, upload, nil, nil); err != nil {
+			return nil, fmt.Errorf("bot: submit: store upload: %w", err)
+		}
+		job.Base = t.ID
+	}
+	if err := c.store.PutJob(ctx, job); err != nil {
+		return nil, fmt.Errorf("bot: submit: %w", err)
+	}
+	cp := *job // the caller's copy: once queued, job belongs to its run
+	if err := c.enqueue(job); err != nil {
+		job.State, job.Error, job.Updated = JobFailed, err.Error(), c.now()
+		if perr := c.store.PutJob(context.WithoutCancel(ctx), job); perr != nil {
+			c.log.Error("bot: submit: mark refused job", "job", job.ID, "err", perr)
+		}
+		return nil, err
+	}
+	return &cp, nil
+}
+
+// resolveBase finds the image an edit starts from: an image attached to
+// the request, else the image of the message replied to or targeted, else
+// the conversation's current image. It returns bytes to store as an upload
+// turn when the base is a person's image.
+func (c *Core) resolveBase(ctx context.Context, req *Request, job *Job) ([]byte, error) {
+	if req.Image != nil {
+		return req.Image, CheckImage(req.Image)
+	}
+	if req.Turn != "" {
+		conv, err := c.store.Conversation(ctx, req.Conv)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, fmt.Errorf("bot: resolve base: %w", err)
+		}
+		if conv.Turn(req.Turn) == nil {
+			return nil, Userf("I no longer have that image: only the last images of a conversation are kept.")
+		}
+		job.Base = req.Turn
+		return nil, nil
+	}
+	if req.ReplyTo != "" {
+		key, turn, err := c.store.Message(ctx, req.Conv, req.ReplyTo)
+		switch {
+		case err == nil:
+			job.Conv, job.Base = key, turn
+			return nil, nil
+		case !errors.Is(err, ErrNotFound):
+			return nil, fmt.Errorf("bot: resolve base: %w", err)
+		}
+	}
+	if req.ReplyImage != nil {
+		return req.ReplyImage, CheckImage(req.ReplyImage)
+	}
+	conv, err := c.store.Conversation(ctx, req.Conv)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("bot: resolve base: %w", err)
+	}
+	if conv.Current() == nil && !c.hasLiveJob(req.Conv) {
+		return nil, ErrNoImage
+	}
+	job.FollowHead = true
+	return nil, nil
+}
+
+// resolveReroll makes job repeat a turn: same prompt, parent, model and
+// aspect, new seed.
+func (c *Core) resolveReroll(ctx context.Context, req *Request, job *Job) error {
+	conv, err := c.store.Conversation(ctx, req.Conv)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("bot: reroll: %w", err)
+	}
+	t := conv.Current()
+	if req.Turn != "" {
+		t = conv.Turn(req.Turn)
+	}
+	switch {
+	case t == nil:
+		return ErrNoImage
+	case t.Kind == KindUpload:
+		return ErrNoReroll
+	}
+	job.Prompt, job.Base, job.Model, job.Aspect = t.Prompt, t.Parent, t.Model, t.Aspect
+	if job.Model == "" {
+		job.Model = c.cfg.Model
+	}
+	if t.Parent != "" && conv.Turn(t.Parent) == nil {
+		return Userf("I no longer have the image that one was made from, so I cannot reroll it.")
+	}
+	return nil
+}
+
+func (c *Core) hasLiveJob(key ConvKey) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, l := range c.live {
+		if l.job.Conv == key {
+			return true
+		}
+	}
+	return false
+}
+
+// checkLimits refuses a job past the user's daily cap or the workspace's
+// monthly budget, counting jobs still in flight as if they were delivered.
+func (c *Core) checkLimits(ctx context.Context, job *Job, now time.Time) error {
+	if c.cfg.UserDaily <= 0 && c.cfg.WorkspaceBudget <= 0 {
+		return nil
+	}
+	day, month, err := c.store.Usage(ctx, job.Conv.Platform, job.Conv.Workspace, job.User, now)
+	if err != nil {
+		return fmt.Errorf("bot: limits: %w", err)
+	}
+	live, err := c.store.LiveJobs(ctx)
+	if err != nil {
+		return fmt.Errorf("bot: limits: %w", err)
+	}
+	for _, l := range live {
+		if l.Conv.Platform != job.Conv.Platform || l.Conv.Workspace != job.Conv.Workspace {
+			continue
+		}
+		if l.User == job.User && sameDay(l.Created, now) {
+			day.Images++
+		}
+		if sameMonth(l.Created, now) {
+			month.Spend += c.cfg.Prices[l.Model]
+		}
+	}
+	if c.cfg.UserDaily > 0 && day.Images >= c.cfg.UserDaily {
+		return &UserError{Msg: fmt.Sprintf("You have used your %d images for today. The limit resets at midnight UTC.", c.cfg.UserDaily), Err: ErrDailyLimit}
+	}
+	if price := c.cfg.Prices[job.Model]; c.cfg.WorkspaceBudget > 0 && month.Spend+price > c.cfg.WorkspaceBudget+1e-9 {
+		return &UserError{Msg: fmt.Sprintf("This workspace has spent its $%.2f image budget for %s.", c.cfg.WorkspaceBudget, now.UTC().Format("January")), Err: ErrBudget}
+	}
+	return nil
+}
+
+func sameDay(a, b time.Time) bool {
+	return a.UTC().Format(time.DateOnly) == b.UTC().Format(time.DateOnly)
+}
+
+func sameMonth(a, b time.Time) bool {
+	return a.UTC().Format("2006-01") == b.UTC().Format("2006-01")
+}
+
+// enqueue hands job to the scheduler and watches its ticket.
+func (c *Core) enqueue(job *Job) error {
+	l := &liveJob{job: job, queued: c.now()}
+	rep := c.reporter(job)
+	serial := job.Conv.String()
+	if job.Kind == KindImagine && job.Conv.Thread == "" {
+		serial = "" // a new picture in a channel waits for no one
+	}
+	c.mu.Lock()
+	c.live[job.ID] = l
+	c.mu.Unlock()
+	t, err := c.queue.Submit(context.Background(), kontext.Job{
+		ID:     job.ID,
+		User:   job.Conv.Platform + "/" + job.Conv.Workspace + "/" + job.User,
+		Serial: serial,
+		Run: func(ctx context.Context) error {
+			c.mu.Lock()
+			l.started = true
+			c.mu.Unlock()
+			return c.execute(ctx, job, rep, l.queued)
+		},
+		Position: func(pos int) {
+			if pos > 0 {
+				rep.Queued(job, pos)
+			}
+		},
+	})
+	if err != nil {
+		c.mu.Lock()
+		delete(c.live, job.ID)
+		c.mu.Unlock()
+		return err
+	}
+	c.mu.Lock()
+	l.ticket = t
+	c.mu.Unlock()
+	c.wg.Add(1)
+	go c.watch(l, rep)
+	return nil
+}
+
+// watch settles a job that ends without running: cancelled while waiting,
+// or handed back at shutdown (it stays waiting on disk).
+func (c *Core) watch(l *liveJob, rep Reporter) {
+	defer c.wg.Done()
+	<-l.ticket.Done()
+	c.mu.Lock()
+	delete(c.live, l.job.ID)
+	started := l.started
+	c.mu.Unlock()
+	err := l.ticket.Err()
+	if started || errors.Is(err, kontext.ErrShutdown) {
+		return
+	}
+	ctx := context.Background()
+	j := l.job
+	j.Updated = c.now()
+	if errors.Is(err, kontext.ErrCanceled) {
+		j.State = JobCanceled
+	} else {
+		j.State, j.Error = JobFailed, fmt.Sprint(err)
+	}
+	if perr := c.store.PutJob(ctx, j); perr != nil {
+		c.log.Error("bot: settle job", "job", j.ID, "err", perr)
+	}
+	c.logEnd(j, time.Since(l.queued), 0, err)
+	rep.Fail(ctx, j, Explain(err))
+}
+
+// Cancel cancels a waiting job of user's (or anyone's, for an admin).
+func (c *Core) Cancel(ctx context.Context, jobID, user string) error {
+	c.mu.Lock()
+	l := c.live[jobID]
+	var started bool
+	if l != nil {
+		started = l.started
+	}
+	c.mu.Unlock()
+	if l == nil || started || l.ticket == nil {
+		return ErrJobGone
+	}
+	if l.job.User != user && !c.isAdmin(user) {
+		return ErrNotYours
+	}
+	l.ticket.Cancel()
+	return nil
+}
+
+// execute runs one job in a slot: resolve the base image, call the
+// provider (or follow a prediction accepted before a restart), store the
+// image with the charge, then post it.
+func (c *Core) execute(ctx context.Context, job *Job, rep Reporter, queued time.Time) error {
+	started := c.now()
+	wait := started.Sub(queued)
+	if job.State == JobPosting {
+		return c.post(ctx, job, rep, wait, 0)
+	}
+	rep.Running(job)
+	req := kontext.Request{Prompt: job.Prompt, Model: job.Model, AspectRatio: job.Aspect, Seed: &job.Seed}
+	if job.FollowHead && job.Base == "" {
+		conv, err := c.store.Conversation(ctx, job.Conv)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return c.fail(ctx, job, rep, wait, 0, fmt.Errorf("bot: load conversation: %w", err))
+		}
+		cur := conv.Current()
+		if cur == nil {
+			return c.fail(ctx, job, rep, wait, 0, ErrNoImage)
+		}
+		job.Base = cur.ID
+	}
+	if job.Base != "" {
+		img, err := c.baseImage(ctx, job.Conv, job.Base)
+		if err != nil {
+			return c.fail(ctx, job, rep, wait, 0, err)
+		}
+		req.InputImage = img
+	}
+	req.OnCreated = func(id string) {
+		job.PredictionID, job.State, job.Updated = id, JobSubmitted, c.now()
+		if err := c.store.PutJob(context.WithoutCancel(ctx), job); err != nil {
+			c.log.Error("bot: record prediction", "job", job.ID, "err", err)
+		}
+	}
+	var res *kontext.Result
+	var err error
+	if job.PredictionID != "" {
+		res, err = c.gen.Resume(ctx, job.PredictionID)
+	} else {
+		res, err = c.gen.Run(ctx, req)
+	}
+	provider := c.now().Sub(started)
+	if err != nil {
+		if ctx.Err() != nil && errors.Is(context.Cause(ctx), kontext.ErrShutdown) {
+			// Shutting down: the job stays live on disk and runs on after
+			// the restart, from its prediction when it has one.
+			c.logEnd(job, wait, provider, kontext.ErrShutdown)
+			return err
+		}
+		return c.fail(ctx, job, rep, wait, provider, err)
+	}
+	t := Turn{ID: newID("i"), Parent: job.Base, Kind: job.Kind, Prompt: job.Prompt, Model: res.Model,
+		Aspect: job.Aspect, Seed: res.Seed, Requester: job.User, Created: c.now()}
+	if t.Model == "" {
+		t.Model = job.Model
+	}
+	if err := describe(&t, res.Data); err != nil {
+		return c.fail(ctx, job, rep, wait, provider, err)
+	}
+	job.State, job.Result, job.Updated = JobPosting, t.ID, c.now()
+	charge := &Charge{Platform: job.Conv.Platform, Workspace: job.Conv.Workspace, User: job.User,
+		Model: job.Model, USD: c.cfg.Prices[job.Model], At: t.Created}
+	if _, err := c.store.AddTurn(context.WithoutCancel(ctx), job.Conv, t, res.Data, job, charge); err != nil {
+		return c.fail(ctx, job, rep, wait, provider, fmt.Errorf("bot: store result: %w", err))
+	}
+	return c.post(context.WithoutCancel(ctx), job, rep, wait, provider)
+}
+
+// baseImage loads the bytes of turn id in the conversation at key.
+func (c *Core) baseImage(ctx context.Context, key ConvKey, id string) ([]byte, error) {
+	conv, err := c.store.Conversation(ctx, key)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("bot: load base: %w", err)
+	}
+	t := conv.Turn(id)
+	if t == nil {
+		return nil, Userf("I no longer have the image to edit: only the last images of a conversation are kept.")
+	}
+	img, err := c.store.Image(ctx, t.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("bot: load base %s: %w", t.SHA256, err)
+	}
+	return img, nil
+}
+
+// post delivers a stored result and records where it was posted. A job
+// interrupted here is posted again after a restart.
+func (c *Core) post(ctx context.Context, job *Job, rep Reporter, wait, provider time.Duration) error {
+	conv, err := c.store.Conversation(ctx, job.Conv)
+	if err != nil {
+		return c.fail(ctx, job, rep, wait, provider, fmt.Errorf("bot: post: %w", err))
+	}
+	t := conv.Turn(job.Result)
+	if t == nil {
+		return c.fail(ctx, job, rep, wait, provider, fmt.Errorf("bot: post: turn %s is gone", job.Result))
+	}
+	img, err := c.store.Image(ctx, t.SHA256)
+	if err != nil {
+		return c.fail(ctx, job, rep, wait, provider, fmt.Errorf("bot: post: %w", err))
+	}
+	d := &Delivery{Job: job, Conv: job.Conv, Turn: *t, Image: img}
+	posted, err := rep.Deliver(ctx, job, d)
+	if err != nil {
+		// The image is stored and is the conversation's head; only the
+		// post failed. Keep the job live so a restart posts it again.
+		c.log.Error("bot: post", "job", job.ID, "err", err)
+		rep.Fail(ctx, job, "I made the image but could not post it here. I will try again when I restart.")
+		return err
+	}
+	if err := c.recordPost(ctx, job.Conv, *t, img, posted); err != nil {
+		c.log.Error("bot: record post", "job", job.ID, "err", err)
+	}
+	job.State, job.Updated = JobDelivered, c.now()
+	if err := c.store.PutJob(ctx, job); err != nil {
+		c.log.Error("bot: mark delivered", "job", job.ID, "err", err)
+	}
+	c.logEnd(job, wait, provider, nil)
+	return nil
+}
+
+// recordPost remembers the message an image was posted in and, when the
+// adapter opened a thread for it, starts that conversation from it.
+func (c *Core) recordPost(ctx context.Context, key ConvKey, t Turn, img []byte, posted Posted) error {
+	if posted.Thread != nil && *posted.Thread != key {
+		key = *posted.Thread
+		t.Messages = nil
+		if _, err := c.store.AddTurn(ctx, key, t, img, nil, nil); err != nil {
+			return err
+		}
+	}
+	if posted.MessageID == "" {
+		return nil
+	}
+	return c.store.AddMessage(ctx, key, t.ID, posted.MessageID)
+}
+
+// RecordPost remembers that the image of turn id in the conversation at
+// key was posted as msgID (for adapters that post images themselves, as
+// after an undo).
+func (c *Core) RecordPost(ctx context.Context, key ConvKey, id string, posted Posted) error {
+	conv, err := c.store.Conversation(ctx, key)
+	if err != nil {
+		return fmt.Errorf("bot: record post: %w", err)
+	}
+	t := conv.Turn(id)
+	if t == nil {
+		return fmt.Errorf("bot: record post: turn %s: %w", id, ErrNotFound)
+	}
+	img, err := c.store.Image(ctx, t.SHA256)
+	if err != nil {
+		return fmt.Errorf("bot: record post: %w", err)
+	}
+	return c.recordPost(ctx, key, *t, img, posted)
+}
+
+// fail ends job without an image: nothing is charged.
+func (c *Core) fail(ctx context.Context, job *Job, rep Reporter, wait, provider time.Duration, err error) error {
+	ctx = context.WithoutCancel(ctx)
+	job.State, job.Error, job.Updated = JobFailed, err.Error(), c.now()
+	if perr := c.store.PutJob(ctx, job); perr != nil {
+		c.log.Error("bot: mark failed", "job", job.ID, "err", perr)
+	}
+	var ue *UserError
+	if !errors.As(err, &ue) {
+		c.log.Error("bot: job failed", "job", job.ID, "err", err)
+	}
+	c.logEnd(job, wait, provider, err)
+	rep.Fail(ctx, job, Explain(err))
+	return err
+}
+
+func (c *Core) logEnd(job *Job, wait, provider time.Duration, err error) {
+	outcome := "delivered"
+	switch {
+	case errors.Is(err, kontext.ErrShutdown):
+		outcome = "kept for restart"
+	case errors.Is(err, kontext.ErrCanceled):
+		outcome = "canceled"
+	case errors.Is(err, kontext.ErrContentRefused):
+		outcome = "refused"
+	case err != nil:
+		outcome = "failed"
+	}
+	c.log.Info("job", "id", job.ID, "kind", job.Kind, "platform", job.Conv.Platform,
+		"queue_wait", wait.Round(time.Millisecond), "provider", provider.Round(time.Millisecond), "outcome", outcome)
+}
+
+// Undo moves the conversation's head back to the parent of the current
+// image (or of req.Turn) and returns that image to show again. No provider
+// call, no charge.
+func (c *Core) Undo(ctx context.Context, req *Request) (*Delivery, error) {
+	conv, err := c.store.Conversation(ctx, req.Conv)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, fmt.Errorf("bot: undo: %w", err)
+	}
+	t := conv.Current()
+	if req.Turn != "" {
+		t = conv.Turn(req.Turn)
+	}
+	if t == nil {
+		return nil, ErrNoImage
+	}
+	parent := conv.Turn(t.Parent)
+	if parent == nil {
+		return nil, ErrNothingToUndo
+	}
+	if _, err := c.store.SetHead(ctx, req.Conv, parent.ID); err != nil {
+		return nil, fmt.Errorf("bot: undo: %w", err)
+	}
+	img, err := c.store.Image(ctx, parent.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("bot: undo: %w", err)
+	}
+	return &Delivery{Conv: req.Conv, Turn: *parent, Image: img}, nil
+}
+
+// UsageReport is what /usage shows a person.
+type UsageReport struct {
+	Today, Month Usage
+	// DailyLimit and Budget are the configured caps (0: none); Admin is
+	// exempt from both.
+	DailyLimit int
+	Budget     float64
+	Admin      bool
+	At         time.Time
+}
+
+// Text is the report as one short message.
+func (u UsageReport) Text() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "You have made %d image%s today", u.Today.Images, plural(u.Today.Images))
+	if u.DailyLimit > 0 && !u.Admin {
+		fmt.Fprintf(&b, " (limit %d)", u.DailyLimit)
+	}
+	fmt.Fprintf(&b, ". This workspace has made %d image%s in %s, costing $%.2f", u.Month.Images, plural(u.Month.Images), u.At.UTC().Format("January"), u.Month.Spend)
+	if u.Budget > 0 {
+		fmt.Fprintf(&b, " of its $%.2f budget", u.Budget)
+	}
+	b.WriteString(".")
+	if u.Admin {
+		b.WriteString(" You are an admin: limits do not apply to you.")
+	}
+	return b.String()
+}
+
+func plural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+// Usage reports the requester's images today and the workspace's spend
+// this month.
+func (c *Core) Usage(ctx context.Context, req *Request) (UsageReport, error) {
+	now := c.now()
+	day, month, err := c.store.Usage(ctx, req.Conv.Platform, req.Conv.Workspace, req.User, now)
+	if err != nil {
+		return UsageReport{}, fmt.Errorf("bot: usage: %w", err)
+	}
+	return UsageReport{Today: day, Month: month, DailyLimit: c.cfg.UserDaily, Budget: c.cfg.WorkspaceBudget, Admin: c.isAdmin(req.User), At: now}, nil
+}
+
+// Recover runs on every job an earlier process left live: waiting jobs are
+// queued again, submitted ones follow their prediction to the end, and
+// stored-but-unposted ones are posted. Register platforms first. It
+// returns the ids of the jobs it took up.
+func (c *Core) Recover(ctx context.Context) ([]string, error) {
+	jobs, err := c.store.LiveJobs(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("bot: recover: %w", err)
+	}
+	var ids []string
+	for _, j := range jobs {
+		c.mu.Lock()
+		_, known := c.platforms[j.Conv.Platform]
+		_, running := c.live[j.ID]
+		c.mu.Unlock()
+		if !known || running {
+			continue // its platform is not configured in this run: it waits on disk
+		}
+		if j.State == JobPosting {
+			c.wg.Add(1)
+			go func() {
+				defer c.wg.Done()
+				_ = c.post(context.Background(), j, c.reporter(j), 0, 0)
+			}()
+			ids = append(ids, j.ID)
+			continue
+		}
+		if err := c.enqueue(j); err != nil {
+			c.log.Error("bot: recover: requeue", "job", j.ID, "err", err)
+			continue
+		}
+		ids = append(ids, j.ID)
+	}
+	return ids, nil
+}
+
+// Close stops taking requests, lets running jobs finish until ctx ends,
+// keeps waiting ones on disk for the next start, and waits for its own
+// goroutines.
+func (c *Core) Close(ctx context.Context) error {
+	c.mu.Lock()
+	c.closing = true
+	c.mu.Unlock()
+	_, err := c.queue.Shutdown(ctx)
+	c.wg.Wait()
+	return err
+}
+
+// describe fills a turn's digest, format and size from the image bytes.
+func describe(t *Turn, data []byte) error {
+	res, err := kontext.Describe(data)
+	if err != nil {
+		return fmt.Errorf("bot: describe image: %w", err)
+	}
+	sum := sha256.Sum256(data)
+	t.SHA256 = hex.EncodeToString(sum[:])
+	t.Format, t.Width, t.Height, t.Bytes = res.Format, res.Width, res.Height, len(data)
+	return nil
+}
+
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// newID returns a short random id with a one-letter prefix.
+func newID(prefix string) string {
+	var b [10]byte
+	_, _ = rand.Read(b[:])
+	return prefix + idEncoding.EncodeToString(b[:])
+}
+
+// nopReporter reports nowhere: for jobs of a platform that is gone.
+type nopReporter struct{}
+
+func (nopReporter) Queued(*Job, int)                                         {}
+func (nopReporter) Running(*Job)                                             {}
+func (nopReporter) Deliver(context.Context, *Job, *Delivery) (Posted, error) { return Posted{}, nil }
+func (nopReporter) Fail(context.Context, *Job, string)                       {}

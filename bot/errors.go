@@ -1,0 +1,72 @@
+package bot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"kontextbot/kontext"
+)
+
+// UserError is an error the user caused or can act on. Its message is
+// written for them: one friendly sentence, safe to show in chat.
+type UserError struct {
+	// Msg is shown to the user as it is.
+	Msg string
+	// Err is the underlying cause, for logs; may be nil.
+	Err error
+}
+
+func (e *UserError) Error() string { return e.Msg }
+
+// Unwrap returns the cause.
+func (e *UserError) Unwrap() error { return e.Err }
+
+// Userf returns a *UserError with a formatted message.
+func Userf(format string, args ...any) error {
+	return &UserError{Msg: fmt.Sprintf(format, args...)}
+}
+
+// Apology is what the user sees for a failure that is not theirs to fix;
+// the details go to the log.
+const Apology = "Sorry, something went wrong on our side while making that image. Please try again in a moment."
+
+// Explain returns the one sentence a user should see for err: the message
+// of a *UserError, a plain explanation of a provider outcome, or Apology.
+func Explain(err error) string {
+	var ue *UserError
+	var le *kontext.LimitError
+	switch {
+	case err == nil:
+		return ""
+	case errors.As(err, &ue):
+		return ue.Msg
+	case errors.As(err, &le) && errors.Is(err, kontext.ErrUserWaitingLimit):
+		return fmt.Sprintf("You already have %d images waiting. Wait for one to finish, or cancel one, then try again.", le.Limit)
+	case errors.As(err, &le) && errors.Is(err, kontext.ErrQueueFull):
+		return fmt.Sprintf("The bot's queue is full (%d images waiting). Please try again in a few minutes.", le.Limit)
+	case errors.Is(err, kontext.ErrContentRefused):
+		return "The image provider refused this prompt or image as unsafe. Try wording it differently."
+	case errors.Is(err, kontext.ErrUnauthorized):
+		return "The image provider rejected the bot's API key. Please tell whoever runs the bot (COMETAPI_API_KEY)."
+	case errors.Is(err, kontext.ErrOutOfCredits):
+		return "The image provider account is out of credits. Please tell whoever runs the bot."
+	case errors.Is(err, kontext.ErrInvalidRequest):
+		var ae *kontext.APIError
+		if errors.As(err, &ae) && ae.Message != "" {
+			return "The image provider refused the request: " + ae.Message + "."
+		}
+		return "The image provider refused the request as invalid."
+	case errors.Is(err, kontext.ErrRateLimited):
+		return "The image provider is busy right now. Please try again in a minute."
+	case errors.Is(err, kontext.ErrTimeout):
+		return "The image provider took too long to answer. Please try again."
+	case errors.Is(err, kontext.ErrShutdown):
+		return "The bot is restarting. Please try again in a minute."
+	case errors.Is(err, kontext.ErrCanceled), errors.Is(err, context.Canceled):
+		return "Cancelled."
+	case errors.Is(err, kontext.ErrProviderFailure):
+		return "The image provider failed to make that image. Please try again."
+	}
+	return Apology
+}

@@ -1,0 +1,92 @@
+package bot
+
+import (
+	"bytes"
+	"fmt"
+	"image"
+	"net/http"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	// Decoders for every input format the bot accepts.
+	_ "image/gif"
+	_ "image/jpeg"
+	_ "image/png"
+
+	_ "golang.org/x/image/webp"
+
+	"kontextbot/kontext"
+)
+
+// Limits on what a person can send. They hold before any charge or call to
+// the provider.
+const (
+	MaxImageBytes   = 20 << 20   // 20 MiB
+	MaxImageSide    = 8192       // pixels
+	MaxImagePixels  = 40_000_000 // 40 megapixels
+	MaxPromptRunes  = 2000
+	acceptedFormats = "PNG, JPEG, WebP or GIF"
+)
+
+// Input errors, each with its own sentence. Test with errors.Is.
+var (
+	ErrNotImage      = &UserError{Msg: "That file is not an image the bot can edit: send a " + acceptedFormats + "."}
+	ErrImageTooLarge = &UserError{Msg: fmt.Sprintf("That image is too large: the limit is %d MiB.", MaxImageBytes>>20)}
+	ErrImageTooBig   = &UserError{Msg: fmt.Sprintf("That image has too many pixels: the limit is %d pixels a side and %d megapixels.", MaxImageSide, MaxImagePixels/1_000_000)}
+	ErrImageBroken   = &UserError{Msg: "That image is damaged or incomplete and cannot be read. Try saving it again."}
+	ErrEmptyPrompt   = &UserError{Msg: "Tell me what to make or change: the prompt is empty."}
+	ErrPromptTooLong = &UserError{Msg: fmt.Sprintf("That prompt is too long: keep it under %d characters.", MaxPromptRunes)}
+)
+
+// CheckImage accepts a PNG, JPEG, WebP or GIF of at most MaxImageBytes,
+// MaxImageSide a side and MaxImagePixels in all, that decodes completely.
+// The size is read from the header before anything is decoded, so a
+// decompression bomb is refused without allocating its pixels.
+func CheckImage(data []byte) error {
+	if len(data) > MaxImageBytes {
+		return ErrImageTooLarge
+	}
+	if kontext.Sniff(data) == "" {
+		return ErrNotImage
+	}
+	cfg, _, err := image.DecodeConfig(bytes.NewReader(data))
+	if err != nil {
+		return fmt.Errorf("%w: decode config (%s): %w", ErrImageBroken, http.DetectContentType(data), err)
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 {
+		return ErrImageBroken
+	}
+	if cfg.Width > MaxImageSide || cfg.Height > MaxImageSide || cfg.Width*cfg.Height > MaxImagePixels {
+		return ErrImageTooBig
+	}
+	if _, _, err := image.Decode(bytes.NewReader(data)); err != nil {
+		return fmt.Errorf("%w: decode: %w", ErrImageBroken, err)
+	}
+	return nil
+}
+
+// CleanPrompt removes control characters (keeping line breaks as spaces),
+// trims, and checks the length.
+func CleanPrompt(s string) (string, error) {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "")
+	}
+	s = strings.Map(func(r rune) rune {
+		switch {
+		case r == '\n' || r == '\r' || r == '\t':
+			return ' '
+		case unicode.IsControl(r) || unicode.Is(unicode.Cf, r) && r != '\u200d':
+			return -1
+		}
+		return r
+	}, s)
+	s = strings.TrimSpace(s)
+	switch {
+	case s == "":
+		return "", ErrEmptyPrompt
+	case utf8.RuneCountInString(s) > MaxPromptRunes:
+		return "", ErrPromptTooLong
+	}
+	return s, nil
+}

@@ -1,0 +1,118 @@
+package bot_test
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+
+	"kontextbot/bot"
+	"kontextbot/kontext"
+)
+
+func TestParseOptions(t *testing.T) {
+	tests := []struct {
+		name       string
+		in         string
+		wantPrompt string
+		wantAspect string
+		wantSeed   int64 // -1: none
+		wantModel  string
+		wantErr    bool
+	}{
+		{name: "PromptOnly", in: "a red fox", wantPrompt: "a red fox", wantSeed: -1},
+		{name: "AllOptions", in: "a red fox --ar 16:9 --seed 42 --model pro", wantPrompt: "a red fox", wantAspect: "16:9", wantSeed: 42, wantModel: kontext.ModelPro},
+		{name: "OptionsFirstWithEquals", in: "--aspect=9:16 --model=max a tall tower", wantPrompt: "a tall tower", wantAspect: "9:16", wantSeed: -1, wantModel: kontext.ModelMax},
+		{name: "DashesInPrompt", in: "a sign saying -- open -- now", wantPrompt: "a sign saying -- open -- now", wantSeed: -1},
+		{name: "BadAspect", in: "x --ar 5:1", wantErr: true},
+		{name: "BadSeed", in: "x --seed lots", wantErr: true},
+		{name: "NegativeSeed", in: "x --seed -3", wantErr: true},
+		{name: "BadModel", in: "x --model dev", wantErr: true},
+		{name: "MissingValue", in: "x --seed", wantErr: true},
+		{name: "UnknownOption", in: "x --stylize 100", wantErr: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			prompt, o, err := bot.ParseOptions(tt.in)
+			if tt.wantErr {
+				var ue *bot.UserError
+				if !errors.As(err, &ue) {
+					t.Fatalf("got %v, want a *UserError", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if prompt != tt.wantPrompt || o.Aspect != tt.wantAspect || o.Model != tt.wantModel {
+				t.Errorf("got %q %q %q, want %q %q %q", prompt, o.Aspect, o.Model, tt.wantPrompt, tt.wantAspect, tt.wantModel)
+			}
+			if (o.Seed == nil) != (tt.wantSeed < 0) || o.Seed != nil && *o.Seed != tt.wantSeed {
+				t.Errorf("seed: got %v, want %d", o.Seed, tt.wantSeed)
+			}
+		})
+	}
+}
+
+func TestCleanPrompt(t *testing.T) {
+	tests := []struct {
+		name, in, want string
+		err            error
+	}{
+		{"Plain", "a red fox", "a red fox", nil},
+		{"ControlCharacters", "a\x00 red\x07 fox\u200b", "a red fox", nil},
+		{"LineBreaksBecomeSpaces", "  a red\nfox\t ", "a red fox", nil},
+		{"InvalidUTF8", "a \xff fox", "a  fox", nil},
+		{"Empty", " \x00\n ", "", bot.ErrEmptyPrompt},
+		{"Longest", strings.Repeat("é", bot.MaxPromptRunes), strings.Repeat("é", bot.MaxPromptRunes), nil},
+		{"TooLong", strings.Repeat("é", bot.MaxPromptRunes+1), "", bot.ErrPromptTooLong},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := bot.CleanPrompt(tt.in)
+			if !errors.Is(err, tt.err) || got != tt.want {
+				t.Errorf("got %q %v, want %q %v", got, err, tt.want, tt.err)
+			}
+		})
+	}
+}
+
+func TestOrdinal(t *testing.T) {
+	for n, want := range map[int]string{1: "1st", 2: "2nd", 3: "3rd", 4: "4th", 11: "11th", 12: "12th", 13: "13th", 21: "21st", 102: "102nd", 111: "111th"} {
+		if got := bot.Ordinal(n); got != want {
+			t.Errorf("Ordinal(%d): got %q, want %q", n, got, want)
+		}
+	}
+}
+
+func TestExplain(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"UserError", bot.ErrNoImage, "Reply to an image"},
+		{"WrappedUserError", fmt.Errorf("deep: %w", bot.ErrEmptyPrompt), "prompt is empty"},
+		{"Moderation", &kontext.APIError{Op: "poll", Kind: kontext.ErrContentRefused}, "refused this prompt"},
+		{"Unauthorized", &kontext.APIError{Op: "create", Kind: kontext.ErrUnauthorized}, "API key"},
+		{"Credits", &kontext.APIError{Op: "create", Kind: kontext.ErrOutOfCredits}, "out of credits"},
+		{"Invalid", &kontext.APIError{Op: "create", Kind: kontext.ErrInvalidRequest, Message: "input_image is too small"}, "input_image is too small"},
+		{"RateLimited", &kontext.APIError{Op: "create", Kind: kontext.ErrRateLimited}, "busy"},
+		{"Timeout", &kontext.APIError{Op: "poll", Kind: kontext.ErrTimeout}, "too long"},
+		{"UserWaiting", &kontext.LimitError{Kind: kontext.ErrUserWaitingLimit, Limit: 5}, "5 images waiting"},
+		{"QueueFull", &kontext.LimitError{Kind: kontext.ErrQueueFull, Limit: 200}, "queue is full"},
+		{"Shutdown", kontext.ErrShutdown, "restarting"},
+		{"Unknown", errors.New("disk on fire"), bot.Apology},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := bot.Explain(tt.err)
+			if !strings.Contains(got, tt.want) {
+				t.Errorf("got %q, want it to contain %q", got, tt.want)
+			}
+			if strings.Contains(got, "disk on fire") || strings.Contains(got, "kontext:") {
+				t.Errorf("internal details leaked to the user: %q", got)
+			}
+		})
+	}
+}

@@ -1,0 +1,88 @@
+package bot
+
+import (
+	"strconv"
+	"strings"
+
+	"kontextbot/kontext"
+)
+
+// Options are the settings a person can add to a prompt in text form.
+type Options struct {
+	Aspect string
+	Seed   *int64
+	Model  string
+	// Image is a local file to edit (the console's --image).
+	Image string
+}
+
+// ParseOptions splits "a red fox --ar 16:9 --seed 7 --model pro" into the
+// prompt and its options. Options may stand anywhere; "--ar" also reads as
+// "--aspect", and the model may be given as max, pro or its full name.
+// Unknown "--" words are refused, so a typo never ends up in the prompt.
+func ParseOptions(text string) (string, Options, error) {
+	var o Options
+	var words []string
+	fields := strings.Fields(text)
+	for i := 0; i < len(fields); i++ {
+		f := fields[i]
+		name, value, hasValue := strings.Cut(f, "=")
+		if !strings.HasPrefix(name, "--") || len(name) == 2 {
+			words = append(words, f)
+			continue
+		}
+		if !hasValue {
+			if i+1 >= len(fields) {
+				return "", o, Userf("%s needs a value, as in %s.", name, optionExample(name))
+			}
+			i++
+			value = fields[i]
+		}
+		switch strings.ToLower(name) {
+		case "--ar", "--aspect", "--aspect-ratio":
+			if !kontext.ValidAspect(value) {
+				return "", o, Userf("%q is not an aspect ratio I know: use one of %s.", value, strings.Join(kontext.AspectRatios[1:], ", "))
+			}
+			o.Aspect = value
+		case "--seed":
+			n, err := strconv.ParseInt(value, 10, 64)
+			if err != nil || n < 0 {
+				return "", o, Userf("The seed must be a whole number of 0 or more, not %q.", value)
+			}
+			o.Seed = &n
+		case "--model":
+			m, ok := modelByName(value)
+			if !ok {
+				return "", o, Userf("Unknown model %q: use max or pro.", value)
+			}
+			o.Model = m
+		case "--image":
+			o.Image = value
+		default:
+			return "", o, Userf("Unknown option %s: use --ar, --seed or --model.", name)
+		}
+	}
+	return strings.Join(words, " "), o, nil
+}
+
+func optionExample(name string) string {
+	switch name {
+	case "--seed":
+		return "--seed 42"
+	case "--model":
+		return "--model pro"
+	case "--image":
+		return "--image photo.png"
+	}
+	return "--ar 16:9"
+}
+
+func modelByName(s string) (string, bool) {
+	switch strings.ToLower(s) {
+	case "max", kontext.ModelMax, "black-forest-labs/" + kontext.ModelMax:
+		return kontext.ModelMax, true
+	case "pro", kontext.ModelPro, "black-forest-labs/" + kontext.ModelPro:
+		return kontext.ModelPro, true
+	}
+	return "", false
+}

@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"kontextbot/bot"
+	"kontextbot/kontext"
+	"kontextbot/kontext/kontexttest"
+)
+
+// oneShotFlags are the flags imagine and edit share.
+type oneShotFlags struct {
+	prompt, aspect, seed, model, out, format string
+}
+
+func (o *oneShotFlags) register(fs *flag.FlagSet, defaultAspect string) {
+	fs.StringVar(&o.prompt, "prompt", "", "what to make or change (required)")
+	fs.StringVar(&o.aspect, "aspect", defaultAspect, "aspect ratio: "+strings.Join(kontext.AspectRatios, ", "))
+	fs.StringVar(&o.seed, "seed", "", "seed for a reproducible result (default: random)")
+	fs.StringVar(&o.model, "model", "", "flux-kontext-max or flux-kontext-pro (default: KONTEXT_MODEL)")
+	fs.StringVar(&o.out, "o", "", "file to write (default: kontext-TIME.png in this folder)")
+	fs.StringVar(&o.format, "format", "png", "png or jpg")
+}
+
+// request checks the flags and turns them into a kontext.Request.
+func (o *oneShotFlags) request() (kontext.Request, error) {
+	var problems []string
+	req := kontext.Request{Prompt: strings.TrimSpace(o.prompt), Model: o.model, AspectRatio: o.aspect, OutputFormat: o.format}
+	if req.Prompt == "" {
+		problems = append(problems, "-prompt is required")
+	}
+	if o.aspect != "" && !kontext.ValidAspect(o.aspect) {
+		problems = append(problems, fmt.Sprintf("-aspect %q is not one of %s", o.aspect, strings.Join(kontext.AspectRatios, ", ")))
+	}
+	if o.model != "" && !kontext.ValidModel(o.model) {
+		problems = append(problems, fmt.Sprintf("-model %q is not %s or %s", o.model, kontext.ModelMax, kontext.ModelPro))
+	}
+	if o.format != "png" && o.format != "jpg" {
+		problems = append(problems, fmt.Sprintf("-format %q is not png or jpg", o.format))
+	}
+	if o.seed != "" {
+		n, err := strconv.ParseInt(o.seed, 10, 64)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("-seed %q is not a whole number", o.seed))
+		}
+		req.Seed = &n
+	}
+	if len(problems) > 0 {
+		return req, usageError{strings.Join(problems, "; ")}
+	}
+	return req, nil
+}
+
+func runImagine(ctx context.Context, args []string, env envFunc, stdout, stderr io.Writer) error {
+	var o oneShotFlags
+	fs := newFlagSet("imagine", stderr)
+	o.register(fs, "1:1")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	req, err := o.request()
+	if err != nil {
+		return err
+	}
+	return oneShot(ctx, env, stdout, req, o.out)
+}
+
+func runEdit(ctx context.Context, args []string, env envFunc, stdout, stderr io.Writer) error {
+	var o oneShotFlags
+	var in string
+	fs := newFlagSet("edit", stderr)
+	fs.StringVar(&in, "image", "", "the image to edit: PNG, JPEG, GIF or WebP (required)")
+	o.register(fs, kontext.AspectMatchInput)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	req, err := o.request()
+	if in == "" {
+		err = errors.Join(err, usageError{"-image is required"})
+	}
+	if err != nil {
+		return err
+	}
+	img, err := os.ReadFile(in)
+	if err != nil {
+		return fmt.Errorf("cannot read the image to edit: %w", err)
+	}
+	if err := bot.CheckImage(img); err != nil {
+		return fmt.Errorf("%s: %s", in, bot.Explain(err))
+	}
+	req.InputImage = img
+	return oneShot(ctx, env, stdout, req, o.out)
+}
+
+// oneShot makes one image with the configured client and writes it to out.
+func oneShot(ctx context.Context, env envFunc, stdout io.Writer, req kontext.Request, out string) error {
+	cfg, err := loadConfig(env)
+	if err != nil {
+		return err
+	}
+	client, err := kontext.NewClient(cfg.clientConfig())
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	start := time.Now()
+	res, err := client.Run(ctx, req)
+	if err != nil {
+		if errors.Is(err, context.Canceled) {
+			return errors.New("interrupted; nothing was written")
+		}
+		return errors.New(oneShotMessage(err))
+	}
+	if out == "" {
+		out = "kontext-" + start.Format("20060102-150405") + "." + extension(res.Format)
+	}
+	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
+		return fmt.Errorf("cannot write the image: %w", err)
+	}
+	if err := os.WriteFile(out, res.Data, 0o644); err != nil {
+		return fmt.Errorf("cannot write the image: %w", err)
+	}
+	seed := "unknown"
+	if res.Seed != nil {
+		seed = strconv.FormatInt(*res.Seed, 10)
+	}
+	fmt.Fprintf(stdout, "wrote %s: %d×%d %s, seed %s, model %s, in %s\n",
+		out, res.Width, res.Height, res.Format, seed, res.Model, time.Since(start).Round(100*time.Millisecond))
+	return nil
+}
+
+// oneShotMessage is the one sentence the command line prints for a failed
+// call; it names what to change where the operator can act.
+func oneShotMessage(err error) string {
+	switch {
+	case errors.Is(err, kontext.ErrUnauthorized):
+		return "the API key was rejected: check COMETAPI_API_KEY (and COMETAPI_BASE_URL)"
+	case errors.Is(err, kontext.ErrOutOfCredits):
+		return "the CometAPI account is out of credits"
+	case errors.Is(err, kontext.ErrContentRefused):
+		return "the provider refused this prompt as unsafe"
+	}
+	var ae *kontext.APIError
+	if errors.As(err, &ae) && ae.Kind != kontext.ErrInvalidRequest {
+		return strings.TrimSuffix(bot.Explain(err), ".") + " (" + err.Error() + ")"
+	}
+	return strings.TrimSuffix(bot.Explain(err), ".")
+}
+
+func extension(format string) string {
+	if format == "jpeg" {
+		return "jpg"
+	}
+	return format
+}
+
+// runFakeAPI serves the fake CometAPI on a real address until ctx ends, so
+// anyone can run the bot end to end without an API key.
+func runFakeAPI(ctx context.Context, args []string, env envFunc, stdout, stderr io.Writer) error {
+	fs := newFlagSet("fakeapi", stderr)
+	addr := fs.String("addr", "127.0.0.1:8787", "address to listen on")
+	latency := fs.Duration("latency", 3*time.Second, "time each prediction takes")
+	jitter := fs.Duration("jitter", time.Second, "extra random time per prediction, up to this")
+	slots := fs.Int("slots", 6, "active predictions allowed per key (the 7th gets 429)")
+	key := fs.String("key", "", "API key the fake accepts (default: COMETAPI_API_KEY, else \"test\")")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *key == "" {
+		*key = env("COMETAPI_API_KEY")
+	}
+	if *key == "" {
+		*key = "test"
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	fake := kontexttest.New(kontexttest.Options{APIKey: *key, Slots: *slots, Latency: *latency, Jitter: *jitter, Logger: logger})
+	defer fake.Close()
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return fmt.Errorf("fakeapi: %w", err)
+	}
+	srv := &http.Server{Handler: fake, ReadHeaderTimeout: 10 * time.Second}
+	fmt.Fprintf(stdout, "fake CometAPI listening on http://%s (key %q, %d slots, latency %s + up to %s)\n", ln.Addr(), *key, *slots, *latency, *jitter)
+	fmt.Fprintf(stdout, "try: COMETAPI_BASE_URL=http://%s COMETAPI_API_KEY=%s kontextbot imagine -prompt \"a red fox\" -o fox.png\n", ln.Addr(), *key)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("fakeapi: %w", err)
+	case <-ctx.Done():
+	}
+	fake.Close() // release held requests so Shutdown does not wait for them
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		return fmt.Errorf("fakeapi: shutdown: %w", err)
+	}
+	<-errc
+	return nil
+}
+
+// runServe runs the bot.
+func runServe(ctx context.Context, args []string, env envFunc, stdout, stderr io.Writer) error {
+	fs := newFlagSet("serve", stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if _, err := loadConfig(env); err != nil {
+		return err
+	}
+	return errors.New("no chat platform is configured yet: the Discord and Slack adapters are not built in this version; use `kontextbot imagine` or `kontextbot edit`")
+}

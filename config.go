@@ -1,0 +1,217 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/joho/godotenv"
+
+	"kontextbot/kontext"
+)
+
+// envFunc reads one configuration variable; "" means unset.
+type envFunc func(string) string
+
+// withDotenv layers a .env file under the process environment: a variable
+// set in the environment always wins. The file is KONTEXT_ENV_FILE, or
+// .env in the working directory; a missing file is not an error.
+func withDotenv(getenv envFunc) (envFunc, error) {
+	path := getenv("KONTEXT_ENV_FILE")
+	explicit := path != ""
+	if !explicit {
+		path = ".env"
+	}
+	file, err := godotenv.Read(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist) && !explicit:
+		return getenv, nil
+	case err != nil:
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	return func(k string) string {
+		if v := getenv(k); v != "" {
+			return v
+		}
+		return file[k]
+	}, nil
+}
+
+// config is everything the bot reads from its environment.
+type config struct {
+	APIKey  string
+	BaseURL string
+	Model   string
+	Route   string
+	Wait    time.Duration
+
+	Slots       int
+	UserRunning int
+	UserWaiting int
+	QueueMax    int
+
+	DB            string
+	History       int
+	RetentionDays int
+	Prices        map[string]float64
+	UserDaily     int
+	Budget        float64
+	Channels      []string
+	Admins        []string
+	LogLevel      slog.Level
+	LogFormat     string
+}
+
+// configError lists every problem found in the configuration at once.
+type configError struct{ problems []string }
+
+func (e *configError) Error() string {
+	if len(e.problems) == 1 {
+		return "configuration: " + e.problems[0]
+	}
+	return "configuration has " + strconv.Itoa(len(e.problems)) + " problems:\n  - " + strings.Join(e.problems, "\n  - ")
+}
+
+// parser reads variables and collects every problem instead of stopping at
+// the first.
+type parser struct {
+	getenv   envFunc
+	problems []string
+}
+
+func (p *parser) fail(format string, args ...any) {
+	p.problems = append(p.problems, fmt.Sprintf(format, args...))
+}
+
+func (p *parser) str(name, def string) string {
+	if v := strings.TrimSpace(p.getenv(name)); v != "" {
+		return v
+	}
+	return def
+}
+
+func (p *parser) required(name, what string) string {
+	v := p.str(name, "")
+	if v == "" {
+		p.fail("%s is not set: %s", name, what)
+	}
+	return v
+}
+
+func (p *parser) intIn(name string, def, lo, hi int) int {
+	v := p.str(name, "")
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < lo || n > hi {
+		p.fail("%s=%q is not valid: use a whole number from %d to %d (default %d)", name, v, lo, hi, def)
+		return def
+	}
+	return n
+}
+
+func (p *parser) oneOf(name, def string, allowed ...string) string {
+	v := p.str(name, def)
+	for _, a := range allowed {
+		if v == a {
+			return v
+		}
+	}
+	p.fail("%s=%q is not valid: use one of %s (default %s)", name, v, strings.Join(allowed, ", "), def)
+	return def
+}
+
+func (p *parser) price(name string, def float64) float64 {
+	v := p.str(name, "")
+	if v == "" {
+		return def
+	}
+	f, err := strconv.ParseFloat(strings.TrimPrefix(v, "$"), 64)
+	if err != nil || f < 0 || f > 1e6 {
+		p.fail("%s=%q is not valid: use a price in USD such as %.3f (default %.3f)", name, v, def, def)
+		return def
+	}
+	return f
+}
+
+// list reads a comma-separated list of ids, ignoring blanks.
+func (p *parser) list(name string) []string {
+	var out []string
+	for _, f := range strings.Split(p.str(name, ""), ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func (p *parser) logLevel(name string) slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(p.str(name, "info"))); err != nil {
+		p.fail("%s=%q is not valid: use debug, info, warn or error", name, p.str(name, ""))
+		return slog.LevelInfo
+	}
+	return l
+}
+
+func (p *parser) httpURL(name, def string) string {
+	v := p.str(name, def)
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		p.fail("%s=%q is not valid: use an http(s) URL such as %s", name, v, def)
+		return def
+	}
+	return strings.TrimRight(v, "/")
+}
+
+func (p *parser) err() error {
+	if len(p.problems) == 0 {
+		return nil
+	}
+	return &configError{problems: p.problems}
+}
+
+// loadConfig reads and validates the configuration, reporting every
+// problem at once, each naming its variable and what a valid value is.
+func loadConfig(getenv envFunc) (config, error) {
+	p := &parser{getenv: getenv}
+	c := config{
+		APIKey:      p.required("COMETAPI_API_KEY", "set it to your CometAPI key (sk-...), or to the key of `kontextbot fakeapi` (test) to try the bot without one"),
+		BaseURL:     p.httpURL("COMETAPI_BASE_URL", "https://api.cometapi.com"),
+		Model:       p.oneOf("KONTEXT_MODEL", kontext.ModelMax, kontext.ModelMax, kontext.ModelPro),
+		Route:       p.oneOf("KONTEXT_ROUTE", kontext.RouteModels, kontext.RouteModels, kontext.RoutePredictions, kontext.RouteImages),
+		Wait:        time.Duration(p.intIn("KONTEXT_WAIT", 60, 0, 60)) * time.Second,
+		Slots:       p.intIn("KONTEXT_SLOTS", 6, 1, 64),
+		UserRunning: p.intIn("KONTEXT_USER_RUNNING", 2, 1, 64),
+		UserWaiting: p.intIn("KONTEXT_USER_WAITING", 5, 0, 10000),
+		QueueMax:    p.intIn("KONTEXT_QUEUE_MAX", 200, 1, 100000),
+	}
+	c.DB = p.str("KONTEXT_DB", "data/kontextbot.db")
+	c.History = p.intIn("KONTEXT_HISTORY", 20, 2, 1000)
+	c.RetentionDays = p.intIn("KONTEXT_RETENTION_DAYS", 30, 1, 3650)
+	c.Prices = map[string]float64{
+		kontext.ModelMax: p.price("KONTEXT_PRICE_MAX", 0.08),
+		kontext.ModelPro: p.price("KONTEXT_PRICE_PRO", 0.04),
+	}
+	c.UserDaily = p.intIn("KONTEXT_USER_DAILY", 0, 0, 1000000)
+	c.Budget = p.price("KONTEXT_WORKSPACE_BUDGET", 0)
+	c.Channels = p.list("KONTEXT_CHANNELS")
+	c.Admins = p.list("KONTEXT_ADMINS")
+	c.LogLevel = p.logLevel("LOG_LEVEL")
+	c.LogFormat = p.oneOf("LOG_FORMAT", "text", "text", "json")
+	if c.Wait == 0 {
+		c.Wait = -1 // kontext.Config: negative disables Prefer: wait
+	}
+	return c, p.err()
+}
+
+// clientConfig is the kontext client's part of c.
+func (c config) clientConfig() kontext.Config {
+	return kontext.Config{BaseURL: c.BaseURL, APIKey: c.APIKey, Model: c.Model, Route: c.Route, Wait: c.Wait}
+}

@@ -1,0 +1,151 @@
+// Package kontext calls FLUX.1 Kontext through CometAPI: it creates
+// predictions, waits for them, downloads and verifies the result, and
+// schedules that work through a fair queue of a fixed number of slots (the
+// provider's limit of active tasks per API key). It knows nothing of chat.
+package kontext
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// Models served by CometAPI for FLUX.1 Kontext.
+const (
+	ModelMax = "flux-kontext-max"
+	ModelPro = "flux-kontext-pro"
+)
+
+// AspectMatchInput keeps the input image's aspect ratio; it is the
+// provider's default.
+const AspectMatchInput = "match_input_image"
+
+// AspectRatios lists every aspect_ratio value the provider accepts, the
+// default first.
+var AspectRatios = []string{
+	AspectMatchInput, "1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3",
+	"4:5", "5:4", "21:9", "9:21", "2:1", "1:2",
+}
+
+// ValidAspect reports whether s is an aspect ratio the provider accepts.
+func ValidAspect(s string) bool {
+	for _, a := range AspectRatios {
+		if a == s {
+			return true
+		}
+	}
+	return false
+}
+
+// ValidModel reports whether s names a Kontext model this package serves.
+func ValidModel(s string) bool { return s == ModelMax || s == ModelPro }
+
+// Request is one text-to-image generation (no InputImage) or one edit.
+type Request struct {
+	// Prompt is the instruction; required.
+	Prompt string
+	// Model is ModelMax or ModelPro; empty means the client's default.
+	Model string
+	// AspectRatio is one of AspectRatios; empty means the provider default.
+	AspectRatio string
+	// Seed makes the result reproducible; nil lets the provider choose.
+	Seed *int64
+	// InputImage is the image to edit, as encoded bytes; nil for text-to-image.
+	InputImage []byte
+	// OutputFormat is "png" (default) or "jpg".
+	OutputFormat string
+	// SafetyTolerance is 0..6 (at most 2 with an input image); nil is the
+	// provider's default.
+	SafetyTolerance *int
+	// OnCreated, when set, is called with the prediction id as soon as the
+	// provider has accepted the request, so a caller can persist it and
+	// resume after a restart. It is called at most once, synchronously.
+	OnCreated func(predictionID string)
+}
+
+// Result is a finished image, downloaded and verified to decode.
+type Result struct {
+	// Data is the image exactly as the provider served it.
+	Data []byte
+	// Format is "png", "jpeg", "gif" or "webp", sniffed from Data.
+	Format string
+	// Width and Height are the decoded image's size in pixels.
+	Width, Height int
+	// Seed is the seed the provider used, when known.
+	Seed *int64
+	// PredictionID is the provider's id, empty on routes that have none.
+	PredictionID string
+	// Model is the model that made the image.
+	Model string
+}
+
+// Error kinds. Every error the client returns for a provider outcome wraps
+// exactly one of these, so callers decide with errors.Is.
+var (
+	// ErrContentRefused: the provider's moderation refused the prompt or
+	// image. Not retried, and not charged.
+	ErrContentRefused = errors.New("content refused by the provider's moderation")
+	// ErrUnauthorized: the API key was rejected (401/403).
+	ErrUnauthorized = errors.New("the API key was rejected")
+	// ErrOutOfCredits: the account has no credits left (402).
+	ErrOutOfCredits = errors.New("the provider account is out of credits")
+	// ErrInvalidRequest: the provider refused the request as invalid (400/422).
+	ErrInvalidRequest = errors.New("the provider refused the request as invalid")
+	// ErrRateLimited: still 429 after every retry.
+	ErrRateLimited = errors.New("the provider is rate limiting requests")
+	// ErrTimeout: a request or the whole job ran past its deadline.
+	ErrTimeout = errors.New("the provider did not answer in time")
+	// ErrProviderFailure: 5xx after retries, a failed, aborted or canceled
+	// prediction, an expired or undecodable result, or an answer that does
+	// not follow the API.
+	ErrProviderFailure = errors.New("the provider failed")
+)
+
+// APIError describes one failed provider call in full, for logs. Kind is one
+// of the Err* values above; errors.Is(err, kontext.ErrX) matches it.
+type APIError struct {
+	// Op is what was being done: "create", "poll", "download", "images".
+	Op string
+	// Kind is the error kind (ErrUnauthorized, ...).
+	Kind error
+	// StatusCode is the HTTP status, 0 when there was none.
+	StatusCode int
+	// PredictionID is set once the provider has accepted the prediction.
+	PredictionID string
+	// Message is the provider's own words, when it gave any.
+	Message string
+	// Attempts is how many HTTP requests were made for Op.
+	Attempts int
+	// Err is the underlying cause, if any (a network error, a context error).
+	Err error
+}
+
+func (e *APIError) Error() string {
+	s := "kontext: " + e.Op
+	if e.PredictionID != "" {
+		s += " " + e.PredictionID
+	}
+	s += ": " + e.Kind.Error()
+	if e.StatusCode != 0 {
+		s += " (HTTP " + strconv.Itoa(e.StatusCode) + ")"
+	}
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	if e.Attempts > 1 {
+		s += fmt.Sprintf(" after %d attempts", e.Attempts)
+	}
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+// Unwrap returns both the kind and the cause, so errors.Is matches either
+// (for example ErrTimeout and context.DeadlineExceeded).
+func (e *APIError) Unwrap() []error {
+	if e.Err != nil {
+		return []error{e.Kind, e.Err}
+	}
+	return []error{e.Kind}
+}

@@ -1,0 +1,356 @@
+package kontext
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"kontextbot/kontext/kontexttest"
+)
+
+// cpuTime is the process's user+system CPU time so far.
+func cpuTime(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatalf("getrusage: %v", err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// BenchmarkQueueOverhead measures the queue's own CPU per job: submit,
+// dispatch (a goroutine per running job) and finish, with a Run that does
+// nothing, keeping a window of jobs in flight so that most of them wait.
+// overhead_us is the whole process's CPU time (user+sys, GC included) over
+// the loop divided by the jobs. "positions" adds a Position callback to
+// every job, so the notifier recomputes positions as the line moves.
+func BenchmarkQueueOverhead(b *testing.B) {
+	for _, bc := range []struct {
+		name      string
+		positions bool
+	}{{"plain", false}, {"positions", true}} {
+		b.Run(bc.name, func(b *testing.B) {
+			const users, window = 20, 128
+			q := NewQueue(QueueOptions{Slots: 6, UserRunning: 6, UserWaiting: window, MaxWaiting: window})
+			ctx, cancel := context.WithCancel(context.Background()) // a real caller's ctx can end
+			defer cancel()
+			run := func(context.Context) error { return nil }
+			var told atomic.Int64
+			var position func(int)
+			if bc.positions {
+				position = func(int) { told.Add(1) }
+			}
+			userIDs := make([]string, users)
+			for i := range userIDs {
+				userIDs[i] = fmt.Sprint("user", i)
+			}
+			inflight := make([]*Ticket, window)
+			b.ReportAllocs()
+			cpu0 := cpuTime(b)
+			b.ResetTimer()
+			for i := range b.N {
+				slot := i % window
+				if tk := inflight[slot]; tk != nil {
+					<-tk.Done()
+				}
+				tk, err := q.Submit(ctx, Job{ID: "job", User: userIDs[i%users], Run: run, Position: position})
+				if err != nil {
+					b.Fatalf("Submit: %v", err)
+				}
+				inflight[slot] = tk
+			}
+			for _, tk := range inflight {
+				if tk != nil {
+					<-tk.Done()
+				}
+			}
+			b.StopTimer()
+			cpu := cpuTime(b) - cpu0
+			if _, err := q.Shutdown(context.Background()); err != nil {
+				b.Fatalf("Shutdown: %v", err)
+			}
+			b.ReportMetric(float64(cpu.Nanoseconds())/1e3/float64(b.N), "overhead_us")
+		})
+	}
+}
+
+// BenchmarkQueueWaiting10k queues 10,000 jobs of 100 users behind six busy
+// slots and reports the memory allocated per waiting job (Ticket, Done
+// channel, the watch on the Submit ctx, user state, position notifications:
+// every job has a Position callback and a cancellable ctx), and the time to
+// submit one.
+func BenchmarkQueueWaiting10k(b *testing.B) {
+	const jobs, users, slots = 10000, 100, 6
+	userIDs := make([]string, users)
+	for i := range userIDs {
+		userIDs[i] = fmt.Sprint("user", i)
+	}
+	jobIDs := make([]string, jobs)
+	for i := range jobIDs {
+		jobIDs[i] = fmt.Sprint("job", i)
+	}
+	block := func(ctx context.Context) error { <-ctx.Done(); return ctx.Err() }
+	never := func(context.Context) error { return errors.New("a waiting job ran") }
+	position := func(int) {}
+	b.ReportAllocs()
+	var perJob, perSubmit float64
+	for range b.N {
+		b.StopTimer()
+		q := NewQueue(QueueOptions{Slots: slots, UserRunning: slots, UserWaiting: jobs, MaxWaiting: jobs})
+		ctx, cancel := context.WithCancel(context.Background())
+		for range slots {
+			if _, err := q.Submit(ctx, Job{ID: "blocker", User: "blocker", Run: block}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		runtime.GC()
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
+		b.StartTimer()
+		start := time.Now()
+		for i := range jobs {
+			if _, err := q.Submit(ctx, Job{ID: jobIDs[i], User: userIDs[i%users], Run: never, Position: position}); err != nil {
+				b.Fatalf("Submit %d: %v", i, err)
+			}
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		// Let the notifier tell every job its place before measuring.
+		for range 1000 {
+			q.mu.Lock()
+			busy := q.notifying
+			q.mu.Unlock()
+			if !busy {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		runtime.ReadMemStats(&m1)
+		perJob = float64(m1.TotalAlloc-m0.TotalAlloc) / jobs
+		perSubmit = float64(elapsed.Nanoseconds()) / jobs
+		if st := q.Stats(); st.Waiting != jobs || st.Running != slots {
+			b.Fatalf("Stats = %+v, want %d waiting, %d running", st, jobs, slots)
+		}
+		stopNow, stop := context.WithCancel(context.Background())
+		stop() // cancel the blockers at once
+		handed, _ := q.Shutdown(stopNow)
+		cancel()
+		if len(handed) != jobs {
+			b.Fatalf("Shutdown handed back %d jobs, want %d", len(handed), jobs)
+		}
+		b.StartTimer()
+	}
+	b.ReportMetric(perJob, "B/waiting_job")
+	b.ReportMetric(perSubmit, "ns/submit")
+}
+
+// The provider benchmarks run the queue against the fake provider through
+// the real client. The fake has 6 slots and a prediction takes 80ms plus a
+// uniform jitter in [0, 40ms): L = 100ms on average. Images are 64x64 so
+// that PNG encoding and decoding stay out of the figures. Each sub-benchmark
+// does a fixed amount of work whatever b.N (run it with -benchtime=1x):
+//
+//   - saturation: 20 users each keep 3 jobs submitted (a new one as soon as
+//     one finishes) for provWarmup + provWindow; completions inside the
+//     window give utilization (completed/s ÷ (6/L)) and jain (Jain's
+//     fairness index of completions per user);
+//   - light user: a heavy user queues 100 jobs, then a light user submits
+//     one; light_wait_L is the light job's wait (Submit to Run starting) in
+//     units of L;
+//   - max_inflight and provider_429 are the fake's MaxActive and
+//     SlotLimit429 over both phases.
+//
+// fair is this queue as the bot runs it, but with UserRunning raised to 6:
+// with 20 busy users round-robin gives nobody a second slot anyway, and
+// with the default cap of 2 the heavy user could not fill the slots, so the
+// light user would find a free one and light_wait_L would flatter the queue.
+// fifo6 is a plain FIFO with 6 workers; fifo1 one worker, like most bots.
+const (
+	provLatency = 80 * time.Millisecond
+	provJitter  = 40 * time.Millisecond
+	provL       = provLatency + provJitter/2 // mean run time
+	provSlots   = 6
+	provUsers   = 20
+	provPerUser = 3
+	provWarmup  = 500 * time.Millisecond
+	provWindow  = 4 * time.Second
+	provHeavy   = 100
+)
+
+func BenchmarkQueueProvider(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		opts QueueOptions
+	}{
+		{"fair", QueueOptions{Slots: 6, UserRunning: 6, Policy: RoundRobin}},
+		{"fifo6", QueueOptions{Slots: 6, UserRunning: 6, Policy: FIFO}},
+		{"fifo1", QueueOptions{Slots: 1, UserRunning: 1, Policy: FIFO}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			const key = "bench-key"
+			srv := kontexttest.NewServer(kontexttest.Options{APIKey: key, Slots: provSlots,
+				Latency: provLatency, Jitter: provJitter, Pixels: 64 * 64})
+			defer srv.Close()
+			client, err := NewClient(Config{BaseURL: srv.URL, APIKey: key, Model: ModelMax})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer client.Close()
+			opts := bc.opts
+			opts.UserWaiting = provHeavy + 10 // room for the heavy user's batch
+			opts.MaxWaiting = provHeavy + provUsers*provPerUser
+
+			b.ResetTimer()
+			utilization, jain, busy, meanRun := provSaturate(b, client, opts)
+			lightWait := provLightWait(b, client, opts)
+			b.StopTimer()
+
+			// Not metrics, to keep the units above the only ones: how much
+			// of the gap to utilization 1 is the queue's (slots idle
+			// between jobs) and how much is a job's own time beyond L.
+			b.Logf("slots busy %.4f of the window; mean Run %.1fms for L = %v", busy,
+				float64(meanRun)/float64(time.Millisecond), provL)
+			st := srv.Stats()
+			b.ReportMetric(utilization, "utilization")
+			b.ReportMetric(float64(st.MaxActive), "max_inflight")
+			b.ReportMetric(float64(st.SlotLimit429), "provider_429")
+			b.ReportMetric(jain, "jain")
+			b.ReportMetric(float64(lightWait)/float64(provL), "light_wait_L")
+		})
+	}
+}
+
+var provSeed atomic.Int64
+
+// provJob is one image through the client.
+func provJob(client *Client, id, user string, started func(), finished func(error)) Job {
+	return Job{ID: id, User: user, Run: func(ctx context.Context) error {
+		if started != nil {
+			started()
+		}
+		seed := provSeed.Add(1)
+		_, err := client.Run(ctx, Request{Prompt: "a lighthouse at dusk, " + id, Seed: &seed})
+		if finished != nil {
+			finished(err)
+		}
+		return err
+	}}
+}
+
+// provSaturate keeps every user busy and measures the window. busy is the
+// fraction of slot time in the window spent inside Run, meanRun the mean
+// duration of the Runs that ended in the window.
+func provSaturate(b *testing.B, client *Client, opts QueueOptions) (utilization, jain, busy float64, meanRun time.Duration) {
+	q := NewQueue(opts)
+	counts := make([]atomic.Int64, provUsers)
+	var failures, busyNanos, runNanos, runs atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	start := time.Now()
+	from, to := start.Add(provWarmup), start.Add(provWarmup+provWindow)
+	var wg sync.WaitGroup
+	for u := range provUsers {
+		user := fmt.Sprint("user", u)
+		for w := range provPerUser {
+			wg.Go(func() {
+				for n := 0; ; n++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					var began time.Time
+					job := provJob(client, fmt.Sprint(user, "/", w, "/", n), user, func() { began = time.Now() }, func(err error) {
+						now := time.Now()
+						end, beg := now, began
+						if end.After(to) {
+							end = to
+						}
+						if beg.Before(from) {
+							beg = from
+						}
+						if overlap := end.Sub(beg); overlap > 0 {
+							busyNanos.Add(int64(overlap))
+						}
+						if err != nil {
+							failures.Add(1)
+							firstErr.CompareAndSwap(nil, err)
+							return
+						}
+						if !now.Before(from) && now.Before(to) {
+							counts[u].Add(1)
+							runNanos.Add(int64(now.Sub(began)))
+							runs.Add(1)
+						}
+					})
+					tk, err := q.Submit(context.Background(), job)
+					if errors.Is(err, ErrShutdown) {
+						return
+					}
+					if err != nil {
+						b.Errorf("Submit: %v", err)
+						return
+					}
+					<-tk.Done()
+				}
+			})
+		}
+	}
+	time.Sleep(time.Until(to)) // the measurement window itself
+	close(stop)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := q.Shutdown(ctx); err != nil { // running jobs finish normally
+		b.Fatalf("Shutdown: %v", err)
+	}
+	wg.Wait()
+	if n := failures.Load(); n > 0 {
+		b.Fatalf("%d jobs failed, the first with: %v", n, firstErr.Load())
+	}
+	var sum, sumSq float64
+	for i := range counts {
+		x := float64(counts[i].Load())
+		sum += x
+		sumSq += x * x
+	}
+	if sum == 0 {
+		b.Fatalf("no job completed in the window")
+	}
+	rate := sum / provWindow.Seconds()
+	ceiling := float64(provSlots) / provL.Seconds()
+	busy = float64(busyNanos.Load()) / (float64(opts.Slots) * float64(provWindow))
+	meanRun = time.Duration(runNanos.Load() / runs.Load())
+	return rate / ceiling, sum * sum / (float64(provUsers) * sumSq), busy, meanRun
+}
+
+// provLightWait measures how long a light user's single job waits behind a
+// heavy user's batch.
+func provLightWait(b *testing.B, client *Client, opts QueueOptions) time.Duration {
+	q := NewQueue(opts)
+	for i := range provHeavy {
+		if _, err := q.Submit(context.Background(), provJob(client, fmt.Sprint("heavy/", i), "heavy", nil, nil)); err != nil {
+			b.Fatalf("Submit heavy %d: %v", i, err)
+		}
+	}
+	var startedAt time.Time
+	submitted := time.Now()
+	tk, err := q.Submit(context.Background(), provJob(client, "light", "light", func() { startedAt = time.Now() }, nil))
+	if err != nil {
+		b.Fatalf("Submit light: %v", err)
+	}
+	<-tk.Done()
+	if err := tk.Err(); err != nil {
+		b.Fatalf("light job: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := q.Shutdown(ctx); err != nil { // hands back the heavy rest; running ones finish
+		b.Fatalf("Shutdown: %v", err)
+	}
+	return startedAt.Sub(submitted)
+}

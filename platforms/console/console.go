@@ -1,0 +1,402 @@
+// Package console is the terminal chat: one conversation with the bot,
+// typed (or piped) line by line, with every image written to a folder. It
+// runs on the same core and store as the chat platforms, so it exercises
+// the whole flow and lets a new user try the bot before setting up Discord
+// or Slack.
+package console
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"kontextbot/bot"
+)
+
+// Platform is the name the console's conversations and jobs carry.
+const Platform = "console"
+
+// Help lists the lines the chat understands.
+const Help = `Type a prompt to edit the current image, or:
+  /imagine PROMPT [--ar 16:9] [--seed N] [--model pro]   make a new image
+  /edit PROMPT                                           edit the current image
+  /edit --image PATH PROMPT                              edit a local image
+  /reroll        same prompt and parent, new seed
+  /undo          go back to the previous image
+  /history       list this conversation's images
+  /new           start a new conversation
+  /usage         images today and spend this month
+  /quit          wait for running jobs, then leave`
+
+// Core is what the console needs of the bot core.
+type Core interface {
+	Submit(ctx context.Context, req *bot.Request) (*bot.Job, error)
+	Undo(ctx context.Context, req *bot.Request) (*bot.Delivery, error)
+	Usage(ctx context.Context, req *bot.Request) (bot.UsageReport, error)
+	Store() bot.Store
+}
+
+var _ Core = (*bot.Core)(nil)
+
+// Chat is one terminal conversation. It is also the console's platform
+// adapter: the core reports every console job to it.
+type Chat struct {
+	core Core
+	dir  string
+	user string
+
+	mu      sync.Mutex
+	out     io.Writer
+	key     bot.ConvKey
+	files   map[string]string // turn id -> file written for it
+	next    int               // number of the next file
+	pending map[string]bool   // jobs this chat waits for
+	started map[string]time.Time
+	idle    chan struct{} // closed and replaced when pending empties
+	lastPos map[string]int
+}
+
+var _ bot.Platform = (*Chat)(nil)
+var _ bot.Reporter = (*Chat)(nil)
+
+// New returns a chat that writes images to dir and text to out, as user,
+// in the conversation named conv.
+func New(core Core, out io.Writer, dir, user, conv string) (*Chat, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("console: %w", err)
+	}
+	c := &Chat{core: core, dir: dir, user: user, out: out,
+		key:   bot.ConvKey{Platform: Platform, Workspace: "local", Channel: "terminal", Thread: conv},
+		files: map[string]string{}, next: nextNumber(dir),
+		pending: map[string]bool{}, started: map[string]time.Time{}, idle: make(chan struct{}), lastPos: map[string]int{}}
+	close(c.idle)
+	return c, nil
+}
+
+var numbered = regexp.MustCompile(`^(\d+)-`)
+
+// nextNumber continues the numbering of images already in dir.
+func nextNumber(dir string) int {
+	entries, _ := os.ReadDir(dir)
+	n := 0
+	for _, e := range entries {
+		if m := numbered.FindStringSubmatch(e.Name()); m != nil {
+			if v, err := strconv.Atoi(m[1]); err == nil && v > n {
+				n = v
+			}
+		}
+	}
+	return n + 1
+}
+
+// Name is the platform name.
+func (c *Chat) Name() string { return Platform }
+
+// Reporter returns the chat itself: every console job reports here.
+func (c *Chat) Reporter(*bot.Job) bot.Reporter { return c }
+
+// Expect makes the chat wait for job ids it did not submit itself, such as
+// jobs recovered from before a restart.
+func (c *Chat) Expect(ids ...string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, id := range ids {
+		c.track(id)
+	}
+}
+
+func (c *Chat) track(id string) {
+	if len(c.pending) == 0 {
+		c.idle = make(chan struct{})
+	}
+	c.pending[id] = true
+}
+
+func (c *Chat) untrack(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.pending[id] {
+		return
+	}
+	delete(c.pending, id)
+	delete(c.lastPos, id)
+	if len(c.pending) == 0 {
+		close(c.idle)
+	}
+}
+
+func (c *Chat) printf(format string, args ...any) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fmt.Fprintf(c.out, format+"\n", args...)
+}
+
+// Queued prints the job's place in line when it changes.
+func (c *Chat) Queued(job *bot.Job, pos int) {
+	c.mu.Lock()
+	changed := c.lastPos[job.ID] != pos
+	c.lastPos[job.ID] = pos
+	c.mu.Unlock()
+	if changed {
+		c.printf("… %s: queued · %s in line", job.ID, bot.Ordinal(pos))
+	}
+}
+
+// Running prints that the provider is at work.
+func (c *Chat) Running(job *bot.Job) {
+	c.mu.Lock()
+	c.started[job.ID] = time.Now()
+	c.mu.Unlock()
+	c.printf("… %s: generating", job.ID)
+}
+
+// Deliver writes the image to the chat's folder and prints where.
+func (c *Chat) Deliver(_ context.Context, job *bot.Job, d *bot.Delivery) (bot.Posted, error) {
+	path, err := c.write(d)
+	if err != nil {
+		return bot.Posted{}, err
+	}
+	c.mu.Lock()
+	took := time.Since(c.started[job.ID]).Round(100 * time.Millisecond)
+	delete(c.started, job.ID)
+	c.mu.Unlock()
+	c.printf("✓ %s · %d×%d · %s · %s", path, d.Turn.Width, d.Turn.Height, d.Caption(), took)
+	c.untrack(job.ID)
+	return bot.Posted{}, nil
+}
+
+// Fail prints why a job ended without an image.
+func (c *Chat) Fail(_ context.Context, job *bot.Job, msg string) {
+	c.printf("✗ %s: %s", job.ID, msg)
+	c.untrack(job.ID)
+}
+
+// write saves d's image as the next numbered file, once per turn.
+func (c *Chat) write(d *bot.Delivery) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.files[d.Turn.ID]; ok {
+		return p, nil
+	}
+	ext := d.Turn.Format
+	if ext == "jpeg" {
+		ext = "jpg"
+	}
+	p := filepath.Join(c.dir, fmt.Sprintf("%03d-%s-%s.%s", c.next, d.Turn.Kind, d.Turn.ID, ext))
+	if err := os.WriteFile(p, d.Image, 0o644); err != nil {
+		return "", fmt.Errorf("console: write image: %w", err)
+	}
+	c.next++
+	c.files[d.Turn.ID] = p
+	return p, nil
+}
+
+// Run reads lines from in until it ends or /quit, then waits for the jobs
+// the chat is waiting for (or for ctx to end).
+func (c *Chat) Run(ctx context.Context, in io.Reader) error {
+	c.printf("kontextbot chat · conversation %q · images go to %s · /help for commands", c.key.Thread, c.dir)
+	lines := make(chan string)
+	readErr := make(chan error, 1)
+	go func() {
+		sc := bufio.NewScanner(in)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			select {
+			case lines <- sc.Text():
+			case <-ctx.Done():
+				return
+			}
+		}
+		readErr <- sc.Err()
+		close(lines)
+	}()
+	for quit := false; !quit; {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case line, ok := <-lines:
+			if !ok {
+				quit = true
+				if err := <-readErr; err != nil {
+					return fmt.Errorf("console: read: %w", err)
+				}
+				break
+			}
+			quit = c.Line(ctx, line)
+		}
+	}
+	return c.settle(ctx)
+}
+
+// settle waits until every job the chat follows has ended, so commands
+// that read the current image (/undo, /reroll, /history, the end of input)
+// see the result of everything typed before them.
+func (c *Chat) settle(ctx context.Context) error {
+	c.mu.Lock()
+	idle, n := c.idle, len(c.pending)
+	c.mu.Unlock()
+	if n == 0 {
+		return nil
+	}
+	c.printf("waiting for %d job(s)…", n)
+	select {
+	case <-idle:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Line handles one line of input; it reports whether the chat should end.
+func (c *Chat) Line(ctx context.Context, line string) (quit bool) {
+	line = strings.TrimSpace(line)
+	if line == "" || strings.HasPrefix(line, "#") {
+		return false
+	}
+	cmd, rest := "", line
+	if strings.HasPrefix(line, "/") {
+		cmd, rest, _ = strings.Cut(line, " ")
+		rest = strings.TrimSpace(rest)
+	}
+	c.mu.Lock()
+	req := &bot.Request{Conv: c.key, User: c.user, UserName: c.user}
+	c.mu.Unlock()
+	var err error
+	switch cmd {
+	case "":
+		req.Kind, req.Prompt = bot.KindEdit, rest
+		err = c.submit(ctx, req)
+	case "/imagine", "/edit":
+		req.Kind = bot.KindImagine
+		if cmd == "/edit" {
+			req.Kind = bot.KindEdit
+		}
+		err = c.submitWithOptions(ctx, req, rest)
+	case "/reroll":
+		req.Kind = bot.KindReroll
+		if err = c.settle(ctx); err == nil {
+			err = c.submit(ctx, req)
+		}
+	case "/undo":
+		if err = c.settle(ctx); err == nil {
+			err = c.undo(ctx, req)
+		}
+	case "/history":
+		if err = c.settle(ctx); err == nil {
+			err = c.history(ctx)
+		}
+	case "/new":
+		c.mu.Lock()
+		c.key.Thread = time.Now().UTC().Format("20060102-150405.000")
+		c.mu.Unlock()
+		c.printf("new conversation %q", c.key.Thread)
+	case "/usage":
+		var r bot.UsageReport
+		if r, err = c.core.Usage(ctx, req); err == nil {
+			c.printf("%s", r.Text())
+		}
+	case "/help":
+		c.printf("%s", Help)
+	case "/quit", "/exit":
+		return true
+	default:
+		c.printf("✗ unknown command %s\n%s", cmd, Help)
+	}
+	if err != nil {
+		c.printf("✗ %s", bot.Explain(err))
+		var ue *bot.UserError
+		if !errors.As(err, &ue) {
+			c.printf("  (%v)", err)
+		}
+	}
+	return false
+}
+
+func (c *Chat) submitWithOptions(ctx context.Context, req *bot.Request, text string) error {
+	prompt, opts, err := bot.ParseOptions(text)
+	if err != nil {
+		return err
+	}
+	req.Prompt, req.Aspect, req.Seed, req.Model = prompt, opts.Aspect, opts.Seed, opts.Model
+	if opts.Image != "" {
+		if req.Kind != bot.KindEdit {
+			return bot.Userf("--image goes with /edit.")
+		}
+		img, err := os.ReadFile(opts.Image)
+		if err != nil {
+			return &bot.UserError{Msg: fmt.Sprintf("I cannot read %s.", opts.Image), Err: err}
+		}
+		req.Image = img
+	}
+	return c.submit(ctx, req)
+}
+
+func (c *Chat) submit(ctx context.Context, req *bot.Request) error {
+	// Hold the lock across Submit so a fast job cannot report before it is
+	// tracked.
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	job, err := c.core.Submit(ctx, req)
+	if err != nil {
+		return err
+	}
+	c.track(job.ID)
+	fmt.Fprintf(c.out, "→ %s: %s %q (seed %d)\n", job.ID, job.Kind, job.Prompt, job.Seed)
+	return nil
+}
+
+func (c *Chat) undo(ctx context.Context, req *bot.Request) error {
+	d, err := c.core.Undo(ctx, req)
+	if err != nil {
+		return err
+	}
+	path, err := c.write(d)
+	if err != nil {
+		return err
+	}
+	c.printf("↶ back to %s · %s", path, d.Caption())
+	return nil
+}
+
+func (c *Chat) history(ctx context.Context) error {
+	c.mu.Lock()
+	key := c.key
+	c.mu.Unlock()
+	conv, err := c.core.Store().Conversation(ctx, key)
+	if errors.Is(err, bot.ErrNotFound) || (err == nil && len(conv.Turns) == 0) {
+		c.printf("no images yet: /imagine something")
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var b strings.Builder
+	for i, t := range conv.Turns {
+		mark := "  "
+		if t.ID == conv.Head {
+			mark = "→ "
+		}
+		seed := ""
+		if t.Seed != nil {
+			seed = " · seed " + strconv.FormatInt(*t.Seed, 10)
+		}
+		fmt.Fprintf(&b, "%s%2d %-7s %s %q%s", mark, i+1, t.Kind, t.ID, t.Prompt, seed)
+		if t.Parent != "" {
+			fmt.Fprintf(&b, " (from %s)", t.Parent)
+		}
+		if i < len(conv.Turns)-1 {
+			b.WriteByte('\n')
+		}
+	}
+	c.printf("%s", b.String())
+	return nil
+}

@@ -1,0 +1,904 @@
+// Package store is kontextbot's persistence: one bbolt file that owns the
+// conversations and their images, the platform messages the images were
+// posted in, the jobs, and the usage counters. It implements bot.Store.
+//
+// # Layout
+//
+// The file holds these top-level buckets; every value is JSON except the
+// image bytes and the reference counts.
+//
+//	meta           "schema" -> decimal schema version (currently 1)
+//	conversations  ConvKey.String() -> bot.Conversation (turns oldest first)
+//	images         sha256 hex -> the raw image bytes
+//	image_refs     sha256 hex -> 8-byte big-endian count of turns that use it
+//	messages       platform/workspace/msgID -> {"key": ConvKey, "turn": id}
+//	jobs           job id -> bot.Job
+//	usage_day      platform/workspace/user/2006-01-02 (UTC) -> bot.Usage
+//	usage_month    platform/workspace/2006-01 (UTC) -> bot.Usage
+//
+// Invariants, kept inside the one transaction of every write:
+//
+//   - image_refs[h] is the number of turns, across all conversations, whose
+//     SHA256 is h; images[h] exists exactly while that count is above zero,
+//     so identical bytes are stored once and dropped when the last turn that
+//     uses them goes.
+//   - messages[p/w/m] exists exactly while m is listed in the Messages of the
+//     turn it points to. A turn lists at most MaxMessagesPerTurn message ids
+//     (the oldest mapping is dropped past that), and pruning or sweeping a
+//     turn drops its mappings. Because the key starts with the platform and
+//     workspace, a lookup from one workspace can never find another's message.
+//
+// Every write is one bbolt read-write transaction committed with fsync, so
+// it is durable when the method returns. Only one process may hold the file.
+package store
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.etcd.io/bbolt"
+
+	"kontextbot/bot"
+)
+
+// SchemaVersion is the version of the file layout this code reads and
+// writes. Open refuses a file recorded with any other version.
+const SchemaVersion = 1
+
+// MaxMessagesPerTurn bounds how many platform message ids a turn remembers;
+// past it the oldest id and its mapping are dropped.
+const MaxMessagesPerTurn = 10
+
+// DefaultHistory is the number of turns kept per conversation when
+// Options.History is not set.
+const DefaultHistory = 20
+
+// DefaultTimeout is how long Open waits for the file lock when
+// Options.Timeout is not set.
+const DefaultTimeout = time.Second
+
+// ErrLocked is returned (wrapped) by Open when another process holds the file.
+var ErrLocked = errors.New("store: database locked")
+
+// ErrSchema is returned (wrapped) by Open when the file's schema version is
+// not the one this code uses.
+var ErrSchema = errors.New("store: unsupported database schema version")
+
+var _ bot.Store = (*DB)(nil)
+
+// Bucket names; see the package comment for what each holds.
+var (
+	bucketMeta       = []byte("meta")
+	bucketConvs      = []byte("conversations")
+	bucketImages     = []byte("images")
+	bucketRefs       = []byte("image_refs")
+	bucketMessages   = []byte("messages")
+	bucketJobs       = []byte("jobs")
+	bucketUsageDay   = []byte("usage_day")
+	bucketUsageMonth = []byte("usage_month")
+
+	allBuckets = [][]byte{bucketMeta, bucketConvs, bucketImages, bucketRefs,
+		bucketMessages, bucketJobs, bucketUsageDay, bucketUsageMonth}
+
+	keySchema = []byte("schema")
+)
+
+// Options configures Open. The zero value gives the defaults.
+type Options struct {
+	// History is the number of turns kept per conversation (KONTEXT_HISTORY);
+	// the oldest drop out. Zero or less means DefaultHistory.
+	History int
+	// Timeout is how long Open waits for the file lock. Zero or less means
+	// DefaultTimeout.
+	Timeout time.Duration
+	// Now is the clock; nil means time.Now. Tests inject their own.
+	Now func() time.Time
+}
+
+// DB is the bbolt-backed store. It is safe for concurrent use; bbolt allows
+// any number of readers alongside one writer.
+type DB struct {
+	bolt    *bbolt.DB
+	path    string
+	history int
+	now     func() time.Time
+}
+
+// SweepStats is what one Sweep removed.
+type SweepStats struct {
+	// Conversations is the number of idle conversations removed.
+	Conversations int
+	// Images is the number of images deleted because nothing referred to
+	// them any more.
+	Images int
+	// Jobs is the number of finished jobs removed.
+	Jobs int
+	// Messages is the number of message mappings removed.
+	Messages int
+}
+
+// Open opens the store at path, creating the parent folder (0o750) and the
+// file (0o600) if needed, and every bucket. It fails with an error wrapping
+// ErrLocked when another process holds the file for longer than
+// opts.Timeout, and with one wrapping ErrSchema when the file was written
+// with another schema version.
+func Open(path string, opts Options) (*DB, error) {
+	if opts.History <= 0 {
+		opts.History = DefaultHistory
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultTimeout
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return nil, fmt.Errorf("store: open %s: %w", path, err)
+		}
+	}
+	b, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: opts.Timeout})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return nil, fmt.Errorf("%w: the database %s is in use by another kontextbot process (only one may run per file); stop it or set KONTEXT_DB to another file", ErrLocked, path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", path, err)
+	}
+	if err := b.Update(func(tx *bbolt.Tx) error { return initSchema(tx, path) }); err != nil {
+		_ = b.Close()
+		return nil, err
+	}
+	return &DB{bolt: b, path: path, history: opts.History, now: opts.Now}, nil
+}
+
+// initSchema records the schema version in a new file, or checks it in an
+// existing one, and creates every bucket.
+func initSchema(tx *bbolt.Tx, path string) error {
+	meta := tx.Bucket(bucketMeta)
+	switch {
+	case meta != nil && meta.Get(keySchema) != nil:
+		raw := string(meta.Get(keySchema))
+		v, err := strconv.Atoi(raw)
+		if err != nil {
+			return fmt.Errorf("%w: the database %s records schema version %q, which this kontextbot (version %d) cannot read; set KONTEXT_DB to another file", ErrSchema, path, raw, SchemaVersion)
+		}
+		if v != SchemaVersion {
+			return schemaError(path, v)
+		}
+	default:
+		// No version: a brand-new file, unless it already holds buckets,
+		// which means something else wrote it.
+		foreign := false
+		_ = tx.ForEach(func(name []byte, _ *bbolt.Bucket) error {
+			if !bytes.Equal(name, bucketMeta) {
+				foreign = true
+			}
+			return nil
+		})
+		if foreign {
+			return schemaError(path, 0)
+		}
+		m, err := tx.CreateBucketIfNotExists(bucketMeta)
+		if err != nil {
+			return fmt.Errorf("store: open %s: %w", path, err)
+		}
+		if err := m.Put(keySchema, []byte(strconv.Itoa(SchemaVersion))); err != nil {
+			return fmt.Errorf("store: open %s: %w", path, err)
+		}
+	}
+	for _, name := range allBuckets {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("store: open %s: create bucket %s: %w", path, name, err)
+		}
+	}
+	return nil
+}
+
+func schemaError(path string, got int) error {
+	hint := "it was written by a newer kontextbot: run that release, or set KONTEXT_DB to another file"
+	if got < SchemaVersion {
+		hint = "it was written by an older kontextbot or another program: set KONTEXT_DB to another file (or move this one away) to start afresh"
+	}
+	return fmt.Errorf("%w: the database %s has schema version %d but this kontextbot uses version %d; %s", ErrSchema, path, got, SchemaVersion, hint)
+}
+
+// Close releases the file. Methods called after Close fail.
+func (db *DB) Close() error {
+	if err := db.bolt.Close(); err != nil {
+		return fmt.Errorf("store: close %s: %w", db.path, err)
+	}
+	return nil
+}
+
+// Conversation returns the conversation at key, or an error wrapping
+// bot.ErrNotFound.
+func (db *DB) Conversation(ctx context.Context, key bot.ConvKey) (*bot.Conversation, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("store: conversation %s: %w", key, err)
+	}
+	var c *bot.Conversation
+	err := db.bolt.View(func(tx *bbolt.Tx) error {
+		var err error
+		c, err = getConv(tx, key)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: conversation %s: %w", key, err)
+	}
+	return c, nil
+}
+
+// Image returns a copy of the bytes stored under the sha256 hex digest, or
+// an error wrapping bot.ErrNotFound.
+func (db *DB) Image(ctx context.Context, sha string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("store: image %s: %w", sha, err)
+	}
+	var data []byte
+	err := db.bolt.View(func(tx *bbolt.Tx) error {
+		v := tx.Bucket(bucketImages).Get([]byte(sha))
+		if v == nil {
+			return bot.ErrNotFound
+		}
+		data = bytes.Clone(v)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: image %s: %w", sha, err)
+	}
+	return data, nil
+}
+
+// AddTurn stores data once per content and appends t to the conversation at
+// key (created if new) as its head, in one transaction with the job and
+// charge when they are not nil. t.SHA256 is set from data when empty and
+// must match it otherwise; t.Messages, if any, are recorded as AddMessage
+// would. Turns past the history limit are pruned oldest first, with their
+// message mappings and any image left unreferenced. A turn id already in
+// the conversation is an error. The result is the conversation as stored.
+func (db *DB) AddTurn(ctx context.Context, key bot.ConvKey, t bot.Turn, data []byte, job *bot.Job, charge *bot.Charge) (*bot.Conversation, error) {
+	wrap := func(err error) error { return fmt.Errorf("store: add turn %s: %w", key, err) }
+	if err := ctx.Err(); err != nil {
+		return nil, wrap(err)
+	}
+	if !key.Valid() {
+		return nil, wrap(errors.New("invalid conversation key"))
+	}
+	if t.ID == "" {
+		return nil, wrap(errors.New("turn has no id"))
+	}
+	if len(data) == 0 {
+		return nil, wrap(fmt.Errorf("turn %s has no image bytes", t.ID))
+	}
+	sum := sha256.Sum256(data)
+	digest := hex.EncodeToString(sum[:])
+	switch {
+	case t.SHA256 == "":
+		t.SHA256 = digest
+	case !strings.EqualFold(t.SHA256, digest):
+		return nil, wrap(fmt.Errorf("turn %s: sha256 %s does not match its bytes (%s)", t.ID, t.SHA256, digest))
+	default:
+		t.SHA256 = digest // one spelling (lower-case hex) for the image key
+	}
+	if job != nil && job.ID == "" {
+		return nil, wrap(errors.New("job has no id"))
+	}
+	msgs := t.Messages
+	t.Messages = nil
+	if t.Seed != nil {
+		seed := *t.Seed
+		t.Seed = &seed
+	}
+
+	var out *bot.Conversation
+	err := db.bolt.Update(func(tx *bbolt.Tx) error {
+		c, err := getConv(tx, key)
+		switch {
+		case errors.Is(err, bot.ErrNotFound):
+			c = &bot.Conversation{Key: key}
+		case err != nil:
+			return err
+		}
+		if c.Turn(t.ID) != nil {
+			return fmt.Errorf("turn %s is already in the conversation", t.ID)
+		}
+		if _, err := addRef(tx, t.SHA256, data); err != nil {
+			return err
+		}
+		c.Turns = append(c.Turns, t)
+		c.Head = t.ID
+		c.Updated = db.now()
+		for _, m := range msgs {
+			if _, err := attachMessage(tx, c, t.ID, m); err != nil {
+				return err
+			}
+		}
+		if err := db.prune(tx, c); err != nil {
+			return err
+		}
+		if out, err = putConv(tx, c); err != nil {
+			return err
+		}
+		if job != nil {
+			if err := putJob(tx, job); err != nil {
+				return err
+			}
+		}
+		if charge != nil {
+			if err := addUsage(tx, charge); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, wrap(err)
+	}
+	return out, nil
+}
+
+// prune drops the oldest turns of c past the history limit (never the
+// head), releasing their images and message mappings.
+func (db *DB) prune(tx *bbolt.Tx, c *bot.Conversation) error {
+	for len(c.Turns) > db.history {
+		i := 0
+		if c.Turns[0].ID == c.Head {
+			i = 1
+		}
+		old := c.Turns[i]
+		c.Turns = slices.Delete(c.Turns, i, i+1)
+		if _, err := dropRef(tx, old.SHA256); err != nil {
+			return err
+		}
+		if _, err := dropMessages(tx, c.Key, old); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetHead makes turn id the head of the conversation at key (undo). An
+// unknown conversation or turn is an error wrapping bot.ErrNotFound.
+func (db *DB) SetHead(ctx context.Context, key bot.ConvKey, id string) (*bot.Conversation, error) {
+	wrap := func(err error) error { return fmt.Errorf("store: set head %s to %s: %w", key, id, err) }
+	if err := ctx.Err(); err != nil {
+		return nil, wrap(err)
+	}
+	var out *bot.Conversation
+	err := db.bolt.Update(func(tx *bbolt.Tx) error {
+		c, err := getConv(tx, key)
+		if err != nil {
+			return err
+		}
+		if c.Turn(id) == nil {
+			return fmt.Errorf("turn: %w", bot.ErrNotFound)
+		}
+		c.Head = id
+		c.Updated = db.now()
+		out, err = putConv(tx, c)
+		return err
+	})
+	if err != nil {
+		return nil, wrap(err)
+	}
+	return out, nil
+}
+
+// AddMessage records that turn id of the conversation at key was posted as
+// platform message msgID, and lists msgID in the turn's Messages (the last
+// MaxMessagesPerTurn are kept). A msgID that was recorded for another turn
+// moves to this one. An unknown conversation or turn is an error wrapping
+// bot.ErrNotFound.
+func (db *DB) AddMessage(ctx context.Context, key bot.ConvKey, id, msgID string) error {
+	wrap := func(err error) error {
+		return fmt.Errorf("store: add message %s to %s turn %s: %w", msgID, key, id, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return wrap(err)
+	}
+	if msgID == "" {
+		return wrap(errors.New("empty message id"))
+	}
+	err := db.bolt.Update(func(tx *bbolt.Tx) error {
+		c, err := getConv(tx, key)
+		if err != nil {
+			return err
+		}
+		changed, err := attachMessage(tx, c, id, msgID)
+		if err != nil || !changed {
+			return err
+		}
+		_, err = putConv(tx, c)
+		return err
+	})
+	if err != nil {
+		return wrap(err)
+	}
+	return nil
+}
+
+// Message finds the turn posted as msgID on key's platform and in key's
+// workspace, returning the conversation key and turn id. It wraps
+// bot.ErrNotFound when there is no such message or its turn has gone.
+func (db *DB) Message(ctx context.Context, key bot.ConvKey, msgID string) (bot.ConvKey, string, error) {
+	wrap := func(err error) error {
+		return fmt.Errorf("store: message %s in %s/%s: %w", msgID, key.Platform, key.Workspace, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return bot.ConvKey{}, "", wrap(err)
+	}
+	mk, err := messageKey(key, msgID)
+	if err != nil {
+		return bot.ConvKey{}, "", wrap(err)
+	}
+	var ref messageRef
+	err = db.bolt.View(func(tx *bbolt.Tx) error {
+		v := tx.Bucket(bucketMessages).Get(mk)
+		if v == nil {
+			return bot.ErrNotFound
+		}
+		if err := json.Unmarshal(v, &ref); err != nil {
+			return fmt.Errorf("decode: %w", err)
+		}
+		c, err := getConv(tx, ref.Key)
+		if err != nil {
+			return err
+		}
+		if c.Turn(ref.Turn) == nil {
+			return fmt.Errorf("turn %s: %w", ref.Turn, bot.ErrNotFound)
+		}
+		return nil
+	})
+	if err != nil {
+		return bot.ConvKey{}, "", wrap(err)
+	}
+	return ref.Key, ref.Turn, nil
+}
+
+// PutJob creates or replaces a job.
+func (db *DB) PutJob(ctx context.Context, j *bot.Job) error {
+	if j == nil {
+		return errors.New("store: put job: nil job")
+	}
+	wrap := func(err error) error { return fmt.Errorf("store: put job %s: %w", j.ID, err) }
+	if err := ctx.Err(); err != nil {
+		return wrap(err)
+	}
+	if j.ID == "" {
+		return wrap(errors.New("job has no id"))
+	}
+	if err := db.bolt.Update(func(tx *bbolt.Tx) error { return putJob(tx, j) }); err != nil {
+		return wrap(err)
+	}
+	return nil
+}
+
+// Job returns the job with id, or an error wrapping bot.ErrNotFound.
+func (db *DB) Job(ctx context.Context, id string) (*bot.Job, error) {
+	wrap := func(err error) error { return fmt.Errorf("store: job %s: %w", id, err) }
+	if err := ctx.Err(); err != nil {
+		return nil, wrap(err)
+	}
+	var j bot.Job
+	err := db.bolt.View(func(tx *bbolt.Tx) error {
+		v := tx.Bucket(bucketJobs).Get([]byte(id))
+		if v == nil {
+			return bot.ErrNotFound
+		}
+		if err := json.Unmarshal(v, &j); err != nil {
+			return fmt.Errorf("decode: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, wrap(err)
+	}
+	return &j, nil
+}
+
+// LiveJobs returns every waiting or submitted job, ordered by Created and
+// then by ID. It reads the whole jobs bucket, which Sweep keeps small.
+func (db *DB) LiveJobs(ctx context.Context) ([]*bot.Job, error) {
+	wrap := func(err error) error { return fmt.Errorf("store: live jobs: %w", err) }
+	if err := ctx.Err(); err != nil {
+		return nil, wrap(err)
+	}
+	var jobs []*bot.Job
+	err := db.bolt.View(func(tx *bbolt.Tx) error {
+		return tx.Bucket(bucketJobs).ForEach(func(k, v []byte) error {
+			var j bot.Job
+			if err := json.Unmarshal(v, &j); err != nil {
+				return fmt.Errorf("decode job %s: %w", k, err)
+			}
+			if j.State.Live() {
+				jobs = append(jobs, &j)
+			}
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, wrap(err)
+	}
+	slices.SortFunc(jobs, func(a, b *bot.Job) int {
+		if c := a.Created.Compare(b.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return jobs, nil
+}
+
+// Usage returns the user's usage on the UTC day of at and the workspace's
+// in the UTC month of at; zero values when nothing is recorded.
+func (db *DB) Usage(ctx context.Context, platform, workspace, user string, at time.Time) (userDay, workspaceMonth bot.Usage, err error) {
+	wrap := func(err error) error {
+		return fmt.Errorf("store: usage %s/%s/%s: %w", platform, workspace, user, err)
+	}
+	if err := ctx.Err(); err != nil {
+		return bot.Usage{}, bot.Usage{}, wrap(err)
+	}
+	dk, mk := usageKeys(platform, workspace, user, at)
+	err = db.bolt.View(func(tx *bbolt.Tx) error {
+		if err := getUsage(tx.Bucket(bucketUsageDay), dk, &userDay); err != nil {
+			return err
+		}
+		return getUsage(tx.Bucket(bucketUsageMonth), mk, &workspaceMonth)
+	})
+	if err != nil {
+		return bot.Usage{}, bot.Usage{}, wrap(err)
+	}
+	return userDay, workspaceMonth, nil
+}
+
+// Sweep is the retention pass. It removes every conversation whose Updated
+// is before idleBefore, with its message mappings and its references to
+// images (deleting images nothing refers to any more), and every job that
+// is no longer live and whose Updated is before idleBefore. Usage records
+// are kept. It runs in one transaction: on error (including ctx being
+// cancelled midway) nothing is removed. The file does not shrink; the
+// freed pages are reused by later writes.
+func (db *DB) Sweep(ctx context.Context, idleBefore time.Time) (SweepStats, error) {
+	wrap := func(err error) error {
+		return fmt.Errorf("store: sweep before %s: %w", idleBefore.Format(time.RFC3339), err)
+	}
+	if err := ctx.Err(); err != nil {
+		return SweepStats{}, wrap(err)
+	}
+	var st SweepStats
+	err := db.bolt.Update(func(tx *bbolt.Tx) error {
+		st = SweepStats{}
+		// Collect first: deleting under a live cursor skips keys.
+		var idle []*bot.Conversation
+		var idleKeys [][]byte
+		n := 0
+		err := tx.Bucket(bucketConvs).ForEach(func(k, v []byte) error {
+			if n++; n%1024 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			var c bot.Conversation
+			if err := json.Unmarshal(v, &c); err != nil {
+				return fmt.Errorf("decode conversation %s: %w", k, err)
+			}
+			if c.Updated.Before(idleBefore) {
+				idle = append(idle, &c)
+				idleKeys = append(idleKeys, bytes.Clone(k))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for i, c := range idle {
+			for _, t := range c.Turns {
+				gone, err := dropRef(tx, t.SHA256)
+				if err != nil {
+					return err
+				}
+				if gone {
+					st.Images++
+				}
+				m, err := dropMessages(tx, c.Key, t)
+				if err != nil {
+					return err
+				}
+				st.Messages += m
+			}
+			if err := tx.Bucket(bucketConvs).Delete(idleKeys[i]); err != nil {
+				return err
+			}
+			st.Conversations++
+		}
+
+		var done [][]byte
+		err = tx.Bucket(bucketJobs).ForEach(func(k, v []byte) error {
+			if n++; n%1024 == 0 {
+				if err := ctx.Err(); err != nil {
+					return err
+				}
+			}
+			var j struct {
+				State   bot.JobState `json:"state"`
+				Updated time.Time    `json:"updated"`
+			}
+			if err := json.Unmarshal(v, &j); err != nil {
+				return fmt.Errorf("decode job %s: %w", k, err)
+			}
+			if !j.State.Live() && j.Updated.Before(idleBefore) {
+				done = append(done, bytes.Clone(k))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range done {
+			if err := tx.Bucket(bucketJobs).Delete(k); err != nil {
+				return err
+			}
+			st.Jobs++
+		}
+		return ctx.Err()
+	})
+	if err != nil {
+		return SweepStats{}, wrap(err)
+	}
+	return st, nil
+}
+
+// --- helpers that run inside a transaction ---
+
+// messageRef is the value of a messages entry.
+type messageRef struct {
+	Key  bot.ConvKey `json:"key"`
+	Turn string      `json:"turn"`
+}
+
+func getConv(tx *bbolt.Tx, key bot.ConvKey) (*bot.Conversation, error) {
+	v := tx.Bucket(bucketConvs).Get([]byte(key.String()))
+	if v == nil {
+		return nil, bot.ErrNotFound
+	}
+	var c bot.Conversation
+	if err := json.Unmarshal(v, &c); err != nil {
+		return nil, fmt.Errorf("decode conversation: %w", err)
+	}
+	return &c, nil
+}
+
+// putConv stores c and returns the stored state decoded afresh, so the
+// caller's copy shares nothing with c and equals what a later read returns.
+func putConv(tx *bbolt.Tx, c *bot.Conversation) (*bot.Conversation, error) {
+	v, err := json.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("encode conversation: %w", err)
+	}
+	if err := tx.Bucket(bucketConvs).Put([]byte(c.Key.String()), v); err != nil {
+		return nil, err
+	}
+	var out bot.Conversation
+	if err := json.Unmarshal(v, &out); err != nil {
+		return nil, fmt.Errorf("decode conversation: %w", err)
+	}
+	return &out, nil
+}
+
+func putJob(tx *bbolt.Tx, j *bot.Job) error {
+	v, err := json.Marshal(j)
+	if err != nil {
+		return fmt.Errorf("encode job %s: %w", j.ID, err)
+	}
+	return tx.Bucket(bucketJobs).Put([]byte(j.ID), v)
+}
+
+// addRef stores data under sha if it is new and counts one more reference
+// to it. It returns the new count.
+func addRef(tx *bbolt.Tx, sha string, data []byte) (uint64, error) {
+	k := []byte(sha)
+	refs := tx.Bucket(bucketRefs)
+	n := refCount(refs.Get(k))
+	if n == 0 || tx.Bucket(bucketImages).Get(k) == nil {
+		if err := tx.Bucket(bucketImages).Put(k, data); err != nil {
+			return 0, fmt.Errorf("put image %s: %w", sha, err)
+		}
+	}
+	n++
+	if err := refs.Put(k, binary.BigEndian.AppendUint64(nil, n)); err != nil {
+		return 0, fmt.Errorf("count image %s: %w", sha, err)
+	}
+	return n, nil
+}
+
+// dropRef counts one reference fewer to image sha and deletes the image
+// when none is left, reporting whether it did.
+func dropRef(tx *bbolt.Tx, sha string) (deleted bool, err error) {
+	k := []byte(sha)
+	refs := tx.Bucket(bucketRefs)
+	n := refCount(refs.Get(k))
+	if n > 1 {
+		return false, refs.Put(k, binary.BigEndian.AppendUint64(nil, n-1))
+	}
+	if err := refs.Delete(k); err != nil {
+		return false, err
+	}
+	images := tx.Bucket(bucketImages)
+	if images.Get(k) == nil {
+		return false, nil
+	}
+	return true, images.Delete(k)
+}
+
+func refCount(v []byte) uint64 {
+	if len(v) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(v)
+}
+
+// messageKey is the messages key platform/workspace/msgID. Platform and
+// workspace may not contain '/', so no two (platform, workspace) pairs
+// share a prefix.
+func messageKey(key bot.ConvKey, msgID string) ([]byte, error) {
+	if key.Platform == "" || strings.Contains(key.Platform, "/") || strings.Contains(key.Workspace, "/") {
+		return nil, errors.New("invalid conversation key")
+	}
+	return []byte(key.Platform + "/" + key.Workspace + "/" + msgID), nil
+}
+
+// attachMessage maps msgID to turn id of c and lists it in that turn's
+// Messages, trimming the oldest past MaxMessagesPerTurn. c is changed in
+// place and the caller stores it; a conversation other than c that loses
+// the message is stored here. It reports whether c changed.
+func attachMessage(tx *bbolt.Tx, c *bot.Conversation, id, msgID string) (bool, error) {
+	t := c.Turn(id)
+	if t == nil {
+		return false, fmt.Errorf("turn %s: %w", id, bot.ErrNotFound)
+	}
+	mk, err := messageKey(c.Key, msgID)
+	if err != nil {
+		return false, err
+	}
+	msgs := tx.Bucket(bucketMessages)
+	if v := msgs.Get(mk); v != nil {
+		var old messageRef
+		if err := json.Unmarshal(v, &old); err != nil {
+			return false, fmt.Errorf("decode message %s: %w", msgID, err)
+		}
+		switch {
+		case old.Key == c.Key && old.Turn == id:
+			if slices.Contains(t.Messages, msgID) {
+				return false, nil // already recorded
+			}
+		case old.Key == c.Key:
+			if ot := c.Turn(old.Turn); ot != nil {
+				ot.Messages = slices.DeleteFunc(ot.Messages, func(m string) bool { return m == msgID })
+			}
+		default:
+			oc, err := getConv(tx, old.Key)
+			switch {
+			case errors.Is(err, bot.ErrNotFound):
+			case err != nil:
+				return false, err
+			default:
+				if ot := oc.Turn(old.Turn); ot != nil {
+					ot.Messages = slices.DeleteFunc(ot.Messages, func(m string) bool { return m == msgID })
+					if _, err := putConv(tx, oc); err != nil {
+						return false, err
+					}
+				}
+			}
+		}
+	}
+	v, err := json.Marshal(messageRef{Key: c.Key, Turn: id})
+	if err != nil {
+		return false, err
+	}
+	if err := msgs.Put(mk, v); err != nil {
+		return false, err
+	}
+	t.Messages = slices.DeleteFunc(t.Messages, func(m string) bool { return m == msgID })
+	t.Messages = append(t.Messages, msgID)
+	for len(t.Messages) > MaxMessagesPerTurn {
+		if _, err := dropMessage(tx, c.Key, id, t.Messages[0]); err != nil {
+			return false, err
+		}
+		t.Messages = t.Messages[1:]
+	}
+	return true, nil
+}
+
+// dropMessages deletes the mappings of t's messages that still point to
+// it, returning how many it deleted.
+func dropMessages(tx *bbolt.Tx, key bot.ConvKey, t bot.Turn) (int, error) {
+	n := 0
+	for _, m := range t.Messages {
+		ok, err := dropMessage(tx, key, t.ID, m)
+		if err != nil {
+			return n, err
+		}
+		if ok {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// dropMessage deletes the mapping of msgID if it points to turn id of the
+// conversation at key.
+func dropMessage(tx *bbolt.Tx, key bot.ConvKey, id, msgID string) (bool, error) {
+	mk, err := messageKey(key, msgID)
+	if err != nil {
+		return false, err
+	}
+	msgs := tx.Bucket(bucketMessages)
+	v := msgs.Get(mk)
+	if v == nil {
+		return false, nil
+	}
+	var ref messageRef
+	if err := json.Unmarshal(v, &ref); err != nil {
+		return false, fmt.Errorf("decode message %s: %w", msgID, err)
+	}
+	if ref.Key != key || ref.Turn != id {
+		return false, nil
+	}
+	return true, msgs.Delete(mk)
+}
+
+// usageKeys returns the user/day and workspace/month keys for at (UTC).
+func usageKeys(platform, workspace, user string, at time.Time) (day, month []byte) {
+	at = at.UTC()
+	day = []byte(platform + "/" + workspace + "/" + user + "/" + at.Format(time.DateOnly))
+	month = []byte(platform + "/" + workspace + "/" + at.Format("2006-01"))
+	return day, month
+}
+
+func getUsage(b *bbolt.Bucket, k []byte, u *bot.Usage) error {
+	v := b.Get(k)
+	if v == nil {
+		*u = bot.Usage{}
+		return nil
+	}
+	if err := json.Unmarshal(v, u); err != nil {
+		return fmt.Errorf("decode usage %s: %w", k, err)
+	}
+	return nil
+}
+
+// addUsage adds one image at c.USD to the user/day and workspace/month
+// records of c.At.
+func addUsage(tx *bbolt.Tx, c *bot.Charge) error {
+	dk, mk := usageKeys(c.Platform, c.Workspace, c.User, c.At)
+	for _, r := range []struct {
+		b *bbolt.Bucket
+		k []byte
+	}{{tx.Bucket(bucketUsageDay), dk}, {tx.Bucket(bucketUsageMonth), mk}} {
+		var u bot.Usage
+		if err := getUsage(r.b, r.k, &u); err != nil {
+			return err
+		}
+		u.Images++
+		u.Spend += c.USD
+		v, err := json.Marshal(u)
+		if err != nil {
+			return err
+		}
+		if err := r.b.Put(r.k, v); err != nil {
+			return fmt.Errorf("put usage %s: %w", r.k, err)
+		}
+	}
+	return nil
+}
