@@ -94,15 +94,21 @@ func (a *app) sweepLoop(ctx context.Context) {
 	}
 }
 
-// close stops the core (running jobs get until ctx ends; waiting ones stay
-// on disk), then the client, then the store.
-func (a *app) close(ctx context.Context) error {
+// drain stops the core taking requests and lets running jobs finish until
+// ctx ends; waiting ones stay on disk for the next start.
+func (a *app) drain(ctx context.Context) error {
 	err := a.core.Close(ctx)
 	if errors.Is(err, context.DeadlineExceeded) {
 		a.log.Warn("shutdown: running jobs did not finish in time; they resume at the next start")
 		err = nil
 	}
 	a.client.Close()
+	return err
+}
+
+// close drains the core (if not done yet) and closes the store.
+func (a *app) close(ctx context.Context) error {
+	err := a.drain(ctx)
 	a.stopSweep()
 	a.sweeping.Wait()
 	return errors.Join(err, a.db.Close())

@@ -210,15 +210,3 @@ func runFakeAPI(ctx context.Context, args []string, env envFunc, stdout, stderr 
 	<-errc
 	return nil
 }
-
-// runServe runs the bot.
-func runServe(ctx context.Context, args []string, env envFunc, stdout, stderr io.Writer) error {
-	fs := newFlagSet("serve", stderr)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if _, err := loadConfig(env); err != nil {
-		return err
-	}
-	return errors.New("no chat platform is configured yet: the Discord and Slack adapters are not built in this version; use `kontextbot imagine` or `kontextbot edit`")
-}

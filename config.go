@@ -65,7 +65,25 @@ type config struct {
 	Admins        []string
 	LogLevel      slog.Level
 	LogFormat     string
+
+	HTTPAddr        string
+	ShutdownTimeout time.Duration
+
+	DiscordToken  string
+	DiscordGuild  string
+	DiscordAPIURL string
+
+	SlackBotToken      string
+	SlackAppToken      string
+	SlackSigningSecret string
+	SlackAPIURL        string
 }
+
+// discordEnabled reports whether Discord is configured.
+func (c config) discordEnabled() bool { return c.DiscordToken != "" }
+
+// slackEnabled reports whether Slack is configured.
+func (c config) slackEnabled() bool { return c.SlackBotToken != "" }
 
 // configError lists every problem found in the configuration at once.
 type configError struct{ problems []string }
@@ -160,6 +178,32 @@ func (p *parser) logLevel(name string) slog.Level {
 	return l
 }
 
+func (p *parser) duration(name string, def time.Duration) time.Duration {
+	v := p.str(name, "")
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		p.fail("%s=%q is not valid: use a duration such as 30s or 2m (default %s)", name, v, def)
+		return def
+	}
+	return d
+}
+
+// optionalURL reads an http(s) URL that may be left unset.
+func (p *parser) optionalURL(name string) string {
+	if p.str(name, "") == "" {
+		return ""
+	}
+	return p.httpURL(name, "http://127.0.0.1:8081")
+}
+
+func isSnowflake(s string) bool {
+	_, err := strconv.ParseUint(s, 10, 64)
+	return err == nil
+}
+
 func (p *parser) httpURL(name, def string) string {
 	v := p.str(name, def)
 	u, err := url.Parse(v)
@@ -205,6 +249,28 @@ func loadConfig(getenv envFunc) (config, error) {
 	c.Admins = p.list("KONTEXT_ADMINS")
 	c.LogLevel = p.logLevel("LOG_LEVEL")
 	c.LogFormat = p.oneOf("LOG_FORMAT", "text", "text", "json")
+	c.HTTPAddr = p.str("HTTP_ADDR", "127.0.0.1:8080")
+	c.ShutdownTimeout = p.duration("SHUTDOWN_TIMEOUT", 30*time.Second)
+	c.DiscordToken = strings.TrimPrefix(p.str("DISCORD_BOT_TOKEN", ""), "Bot ")
+	c.DiscordGuild = p.str("DISCORD_GUILD_ID", "")
+	c.DiscordAPIURL = p.optionalURL("DISCORD_API_URL")
+	c.SlackBotToken = p.str("SLACK_BOT_TOKEN", "")
+	c.SlackAppToken = p.str("SLACK_APP_TOKEN", "")
+	c.SlackSigningSecret = p.str("SLACK_SIGNING_SECRET", "")
+	c.SlackAPIURL = p.optionalURL("SLACK_API_URL")
+	switch {
+	case c.SlackBotToken != "" && !strings.HasPrefix(c.SlackBotToken, "xoxb-"):
+		p.fail("SLACK_BOT_TOKEN is not valid: use the Bot User OAuth Token, which starts with xoxb-")
+	case c.SlackBotToken != "" && c.SlackAppToken == "" && c.SlackSigningSecret == "":
+		p.fail("SLACK_BOT_TOKEN is set but neither SLACK_APP_TOKEN (Socket Mode, xapp-...) nor SLACK_SIGNING_SECRET (HTTP mode) is: set one")
+	case c.SlackAppToken != "" && !strings.HasPrefix(c.SlackAppToken, "xapp-"):
+		p.fail("SLACK_APP_TOKEN is not valid: use an app-level token with connections:write, which starts with xapp-")
+	case c.SlackBotToken == "" && (c.SlackAppToken != "" || c.SlackSigningSecret != ""):
+		p.fail("SLACK_BOT_TOKEN is not set: Slack needs it (xoxb-...) besides SLACK_APP_TOKEN or SLACK_SIGNING_SECRET")
+	}
+	if c.DiscordGuild != "" && !isSnowflake(c.DiscordGuild) {
+		p.fail("DISCORD_GUILD_ID=%q is not valid: use the server's numeric id (Developer Mode, right-click the server, Copy Server ID)", c.DiscordGuild)
+	}
 	if c.Wait == 0 {
 		c.Wait = -1 // kontext.Config: negative disables Prefer: wait
 	}

@@ -435,3 +435,36 @@ func TestChatRestartDeliversTheJob(t *testing.T) {
 		})
 	}
 }
+
+// TestEnvExampleListsEveryVariable records every variable the configuration
+// reads and checks .env.example documents each, with a comment.
+func TestEnvExampleListsEveryVariable(t *testing.T) {
+	read := map[string]bool{}
+	loadConfig(func(k string) string { read[k] = true; return "" })
+	example, err := os.ReadFile(".env.example")
+	if err != nil {
+		t.Fatal(err)
+	}
+	documented := map[string]bool{}
+	lines := strings.Split(string(example), "\n")
+	for i, line := range lines {
+		name, _, ok := strings.Cut(line, "=")
+		if !ok || strings.HasPrefix(line, "#") {
+			continue
+		}
+		documented[name] = true
+		if i == 0 || !strings.HasPrefix(lines[i-1], "#") {
+			t.Errorf(".env.example: %s has no comment above it", name)
+		}
+	}
+	for name := range read {
+		if !documented[name] {
+			t.Errorf("%s is read but not in .env.example", name)
+		}
+	}
+	for name := range documented {
+		if !read[name] {
+			t.Errorf(".env.example lists %s, which nothing reads", name)
+		}
+	}
+}

@@ -594,6 +594,7 @@ func (q *Queue) start(t *Ticket, waited bool) {
 	if u.inRing {
 		q.ringRemove(u)
 		q.ringInsert(u) // to the back: it has the latest turn
+		q.changed()     // the turn order, and so positions, moved
 	}
 	t.gprev, t.gnext = nil, q.rhead
 	if q.rhead != nil {

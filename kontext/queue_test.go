@@ -650,6 +650,24 @@ func TestQueuePositions(t *testing.T) {
 		}
 	})
 
+	t.Run("a user served at once moves back", func(t *testing.T) {
+		h := newHarness(t, QueueOptions{Slots: 3, UserRunning: 3})
+		h.submit("a1", "a", "X")
+		h.submit("c0", "c", "")  // c is served after a
+		h.submit("a2", "a", "X") // waits behind a1
+		h.submit("c1", "c", "X") // waits behind a2
+		if got, want := h.ticket("a2").Position(), 1; got != want {
+			t.Fatalf("a2 Position() = %d, want %d", got, want)
+		}
+		h.submit("a3", "a", "") // starts at once: a has had the latest turn
+		h.waitStarted("a3")
+		for id, want := range map[string]int{"c1": 1, "a2": 2} {
+			if got := h.ticket(id).Position(); got != want {
+				t.Errorf("%s Position() = %d, want %d", id, got, want)
+			}
+		}
+	})
+
 	t.Run("started at once is told 0", func(t *testing.T) {
 		h := newHarness(t, QueueOptions{Slots: 1})
 		r := newPosRecorder()
@@ -1150,6 +1168,13 @@ func checkInvariants(q *Queue) error {
 			return fmt.Errorf("serial %q kept with nothing waiting or running", name)
 		}
 	}
+	if !q.posDirty { // positions claim to be current: they must match a fresh pass
+		for i, t := range q.dispatchOrder() {
+			if t.pos != i+1 {
+				return fmt.Errorf("%s: position %d is stale, want %d", t.job.ID, t.pos, i+1)
+			}
+		}
+	}
 	return nil
 }
 
@@ -1189,6 +1214,10 @@ func TestQueueInvariants(t *testing.T) {
 					h.tickets[id] = tk
 					h.mu.Unlock()
 					live = append(live, id)
+				case op < 7: // someone looks at their place in line
+					if len(live) > 0 {
+						h.ticket(live[rng.IntN(len(live))]).Position()
+					}
 				case op < 8: // a running job finishes
 					select {
 					case id := <-h.starts:

@@ -222,6 +222,23 @@ func (db *DB) Close() error {
 	return nil
 }
 
+// Ping checks that the database is open and readable, for health checks.
+func (db *DB) Ping(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("store: ping: %w", err)
+	}
+	err := db.bolt.View(func(tx *bbolt.Tx) error {
+		if tx.Bucket(bucketMeta) == nil {
+			return errors.New("no meta bucket")
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: ping %s: %w", db.path, err)
+	}
+	return nil
+}
+
 // Conversation returns the conversation at key, or an error wrapping
 // bot.ErrNotFound.
 func (db *DB) Conversation(ctx context.Context, key bot.ConvKey) (*bot.Conversation, error) {

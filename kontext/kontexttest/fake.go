@@ -270,9 +270,10 @@ func New(opts Options) *Fake {
 	}
 }
 
-// Inject queues faults for ep. Each later request to ep consumes the next
-// queued fault, in order; once the queue is empty requests are handled
-// normally. Inject panics for an unknown endpoint.
+// Inject queues faults for ep. Each later request to ep (with a known path
+// and the right method) consumes the next queued fault, in order, before
+// authentication and validation; once the queue is empty requests are
+// handled normally. Inject panics for an unknown endpoint.
 func (f *Fake) Inject(ep Endpoint, faults ...Fault) {
 	if ep < 0 || ep >= numEndpoints {
 		panic("kontexttest: Inject: unknown endpoint " + ep.String())

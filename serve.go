@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"kontextbot/bot"
+	"kontextbot/platforms/discord"
+	"kontextbot/platforms/slack"
+)
+
+// platform is a chat adapter as serve runs it.
+type platform interface {
+	bot.Platform
+	// Start connects and returns once events flow.
+	Start(ctx context.Context) error
+	// Close disconnects.
+	Close() error
+	// Healthy is nil while the platform is connected.
+	Healthy() error
+}
+
+var (
+	_ platform = (*discord.Bot)(nil)
+	_ platform = (*slack.Bot)(nil)
+)
+
+// errNoPlatform is serve's answer when no chat platform is configured.
+var errNoPlatform = errors.New(`no chat platform is configured. Set, in the environment or .env:
+  Discord: DISCORD_BOT_TOKEN (and optionally DISCORD_GUILD_ID for instant commands in one server)
+  Slack:   SLACK_BOT_TOKEN (xoxb-...) and either SLACK_APP_TOKEN (xapp-..., Socket Mode)
+           or SLACK_SIGNING_SECRET (HTTP mode on HTTP_ADDR)
+To try the bot without either, run: kontextbot chat`)
+
+// runServe runs the bot on every configured platform over one core, one
+// queue and one store, until ctx ends; then it shuts down in order.
+func runServe(ctx context.Context, args []string, env envFunc, stdout, stderr io.Writer) error {
+	fs := newFlagSet("serve", stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(env)
+	if err != nil {
+		return err
+	}
+	if !cfg.discordEnabled() && !cfg.slackEnabled() {
+		return errNoPlatform
+	}
+	log := newLogger(cfg, stderr)
+	a, err := openApp(cfg, log)
+	if err != nil {
+		return err
+	}
+	platforms, handlers, err := newPlatforms(cfg, a.core, log, stdout)
+	if err != nil {
+		return errors.Join(err, a.close(context.Background()))
+	}
+	for _, p := range platforms {
+		a.core.Register(p)
+	}
+	srv, serveErr, err := listen(cfg.HTTPAddr, newMux(a, platforms, handlers), log)
+	if err != nil {
+		return errors.Join(err, a.close(context.Background()))
+	}
+	started := 0
+	for _, p := range platforms {
+		if err = p.Start(ctx); err != nil {
+			err = fmt.Errorf("starting %s: %w", p.Name(), err)
+			break
+		}
+		started++
+	}
+	if err == nil {
+		var ids []string
+		if ids, err = a.core.Recover(ctx); err == nil {
+			log.Info("kontextbot ready", "platforms", names(platforms), "http", srv.Addr, "resumed_jobs", len(ids))
+			select {
+			case <-ctx.Done():
+				log.Info("shutting down: no new requests; running jobs may finish", "timeout", cfg.ShutdownTimeout)
+			case err = <-serveErr:
+				err = fmt.Errorf("http listener: %w", err)
+			}
+		}
+	}
+	return errors.Join(err, shutdown(a, platforms[:started], srv, cfg.ShutdownTimeout))
+}
+
+// shutdown stops in order: the core takes no new work and running jobs get
+// timeout to finish (waiting ones stay on disk), then the platforms close,
+// then the HTTP listener, then the store.
+func shutdown(a *app, platforms []platform, srv *http.Server, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	errs := []error{a.drain(ctx)}
+	for _, p := range platforms {
+		if err := p.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("closing %s: %w", p.Name(), err))
+		}
+	}
+	hctx, hcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer hcancel()
+	errs = append(errs, srv.Shutdown(hctx), a.close(ctx))
+	return errors.Join(errs...)
+}
+
+// newPlatforms builds the adapter of every configured platform, and the
+// HTTP routes of those that serve some.
+func newPlatforms(cfg config, core *bot.Core, log *slog.Logger, out io.Writer) ([]platform, map[string]http.Handler, error) {
+	var ps []platform
+	handlers := map[string]http.Handler{}
+	if cfg.discordEnabled() {
+		d, err := discord.New(discord.Config{Token: cfg.DiscordToken, GuildID: cfg.DiscordGuild, APIURL: cfg.DiscordAPIURL,
+			Logger: log.With("platform", discord.Platform), Out: out}, core)
+		if err != nil {
+			return nil, nil, err
+		}
+		ps = append(ps, d)
+	}
+	if cfg.slackEnabled() {
+		s, err := slack.New(slack.Config{BotToken: cfg.SlackBotToken, AppToken: cfg.SlackAppToken, SigningSecret: cfg.SlackSigningSecret,
+			APIURL: cfg.SlackAPIURL, Logger: log.With("platform", slack.Platform), Out: out}, core)
+		if err != nil {
+			return nil, nil, err
+		}
+		ps = append(ps, s)
+		if h := s.Handler(); h != nil {
+			handlers["/slack/"] = h
+		}
+	}
+	return ps, handlers, nil
+}
+
+func names(ps []platform) string {
+	var n []string
+	for _, p := range ps {
+		n = append(n, p.Name())
+	}
+	return strings.Join(n, ",")
+}
+
+// newMux serves /healthz and the platforms' own routes.
+func newMux(a *app, platforms []platform, handlers map[string]http.Handler) *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := health(r.Context(), a, platforms); err != nil {
+			http.Error(w, "unhealthy: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	for pattern, h := range handlers {
+		mux.Handle(pattern, h)
+	}
+	return mux
+}
+
+// health is nil when the store answers and every platform is connected.
+func health(ctx context.Context, a *app, platforms []platform) error {
+	var errs []error
+	if err := a.db.Ping(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("store: %w", err))
+	}
+	for _, p := range platforms {
+		if err := p.Healthy(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", p.Name(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// listen starts the HTTP listener on addr; its serve error arrives on the
+// returned channel.
+func listen(addr string, h http.Handler, log *slog.Logger) (*http.Server, <-chan error, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("HTTP_ADDR %s: %w", addr, err)
+	}
+	srv := &http.Server{Addr: ln.Addr().String(), Handler: h, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	errc := make(chan error, 1)
+	go func() {
+		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+		close(errc)
+	}()
+	return srv, errc, nil
+}
