@@ -78,6 +78,21 @@ type Config struct {
 	// Logger receives debug lines for every call; nil discards. Prompts and
 	// keys are never logged.
 	Logger *slog.Logger
+	// Observe, when set, is told about every HTTP attempt to the provider
+	// (for metrics). It must not block.
+	Observe func(Attempt)
+}
+
+// Attempt describes one HTTP request to the provider.
+type Attempt struct {
+	// Op is "create", "poll", "download" or "images".
+	Op string
+	// Status is the HTTP status, 0 when the request failed without one.
+	Status int
+	// Retry reports whether the client will try again.
+	Retry bool
+	// Duration is how long the request took.
+	Duration time.Duration
 }
 
 // Client calls FLUX.1 Kontext through CometAPI. It is safe for concurrent
@@ -247,6 +262,10 @@ func (c *Client) finish(ctx context.Context, p *prediction) (*Result, error) {
 		next.ID = p.ID
 		*p = next
 	}
+	// The prediction is final: it no longer occupies one of the provider's
+	// active tasks, so a queue slot can go to the next job while this one
+	// downloads.
+	releaseSlot(ctx)
 	switch p.Status {
 	case "succeeded":
 	case "failed":
@@ -489,8 +508,10 @@ func (c *Client) download(ctx context.Context, rawURL, id string) (*Result, erro
 	}
 	var data []byte
 	for attempt := 1; ; attempt++ {
+		start := time.Now()
 		status, hdr, body, err := c.fetch(ctx, u.String())
 		retry, wait := c.retryable(status, hdr, body, err, attempt)
+		c.observe(Attempt{Op: "download", Status: status, Retry: retry && ctx.Err() == nil, Duration: time.Since(start)})
 		switch {
 		case err == nil && status == http.StatusOK:
 			data = body
@@ -518,6 +539,12 @@ func (c *Client) download(ctx context.Context, rawURL, id string) (*Result, erro
 }
 
 var errTooLarge = errors.New("body too large")
+
+func (c *Client) observe(a Attempt) {
+	if c.cfg.Observe != nil {
+		c.cfg.Observe(a)
+	}
+}
 
 func (c *Client) fetch(ctx context.Context, u string) (int, http.Header, []byte, error) {
 	rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
@@ -580,15 +607,21 @@ func (c *Client) call(ctx context.Context, op, method, u string, body []byte, id
 		prefer = "wait=" + strconv.Itoa(max(1, int((c.cfg.Wait+time.Second-1)/time.Second)))
 	}
 	for attempt := 1; ; attempt++ {
+		start := time.Now()
 		status, hdr, respBody, err := c.once(ctx, method, u, body, timeout, prefer)
 		c.log.Debug("kontext: call", "op", op, "prediction", id, "attempt", attempt, "status", status, "err", err)
-		if err == nil && status >= 200 && status < 300 {
+		ok := err == nil && status >= 200 && status < 300
+		retry, wait := false, time.Duration(0)
+		if !ok && ctx.Err() == nil {
+			retry, wait = c.retryable(status, hdr, respBody, err, attempt)
+		}
+		c.observe(Attempt{Op: op, Status: status, Retry: retry, Duration: time.Since(start)})
+		if ok {
 			return respBody, nil
 		}
 		if ctx.Err() != nil {
 			return nil, c.ctxError(ctx, op, id)
 		}
-		retry, wait := c.retryable(status, hdr, respBody, err, attempt)
 		if !retry {
 			return nil, c.statusError(op, id, status, respBody, err, attempt)
 		}

@@ -1079,9 +1079,12 @@ func TestQueueSubmitInvalid(t *testing.T) {
 func checkInvariants(q *Queue) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	running := 0
+	running, held := 0, 0
 	for t := q.rhead; t != nil; t = t.gnext {
 		running++
+		if t.slot {
+			held++
+		}
 		if t.state.Load() != stRunning {
 			return fmt.Errorf("%s in the running list is not running", t.job.ID)
 		}
@@ -1089,8 +1092,11 @@ func checkInvariants(q *Queue) error {
 	if running != q.running {
 		return fmt.Errorf("running list has %d, q.running = %d", running, q.running)
 	}
-	if q.running > q.opts.Slots {
-		return fmt.Errorf("%d running > %d slots", q.running, q.opts.Slots)
+	if held != q.busy {
+		return fmt.Errorf("%d running jobs hold a slot, q.busy = %d", held, q.busy)
+	}
+	if q.busy > q.opts.Slots || q.busy > q.running {
+		return fmt.Errorf("%d slots held with %d running and %d slots", q.busy, q.running, q.opts.Slots)
 	}
 	waiting, prevSeq := 0, uint64(0)
 	userWaiting := map[*user]int{}
@@ -1144,8 +1150,8 @@ func checkInvariants(q *Queue) error {
 	if eligible != q.eligible {
 		return fmt.Errorf("eligible users %d, q.eligible = %d", eligible, q.eligible)
 	}
-	if q.running < q.opts.Slots && q.eligible > 0 {
-		return fmt.Errorf("a slot is free (%d running) while %d users have a job that may run", q.running, q.eligible)
+	if q.busy < q.opts.Slots && q.eligible > 0 {
+		return fmt.Errorf("a slot is free (%d held) while %d users have a job that may run", q.busy, q.eligible)
 	}
 	var prev *user
 	for u := q.ringHead; u != nil; u = u.rnext {
@@ -1253,4 +1259,48 @@ func TestQueueInvariants(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestQueueReleaseSlot: a job whose prediction is final gives its slot to
+// the next job while it finishes (downloads), but keeps its Serial and
+// still counts for Shutdown.
+func TestQueueReleaseSlot(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	q := NewQueue(QueueOptions{Slots: 1, UserRunning: 2})
+	released, finishA := make(chan struct{}), make(chan struct{})
+	startedB, startedC := make(chan struct{}), make(chan struct{})
+	a, err := q.Submit(context.Background(), Job{ID: "a", User: "u", Serial: "conv", Run: func(ctx context.Context) error {
+		releaseSlot(ctx)
+		releaseSlot(ctx) // twice is harmless
+		close(released)
+		<-finishA
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-released
+	b, _ := q.Submit(context.Background(), Job{ID: "b", User: "v", Run: func(ctx context.Context) error { close(startedB); return nil }})
+	c, _ := q.Submit(context.Background(), Job{ID: "c", User: "w", Serial: "conv", Run: func(ctx context.Context) error { close(startedC); return nil }})
+	select {
+	case <-startedB:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the released slot was not given to the next job")
+	}
+	<-b.Done()
+	select {
+	case <-startedC:
+		t.Fatal("a job of the same Serial started before the first one returned")
+	default:
+	}
+	if st := q.Stats(); st.Running != 0 || st.Waiting != 1 {
+		t.Errorf("stats %+v, want no slot held and c waiting for its Serial", st)
+	}
+	close(finishA)
+	<-a.Done()
+	<-c.Done()
+	if _, err := q.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	releaseSlot(context.Background()) // no queue in ctx: nothing happens
 }
