@@ -31,6 +31,7 @@ type app struct {
 	client *kontext.Client
 	queue  *kontext.Queue
 	core   *bot.Core
+	met    *metrics
 
 	stopSweep context.CancelFunc
 	sweeping  sync.WaitGroup
@@ -51,8 +52,10 @@ func openApp(cfg config, log *slog.Logger) (*app, error) {
 	if err != nil {
 		return nil, err
 	}
+	met := newMetrics()
 	cc := cfg.clientConfig()
 	cc.Logger = log
+	cc.Observe = met.attempt
 	client, err := kontext.NewClient(cc)
 	if err != nil {
 		db.Close()
@@ -63,9 +66,10 @@ func openApp(cfg config, log *slog.Logger) (*app, error) {
 	})
 	core := bot.New(bot.Config{
 		Model: cfg.Model, Prices: cfg.Prices, UserDaily: cfg.UserDaily, WorkspaceBudget: cfg.Budget,
-		Channels: cfg.Channels, Admins: cfg.Admins, Logger: log,
+		Channels: cfg.Channels, Admins: cfg.Admins, Logger: log, OnJobEnd: met.jobEnd,
 	}, db, client, queue)
-	a := &app{cfg: cfg, log: log, db: db, client: client, queue: queue, core: core}
+	met.watchQueue(queue)
+	a := &app{cfg: cfg, log: log, db: db, client: client, queue: queue, core: core, met: met}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stopSweep = cancel
 	a.sweeping.Add(1)

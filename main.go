@@ -51,6 +51,7 @@ Usage:
                                      edit one local image
   kontextbot chat [-out DIR]         a conversation with the bot in the terminal
   kontextbot fakeapi                 run a fake CometAPI on 127.0.0.1:8787
+  kontextbot healthcheck             ask a running bot's /healthz (for Docker)
   kontextbot version                 print the version
 
 Configuration comes from the environment, then from .env (see .env.example).
@@ -79,6 +80,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runChat(ctx, args, env, os.Stdin, stdout, stderr)
 	case "fakeapi":
 		return runFakeAPI(ctx, args, env, stdout, stderr)
+	case "healthcheck":
+		return runHealthcheck(ctx, args, env, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "kontextbot", version())
 		return nil

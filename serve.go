@@ -145,7 +145,7 @@ func names(ps []platform) string {
 	return strings.Join(n, ",")
 }
 
-// newMux serves /healthz and the platforms' own routes.
+// newMux serves /healthz, /metrics and the platforms' own routes.
 func newMux(a *app, platforms []platform, handlers map[string]http.Handler) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
@@ -155,6 +155,7 @@ func newMux(a *app, platforms []platform, handlers map[string]http.Handler) *htt
 		}
 		fmt.Fprintln(w, "ok")
 	})
+	mux.Handle("GET /metrics", a.met.handler())
 	for pattern, h := range handlers {
 		mux.Handle(pattern, h)
 	}
@@ -192,4 +193,43 @@ func listen(addr string, h http.Handler, log *slog.Logger) (*http.Server, <-chan
 		close(errc)
 	}()
 	return srv, errc, nil
+}
+
+// runHealthcheck asks the running bot's /healthz on HTTP_ADDR and fails
+// unless it answers 200. The Docker image's HEALTHCHECK runs it, so the
+// image needs no shell or curl.
+func runHealthcheck(ctx context.Context, args []string, env envFunc, stdout, stderr io.Writer) error {
+	fs := newFlagSet("healthcheck", stderr)
+	timeout := fs.Duration("timeout", 3*time.Second, "how long to wait for an answer")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	addr := env("HTTP_ADDR")
+	if addr == "" {
+		addr = "127.0.0.1:8080"
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("HTTP_ADDR=%q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+net.JoinHostPort(host, port)+"/healthz", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("unhealthy: %w", err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("unhealthy (HTTP %d): %s", resp.StatusCode, strings.TrimSpace(string(body)))
+	}
+	fmt.Fprint(stdout, string(body))
+	return nil
 }

@@ -131,6 +131,23 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// OnJobEnd, when set, is told of every job's end (for metrics). It
+	// must not block.
+	OnJobEnd func(JobEnd)
+}
+
+// JobEnd describes how a job ended.
+type JobEnd struct {
+	Kind     Kind
+	Platform string
+	Model    string
+	// Outcome is "delivered", "failed", "refused" (moderation), "canceled"
+	// or "kept" (left for the next start at shutdown).
+	Outcome string
+	// Wait is the time in the queue, Provider the time making the image.
+	Wait, Provider time.Duration
+	// USD is what the job cost: the model's price when delivered, else 0.
+	USD float64
 }
 
 // User errors the core returns; each carries its sentence.
@@ -683,7 +700,7 @@ func (c *Core) logEnd(job *Job, wait, provider time.Duration, err error) {
 	outcome := "delivered"
 	switch {
 	case errors.Is(err, kontext.ErrShutdown):
-		outcome = "kept for restart"
+		outcome = "kept"
 	case errors.Is(err, kontext.ErrCanceled):
 		outcome = "canceled"
 	case errors.Is(err, kontext.ErrContentRefused):
@@ -693,6 +710,13 @@ func (c *Core) logEnd(job *Job, wait, provider time.Duration, err error) {
 	}
 	c.log.Info("job", "id", job.ID, "kind", job.Kind, "platform", job.Conv.Platform,
 		"queue_wait", wait.Round(time.Millisecond), "provider", provider.Round(time.Millisecond), "outcome", outcome)
+	if c.cfg.OnJobEnd != nil {
+		end := JobEnd{Kind: job.Kind, Platform: job.Conv.Platform, Model: job.Model, Outcome: outcome, Wait: wait, Provider: provider}
+		if err == nil {
+			end.USD = c.cfg.Prices[job.Model]
+		}
+		c.cfg.OnJobEnd(end)
+	}
 }
 
 // Undo moves the conversation's head back to the parent of the current
