@@ -1,19 +1,52 @@
 // Package discord is kontextbot's Discord adapter, on discordgo: slash
 // commands, the "Edit image" message command, replies, picture threads and
 // buttons, turned into bot requests, with results posted back.
+//
+// Every event is acknowledged at once (interactions are deferred well
+// inside Discord's 3 seconds) and handled in the background. Nothing a
+// button or a job needs lives only in memory: custom ids carry the image
+// or job id, and a job's Origin says where to answer, so buttons and jobs
+// survive a restart. No message the bot sends can ping anyone.
 package discord
 
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/url"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/bwmarrin/discordgo"
+	"github.com/gorilla/websocket"
 
 	"kontextbot/bot"
 )
 
 // Platform is the name Discord conversations and jobs carry.
 const Platform = "discord"
+
+// Permissions is the permission integer the bot asks for in its invite
+// URL: View Channel, Send Messages, Send Messages in Threads, Create
+// Public Threads, Attach Files and Read Message History (309237746688).
+const Permissions = discordgo.PermissionViewChannel | discordgo.PermissionSendMessages |
+	discordgo.PermissionSendMessagesInThreads | discordgo.PermissionCreatePublicThreads |
+	discordgo.PermissionAttachFiles | discordgo.PermissionReadMessageHistory
+
+// Application flags that say the Message Content intent is enabled.
+const (
+	flagGatewayMessageContent        = 1 << 18
+	flagGatewayMessageContentLimited = 1 << 19
+)
+
+// baseIntents are the gateway intents the bot always needs; the
+// privileged Message Content intent comes on top when the app has it.
+const baseIntents = discordgo.IntentGuildMessages | discordgo.IntentDirectMessages
 
 // Config configures the adapter.
 type Config struct {
@@ -29,33 +62,345 @@ type Config struct {
 	Logger *slog.Logger
 	// Out receives setup notices for the operator (the invite URL); nil discards.
 	Out io.Writer
+	// Now is the clock used for interaction token ages and progress; nil
+	// means time.Now.
+	Now func() time.Time
 }
 
-// Core is what the adapter needs of the bot core.
+// Core is what the adapter needs of the bot core; *bot.Core is one.
 type Core interface {
 	Submit(ctx context.Context, req *bot.Request) (*bot.Job, error)
+	Undo(ctx context.Context, req *bot.Request) (*bot.Delivery, error)
+	Usage(ctx context.Context, req *bot.Request) (bot.UsageReport, error)
+	Cancel(ctx context.Context, jobID, userID string) error
+	RecordPost(ctx context.Context, key bot.ConvKey, turnID string, posted bot.Posted) error
+	Store() bot.Store
 }
 
+var _ Core = (*bot.Core)(nil)
+
 // Bot is the Discord adapter.
-type Bot struct{}
+type Bot struct {
+	cfg   Config
+	core  Core
+	log   *slog.Logger
+	out   io.Writer
+	now   func() time.Time
+	s     *discordgo.Session
+	api   *url.URL     // Config.APIURL parsed, or nil
+	fetch *http.Client // attachment downloads: never carries the token
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu        sync.Mutex
+	closed    bool
+	wg        sync.WaitGroup
+	appID     string
+	botID     string
+	botName   string
+	appFlags  int
+	content   bool // the Message Content intent is in use
+	warned    bool
+	channels  map[string]chanInfo
+	trackers  map[string]*tracker
+	serial    map[string]chan struct{}
+	edits     map[string][]time.Time // our recent edits per channel
+	targets   map[string]target      // context-menu targets awaiting their modal
+	closeOnce sync.Once
+}
+
+var (
+	_ bot.Platform = (*Bot)(nil)
+	_ bot.Reporter = (*reporter)(nil)
+)
 
 // New returns an adapter; Start connects it.
 func New(cfg Config, core Core) (*Bot, error) {
-	return nil, errors.New("discord: not built yet")
+	cfg.Token = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(cfg.Token), "Bot "))
+	if cfg.Token == "" {
+		return nil, errors.New("discord: DISCORD_BOT_TOKEN is empty: copy the token from the Developer Portal (your app → Bot → Reset Token)")
+	}
+	if core == nil {
+		return nil, errors.New("discord: no core")
+	}
+	b := &Bot{cfg: cfg, core: core, log: cfg.Logger, out: cfg.Out, now: cfg.Now,
+		done: make(chan struct{}), channels: map[string]chanInfo{}, trackers: map[string]*tracker{},
+		serial: map[string]chan struct{}{}, edits: map[string][]time.Time{}, targets: map[string]target{}}
+	if b.log == nil {
+		b.log = slog.New(slog.DiscardHandler)
+	}
+	if b.out == nil {
+		b.out = io.Discard
+	}
+	if b.now == nil {
+		b.now = time.Now
+	}
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	var rt http.RoundTripper = transport
+	if cfg.APIURL != "" {
+		u, err := url.Parse(strings.TrimRight(cfg.APIURL, "/"))
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("discord: DISCORD_API_URL %q is not an http(s) URL", cfg.APIURL)
+		}
+		b.api = u
+		rt = &rewriter{base: u, next: transport}
+	}
+	s, err := discordgo.New("Bot " + cfg.Token)
+	if err != nil {
+		return nil, fmt.Errorf("discord: %w", err)
+	}
+	s.Client = &http.Client{Timeout: 30 * time.Second, Transport: rt}
+	dialer := *websocket.DefaultDialer
+	dialer.HandshakeTimeout = 15 * time.Second
+	s.Dialer = &dialer
+	s.StateEnabled = false
+	s.SyncEvents = true // events arrive in order; handlers return at once
+	s.ShouldRetryOnRateLimit = false
+	s.MaxRestRetries = 2
+	s.Identify.Intents = baseIntents | discordgo.IntentMessageContent
+	s.AddHandler(b.onReady)
+	s.AddHandler(b.onInteraction)
+	s.AddHandler(b.onMessage)
+	b.s = s
+	b.fetch = &http.Client{Timeout: downloadTimeout, Transport: transport, CheckRedirect: b.checkRedirect}
+	b.ctx, b.cancel = context.WithCancel(context.Background())
+	return b, nil
+}
+
+// rewriter sends requests for discord.com to another base URL.
+type rewriter struct {
+	base *url.URL
+	next http.RoundTripper
+}
+
+func (t *rewriter) RoundTrip(r *http.Request) (*http.Response, error) {
+	if h := r.URL.Hostname(); h == "discord.com" || h == "discordapp.com" {
+		r = r.Clone(r.Context())
+		r.URL.Scheme, r.URL.Host = t.base.Scheme, t.base.Host
+		r.URL.Path = t.base.Path + r.URL.Path
+		if r.URL.RawPath != "" {
+			r.URL.RawPath = t.base.Path + r.URL.RawPath
+		}
+		r.Host = ""
+	}
+	return t.next.RoundTrip(r)
 }
 
 // Name is the platform name.
 func (b *Bot) Name() string { return Platform }
 
-// Reporter reports on job in Discord, from what job.Origin says.
-func (b *Bot) Reporter(job *bot.Job) bot.Reporter { return nil }
-
 // Start connects to the gateway, registers the commands and returns once
 // events flow.
-func (b *Bot) Start(ctx context.Context) error { return errors.New("discord: not built yet") }
+func (b *Bot) Start(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	err := b.s.Open()
+	if closeCode(err) == 4014 {
+		// Disallowed intents: Message Content is not enabled for the app.
+		b.noMessageContent("the gateway refused it (close code 4014, disallowed intents)")
+		b.s.Identify.Intents = baseIntents
+		err = b.s.Open()
+	}
+	if err != nil {
+		return b.explainStart(err)
+	}
+	b.mu.Lock()
+	flags, appID, name := b.appFlags, b.appID, b.botName
+	b.content = b.s.Identify.Intents&discordgo.IntentMessageContent != 0
+	b.mu.Unlock()
+	if b.content && flags&(flagGatewayMessageContent|flagGatewayMessageContentLimited) == 0 {
+		b.noMessageContent("the application's flags say it is not enabled")
+	}
+	if appID == "" {
+		_ = b.s.Close()
+		return errors.New("discord: the gateway's READY carried no application id")
+	}
+	err = b.retry(ctx, "register commands", true, func(opts []discordgo.RequestOption) error {
+		_, err := b.s.ApplicationCommandBulkOverwrite(appID, b.cfg.GuildID, commands(), opts...)
+		return err
+	})
+	if err != nil {
+		_ = b.s.Close()
+		if status(err) == http.StatusForbidden && b.cfg.GuildID != "" {
+			return fmt.Errorf("discord: registering commands in server %s was refused (%w): invite the bot to that server with the URL below, with the applications.commands scope, or check DISCORD_GUILD_ID\n  %s",
+				b.cfg.GuildID, err, InviteURL(appID))
+		}
+		return fmt.Errorf("discord: registering commands: %w", err)
+	}
+	where := "globally (new commands can take a few minutes to show up; set DISCORD_GUILD_ID to a test server's id for instant ones)"
+	if b.cfg.GuildID != "" {
+		where = "in server " + b.cfg.GuildID
+	}
+	fmt.Fprintf(b.out, "Discord: connected as %s. Commands /imagine, /edit, /usage and \"Edit image\" registered %s.\n", name, where)
+	fmt.Fprintf(b.out, "Discord: invite the bot to a server with (scopes bot + applications.commands, permissions %d):\n  %s\n", Permissions, InviteURL(appID))
+	b.log.Info("discord connected", "bot", name, "app", appID, "message_content", b.content, "guild", b.cfg.GuildID)
+	return nil
+}
 
-// Close disconnects.
-func (b *Bot) Close() error { return nil }
+// InviteURL is the OAuth2 URL that adds the bot to a server with the
+// scopes and permissions it needs.
+func InviteURL(appID string) string {
+	return "https://discord.com/oauth2/authorize?client_id=" + url.QueryEscape(appID) +
+		"&scope=bot+applications.commands&permissions=" + fmt.Sprint(Permissions)
+}
+
+func (b *Bot) explainStart(err error) error {
+	if status(err) == http.StatusUnauthorized || closeCode(err) == 4004 {
+		return fmt.Errorf("discord: DISCORD_BOT_TOKEN was refused (%w): copy it again from the Developer Portal (your app → Bot → Reset Token)", err)
+	}
+	if code := closeCode(err); code != 0 {
+		return fmt.Errorf("discord: the gateway closed the connection with code %d: %w", code, err)
+	}
+	return fmt.Errorf("discord: connecting to the gateway: %w", err)
+}
+
+// noMessageContent says once, clearly, that the bot runs without the
+// Message Content intent.
+func (b *Bot) noMessageContent(why string) {
+	b.mu.Lock()
+	warned := b.warned
+	b.warned, b.content = true, false
+	b.mu.Unlock()
+	if warned {
+		return
+	}
+	b.log.Warn("discord: Message Content intent not enabled", "why", why)
+	fmt.Fprintf(b.out, `Discord: the Message Content intent is not enabled for this application (%s).
+  Without it I cannot read ordinary messages: replies to images and messages in
+  picture threads only reach me when they @mention me. /imagine, /edit, /usage,
+  the "Edit image" menu and @mentions work as usual.
+  To enable it: https://discord.com/developers/applications → your app → Bot →
+  Privileged Gateway Intents → Message Content Intent → Save, then restart me.
+`, why)
+}
+
+func closeCode(err error) int {
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) {
+		return ce.Code
+	}
+	return 0
+}
+
+// onReady records who the bot is; it runs inside Open (events are
+// synchronous), so Start sees it.
+func (b *Bot) onReady(_ *discordgo.Session, r *discordgo.Ready) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if r.User != nil {
+		b.botID, b.botName = r.User.ID, r.User.Username
+	}
+	if r.Application != nil && r.Application.ID != "" {
+		b.appID, b.appFlags = r.Application.ID, r.Application.Flags
+	} else if b.appID == "" {
+		b.appID = b.botID
+	}
+}
+
+func (b *Bot) ids() (appID, botID string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.appID, b.botID
+}
+
+// Close disconnects and waits for the adapter's goroutines.
+func (b *Bot) Close() error {
+	var err error
+	b.closeOnce.Do(func() {
+		err = b.s.Close()
+		b.mu.Lock()
+		b.closed = true
+		b.mu.Unlock()
+		b.cancel()
+		close(b.done)
+		b.wg.Wait()
+		b.s.Client.CloseIdleConnections()
+		b.fetch.CloseIdleConnections()
+	})
+	return err
+}
 
 // Healthy is nil while the gateway connection is up.
-func (b *Bot) Healthy() error { return errors.New("discord: not built yet") }
+func (b *Bot) Healthy() error {
+	b.s.RLock()
+	ready := b.s.DataReady
+	b.s.RUnlock()
+	if !ready {
+		return errors.New("discord: not connected to the gateway")
+	}
+	return nil
+}
+
+// spawn runs f in a goroutine Close waits for; false once closed.
+func (b *Bot) spawn(f func(ctx context.Context)) bool {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return false
+	}
+	b.wg.Add(1)
+	b.mu.Unlock()
+	go func() {
+		defer b.wg.Done()
+		defer b.recover()
+		f(b.ctx)
+	}()
+	return true
+}
+
+// recover keeps one bad event from taking the bot down.
+func (b *Bot) recover() {
+	if v := recover(); v != nil {
+		b.log.Error("discord: panic while handling an event", "panic", v, "stack", string(debug.Stack()))
+	}
+}
+
+// serialize runs f after every earlier f of the same key: messages of one
+// channel are handled in the order they were sent.
+func (b *Bot) serialize(key string, f func(ctx context.Context)) {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return
+	}
+	prev := b.serial[key]
+	done := make(chan struct{})
+	b.serial[key] = done
+	b.wg.Add(1)
+	b.mu.Unlock()
+	go func() {
+		defer b.wg.Done()
+		defer func() {
+			close(done)
+			b.mu.Lock()
+			if b.serial[key] == done {
+				delete(b.serial, key)
+			}
+			b.mu.Unlock()
+		}()
+		if prev != nil {
+			select {
+			case <-prev:
+			case <-b.ctx.Done():
+				return
+			}
+		}
+		defer b.recover()
+		f(b.ctx)
+	}()
+}
+
+// sleep waits d or until ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

@@ -1,0 +1,201 @@
+package discord
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"regexp"
+	"strings"
+
+	"github.com/bwmarrin/discordgo"
+
+	"kontextbot/bot"
+	"kontextbot/kontext"
+)
+
+// Command names.
+const (
+	cmdImagine   = "imagine"
+	cmdEdit      = "edit"
+	cmdUsage     = "usage"
+	cmdEditImage = "Edit image" // message context menu
+)
+
+// maxSeed is the largest seed the commands accept.
+const maxSeed = math.MaxUint32
+
+// commands are the application commands the bot registers.
+func commands() []*discordgo.ApplicationCommand {
+	contexts := &[]discordgo.InteractionContextType{discordgo.InteractionContextGuild, discordgo.InteractionContextBotDM}
+	install := &[]discordgo.ApplicationIntegrationType{discordgo.ApplicationIntegrationGuildInstall}
+	zero := 0.0
+	prompt := func(desc string) *discordgo.ApplicationCommandOption {
+		return &discordgo.ApplicationCommandOption{Type: discordgo.ApplicationCommandOptionString, Name: "prompt",
+			Description: desc, Required: true, MaxLength: bot.MaxPromptRunes}
+	}
+	aspect := func(withMatch bool) *discordgo.ApplicationCommandOption {
+		o := &discordgo.ApplicationCommandOption{Type: discordgo.ApplicationCommandOptionString, Name: "aspect_ratio",
+			Description: "Shape of the image (default: square, or the input's shape for an edit)"}
+		for _, a := range kontext.AspectRatios {
+			name := a
+			if a == kontext.AspectMatchInput {
+				if !withMatch {
+					continue
+				}
+				name = "match the input image"
+			}
+			o.Choices = append(o.Choices, &discordgo.ApplicationCommandOptionChoice{Name: name, Value: a})
+		}
+		return o
+	}
+	seed := &discordgo.ApplicationCommandOption{Type: discordgo.ApplicationCommandOptionInteger, Name: "seed",
+		Description: "Same seed + same prompt = same image", MinValue: &zero, MaxValue: maxSeed}
+	model := &discordgo.ApplicationCommandOption{Type: discordgo.ApplicationCommandOptionString, Name: "model",
+		Description: "Which FLUX.1 Kontext model",
+		Choices: []*discordgo.ApplicationCommandOptionChoice{
+			{Name: "max: best quality and typography", Value: kontext.ModelMax},
+			{Name: "pro: faster and cheaper", Value: kontext.ModelPro},
+		}}
+	image := &discordgo.ApplicationCommandOption{Type: discordgo.ApplicationCommandOptionAttachment, Name: "image",
+		Description: "Image to edit (PNG, JPEG, WebP or GIF); without it, the current image here"}
+	return []*discordgo.ApplicationCommand{
+		{Name: cmdImagine, Description: "Make an image from a prompt with FLUX.1 Kontext",
+			Contexts: contexts, IntegrationTypes: install,
+			Options: []*discordgo.ApplicationCommandOption{prompt("What to make"), aspect(false), seed, model}},
+		{Name: cmdEdit, Description: "Edit an image: the one you attach, or the current one here",
+			Contexts: contexts, IntegrationTypes: install,
+			Options: []*discordgo.ApplicationCommandOption{prompt("What to change"), image, aspect(true), seed, model}},
+		{Name: cmdUsage, Description: "Your images today and this server's image spend this month",
+			Contexts: contexts, IntegrationTypes: install},
+		{Name: cmdEditImage, Type: discordgo.MessageApplicationCommand,
+			Contexts: contexts, IntegrationTypes: install},
+	}
+}
+
+// slashArgs are the options of /imagine or /edit.
+type slashArgs struct {
+	Prompt string
+	Aspect string
+	Model  string
+	Seed   *int64
+	Image  *discordgo.MessageAttachment
+}
+
+// parseSlash reads the options of /imagine or /edit. Discord checks types
+// and choices, but the values are checked again: a stale client or a
+// changed command must not send junk on.
+func parseSlash(data discordgo.ApplicationCommandInteractionData) (slashArgs, error) {
+	var a slashArgs
+	for _, o := range data.Options {
+		switch o.Name {
+		case "prompt":
+			s, ok := o.Value.(string)
+			if !ok {
+				return a, bot.ErrEmptyPrompt
+			}
+			a.Prompt = s
+		case "aspect_ratio":
+			s, _ := o.Value.(string)
+			if !kontext.ValidAspect(s) {
+				return a, bot.Userf("%q is not an aspect ratio I know.", s)
+			}
+			a.Aspect = s
+		case "model":
+			s, _ := o.Value.(string)
+			if !kontext.ValidModel(s) {
+				return a, bot.Userf("Unknown model %q: use max or pro.", s)
+			}
+			a.Model = s
+		case "seed":
+			f, ok := o.Value.(float64)
+			if !ok || f < 0 || f > maxSeed || f != math.Trunc(f) {
+				return a, bot.Userf("The seed must be a whole number from 0 to %d.", uint64(maxSeed))
+			}
+			n := int64(f)
+			a.Seed = &n
+		case "image":
+			id, _ := o.Value.(string)
+			if data.Resolved == nil || data.Resolved.Attachments[id] == nil {
+				return a, bot.Userf("I could not find the attached image. Try attaching it again.")
+			}
+			a.Image = data.Resolved.Attachments[id]
+		}
+	}
+	return a, nil
+}
+
+// Custom id actions. A custom id is "k:<action>:<id>", where id is the
+// image (turn) a button was shown with, the job a Cancel button cancels,
+// or the message an "Edit image" modal edits: all on disk, so buttons
+// work after a restart.
+const (
+	actReroll   = "reroll"  // button: same prompt and parent, new seed
+	actUndo     = "undo"    // button: back to the parent image
+	actEdit     = "edit"    // button: opens the edit modal
+	actCancel   = "cancel"  // button on a waiting job's status
+	actEditTurn = "editm"   // modal opened by actEdit
+	actEditMsg  = "editmsg" // modal opened by the "Edit image" menu
+)
+
+var idArg = regexp.MustCompile(`^[a-z0-9]{1,64}$`)
+
+// customID builds a custom id.
+func customID(action, id string) string { return "k:" + action + ":" + id }
+
+// parseCustomID splits a custom id the bot made.
+func parseCustomID(s string) (action, id string, err error) {
+	parts := strings.Split(s, ":")
+	if len(parts) != 3 || parts[0] != "k" || !idArg.MatchString(parts[2]) {
+		return "", "", fmt.Errorf("discord: unknown custom id %q", s)
+	}
+	switch parts[1] {
+	case actReroll, actUndo, actEdit, actCancel, actEditTurn, actEditMsg:
+		return parts[1], parts[2], nil
+	}
+	return "", "", fmt.Errorf("discord: unknown custom id action in %q", s)
+}
+
+// promptInput is the custom id of the modal's text input.
+const promptInput = "prompt"
+
+// editModal is the modal asking for an edit prompt.
+func editModal(id string) *discordgo.InteractionResponse {
+	return &discordgo.InteractionResponse{Type: discordgo.InteractionResponseModal, Data: &discordgo.InteractionResponseData{
+		CustomID: id, Title: "Edit image",
+		Components: []discordgo.MessageComponent{discordgo.ActionsRow{Components: []discordgo.MessageComponent{
+			discordgo.TextInput{CustomID: promptInput, Label: "What should change?", Style: discordgo.TextInputParagraph,
+				Placeholder: "make it night, add snow… (options: --ar 16:9 --seed 7 --model pro)",
+				Required:    true, MaxLength: bot.MaxPromptRunes},
+		}}},
+	}}
+}
+
+// modalPrompt reads the prompt from a modal submit.
+func modalPrompt(data discordgo.ModalSubmitInteractionData) (string, error) {
+	for _, c := range data.Components {
+		row, ok := c.(*discordgo.ActionsRow)
+		if !ok {
+			continue
+		}
+		for _, cc := range row.Components {
+			if in, ok := cc.(*discordgo.TextInput); ok && in.CustomID == promptInput {
+				return in.Value, nil
+			}
+		}
+	}
+	return "", errors.New("discord: the modal carried no prompt")
+}
+
+// textOptions splits "--ar 16:9 --seed 7 --model pro" options out of a
+// typed prompt (messages and modals). --image names a local file, which
+// only the terminal chat may read.
+func textOptions(text string) (string, bot.Options, error) {
+	prompt, o, err := bot.ParseOptions(text)
+	if err != nil {
+		return "", o, err
+	}
+	if o.Image != "" {
+		return "", o, bot.Userf("--image only works in the terminal chat: attach the image to your message instead.")
+	}
+	return prompt, o, nil
+}

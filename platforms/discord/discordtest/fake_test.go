@@ -1,0 +1,356 @@
+package discordtest
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// client is a minimal bot for testing the fake: raw HTTP and websocket.
+type client struct {
+	t    *testing.T
+	s    *Server
+	auth string
+	ws   *websocket.Conn
+	hc   *http.Client
+}
+
+func newClient(t *testing.T, s *Server) *client {
+	c := &client{t: t, s: s, auth: "Bot " + s.Token(), hc: &http.Client{}}
+	t.Cleanup(c.hc.CloseIdleConnections)
+	return c
+}
+
+func (c *client) do(method, path string, body any) (int, map[string]any, http.Header) {
+	c.t.Helper()
+	var r io.Reader
+	ct := ""
+	switch b := body.(type) {
+	case nil:
+	case *bytes.Buffer:
+		r, ct = b, "" // multipart: caller sets below
+	default:
+		data, _ := json.Marshal(b)
+		r, ct = bytes.NewReader(data), "application/json"
+	}
+	req, _ := http.NewRequest(method, c.s.URL+"/api/v10"+path, r)
+	if ct != "" {
+		req.Header.Set("Content-Type", ct)
+	}
+	if c.auth != "" {
+		req.Header.Set("Authorization", c.auth)
+	}
+	return c.send(req)
+}
+
+func (c *client) send(req *http.Request) (int, map[string]any, http.Header) {
+	c.t.Helper()
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	data, _ := io.ReadAll(resp.Body)
+	_ = json.Unmarshal(data, &out)
+	return resp.StatusCode, out, resp.Header
+}
+
+// connect runs the gateway handshake with intents and returns READY's data.
+func (c *client) connect(token string, intents int) (map[string]any, int) {
+	c.t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial(strings.Replace(c.s.URL, "http", "ws", 1)+"/ws/?v=9&encoding=json", nil)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.ws = ws
+	c.t.Cleanup(func() { ws.Close() })
+	var hello struct {
+		Op int `json:"op"`
+		D  struct {
+			HeartbeatInterval int `json:"heartbeat_interval"`
+		} `json:"d"`
+	}
+	if err := ws.ReadJSON(&hello); err != nil || hello.Op != 10 || hello.D.HeartbeatInterval <= 0 {
+		c.t.Fatalf("hello: %+v %v", hello, err)
+	}
+	ws.WriteJSON(map[string]any{"op": 2, "d": map[string]any{"token": token, "intents": intents, "properties": map[string]string{}}})
+	var ready struct {
+		Op int            `json:"op"`
+		T  string         `json:"t"`
+		D  map[string]any `json:"d"`
+	}
+	if err := ws.ReadJSON(&ready); err != nil {
+		var ce *websocket.CloseError
+		if ok := asClose(err, &ce); ok {
+			return nil, ce.Code
+		}
+		c.t.Fatal(err)
+	}
+	if ready.Op != 0 || ready.T != "READY" {
+		c.t.Fatalf("got %+v, want READY", ready)
+	}
+	return ready.D, 0
+}
+
+func asClose(err error, ce **websocket.CloseError) bool {
+	e, ok := err.(*websocket.CloseError)
+	if ok {
+		*ce = e
+	}
+	return ok
+}
+
+// next reads the next dispatch of type t, skipping others.
+func (c *client) next(t string) map[string]any {
+	c.t.Helper()
+	c.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for {
+		var f struct {
+			Op int            `json:"op"`
+			T  string         `json:"t"`
+			D  map[string]any `json:"d"`
+		}
+		if err := c.ws.ReadJSON(&f); err != nil {
+			c.t.Fatalf("waiting for %s: %v", t, err)
+		}
+		if f.Op == 0 && f.T == t {
+			return f.D
+		}
+	}
+}
+
+func register(t *testing.T, c *client, guild string) {
+	t.Helper()
+	cmds := []map[string]any{{"name": "imagine", "description": "make", "type": 1, "options": []map[string]any{
+		{"type": 3, "name": "prompt", "description": "p", "required": true},
+		{"type": 3, "name": "aspect_ratio", "description": "a", "choices": []map[string]any{{"name": "1:1", "value": "1:1"}}},
+		{"type": 11, "name": "image", "description": "i"},
+	}}, {"name": "Edit image", "type": 3}}
+	if code, body, _ := c.do("PUT", "/applications/"+c.s.AppID()+"/guilds/"+guild+"/commands", cmds); code != 200 {
+		t.Fatalf("register: %d %v", code, body)
+	}
+}
+
+func TestAuthAndUnknownRoutes(t *testing.T) {
+	s := New(Options{})
+	defer s.Close()
+	c := newClient(t, s)
+	if code, body, _ := c.do("GET", "/users/@me", nil); code != 200 || body["id"] != s.BotID() {
+		t.Errorf("users/@me: %d %v", code, body)
+	}
+	c.auth = "Bot wrong"
+	if code, _, _ := c.do("GET", "/users/@me", nil); code != 401 {
+		t.Errorf("a wrong token got %d", code)
+	}
+	c.auth = ""
+	if code, _, _ := c.do("GET", "/gateway", nil); code != 401 {
+		t.Errorf("no token got %d", code)
+	}
+	c.auth = "Bot " + s.Token()
+	if code, body, _ := c.do("GET", "/guilds/1/emojis", nil); code != 404 || body["message"] == nil {
+		t.Errorf("an unknown route got %d %v, want a JSON 404", code, body)
+	}
+}
+
+func TestGatewayHandshake(t *testing.T) {
+	s := New(Options{})
+	defer s.Close()
+	c := newClient(t, s)
+	if _, code := c.connect("Bot nope", IntentGuildMessages); code != 4004 {
+		t.Errorf("a bad token closed with %d, want 4004", code)
+	}
+	ready, code := c.connect("Bot "+s.Token(), IntentGuildMessages|IntentMessageContent)
+	if code != 0 || ready["session_id"] == "" || ready["application"].(map[string]any)["id"] != s.AppID() {
+		t.Fatalf("ready %v (%d)", ready, code)
+	}
+	c.ws.WriteJSON(map[string]any{"op": 1, "d": nil})
+	var ack struct{ Op int }
+	if err := c.ws.ReadJSON(&ack); err != nil || ack.Op != 11 {
+		t.Errorf("heartbeat answered %+v %v", ack, err)
+	}
+	if !s.Ready() {
+		t.Error("not ready after READY")
+	}
+
+	closed := New(Options{NoMessageContent: true})
+	defer closed.Close()
+	c2 := newClient(t, closed)
+	if _, code := c2.connect(closed.Token(), IntentGuildMessages|IntentMessageContent); code != 4014 {
+		t.Errorf("Message Content without the flag closed with %d, want 4014", code)
+	}
+	if ready, code := c2.connect(closed.Token(), IntentGuildMessages); code != 0 || ready["application"].(map[string]any)["flags"].(float64) != 0 {
+		t.Errorf("without the intent: %v %d", ready, code)
+	}
+}
+
+func TestInteractionRules(t *testing.T) {
+	s := New(Options{})
+	defer s.Close()
+	s.AddTextChannel("1", "10", "art")
+	c := newClient(t, s)
+	c.connect(s.Token(), IntentGuildMessages)
+	register(t, c, "1")
+
+	if _, err := s.Slash("10", "5", "imagine", String("aspect_ratio", "1:1")); err == nil {
+		t.Error("a slash command without its required option was injected")
+	}
+	if _, err := s.Slash("10", "5", "imagine", String("prompt", "x"), String("aspect_ratio", "7:1")); err == nil {
+		t.Error("a value outside the choices was injected")
+	}
+	if _, err := s.Slash("10", "5", "paint", String("prompt", "x")); err == nil {
+		t.Error("an unregistered command was injected")
+	}
+
+	// Not answered in 3 s: failed.
+	late, err := s.Slash("10", "5", "imagine", String("prompt", "late"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := c.next("INTERACTION_CREATE")
+	if ev["id"] != late.ID || ev["data"].(map[string]any)["options"] == nil || ev["member"] == nil {
+		t.Errorf("event %v", ev)
+	}
+	if !s.Wait(5*time.Second, func() bool { return s.Interaction(late.ID).Failed }) {
+		t.Fatal("an unanswered interaction did not fail")
+	}
+	if code, body, _ := c.do("POST", "/interactions/"+late.ID+"/"+late.Token+"/callback", map[string]any{"type": 5}); code != 404 || body["code"].(float64) != 10062 {
+		t.Errorf("a late answer got %d %v", code, body)
+	}
+
+	// Answered: deferred, edited, then the token expires.
+	in, _ := s.Slash("10", "5", "imagine", String("prompt", "on time"))
+	if code, _, _ := c.do("POST", "/interactions/"+in.ID+"/"+in.Token+"/callback", map[string]any{"type": 5}); code != 204 {
+		t.Fatalf("defer: %d", code)
+	}
+	if code, _, _ := c.do("POST", "/interactions/"+in.ID+"/"+in.Token+"/callback", map[string]any{"type": 5}); code != 400 {
+		t.Errorf("a second answer got %d", code)
+	}
+	edit := map[string]any{"content": "hi", "allowed_mentions": map[string]any{"parse": []string{}}}
+	if code, _, _ := c.do("PATCH", "/webhooks/"+s.AppID()+"/"+in.Token+"/messages/@original", edit); code != 200 {
+		t.Errorf("edit: %d", code)
+	}
+	s.Advance(TokenLifetime + time.Second)
+	code, body, _ := c.do("PATCH", "/webhooks/"+s.AppID()+"/"+in.Token+"/messages/@original", edit)
+	if code != 401 || body["code"].(float64) != 50027 {
+		t.Errorf("an expired token got %d %v, want 401 / 50027", code, body)
+	}
+	if len(s.Violations()) != 2 { // not answered in time, then answered late
+		t.Errorf("violations %v", s.Violations())
+	}
+}
+
+func TestMessagesAndLimits(t *testing.T) {
+	s := New(Options{})
+	defer s.Close()
+	s.AddTextChannel("1", "10", "art")
+	c := newClient(t, s)
+	c.connect(s.Token(), IntentGuildMessages)
+	quiet := map[string]any{"parse": []string{}}
+
+	// allowed_mentions: missing is a violation, and @everyone then pings.
+	code, m, _ := c.do("POST", "/channels/10/messages", map[string]any{"content": "hello @everyone"})
+	if code != 200 || m["mention_everyone"] != true || len(s.Violations()) != 2 {
+		t.Errorf("no allowed_mentions: %d %v %v", code, m["mention_everyone"], s.Violations())
+	}
+	code, m, _ = c.do("POST", "/channels/10/messages", map[string]any{"content": "hello @everyone", "allowed_mentions": quiet})
+	if code != 200 || m["mention_everyone"] != false || len(s.Violations()) != 2 {
+		t.Errorf("empty allowed_mentions: %d %v %v", code, m["mention_everyone"], s.Violations())
+	}
+	id := m["id"].(string)
+	if code, _, _ := c.do("POST", "/channels/10/messages", map[string]any{"content": strings.Repeat("x", 2001), "allowed_mentions": quiet}); code != 400 {
+		t.Errorf("2001 characters got %d", code)
+	}
+	if code, _, _ := c.do("POST", "/channels/10/messages", map[string]any{"content": "x", "allowed_mentions": quiet,
+		"components": []any{map[string]any{"type": 1, "components": []any{map[string]any{"type": 2, "style": 1, "label": "a", "custom_id": strings.Repeat("c", 101)}}}}}); code != 400 {
+		t.Errorf("a 101-character custom id got %d", code)
+	}
+
+	// Six edits in 5 s: the sixth is 429 with retry_after and headers.
+	var h http.Header
+	for i := range 6 {
+		code, m, h = c.do("PATCH", "/channels/10/messages/"+id, map[string]any{"content": fmt.Sprint(i), "allowed_mentions": quiet})
+	}
+	if code != 429 || m["retry_after"].(float64) <= 0 || h.Get("X-RateLimit-Remaining") != "0" || h.Get("X-RateLimit-Reset-After") == "" {
+		t.Errorf("sixth edit: %d %v %v", code, m, h)
+	}
+
+	// Multipart: files kept with their alt text; over 10 MiB refused.
+	post := func(size int) (int, map[string]any) {
+		var buf bytes.Buffer
+		w := multipart.NewWriter(&buf)
+		p, _ := w.CreateFormField("payload_json")
+		json.NewEncoder(p).Encode(map[string]any{"content": "file", "allowed_mentions": quiet,
+			"attachments": []any{map[string]any{"id": 0, "filename": "a.png", "description": "alt"}}})
+		f, _ := w.CreateFormFile("files[0]", "a.png")
+		f.Write(make([]byte, size))
+		w.Close()
+		req, _ := http.NewRequest("POST", s.URL+"/api/v9/channels/10/messages", &buf)
+		req.Header.Set("Content-Type", w.FormDataContentType())
+		req.Header.Set("Authorization", c.auth)
+		code, body, _ := c.send(req)
+		return code, body
+	}
+	code, m = post(1000)
+	if code != 200 {
+		t.Fatalf("upload: %d %v", code, m)
+	}
+	atts := m["attachments"].([]any)
+	if len(atts) != 1 || atts[0].(map[string]any)["description"] != "alt" {
+		t.Errorf("attachments %v", atts)
+	}
+	if code, m = post(MaxUploadBytes + 1); code != 413 || m["code"].(float64) != 40005 {
+		t.Errorf("an 10 MiB + 1 upload got %d %v", code, m)
+	}
+
+	// Threads: the id is the message's, the name at most 100 characters.
+	if code, _, _ := c.do("POST", "/channels/10/messages/"+id+"/threads", map[string]any{"name": strings.Repeat("n", 101)}); code != 400 {
+		t.Errorf("a 101-character thread name got %d", code)
+	}
+	code, th, _ := c.do("POST", "/channels/10/messages/"+id+"/threads", map[string]any{"name": "pictures"})
+	if code != 201 || th["id"] != id || th["parent_id"] != "10" || th["type"].(float64) != ChannelPublicThread {
+		t.Errorf("thread: %d %v", code, th)
+	}
+	if code, _, _ := c.do("POST", "/channels/10/messages/"+id+"/threads", map[string]any{"name": "again"}); code != 400 {
+		t.Errorf("a second thread on one message got %d", code)
+	}
+	if code, ch, _ := c.do("GET", "/channels/"+id, nil); code != 200 || ch["parent_id"] != "10" {
+		t.Errorf("GET thread: %d %v", code, ch)
+	}
+}
+
+func TestMessageContentIntent(t *testing.T) {
+	s := New(Options{})
+	defer s.Close()
+	s.AddTextChannel("1", "10", "art")
+	c := newClient(t, s)
+	c.connect(s.Token(), IntentGuildMessages) // without Message Content
+	img := s.Upload("10", "a.png", "image/png", []byte("png"))
+	s.Say(Say{ChannelID: "10", UserID: "5", Content: "secret", Attachments: []Attachment{img}})
+	ev := c.next("MESSAGE_CREATE")
+	if ev["content"] != "" || len(ev["attachments"].([]any)) != 0 {
+		t.Errorf("without the intent the bot read %v", ev)
+	}
+	s.Say(Say{ChannelID: "10", UserID: "5", Content: "<@" + s.BotID() + "> hi"})
+	if ev := c.next("MESSAGE_CREATE"); ev["content"] != "<@"+s.BotID()+"> hi" {
+		t.Errorf("a mention should be readable: %v", ev["content"])
+	}
+	// The CDN counts a download carrying the token.
+	req, _ := http.NewRequest("GET", img.URL, nil)
+	req.Header.Set("Authorization", c.auth)
+	c.send(req)
+	if s.CDNRequestsWithAuth() != 1 || s.CDNHits(img) != 1 {
+		t.Errorf("CDN: %d with auth, %d hits", s.CDNRequestsWithAuth(), s.CDNHits(img))
+	}
+}

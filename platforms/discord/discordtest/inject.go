@@ -1,0 +1,308 @@
+package discordtest
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"unicode/utf8"
+)
+
+// Option is one option of a slash command, as a person fills it in.
+type Option struct {
+	Name       string
+	Type       int
+	Value      any
+	attachment *Attachment
+}
+
+// String is a string option.
+func String(name, v string) Option { return Option{Name: name, Type: 3, Value: v} }
+
+// Integer is an integer option.
+func Integer(name string, v int64) Option { return Option{Name: name, Type: 4, Value: v} }
+
+// File is an attachment option (type 11): its value is the attachment's
+// id, the file itself goes in data.resolved.attachments.
+func File(name string, a Attachment) Option {
+	return Option{Name: name, Type: 11, Value: a.ID, attachment: &a}
+}
+
+// Say is a message a person posts.
+type Say struct {
+	ChannelID string
+	UserID    string
+	Content   string
+	// Attachments are files from Upload.
+	Attachments []Attachment
+	// ReplyTo makes the message a reply (message_reference and
+	// referenced_message) to a message of the same channel.
+	ReplyTo string
+}
+
+// Say posts a person's message and sends MESSAGE_CREATE to the bot.
+func (s *Server) Say(m Say) (Message, error) {
+	s.mu.Lock()
+	ch := s.channels[m.ChannelID]
+	if ch == nil {
+		s.mu.Unlock()
+		return Message{}, fmt.Errorf("discordtest: unknown channel %s", m.ChannelID)
+	}
+	msg := &message{Message: Message{ID: s.newID(), ChannelID: ch.ID, GuildID: ch.GuildID, Author: *s.user(m.UserID),
+		Content: m.Content, History: []string{m.Content}, Attachments: slices.Clone(m.Attachments), Created: s.now()}}
+	if m.ReplyTo != "" {
+		ref := s.messages[m.ReplyTo]
+		if ref == nil || ref.ChannelID != ch.ID || ref.Deleted {
+			s.mu.Unlock()
+			return Message{}, fmt.Errorf("discordtest: cannot reply to %s in %s", m.ReplyTo, ch.ID)
+		}
+		msg.ReplyTo, msg.Type = ref.ID, 19
+	}
+	s.addMessage(msg)
+	c := msg.copy()
+	s.mu.Unlock()
+	need := IntentGuildMessages
+	if ch.GuildID == "" {
+		need = IntentDirectMessages
+	}
+	err := s.dispatch("MESSAGE_CREATE", need, func(intents int) any {
+		return s.msgJSON(msg, true, intents&IntentMessageContent != 0)
+	})
+	return c, err
+}
+
+// Slash injects a slash command, checked against the registered command
+// (global or the channel's guild): unknown options, wrong types, missing
+// required options and values outside the choices are refused.
+func (s *Server) Slash(channelID, userID, command string, opts ...Option) (Interaction, error) {
+	s.mu.Lock()
+	ch := s.channels[channelID]
+	if ch == nil {
+		s.mu.Unlock()
+		return Interaction{}, fmt.Errorf("discordtest: unknown channel %s", channelID)
+	}
+	cmd, err := s.findCommand(ch, 1, command)
+	if err != nil {
+		s.mu.Unlock()
+		return Interaction{}, err
+	}
+	var options []any
+	attachments := map[string]any{}
+	for _, o := range opts {
+		def := findOption(cmd, o.Name)
+		if def == nil {
+			s.mu.Unlock()
+			return Interaction{}, fmt.Errorf("discordtest: /%s has no option %q", command, o.Name)
+		}
+		if def.Type != o.Type {
+			s.mu.Unlock()
+			return Interaction{}, fmt.Errorf("discordtest: /%s option %q has type %d, not %d", command, o.Name, def.Type, o.Type)
+		}
+		if err := checkValue(def, o.Value); err != nil {
+			s.mu.Unlock()
+			return Interaction{}, fmt.Errorf("discordtest: /%s: %w", command, err)
+		}
+		options = append(options, map[string]any{"name": o.Name, "type": o.Type, "value": o.Value})
+		if o.attachment != nil {
+			attachments[o.attachment.ID] = s.attachmentJSON(*o.attachment)
+		}
+	}
+	for _, def := range cmd.Options {
+		if def.Required && !slices.ContainsFunc(opts, func(o Option) bool { return o.Name == def.Name }) {
+			s.mu.Unlock()
+			return Interaction{}, fmt.Errorf("discordtest: /%s needs option %q", command, def.Name)
+		}
+	}
+	if options == nil {
+		options = []any{}
+	}
+	data := map[string]any{"id": cmd.ID, "name": cmd.Name, "type": 1, "options": options}
+	if len(attachments) > 0 {
+		data["resolved"] = map[string]any{"attachments": attachments}
+	}
+	if ch.GuildID != "" {
+		data["guild_id"] = ch.GuildID
+	}
+	in := s.newInteraction(2, ch, userID, data, nil)
+	s.mu.Unlock()
+	return s.deliver(in)
+}
+
+// MessageCommand injects a message context-menu command (data.type 3) on
+// target, with the message in data.resolved.messages.
+func (s *Server) MessageCommand(channelID, userID, command, targetID string) (Interaction, error) {
+	s.mu.Lock()
+	ch := s.channels[channelID]
+	target := s.messages[targetID]
+	if ch == nil || target == nil || target.ChannelID != channelID || target.Deleted {
+		s.mu.Unlock()
+		return Interaction{}, fmt.Errorf("discordtest: no message %s in channel %s", targetID, channelID)
+	}
+	cmd, err := s.findCommand(ch, 3, command)
+	if err != nil {
+		s.mu.Unlock()
+		return Interaction{}, err
+	}
+	data := map[string]any{"id": cmd.ID, "name": cmd.Name, "type": 3, "target_id": targetID,
+		// Interactions carry the target's content whatever the intents.
+		"resolved": map[string]any{"messages": map[string]any{targetID: s.msgJSON(target, false, true)}}}
+	in := s.newInteraction(2, ch, userID, data, nil)
+	s.mu.Unlock()
+	return s.deliver(in)
+}
+
+// Click presses a button of a message (interaction type 3).
+func (s *Server) Click(userID, messageID, customID string) (Interaction, error) {
+	s.mu.Lock()
+	m := s.messages[messageID]
+	if m == nil || m.Deleted {
+		s.mu.Unlock()
+		return Interaction{}, fmt.Errorf("discordtest: no message %s", messageID)
+	}
+	i := slices.IndexFunc(m.Buttons, func(b Button) bool { return b.CustomID == customID })
+	if i < 0 || m.Buttons[i].Disabled {
+		s.mu.Unlock()
+		return Interaction{}, fmt.Errorf("discordtest: message %s has no enabled button %q", messageID, customID)
+	}
+	ch := s.channels[m.ChannelID]
+	data := map[string]any{"custom_id": customID, "component_type": 2}
+	in := s.newInteraction(3, ch, userID, data, m)
+	s.mu.Unlock()
+	return s.deliver(in)
+}
+
+// SubmitModal submits the modal the bot opened in answer to from, with a
+// value for each of its text inputs (interaction type 5).
+func (s *Server) SubmitModal(from Interaction, values map[string]string) (Interaction, error) {
+	s.mu.Lock()
+	orig := s.interactions[from.ID]
+	if orig == nil || orig.Modal == nil {
+		s.mu.Unlock()
+		return Interaction{}, fmt.Errorf("discordtest: interaction %s opened no modal", from.ID)
+	}
+	modal := orig.Modal
+	var rows []any
+	for _, id := range modal.Inputs {
+		v, ok := values[id]
+		if !ok {
+			s.mu.Unlock()
+			return Interaction{}, fmt.Errorf("discordtest: no value for text input %q", id)
+		}
+		if utf8.RuneCountInString(v) > 4000 {
+			s.mu.Unlock()
+			return Interaction{}, errors.New("discordtest: text input value too long")
+		}
+		rows = append(rows, map[string]any{"type": 1, "components": []any{map[string]any{"type": 4, "custom_id": id, "value": v}}})
+	}
+	ch := s.channels[orig.ChannelID]
+	var m *message
+	if orig.Message != "" {
+		m = s.messages[orig.Message]
+	}
+	data := map[string]any{"custom_id": modal.CustomID, "components": rows}
+	in := s.newInteraction(5, ch, orig.User, data, m)
+	s.mu.Unlock()
+	return s.deliver(in)
+}
+
+func (s *Server) findCommand(ch *Channel, typ int, name string) (*Command, error) {
+	// Guild commands first, then global ones (which work everywhere).
+	for _, scope := range []string{ch.GuildID, ""} {
+		for i := range s.commands[scope] {
+			c := &s.commands[scope][i]
+			if c.Type == typ && c.Name == name {
+				return c, nil
+			}
+		}
+	}
+	return nil, fmt.Errorf("discordtest: no command %q of type %d is registered for channel %s", name, typ, ch.ID)
+}
+
+func findOption(c *Command, name string) *CommandOption {
+	for i := range c.Options {
+		if c.Options[i].Name == name {
+			return &c.Options[i]
+		}
+	}
+	return nil
+}
+
+func checkValue(def *CommandOption, v any) error {
+	switch def.Type {
+	case 3:
+		str, ok := v.(string)
+		if !ok {
+			return fmt.Errorf("option %q wants a string", def.Name)
+		}
+		if def.MaxLength > 0 && utf8.RuneCountInString(str) > def.MaxLength {
+			return fmt.Errorf("option %q is longer than %d", def.Name, def.MaxLength)
+		}
+		if len(def.Choices) > 0 && !slices.ContainsFunc(def.Choices, func(c Choice) bool { return c.Value == str }) {
+			return fmt.Errorf("option %q: %q is not one of its choices", def.Name, str)
+		}
+	case 4:
+		n, ok := v.(int64)
+		if !ok {
+			return fmt.Errorf("option %q wants an integer", def.Name)
+		}
+		if def.MinValue != nil && float64(n) < *def.MinValue || def.MaxValue != nil && float64(n) > *def.MaxValue {
+			return fmt.Errorf("option %q: %d is out of range", def.Name, n)
+		}
+	}
+	return nil
+}
+
+// newInteraction stores an interaction and returns its JSON; with s.mu held.
+func (s *Server) newInteraction(typ int, ch *Channel, userID string, data map[string]any, m *message) *interaction {
+	tok := make([]byte, 32)
+	_, _ = rand.Read(tok)
+	in := &interaction{Interaction: Interaction{ID: s.newID(), Token: "aW50ZXJhY3Rpb246" + hex.EncodeToString(tok),
+		Type: typ, ChannelID: ch.ID, GuildID: ch.GuildID, User: userID}, created: s.now(), modals: map[string]*Modal{}}
+	if m != nil {
+		in.Message = m.ID
+	}
+	j := map[string]any{
+		"id": in.ID, "application_id": s.appID, "type": typ, "token": in.Token, "version": 1,
+		"channel_id": ch.ID, "channel": s.channelJSON(ch), "data": data,
+		"app_permissions": "309237746688", "locale": "en-US", "entitlements": []any{},
+	}
+	u := s.userJSON(s.user(userID))
+	if ch.GuildID != "" {
+		j["guild_id"] = ch.GuildID
+		j["guild_locale"] = "en-US"
+		j["member"] = map[string]any{"user": u, "roles": []any{}, "permissions": "2248473465835073",
+			"joined_at": "2024-01-01T00:00:00Z", "deaf": false, "mute": false}
+		j["context"] = 0
+		j["authorizing_integration_owners"] = map[string]any{"0": ch.GuildID}
+	} else {
+		j["user"] = u
+		j["context"] = 1
+		j["authorizing_integration_owners"] = map[string]any{"0": "0"}
+	}
+	if m != nil {
+		j["message"] = s.msgJSON(m, false, true)
+	}
+	in.data = j
+	s.interactions[in.ID] = in
+	s.byToken[in.Token] = in
+	s.timer(InteractionDeadline, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		in.deadline = true
+		if in.Ack == 0 {
+			in.Failed = true
+			s.failed = append(s.failed, in.ID)
+			s.violation("interaction %s (type %d) was not answered within %s", in.ID, in.Type, InteractionDeadline)
+		}
+		s.changed()
+	})
+	s.changed()
+	return in
+}
+
+// deliver sends INTERACTION_CREATE.
+func (s *Server) deliver(in *interaction) (Interaction, error) {
+	err := s.dispatch("INTERACTION_CREATE", 0, func(int) any { return in.data })
+	return s.Interaction(in.ID), err
+}

@@ -1,0 +1,1090 @@
+package discordtest
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// apiErr is a Discord error answer.
+type apiErr struct {
+	status  int
+	code    int
+	message string
+}
+
+func errf(status, code int, format string, args ...any) *apiErr {
+	return &apiErr{status: status, code: code, message: fmt.Sprintf(format, args...)}
+}
+
+func invalidForm(format string, args ...any) *apiErr {
+	return errf(http.StatusBadRequest, 50035, "Invalid Form Body: "+format, args...)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeErr(w http.ResponseWriter, e *apiErr) {
+	writeJSON(w, e.status, map[string]any{"message": e.message, "code": e.code})
+}
+
+func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
+	p := r.URL.Path
+	switch {
+	case p == "/ws" || p == "/ws/":
+		s.serveGateway(w, r)
+	case strings.HasPrefix(p, "/attachments/"):
+		s.serveCDN(w, r)
+	case strings.HasPrefix(p, "/api/v9/"):
+		s.serveAPI(w, r, strings.TrimPrefix(p, "/api/v9/"))
+	case strings.HasPrefix(p, "/api/v10/"):
+		s.serveAPI(w, r, strings.TrimPrefix(p, "/api/v10/"))
+	default:
+		writeErr(w, errf(http.StatusNotFound, 0, "404: Not Found (%s %s)", r.Method, p))
+	}
+}
+
+func (s *Server) serveCDN(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	if r.Header.Get("Authorization") != "" {
+		s.cdnAuth++
+		s.violation("a CDN download carried an Authorization header: %s", r.URL.Path)
+	}
+	f := s.files[r.URL.Path]
+	if f != nil {
+		s.cdnHits[r.URL.Path]++
+	}
+	s.changed()
+	s.mu.Unlock()
+	if f == nil || r.Method != http.MethodGet {
+		http.Error(w, "Not Found", http.StatusNotFound)
+		return
+	}
+	ct := f.ContentType
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	w.Header().Set("Content-Type", ct)
+	w.Header().Set("Content-Length", strconv.Itoa(len(f.Data)))
+	_, _ = w.Write(f.Data)
+}
+
+func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, rest string) {
+	seg := strings.Split(strings.Trim(rest, "/"), "/")
+	s.mu.Lock()
+	s.requests = append(s.requests, r.Method+" /"+strings.Join(seg, "/"))
+	s.mu.Unlock()
+	webhook := seg[0] == "webhooks" || seg[0] == "interactions"
+	auth := r.Header.Get("Authorization")
+	if (auth == "" && !webhook) || (auth != "" && auth != "Bot "+s.token) {
+		s.mu.Lock()
+		s.changed()
+		s.mu.Unlock()
+		writeErr(w, errf(http.StatusUnauthorized, 0, "401: Unauthorized"))
+		return
+	}
+	if e := s.route(w, r, seg); e != nil {
+		writeErr(w, e)
+	}
+}
+
+func (s *Server) route(w http.ResponseWriter, r *http.Request, seg []string) *apiErr {
+	m := r.Method
+	n := len(seg)
+	switch {
+	case n == 1 && seg[0] == "gateway" && m == "GET":
+		writeJSON(w, 200, map[string]any{"url": s.wsURL()})
+	case n == 2 && seg[0] == "gateway" && seg[1] == "bot" && m == "GET":
+		writeJSON(w, 200, map[string]any{"url": s.wsURL(), "shards": 1,
+			"session_start_limit": map[string]any{"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}})
+	case n == 2 && seg[0] == "users" && seg[1] == "@me" && m == "GET":
+		s.mu.Lock()
+		u := s.userJSON(s.users[s.botID])
+		s.mu.Unlock()
+		writeJSON(w, 200, u)
+	case n == 2 && seg[0] == "applications" && seg[1] == "@me" && m == "GET":
+		s.mu.Lock()
+		u := s.userJSON(s.users[s.botID])
+		s.mu.Unlock()
+		writeJSON(w, 200, map[string]any{"id": s.appID, "name": "Kontext", "flags": s.flags, "bot": u})
+	case seg[0] == "applications" && n >= 3 && seg[n-1] == "commands" && m == "PUT":
+		if seg[1] != s.appID {
+			return errf(403, 50001, "Missing Access")
+		}
+		guild := ""
+		if n == 5 && seg[2] == "guilds" {
+			guild = seg[3]
+		} else if n != 3 {
+			return errf(404, 0, "404: Not Found")
+		}
+		return s.putCommands(w, r, guild)
+	case n == 4 && seg[0] == "interactions" && seg[3] == "callback" && m == "POST":
+		return s.callback(w, r, seg[1], seg[2])
+	case seg[0] == "webhooks" && n >= 3:
+		return s.webhook(w, r, seg[1:])
+	case seg[0] == "channels" && n >= 2:
+		return s.channelRoute(w, r, seg[1:])
+	default:
+		return errf(http.StatusNotFound, 0, "404: Not Found (%s /%s)", m, strings.Join(seg, "/"))
+	}
+	return nil
+}
+
+var (
+	chatName    = regexp.MustCompile(`^[-_\p{Ll}\p{N}]{1,32}$`)
+	mentionRe   = regexp.MustCompile(`<@!?(\d+)>`)
+	everyoneRe  = regexp.MustCompile(`@(everyone|here)`)
+	snowflakeRe = regexp.MustCompile(`^\d{1,20}$`)
+)
+
+// putCommands is a bulk overwrite, checked as Discord checks it.
+func (s *Server) putCommands(w http.ResponseWriter, r *http.Request, guild string) *apiErr {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	if err != nil {
+		return errf(400, 0, "read: %v", err)
+	}
+	var cmds []Command
+	if err := json.Unmarshal(body, &cmds); err != nil {
+		return errf(400, 50109, "The request body contains invalid JSON.")
+	}
+	if len(cmds) > 100 {
+		return invalidForm("too many commands")
+	}
+	seen := map[string]bool{}
+	for i := range cmds {
+		c := &cmds[i]
+		if c.Type == 0 {
+			c.Type = 1
+		}
+		key := strconv.Itoa(c.Type) + "/" + c.Name
+		if seen[key] {
+			return invalidForm("commands.%d.name: duplicate name %q", i, c.Name)
+		}
+		seen[key] = true
+		switch c.Type {
+		case 1:
+			if !chatName.MatchString(c.Name) {
+				return invalidForm("commands.%d.name: %q is not a valid slash command name", i, c.Name)
+			}
+			if l := utf8.RuneCountInString(c.Description); l < 1 || l > 100 {
+				return invalidForm("commands.%d.description: must be 1 to 100 characters", i)
+			}
+		case 2, 3:
+			if l := utf8.RuneCountInString(c.Name); l < 1 || l > 32 {
+				return invalidForm("commands.%d.name: must be 1 to 32 characters", i)
+			}
+			if c.Description != "" || len(c.Options) > 0 {
+				return invalidForm("commands.%d: context menu commands take no description or options", i)
+			}
+		default:
+			return invalidForm("commands.%d.type: unknown type %d", i, c.Type)
+		}
+		if len(c.Options) > 25 {
+			return invalidForm("commands.%d.options: at most 25", i)
+		}
+		optional := false
+		names := map[string]bool{}
+		for j, o := range c.Options {
+			where := fmt.Sprintf("commands.%d.options.%d", i, j)
+			if !chatName.MatchString(o.Name) || names[o.Name] {
+				return invalidForm("%s.name: invalid or duplicate %q", where, o.Name)
+			}
+			names[o.Name] = true
+			if l := utf8.RuneCountInString(o.Description); l < 1 || l > 100 {
+				return invalidForm("%s.description: must be 1 to 100 characters", where)
+			}
+			if o.Type < 3 || o.Type > 11 {
+				return invalidForm("%s.type: unsupported option type %d", where, o.Type)
+			}
+			if o.Required && optional {
+				return invalidForm("%s.required: required options must be placed before non-required options", where)
+			}
+			optional = optional || !o.Required
+			if len(o.Choices) > 25 || (len(o.Choices) > 0 && o.Type != 3 && o.Type != 4 && o.Type != 10) {
+				return invalidForm("%s.choices: invalid", where)
+			}
+			for k, ch := range o.Choices {
+				if l := utf8.RuneCountInString(ch.Name); l < 1 || l > 100 {
+					return invalidForm("%s.choices.%d.name: must be 1 to 100 characters", where, k)
+				}
+				if _, isString := ch.Value.(string); isString != (o.Type == 3) {
+					return invalidForm("%s.choices.%d.value: wrong type", where, k)
+				}
+			}
+		}
+	}
+	s.mu.Lock()
+	out := make([]map[string]any, 0, len(cmds))
+	for i := range cmds {
+		cmds[i].ID = s.newID()
+		out = append(out, map[string]any{"id": cmds[i].ID, "application_id": s.appID, "type": cmds[i].Type,
+			"name": cmds[i].Name, "description": cmds[i].Description, "version": s.newID(), "guild_id": nilIfEmpty(guild)})
+	}
+	s.commands[guild] = cmds
+	s.changed()
+	s.mu.Unlock()
+	writeJSON(w, 200, out)
+	return nil
+}
+
+func nilIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+// upload is one file of a multipart body.
+type upload struct {
+	name        string
+	contentType string
+	data        []byte
+}
+
+// msgPayload is a message create or edit body.
+type msgPayload struct {
+	Type            int             `json:"type"` // interaction callbacks
+	Content         *string         `json:"content"`
+	Components      json.RawMessage `json:"components"`
+	Attachments     json.RawMessage `json:"attachments"`
+	AllowedMentions json.RawMessage `json:"allowed_mentions"`
+	Reference       *struct {
+		MessageID       string `json:"message_id"`
+		ChannelID       string `json:"channel_id"`
+		FailIfNotExists *bool  `json:"fail_if_not_exists"`
+	} `json:"message_reference"`
+	Flags    *int            `json:"flags"`
+	Embeds   json.RawMessage `json:"embeds"`
+	Name     string          `json:"name"` // threads
+	CustomID string          `json:"custom_id"`
+	Title    string          `json:"title"`
+	Data     json.RawMessage `json:"data"` // interaction callbacks
+}
+
+func present(raw json.RawMessage) bool { return len(raw) > 0 && string(raw) != "null" }
+
+// readPayload reads a JSON or multipart (payload_json + files[n]) body.
+func readPayload(r *http.Request) (*msgPayload, []upload, *apiErr) {
+	ct, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	body := http.MaxBytesReader(nil, r.Body, 64<<20)
+	var raw []byte
+	var files []upload
+	switch ct {
+	case "application/json":
+		b, err := io.ReadAll(body)
+		if err != nil {
+			return nil, nil, errf(413, 40005, "Request entity too large")
+		}
+		raw = b
+	case "multipart/form-data":
+		mr := multipart.NewReader(body, params["boundary"])
+		total := 0
+		for {
+			part, err := mr.NextPart()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return nil, nil, errf(400, 50109, "bad multipart body: %v", err)
+			}
+			data, err := io.ReadAll(part)
+			if err != nil {
+				return nil, nil, errf(413, 40005, "Request entity too large")
+			}
+			name := part.FormName()
+			switch {
+			case name == "payload_json":
+				raw = data
+			case strings.HasPrefix(name, "files[") && strings.HasSuffix(name, "]"):
+				idx, err := strconv.Atoi(name[len("files[") : len(name)-1])
+				if err != nil || idx != len(files) {
+					return nil, nil, invalidForm("files: expected files[%d], got %s", len(files), name)
+				}
+				total += len(data)
+				files = append(files, upload{name: part.FileName(), contentType: part.Header.Get("Content-Type"), data: data})
+			default:
+				return nil, nil, invalidForm("unexpected multipart field %q", name)
+			}
+		}
+		if total > MaxUploadBytes {
+			return nil, nil, errf(http.StatusRequestEntityTooLarge, 40005, "Request entity too large")
+		}
+		if len(files) > 10 {
+			return nil, nil, invalidForm("files: at most 10")
+		}
+	case "":
+		raw = nil
+	default:
+		return nil, nil, errf(400, 50109, "unsupported Content-Type %q", ct)
+	}
+	p := &msgPayload{}
+	if len(bytes.TrimSpace(raw)) > 0 {
+		if err := json.Unmarshal(raw, p); err != nil {
+			return nil, nil, errf(400, 50109, "The request body contains invalid JSON.")
+		}
+	}
+	return p, files, nil
+}
+
+// parseButtons checks components as Discord does and returns the buttons.
+func parseButtons(raw json.RawMessage) ([]Button, *apiErr) {
+	if !present(raw) {
+		return nil, nil
+	}
+	var rows []struct {
+		Type       int `json:"type"`
+		Components []struct {
+			Type     int    `json:"type"`
+			Style    int    `json:"style"`
+			Label    string `json:"label"`
+			CustomID string `json:"custom_id"`
+			URL      string `json:"url"`
+			Disabled bool   `json:"disabled"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(raw, &rows); err != nil {
+		return nil, invalidForm("components: %v", err)
+	}
+	if len(rows) > 5 {
+		return nil, invalidForm("components: at most 5 rows")
+	}
+	var out []Button
+	seen := map[string]bool{}
+	for i, row := range rows {
+		if row.Type != 1 || len(row.Components) == 0 || len(row.Components) > 5 {
+			return nil, invalidForm("components.%d: an action row holds 1 to 5 components", i)
+		}
+		for j, c := range row.Components {
+			where := fmt.Sprintf("components.%d.components.%d", i, j)
+			if c.Type != 2 {
+				return nil, invalidForm("%s.type: only buttons are supported here", where)
+			}
+			if utf8.RuneCountInString(c.Label) > 80 {
+				return nil, invalidForm("%s.label: at most 80 characters", where)
+			}
+			switch {
+			case c.Style >= 1 && c.Style <= 4:
+				if c.CustomID == "" || utf8.RuneCountInString(c.CustomID) > MaxCustomID {
+					return nil, invalidForm("%s.custom_id: must be 1 to %d characters", where, MaxCustomID)
+				}
+				if seen[c.CustomID] {
+					return nil, invalidForm("%s.custom_id: duplicate %q", where, c.CustomID)
+				}
+				seen[c.CustomID] = true
+			case c.Style == 5:
+				if c.URL == "" || c.CustomID != "" {
+					return nil, invalidForm("%s: a link button has a url and no custom_id", where)
+				}
+			default:
+				return nil, invalidForm("%s.style: invalid", where)
+			}
+			out = append(out, Button{Label: c.Label, CustomID: c.CustomID, Style: c.Style, Disabled: c.Disabled})
+		}
+	}
+	return out, nil
+}
+
+// checkMentions records allowed_mentions: anything but an empty one (parse
+// []) is a violation. It reports whether the content pings everyone.
+func (s *Server) checkMentions(where string, raw json.RawMessage, content string) bool {
+	if !present(raw) {
+		s.violation("%s: no allowed_mentions (content %q)", where, content)
+		return everyoneRe.MatchString(content)
+	}
+	var am struct {
+		Parse       *[]string `json:"parse"`
+		Users       []string  `json:"users"`
+		Roles       []string  `json:"roles"`
+		RepliedUser bool      `json:"replied_user"`
+	}
+	if err := json.Unmarshal(raw, &am); err != nil {
+		s.violation("%s: allowed_mentions is not an object: %s", where, raw)
+		return false
+	}
+	if am.Parse == nil || len(*am.Parse) > 0 || len(am.Users) > 0 || len(am.Roles) > 0 || am.RepliedUser {
+		s.violation("%s: allowed_mentions %s is not empty", where, raw)
+	}
+	return am.Parse != nil && slices.Contains(*am.Parse, "everyone") && everyoneRe.MatchString(content)
+}
+
+// apply writes a create or edit payload (with its files) onto m.
+func (s *Server) apply(m *message, p *msgPayload, files []upload, create bool, where string) *apiErr {
+	if p.Content != nil && utf8.RuneCountInString(*p.Content) > MaxContent {
+		return invalidForm("content: Must be %d or fewer in length.", MaxContent)
+	}
+	buttons, e := parseButtons(p.Components)
+	if e != nil {
+		return e
+	}
+	type meta struct {
+		ID          json.RawMessage `json:"id"`
+		Filename    string          `json:"filename"`
+		Description string          `json:"description"`
+	}
+	var metas []meta
+	if present(p.Attachments) {
+		if err := json.Unmarshal(p.Attachments, &metas); err != nil {
+			return invalidForm("attachments: %v", err)
+		}
+	}
+	metaFor := func(i int) *meta {
+		for k := range metas {
+			if strings.Trim(string(metas[k].ID), `"`) == strconv.Itoa(i) {
+				return &metas[k]
+			}
+		}
+		return nil
+	}
+	for _, mt := range metas {
+		if utf8.RuneCountInString(mt.Description) > 1024 {
+			return invalidForm("attachments: description must be 1024 or fewer in length")
+		}
+	}
+	content := m.Content
+	if p.Content != nil {
+		content = *p.Content
+	}
+	if create && strings.TrimSpace(content) == "" && len(files) == 0 && len(buttons) == 0 && m.Flags&FlagLoading == 0 {
+		return errf(400, 50006, "Cannot send an empty message")
+	}
+	if p.Content != nil || create || len(files) > 0 {
+		m.MentionEveryone = s.checkMentions(where, p.AllowedMentions, content)
+		if m.MentionEveryone {
+			s.violation("%s: the message pinged everyone: %q", where, content)
+		}
+	} else if !present(p.AllowedMentions) && present(p.Components) {
+		s.violation("%s: no allowed_mentions", where)
+	}
+	// Attachments: a listed "attachments" keeps only the existing ones it
+	// names; new files are added either way.
+	if present(p.Attachments) {
+		var keep []Attachment
+		for _, a := range m.Attachments {
+			for _, mt := range metas {
+				if strings.Trim(string(mt.ID), `"`) == a.ID {
+					keep = append(keep, a)
+				}
+			}
+		}
+		m.Attachments = keep
+	}
+	for i, f := range files {
+		name, desc := f.name, ""
+		if mt := metaFor(i); mt != nil {
+			if mt.Filename != "" {
+				name = mt.Filename
+			}
+			desc = mt.Description
+		}
+		ct := f.contentType
+		if ct == "" || ct == "application/octet-stream" {
+			ct = http.DetectContentType(f.data)
+		}
+		a := s.storeFile(m.ChannelID, name, ct, desc, f.data, len(f.data))
+		m.Attachments = append(m.Attachments, a)
+	}
+	if p.Content != nil || create {
+		if !create && content == m.Content && len(m.History) > 0 {
+			// unchanged content: no new history entry
+		} else {
+			m.History = append(m.History, content)
+		}
+		m.Content = content
+	}
+	if present(p.Components) || (create && p.Components != nil) {
+		m.Buttons = buttons
+		m.components = p.Components
+	} else if p.Components != nil && !create {
+		// "components": null clears them
+		m.Buttons, m.components = nil, nil
+	}
+	if !create {
+		m.Edits++
+		m.EditedAt = s.now()
+		m.Flags &^= FlagLoading
+	}
+	return nil
+}
+
+// allowEdit applies the per-channel edit limit; with s.mu held. It writes
+// the 429 itself and reports false when the edit is refused.
+func (s *Server) allowEdit(w http.ResponseWriter, channelID string) bool {
+	now := time.Now()
+	var recent []time.Time
+	for _, t := range s.edits[channelID] {
+		if now.Sub(t) < EditWindow {
+			recent = append(recent, t)
+		}
+	}
+	s.edits[channelID] = recent
+	limited := len(recent) >= EditLimit
+	var after time.Duration
+	if limited {
+		after = EditWindow - now.Sub(recent[0])
+	}
+	if s.forced > 0 {
+		s.forced--
+		limited, after = true, s.forcedAfter
+	}
+	h := w.Header()
+	h.Set("X-RateLimit-Limit", strconv.Itoa(EditLimit))
+	h.Set("X-RateLimit-Bucket", "edit-"+channelID)
+	if limited {
+		s.rateLimited++
+		s.changed()
+		secs := math.Max(after.Seconds(), 0.001)
+		h.Set("X-RateLimit-Remaining", "0")
+		h.Set("X-RateLimit-Reset-After", strconv.FormatFloat(secs, 'f', 3, 64))
+		h.Set("X-RateLimit-Scope", "user")
+		h.Set("Retry-After", strconv.Itoa(int(math.Ceil(secs))))
+		writeJSON(w, http.StatusTooManyRequests, map[string]any{"message": "You are being rate limited.", "retry_after": secs, "global": false})
+		return false
+	}
+	recent = append(recent, now)
+	s.edits[channelID] = recent
+	reset := EditWindow - now.Sub(recent[0])
+	h.Set("X-RateLimit-Remaining", strconv.Itoa(EditLimit-len(recent)))
+	h.Set("X-RateLimit-Reset-After", strconv.FormatFloat(reset.Seconds(), 'f', 3, 64))
+	return true
+}
+
+func (s *Server) channelRoute(w http.ResponseWriter, r *http.Request, seg []string) *apiErr {
+	s.mu.Lock()
+	ch := s.channels[seg[0]]
+	s.mu.Unlock()
+	if ch == nil {
+		return errf(404, 10003, "Unknown Channel")
+	}
+	m := r.Method
+	switch {
+	case len(seg) == 1 && m == "GET":
+		s.mu.Lock()
+		j := s.channelJSON(ch)
+		s.mu.Unlock()
+		writeJSON(w, 200, j)
+	case len(seg) == 2 && seg[1] == "messages" && m == "GET":
+		limit := 50
+		if l, err := strconv.Atoi(r.URL.Query().Get("limit")); err == nil && l > 0 && l <= 100 {
+			limit = l
+		}
+		s.mu.Lock()
+		var out []any
+		ids := s.history[ch.ID]
+		for i := len(ids) - 1; i >= 0 && len(out) < limit; i-- {
+			if msg := s.messages[ids[i]]; !msg.Deleted && msg.Flags&FlagEphemeral == 0 {
+				out = append(out, s.msgJSON(msg, true, s.contentIntent()))
+			}
+		}
+		s.mu.Unlock()
+		writeJSON(w, 200, out)
+	case len(seg) == 2 && seg[1] == "messages" && m == "POST":
+		return s.postMessage(w, r, ch)
+	case len(seg) == 3 && seg[1] == "messages":
+		s.mu.Lock()
+		msg := s.messages[seg[2]]
+		s.mu.Unlock()
+		if msg == nil || msg.ChannelID != ch.ID || msg.Deleted || msg.Flags&FlagEphemeral != 0 {
+			return errf(404, 10008, "Unknown Message")
+		}
+		switch m {
+		case "GET":
+			s.mu.Lock()
+			j := s.msgJSON(msg, true, s.contentIntent())
+			s.mu.Unlock()
+			writeJSON(w, 200, j)
+		case "PATCH":
+			if msg.Author.ID != s.botID {
+				s.mu.Lock()
+				s.violation("edit of another user's message %s", msg.ID)
+				s.mu.Unlock()
+				return errf(403, 50005, "Cannot edit a message authored by another user")
+			}
+			return s.editMessage(w, r, msg, ch.ID, "PATCH /channels/"+ch.ID+"/messages/"+msg.ID)
+		case "DELETE":
+			if msg.Author.ID != s.botID {
+				return errf(403, 50013, "Missing Permissions")
+			}
+			s.mu.Lock()
+			msg.Deleted = true
+			s.changed()
+			s.mu.Unlock()
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			return errf(405, 0, "405: Method Not Allowed")
+		}
+	case len(seg) == 4 && seg[1] == "messages" && seg[3] == "threads" && m == "POST":
+		return s.startThread(w, r, ch, seg[2])
+	default:
+		return errf(404, 0, "404: Not Found (%s /channels/%s)", m, strings.Join(seg, "/"))
+	}
+	return nil
+}
+
+// contentIntent reports whether the session may read message content.
+func (s *Server) contentIntent() bool {
+	return s.session != nil && s.session.intents&IntentMessageContent != 0
+}
+
+func (s *Server) postMessage(w http.ResponseWriter, r *http.Request, ch *Channel) *apiErr {
+	p, files, e := readPayload(r)
+	if e != nil {
+		return e
+	}
+	s.mu.Lock()
+	msg := &message{Message: Message{ID: s.newID(), ChannelID: ch.ID, GuildID: ch.GuildID,
+		Author: *s.users[s.botID], Created: s.now()}}
+	if p.Flags != nil {
+		if *p.Flags&FlagEphemeral != 0 {
+			s.mu.Unlock()
+			return invalidForm("flags: a channel message cannot be ephemeral")
+		}
+		msg.Flags = *p.Flags
+	}
+	if p.Reference != nil {
+		ref := s.messages[p.Reference.MessageID]
+		switch {
+		case ref != nil && !ref.Deleted && ref.ChannelID == ch.ID:
+			msg.ReplyTo = ref.ID
+			msg.Type = 19
+		case p.Reference.FailIfNotExists != nil && !*p.Reference.FailIfNotExists:
+		default:
+			s.mu.Unlock()
+			return invalidForm("message_reference: Unknown message")
+		}
+	}
+	if e := s.apply(msg, p, files, true, "POST /channels/"+ch.ID+"/messages"); e != nil {
+		s.mu.Unlock()
+		return e
+	}
+	s.addMessage(msg)
+	j := s.msgJSON(msg, true, true)
+	s.mu.Unlock()
+	s.dispatchMessage(msg.ID)
+	writeJSON(w, 200, j)
+	return nil
+}
+
+// addMessage stores a new message in its channel's history; with s.mu held.
+func (s *Server) addMessage(m *message) {
+	s.messages[m.ID] = m
+	s.history[m.ChannelID] = append(s.history[m.ChannelID], m.ID)
+	s.changed()
+}
+
+func (s *Server) editMessage(w http.ResponseWriter, r *http.Request, msg *message, channelID, where string) *apiErr {
+	p, files, e := readPayload(r)
+	if e != nil {
+		return e
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.allowEdit(w, channelID) {
+		return nil
+	}
+	if e := s.apply(msg, p, files, false, where); e != nil {
+		return e
+	}
+	s.changed()
+	writeJSON(w, 200, s.msgJSON(msg, true, true))
+	return nil
+}
+
+func (s *Server) startThread(w http.ResponseWriter, r *http.Request, ch *Channel, msgID string) *apiErr {
+	p, _, e := readPayload(r)
+	if e != nil {
+		return e
+	}
+	s.mu.Lock()
+	msg := s.messages[msgID]
+	if msg == nil || msg.ChannelID != ch.ID || msg.Deleted {
+		s.mu.Unlock()
+		return errf(404, 10008, "Unknown Message")
+	}
+	if ch.Type != ChannelText && ch.Type != ChannelNews {
+		s.mu.Unlock()
+		return errf(400, 50024, "Cannot execute action on this channel type")
+	}
+	if msg.Thread != "" {
+		s.mu.Unlock()
+		return errf(400, 160004, "A thread has already been created for this message")
+	}
+	if l := utf8.RuneCountInString(p.Name); l < 1 || l > MaxThreadName {
+		s.mu.Unlock()
+		return invalidForm("name: Must be between 1 and %d in length.", MaxThreadName)
+	}
+	typ := ChannelPublicThread
+	if ch.Type == ChannelNews {
+		typ = ChannelNewsThread
+	}
+	th := &Channel{ID: msg.ID, GuildID: ch.GuildID, ParentID: ch.ID, Name: p.Name, Type: typ, OwnerID: s.botID}
+	s.channels[th.ID] = th
+	msg.Thread = th.ID
+	starter := &message{Message: Message{ID: s.newID(), ChannelID: th.ID, GuildID: th.GuildID, Author: msg.Author,
+		Type: 21, ReplyTo: msg.ID, Created: s.now(), History: []string{""}}, refChannel: ch.ID}
+	s.addMessage(starter)
+	j := s.channelJSON(th)
+	s.mu.Unlock()
+	s.dispatchMessage(starter.ID)
+	writeJSON(w, 201, j)
+	return nil
+}
+
+// webhook serves /webhooks/{app}/{token}[/messages/{id}].
+func (s *Server) webhook(w http.ResponseWriter, r *http.Request, seg []string) *apiErr {
+	app, token := seg[0], seg[1]
+	s.mu.Lock()
+	in := s.byToken[token]
+	if in == nil || app != s.appID {
+		s.mu.Unlock()
+		return errf(404, 10015, "Unknown Webhook")
+	}
+	if s.now().Sub(in.created) > TokenLifetime {
+		s.expired++
+		s.changed()
+		s.mu.Unlock()
+		return errf(401, 50027, "Invalid Webhook Token")
+	}
+	if in.Ack == 0 || in.Ack == 9 && len(seg) == 2 {
+		s.mu.Unlock()
+		return errf(404, 10015, "Unknown Webhook")
+	}
+	ch := s.channels[in.ChannelID]
+	s.mu.Unlock()
+	switch {
+	case len(seg) == 2 && r.Method == "POST":
+		return s.followup(w, r, in, ch)
+	case len(seg) == 4 && seg[2] == "messages":
+		s.mu.Lock()
+		id := seg[3]
+		if id == "@original" {
+			id = in.Original
+		} else if !slices.Contains(in.Followups, id) {
+			id = ""
+		}
+		msg := s.messages[id]
+		s.mu.Unlock()
+		if msg == nil || msg.Deleted {
+			return errf(404, 10008, "Unknown Message")
+		}
+		switch r.Method {
+		case "GET":
+			s.mu.Lock()
+			j := s.msgJSON(msg, true, true)
+			s.mu.Unlock()
+			writeJSON(w, 200, j)
+		case "PATCH":
+			return s.editMessage(w, r, msg, msg.ChannelID, "PATCH /webhooks/.../messages/"+seg[3])
+		case "DELETE":
+			s.mu.Lock()
+			msg.Deleted = true
+			s.changed()
+			s.mu.Unlock()
+			w.WriteHeader(http.StatusNoContent)
+		default:
+			return errf(405, 0, "405: Method Not Allowed")
+		}
+	default:
+		return errf(404, 0, "404: Not Found")
+	}
+	return nil
+}
+
+func (s *Server) followup(w http.ResponseWriter, r *http.Request, in *interaction, ch *Channel) *apiErr {
+	p, files, e := readPayload(r)
+	if e != nil {
+		return e
+	}
+	s.mu.Lock()
+	msg := &message{Message: Message{ID: s.newID(), ChannelID: ch.ID, GuildID: ch.GuildID, Author: *s.users[s.botID],
+		Interaction: in.ID, Created: s.now()}}
+	if p.Flags != nil {
+		msg.Flags = *p.Flags &^ FlagLoading
+	}
+	if e := s.apply(msg, p, files, true, "POST /webhooks/... (follow-up)"); e != nil {
+		s.mu.Unlock()
+		return e
+	}
+	s.addMessage(msg)
+	in.Followups = append(in.Followups, msg.ID)
+	j := s.msgJSON(msg, true, true)
+	s.mu.Unlock()
+	if msg.Flags&FlagEphemeral == 0 {
+		s.dispatchMessage(msg.ID)
+	}
+	if r.URL.Query().Get("wait") == "true" {
+		writeJSON(w, 200, j)
+	} else {
+		w.WriteHeader(http.StatusNoContent)
+	}
+	return nil
+}
+
+// callback answers POST /interactions/{id}/{token}/callback.
+func (s *Server) callback(w http.ResponseWriter, r *http.Request, id, token string) *apiErr {
+	p, files, e := readPayload(r)
+	if e != nil {
+		return e
+	}
+	s.mu.Lock()
+	in := s.interactions[id]
+	if in == nil || in.Token != token {
+		s.mu.Unlock()
+		return errf(404, 10062, "Unknown interaction")
+	}
+	if in.deadline && in.Ack == 0 {
+		s.violation("interaction %s answered after %s", id, InteractionDeadline)
+		s.changed()
+		s.mu.Unlock()
+		return errf(404, 10062, "Unknown interaction")
+	}
+	if in.Ack != 0 {
+		s.mu.Unlock()
+		return errf(400, 40060, "Interaction has already been acknowledged.")
+	}
+	component := in.Type == 3 || in.Type == 5 && in.Message != ""
+	data := &msgPayload{}
+	if present(p.Data) {
+		if err := json.Unmarshal(p.Data, data); err != nil {
+			s.mu.Unlock()
+			return invalidForm("data: %v", err)
+		}
+	}
+	ch := s.channels[in.ChannelID]
+	newMsg := func(flags int) *message {
+		return &message{Message: Message{ID: s.newID(), ChannelID: ch.ID, GuildID: ch.GuildID, Author: *s.users[s.botID],
+			Interaction: in.ID, Flags: flags, Created: s.now()}}
+	}
+	flags := 0
+	if data.Flags != nil {
+		flags = *data.Flags & FlagEphemeral
+	}
+	var created *message
+	switch p.Type {
+	case 4:
+		m := newMsg(flags)
+		if e := s.apply(m, data, files, true, "interaction callback type 4"); e != nil {
+			s.mu.Unlock()
+			return e
+		}
+		created = m
+	case 5:
+		m := newMsg(flags | FlagLoading)
+		m.History = []string{""}
+		created = m
+	case 6, 7:
+		if !component {
+			s.mu.Unlock()
+			return errf(400, 40043, "Interaction callback type %d is only for components", p.Type)
+		}
+		in.Original = in.Message
+		if p.Type == 7 {
+			msg := s.messages[in.Message]
+			if e := s.apply(msg, data, files, false, "interaction callback type 7"); e != nil {
+				s.mu.Unlock()
+				return e
+			}
+		}
+	case 9:
+		if in.Type == 5 {
+			s.mu.Unlock()
+			return errf(400, 50035, "Invalid Form Body: a modal submit cannot open a modal")
+		}
+		modal, e := parseModal(data)
+		if e != nil {
+			s.mu.Unlock()
+			return e
+		}
+		in.Modal = modal
+		in.modals[modal.CustomID] = modal
+	default:
+		s.mu.Unlock()
+		return invalidForm("type: callback type %d is not valid here", p.Type)
+	}
+	in.Ack = p.Type
+	if created != nil {
+		s.addMessage(created)
+		in.Original = created.ID
+	}
+	s.changed()
+	s.mu.Unlock()
+	if created != nil && created.Flags&FlagEphemeral == 0 {
+		s.dispatchMessage(created.ID)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func parseModal(p *msgPayload) (*Modal, *apiErr) {
+	if p.CustomID == "" || utf8.RuneCountInString(p.CustomID) > MaxCustomID {
+		return nil, invalidForm("data.custom_id: must be 1 to %d characters", MaxCustomID)
+	}
+	if l := utf8.RuneCountInString(p.Title); l < 1 || l > 45 {
+		return nil, invalidForm("data.title: must be 1 to 45 characters")
+	}
+	var rows []struct {
+		Type       int `json:"type"`
+		Components []struct {
+			Type      int    `json:"type"`
+			CustomID  string `json:"custom_id"`
+			Label     string `json:"label"`
+			Style     int    `json:"style"`
+			MaxLength int    `json:"max_length"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(p.Components, &rows); err != nil || len(rows) < 1 || len(rows) > 5 {
+		return nil, invalidForm("data.components: 1 to 5 action rows")
+	}
+	m := &Modal{CustomID: p.CustomID, Title: p.Title}
+	for i, row := range rows {
+		if row.Type != 1 || len(row.Components) != 1 {
+			return nil, invalidForm("data.components.%d: one text input per row", i)
+		}
+		c := row.Components[0]
+		if c.Type != 4 || c.CustomID == "" || c.Style < 1 || c.Style > 2 {
+			return nil, invalidForm("data.components.%d.components.0: not a valid text input", i)
+		}
+		if l := utf8.RuneCountInString(c.Label); l < 1 || l > 45 {
+			return nil, invalidForm("data.components.%d.components.0.label: must be 1 to 45 characters", i)
+		}
+		if c.MaxLength > 4000 {
+			return nil, invalidForm("data.components.%d.components.0.max_length: at most 4000", i)
+		}
+		m.Inputs = append(m.Inputs, c.CustomID)
+	}
+	return m, nil
+}
+
+// JSON shapes, all with s.mu held.
+
+func (s *Server) userJSON(u *User) map[string]any {
+	return map[string]any{"id": u.ID, "username": u.Name, "global_name": u.Name, "discriminator": "0", "avatar": nil, "bot": u.Bot}
+}
+
+func (s *Server) channelJSON(c *Channel) map[string]any {
+	j := map[string]any{"id": c.ID, "type": c.Type, "name": c.Name}
+	if c.GuildID != "" {
+		j["guild_id"] = c.GuildID
+	}
+	if c.ParentID != "" {
+		j["parent_id"] = c.ParentID
+		j["owner_id"] = c.OwnerID
+		j["thread_metadata"] = map[string]any{"archived": false, "auto_archive_duration": 1440, "locked": false}
+	}
+	if c.Type == ChannelDM {
+		j["recipients"] = []any{s.userJSON(s.user(c.Recipient))}
+	}
+	return j
+}
+
+func (s *Server) attachmentJSON(a Attachment) map[string]any {
+	j := map[string]any{"id": a.ID, "filename": a.Filename, "size": a.Size, "url": a.URL, "proxy_url": a.URL,
+		"content_type": a.ContentType}
+	if a.Description != "" {
+		j["description"] = a.Description
+	}
+	return j
+}
+
+// msgJSON is a message as Discord sends it. Without the content intent a
+// person's guild message that does not mention the bot shows no content.
+func (s *Server) msgJSON(m *message, withRef, content bool) map[string]any {
+	visible := content || m.GuildID == "" || m.Author.ID == s.botID || mentions(m.Content, s.botID)
+	text := m.Content
+	atts := []any{}
+	for _, a := range m.Attachments {
+		atts = append(atts, s.attachmentJSON(a))
+	}
+	components := json.RawMessage("[]")
+	if present(m.components) {
+		components = m.components
+	}
+	if !visible {
+		text, atts, components = "", []any{}, json.RawMessage("[]")
+	}
+	var mentioned []any
+	for _, id := range mentionIDs(m.Content) {
+		mentioned = append(mentioned, s.userJSON(s.user(id)))
+	}
+	if mentioned == nil {
+		mentioned = []any{}
+	}
+	var edited any
+	if m.Edits > 0 {
+		edited = m.EditedAt.Format(time.RFC3339Nano)
+	}
+	j := map[string]any{
+		"id": m.ID, "channel_id": m.ChannelID, "author": s.userJSON(&m.Author), "content": text,
+		"timestamp": m.Created.Format(time.RFC3339Nano), "edited_timestamp": edited, "tts": false,
+		"mention_everyone": m.MentionEveryone, "mentions": mentioned, "mention_roles": []any{},
+		"attachments": atts, "embeds": []any{}, "components": components, "pinned": false,
+		"type": m.Type, "flags": m.Flags,
+	}
+	if m.GuildID != "" {
+		j["guild_id"] = m.GuildID
+	}
+	if m.Interaction != "" {
+		j["webhook_id"] = s.appID
+		j["application_id"] = s.appID
+	}
+	if m.ReplyTo != "" {
+		refCh := m.ChannelID
+		if m.refChannel != "" {
+			refCh = m.refChannel
+		}
+		j["message_reference"] = map[string]any{"message_id": m.ReplyTo, "channel_id": refCh, "guild_id": nilIfEmpty(m.GuildID)}
+		if withRef {
+			if ref := s.messages[m.ReplyTo]; ref != nil && !ref.Deleted {
+				j["referenced_message"] = s.msgJSON(ref, false, content)
+			} else {
+				j["referenced_message"] = nil
+			}
+		}
+	}
+	if m.Thread != "" {
+		if th := s.channels[m.Thread]; th != nil {
+			j["thread"] = s.channelJSON(th)
+		}
+	}
+	return j
+}
+
+func mentionIDs(content string) []string {
+	var ids []string
+	for _, m := range mentionRe.FindAllStringSubmatch(content, -1) {
+		if !slices.Contains(ids, m[1]) {
+			ids = append(ids, m[1])
+		}
+	}
+	return ids
+}
+
+func mentions(content, id string) bool { return slices.Contains(mentionIDs(content), id) }
+
+// dispatchMessage sends MESSAGE_CREATE for a stored message to the bot,
+// as Discord does for every message it can see, its own included.
+func (s *Server) dispatchMessage(id string) {
+	s.mu.Lock()
+	m := s.messages[id]
+	s.mu.Unlock()
+	need := IntentGuildMessages
+	if m.GuildID == "" {
+		need = IntentDirectMessages
+	}
+	_ = s.dispatch("MESSAGE_CREATE", need, func(intents int) any {
+		return s.msgJSON(m, true, intents&IntentMessageContent != 0)
+	})
+}

@@ -1,0 +1,562 @@
+package discord
+
+import (
+	"context"
+	"errors"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/bwmarrin/discordgo"
+
+	"kontextbot/bot"
+)
+
+// Status texts.
+const (
+	startingText = "Starting…"
+	noImageText  = "That message has no image I can edit: use \"Edit image\" on a message with a PNG, JPEG, WebP or GIF."
+)
+
+// target is the image of a message an "Edit image" modal will edit, kept
+// between the menu and the modal's submit. After a restart the message is
+// fetched again instead.
+type target struct {
+	att *discordgo.MessageAttachment
+	at  time.Time
+}
+
+// who is the interaction's user: id and display name.
+func who(in *discordgo.Interaction) (string, string) {
+	u := in.User
+	if in.Member != nil && in.Member.User != nil {
+		u = in.Member.User
+	}
+	if u == nil {
+		return "", ""
+	}
+	return u.ID, displayName(u)
+}
+
+func displayName(u *discordgo.User) string {
+	if u.GlobalName != "" {
+		return u.GlobalName
+	}
+	return u.Username
+}
+
+// onInteraction runs in the gateway's reader: it hands the interaction to
+// a goroutine at once, which answers Discord well inside 3 seconds.
+func (b *Bot) onInteraction(_ *discordgo.Session, ic *discordgo.InteractionCreate) {
+	if ic == nil || ic.Interaction == nil {
+		return
+	}
+	in := ic.Interaction
+	received := b.now()
+	b.spawn(func(ctx context.Context) { b.interaction(ctx, in, received) })
+}
+
+func (b *Bot) interaction(ctx context.Context, in *discordgo.Interaction, received time.Time) {
+	switch in.Type {
+	case discordgo.InteractionApplicationCommand:
+		data := in.ApplicationCommandData()
+		switch {
+		case data.CommandType == discordgo.MessageApplicationCommand && data.Name == cmdEditImage:
+			b.onEditImage(ctx, in, data)
+		case data.Name == cmdImagine:
+			b.onSlash(ctx, in, data, bot.KindImagine, received)
+		case data.Name == cmdEdit:
+			b.onSlash(ctx, in, data, bot.KindEdit, received)
+		case data.Name == cmdUsage:
+			b.onUsage(ctx, in)
+		default:
+			b.answerError(ctx, in, bot.Userf("I do not know that command any more."))
+		}
+	case discordgo.InteractionMessageComponent:
+		b.onButton(ctx, in, in.MessageComponentData().CustomID, received)
+	case discordgo.InteractionModalSubmit:
+		b.onModal(ctx, in, in.ModalSubmitData(), received)
+	}
+}
+
+// answerError answers an interaction not yet answered with err's sentence,
+// only to its user; errors not of the user's making are logged.
+func (b *Bot) answerError(ctx context.Context, in *discordgo.Interaction, err error) {
+	b.logUnexpected("interaction", err)
+	if rerr := b.ephemeral(ctx, in, bot.Explain(err)); rerr != nil {
+		b.log.Warn("discord: answer interaction", "err", rerr)
+	}
+}
+
+func (b *Bot) logUnexpected(what string, err error) {
+	var ue *bot.UserError
+	if !errors.As(err, &ue) {
+		b.log.Error("discord: "+what+" failed", "err", err)
+	}
+}
+
+// deferResponse acknowledges an interaction: Discord shows "thinking…"
+// until the response is edited.
+func (b *Bot) deferResponse(ctx context.Context, in *discordgo.Interaction, ephemeral bool) error {
+	r := &discordgo.InteractionResponse{Type: discordgo.InteractionResponseDeferredChannelMessageWithSource}
+	if ephemeral {
+		r.Data = &discordgo.InteractionResponseData{Flags: discordgo.MessageFlagsEphemeral}
+	}
+	if err := b.respond(ctx, in, r); err != nil {
+		b.log.Warn("discord: could not acknowledge an interaction", "type", in.Type, "err", err)
+		return err
+	}
+	return nil
+}
+
+// deferUpdate acknowledges a button or modal without a message of its own.
+func (b *Bot) deferUpdate(ctx context.Context, in *discordgo.Interaction) error {
+	if err := b.respond(ctx, in, &discordgo.InteractionResponse{Type: discordgo.InteractionResponseDeferredMessageUpdate}); err != nil {
+		b.log.Warn("discord: could not acknowledge an interaction", "type", in.Type, "err", err)
+		return err
+	}
+	return nil
+}
+
+// failDeferred tells the user, privately, why a deferred command did
+// nothing: its public "thinking…" response is removed and an ephemeral
+// follow-up says why.
+func (b *Bot) failDeferred(ctx context.Context, in *discordgo.Interaction, err error) {
+	b.logUnexpected("request", err)
+	if derr := b.deleteOriginal(ctx, in.AppID, in.Token); derr != nil {
+		b.log.Warn("discord: delete response", "err", derr)
+	}
+	if ferr := b.followup(ctx, in.AppID, in.Token, text(bot.Explain(err)), true); ferr != nil {
+		b.log.Warn("discord: error follow-up", "err", ferr)
+	}
+}
+
+// interactionOrigin notes where a deferred interaction is answered.
+func (b *Bot) interactionOrigin(ctx context.Context, in *discordgo.Interaction, received time.Time) origin {
+	o := origin{Mode: "i", App: in.AppID, Token: in.Token, At: received, Place: b.placeFor(ctx, in.GuildID, in.ChannelID)}
+	if o.App == "" {
+		o.App, _ = b.ids()
+	}
+	// The response's message id lets a job that outlives the token reply
+	// to it; without it the reply names the user instead.
+	if m, err := b.original(ctx, o.App, o.Token); err == nil && m != nil {
+		o.Msg = m.ID
+	}
+	return o
+}
+
+// onSlash handles /imagine and /edit.
+func (b *Bot) onSlash(ctx context.Context, in *discordgo.Interaction, data discordgo.ApplicationCommandInteractionData, kind bot.Kind, received time.Time) {
+	if b.deferResponse(ctx, in, false) != nil {
+		return
+	}
+	user, name := who(in)
+	args, err := parseSlash(data)
+	o := b.interactionOrigin(ctx, in, received)
+	req := &bot.Request{Kind: kind, Conv: o.Place.key(), User: user, UserName: name, Prompt: args.Prompt,
+		Aspect: args.Aspect, Seed: args.Seed, Model: args.Model, Origin: o.encode()}
+	switch {
+	case err != nil || kind != bot.KindEdit:
+	case args.Image != nil:
+		req.Image, err = b.download(ctx, args.Image)
+	case o.Place.Kind == kindThread && o.Place.Ours:
+		b.pictureThread(ctx, o.Place) // a thread opened a moment ago: let its picture be recorded
+	}
+	if err == nil {
+		_, err = b.core.Submit(ctx, req)
+	}
+	if err != nil {
+		b.failDeferred(ctx, in, err)
+	}
+}
+
+// onUsage answers /usage, privately.
+func (b *Bot) onUsage(ctx context.Context, in *discordgo.Interaction) {
+	if b.deferResponse(ctx, in, true) != nil {
+		return
+	}
+	user, name := who(in)
+	rep, err := b.core.Usage(ctx, &bot.Request{Kind: bot.KindUsage, User: user, UserName: name,
+		Conv: bot.ConvKey{Platform: Platform, Workspace: in.GuildID, Channel: in.ChannelID}})
+	msg := rep.Text()
+	if err != nil {
+		b.logUnexpected("usage", err)
+		msg = bot.Explain(err)
+	}
+	if _, err := b.editOriginal(ctx, origin{Mode: "i", App: in.AppID, Token: in.Token, Place: place{Channel: in.ChannelID}},
+		text(msg), nil, true); err != nil {
+		b.log.Warn("discord: usage answer", "err", err)
+	}
+}
+
+// onEditImage handles the "Edit image" message menu: it opens the modal
+// asking what to change, or says the message has no image.
+func (b *Bot) onEditImage(ctx context.Context, in *discordgo.Interaction, data discordgo.ApplicationCommandInteractionData) {
+	var m *discordgo.Message
+	if data.Resolved != nil {
+		m = data.Resolved.Messages[data.TargetID]
+	}
+	att := imageAttachment(m)
+	if att == nil {
+		if err := b.ephemeral(ctx, in, noImageText); err != nil {
+			b.log.Warn("discord: answer interaction", "err", err)
+		}
+		return
+	}
+	b.mu.Lock()
+	for id, t := range b.targets {
+		if b.now().Sub(t.at) > time.Hour {
+			delete(b.targets, id)
+		}
+	}
+	b.targets[data.TargetID] = target{att: att, at: b.now()}
+	b.mu.Unlock()
+	if err := b.respond(ctx, in, editModal(customID(actEditMsg, data.TargetID))); err != nil {
+		b.log.Warn("discord: open modal", "err", err)
+	}
+}
+
+// onModal handles a submitted edit modal.
+func (b *Bot) onModal(ctx context.Context, in *discordgo.Interaction, data discordgo.ModalSubmitInteractionData, received time.Time) {
+	action, id, err := parseCustomID(data.CustomID)
+	if err != nil || (action != actEditMsg && action != actEditTurn) {
+		b.answerError(ctx, in, bot.Userf("That form is from an older version of the bot: please start again."))
+		return
+	}
+	raw, err := modalPrompt(data)
+	if err != nil {
+		b.answerError(ctx, in, err)
+		return
+	}
+	if action == actEditTurn {
+		b.onEditTurn(ctx, in, id, raw)
+		return
+	}
+	// "Edit image" on a message: the answer is the interaction's response.
+	if b.deferResponse(ctx, in, false) != nil {
+		return
+	}
+	user, name := who(in)
+	o := b.interactionOrigin(ctx, in, received)
+	req := &bot.Request{Kind: bot.KindEdit, Conv: o.Place.key(), User: user, UserName: name, ReplyTo: id, Origin: o.encode()}
+	req.Prompt, err = b.applyOptions(req, raw)
+	if err == nil {
+		err = b.attachTarget(ctx, req, in.ChannelID, id)
+	}
+	if err == nil {
+		_, err = b.core.Submit(ctx, req)
+	}
+	if err != nil {
+		b.failDeferred(ctx, in, err)
+	}
+}
+
+// applyOptions reads "--ar 16:9"-style options typed in a prompt into req.
+func (b *Bot) applyOptions(req *bot.Request, raw string) (string, error) {
+	prompt, o, err := textOptions(raw)
+	if err != nil {
+		return "", err
+	}
+	req.Aspect, req.Seed, req.Model = o.Aspect, o.Seed, o.Model
+	return prompt, nil
+}
+
+// attachTarget sets the bytes of message msgID's image on req unless the
+// message is one of the bot's posted images (which the core finds by id).
+func (b *Bot) attachTarget(ctx context.Context, req *bot.Request, channelID, msgID string) error {
+	_, _, err := b.core.Store().Message(ctx, req.Conv, msgID)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, bot.ErrNotFound) {
+		return err
+	}
+	b.mu.Lock()
+	t, ok := b.targets[msgID]
+	b.mu.Unlock()
+	att := t.att
+	if !ok {
+		m, err := b.message(ctx, channelID, msgID)
+		if err != nil {
+			return &bot.UserError{Msg: "I can no longer see that message.", Err: err}
+		}
+		if att = imageAttachment(m); att == nil {
+			return bot.Userf(noImageText)
+		}
+	}
+	data, err := b.download(ctx, att)
+	if err != nil {
+		return err
+	}
+	req.ReplyImage = data
+	return nil
+}
+
+// buttonConv is the conversation of the image message a button (or the
+// modal it opened) was pressed on: where the bot recorded it, else where
+// the button is.
+func (b *Bot) buttonConv(ctx context.Context, in *discordgo.Interaction) bot.ConvKey {
+	here := b.placeFor(ctx, in.GuildID, in.ChannelID).key()
+	if key, ok := b.recorded(ctx, here, in.Message); ok {
+		return key
+	}
+	return here
+}
+
+// recorded finds the conversation the bot recorded message m under. The
+// core records a result just after it is posted, so for a message the bot
+// posted or edited a moment ago it waits a little for the record.
+func (b *Bot) recorded(ctx context.Context, here bot.ConvKey, m *discordgo.Message) (bot.ConvKey, bool) {
+	if m == nil {
+		return bot.ConvKey{}, false
+	}
+	_, botID := b.ids()
+	at := m.Timestamp
+	if m.EditedTimestamp != nil {
+		at = *m.EditedTimestamp
+	}
+	fresh := m.Author != nil && m.Author.ID == botID && b.now().Sub(at) < time.Minute
+	for i := 0; ; i++ {
+		key, _, err := b.core.Store().Message(ctx, here, m.ID)
+		switch {
+		case err == nil:
+			return key, true
+		case !errors.Is(err, bot.ErrNotFound):
+			b.log.Warn("discord: look up a posted image", "message", m.ID, "err", err)
+			return bot.ConvKey{}, false
+		case !fresh || i >= 60:
+			return bot.ConvKey{}, false
+		}
+		if sleep(ctx, 50*time.Millisecond) != nil {
+			return bot.ConvKey{}, false
+		}
+	}
+}
+
+// onButton handles Reroll, Edit, Undo and Cancel.
+func (b *Bot) onButton(ctx context.Context, in *discordgo.Interaction, id string, received time.Time) {
+	action, arg, err := parseCustomID(id)
+	if err != nil {
+		b.answerError(ctx, in, bot.Userf("That button is from an older version of the bot."))
+		return
+	}
+	user, name := who(in)
+	switch action {
+	case actCancel:
+		if err := b.core.Cancel(ctx, arg, user); err != nil {
+			b.answerError(ctx, in, err)
+			return
+		}
+		_ = b.deferUpdate(ctx, in) // the job's status says "Cancelled." when the core settles it
+	case actEdit:
+		if err := b.respond(ctx, in, editModal(customID(actEditTurn, arg))); err != nil {
+			b.log.Warn("discord: open modal", "err", err)
+		}
+	case actReroll:
+		if b.deferUpdate(ctx, in) != nil {
+			return
+		}
+		conv := b.buttonConv(ctx, in)
+		b.submitInPlace(ctx, in, &bot.Request{Kind: bot.KindReroll, Conv: conv, User: user, UserName: name, Turn: arg})
+	case actUndo:
+		if b.deferUpdate(ctx, in) != nil {
+			return
+		}
+		b.undo(ctx, in, b.buttonConv(ctx, in), arg, user, name)
+	default:
+		b.answerError(ctx, in, bot.Userf("That button does nothing any more."))
+	}
+}
+
+// onEditTurn handles the modal of a result's Edit button.
+func (b *Bot) onEditTurn(ctx context.Context, in *discordgo.Interaction, turn, raw string) {
+	if b.deferUpdate(ctx, in) != nil {
+		return
+	}
+	user, name := who(in)
+	req := &bot.Request{Kind: bot.KindEdit, Conv: b.buttonConv(ctx, in), User: user, UserName: name, Turn: turn}
+	var err error
+	if req.Prompt, err = b.applyOptions(req, raw); err != nil {
+		b.privately(ctx, in, err)
+		return
+	}
+	b.submitInPlace(ctx, in, req)
+}
+
+// privately tells the user of an acknowledged interaction why nothing
+// happened, in an ephemeral follow-up.
+func (b *Bot) privately(ctx context.Context, in *discordgo.Interaction, err error) {
+	b.logUnexpected("request", err)
+	if ferr := b.followup(ctx, in.AppID, in.Token, text(bot.Explain(err)), true); ferr != nil {
+		b.log.Warn("discord: error follow-up", "err", ferr)
+	}
+}
+
+// submitInPlace submits a button's job: its progress and result go in a
+// new message where the conversation lives (the picture's thread).
+func (b *Bot) submitInPlace(ctx context.Context, in *discordgo.Interaction, req *bot.Request) {
+	p := placeOf(req.Conv)
+	status, err := b.send(ctx, p.Channel, text(startingText), nil)
+	if err != nil {
+		b.privately(ctx, in, err)
+		return
+	}
+	o := origin{Mode: "c", Place: p, Msg: status.ID}
+	req.Origin = o.encode()
+	if _, err := b.core.Submit(ctx, req); err != nil {
+		if derr := b.s.ChannelMessageDelete(p.Channel, status.ID, discordgo.WithContext(ctx)); derr != nil {
+			b.log.Warn("discord: delete status", "err", derr)
+		}
+		b.privately(ctx, in, err)
+	}
+}
+
+// undo shows the image before turn again, in the conversation's place.
+func (b *Bot) undo(ctx context.Context, in *discordgo.Interaction, conv bot.ConvKey, turn, user, name string) {
+	d, err := b.core.Undo(ctx, &bot.Request{Kind: bot.KindUndo, Conv: conv, User: user, UserName: name, Turn: turn})
+	if err != nil {
+		b.privately(ctx, in, err)
+		return
+	}
+	p := placeOf(d.Conv)
+	m, file := result(d, "Back to: ")
+	posted, err := b.send(ctx, p.Channel, m, file)
+	if err != nil {
+		b.privately(ctx, in, err)
+		return
+	}
+	if err := b.core.RecordPost(ctx, d.Conv, d.Turn.ID, bot.Posted{MessageID: posted.ID}); err != nil {
+		b.log.Error("discord: record undo post", "err", err)
+	}
+}
+
+// onMessage runs in the gateway's reader: messages of one channel are
+// handled in order, each after the previous one was submitted.
+func (b *Bot) onMessage(_ *discordgo.Session, mc *discordgo.MessageCreate) {
+	if mc == nil || mc.Message == nil {
+		return
+	}
+	m := mc.Message
+	if m.Author == nil || m.Author.Bot || m.Author.System || m.WebhookID != "" {
+		return // never answer bots, ourselves included
+	}
+	if m.Type != discordgo.MessageTypeDefault && m.Type != discordgo.MessageTypeReply {
+		return
+	}
+	b.serialize(m.ChannelID, func(ctx context.Context) { b.handleMessage(ctx, m) })
+}
+
+var mentionRe = regexp.MustCompile(`<@!?(\d+)>`)
+
+// handleMessage turns a person's message into a request when it is meant
+// for the bot: in a DM, in a picture thread, replying to a message with an
+// image, or mentioning the bot.
+func (b *Bot) handleMessage(ctx context.Context, m *discordgo.Message) {
+	_, botID := b.ids()
+	mentioned := slices.ContainsFunc(m.Mentions, func(u *discordgo.User) bool { return u != nil && u.ID == botID })
+	rawText := strings.TrimSpace(mentionRe.ReplaceAllStringFunc(m.Content, func(s string) string {
+		if mentionRe.FindStringSubmatch(s)[1] == botID {
+			return ""
+		}
+		return s
+	}))
+	p := b.placeFor(ctx, m.GuildID, m.ChannelID)
+	ref := m.ReferencedMessage
+	refImg := imageAttachment(ref)
+	picture := p.Kind == kindThread && b.pictureThread(ctx, p)
+	if !(p.Kind == kindDM || picture || mentioned || refImg != nil) {
+		return
+	}
+	if rawText == "" {
+		if mentioned || p.Kind == kindDM {
+			b.reply(ctx, m, bot.ErrEmptyPrompt.Msg)
+		}
+		return // an image or an empty message in a thread is not an edit
+	}
+	status, err := b.send(ctx, m.ChannelID, b.replyTo(m, startingText), nil)
+	if err != nil {
+		b.log.Warn("discord: post status", "channel", m.ChannelID, "err", err)
+		return
+	}
+	o := origin{Mode: "c", Place: p, Msg: status.ID, Ref: m.ID}
+	req := &bot.Request{Kind: bot.KindEdit, Conv: p.key(), User: m.Author.ID, UserName: displayName(m.Author), Origin: o.encode()}
+	req.Prompt, err = b.applyOptions(req, rawText)
+	followHead := false
+	if err == nil {
+		switch att := firstAttachment(m); {
+		case att != nil:
+			req.Image, err = b.download(ctx, att)
+		case refImg != nil:
+			req.ReplyTo = ref.ID
+			if _, ok := b.recorded(ctx, req.Conv, ref); !ok {
+				req.ReplyImage, err = b.download(ctx, refImg) // a person's image
+			}
+		case picture || p.Kind == kindDM:
+			followHead = true // edit the conversation's current image
+		default:
+			req.Kind = bot.KindImagine // a mention with a prompt: a new picture
+		}
+	}
+	if err == nil {
+		_, err = b.core.Submit(ctx, req)
+		if followHead && errors.Is(err, bot.ErrNoImage) {
+			req.Kind = bot.KindImagine // nothing to edit yet in this DM: make one
+			_, err = b.core.Submit(ctx, req)
+		}
+	}
+	if err != nil {
+		b.logUnexpected("message", err)
+		if _, eerr := b.edit(ctx, m.ChannelID, status.ID, text(bot.Explain(err)), nil, true); eerr != nil {
+			b.log.Warn("discord: edit status", "err", eerr)
+		}
+	}
+}
+
+// pictureThread reports whether a thread is a picture's conversation.
+// A thread the bot opened a moment ago may not be recorded yet (the core
+// records it just after the result is posted), so for those it waits a
+// little.
+func (b *Bot) pictureThread(ctx context.Context, p place) bool {
+	for i := 0; ; i++ {
+		_, err := b.core.Store().Conversation(ctx, p.key())
+		if err == nil {
+			return true
+		}
+		if !errors.Is(err, bot.ErrNotFound) {
+			b.log.Warn("discord: look up a thread's conversation", "thread", p.Channel, "err", err)
+			return false
+		}
+		if !p.Ours || i >= 60 || b.now().Sub(snowflakeTime(p.Channel)) > time.Minute {
+			return false
+		}
+		if sleep(ctx, 50*time.Millisecond) != nil {
+			return false
+		}
+	}
+}
+
+// snowflakeTime is when a Discord id was made.
+func snowflakeTime(id string) time.Time {
+	n, err := strconv.ParseUint(id, 10, 64)
+	if err != nil {
+		return time.Time{}
+	}
+	return time.UnixMilli(int64(n>>22) + 1420070400000)
+}
+
+// replyTo is a text message replying to m.
+func (b *Bot) replyTo(m *discordgo.Message, content string) outMessage {
+	out := text(content)
+	f := false
+	out.Reference = &discordgo.MessageReference{MessageID: m.ID, ChannelID: m.ChannelID, GuildID: m.GuildID, FailIfNotExists: &f}
+	return out
+}
+
+// reply answers a person's message with a sentence.
+func (b *Bot) reply(ctx context.Context, m *discordgo.Message, content string) {
+	if _, err := b.send(ctx, m.ChannelID, b.replyTo(m, content), nil); err != nil {
+		b.log.Warn("discord: reply", "err", err)
+	}
+}

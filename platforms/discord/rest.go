@@ -1,0 +1,495 @@
+package discord
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/bwmarrin/discordgo"
+
+	"kontextbot/bot"
+)
+
+// noMentions lets a message ping nobody: no @everyone, no roles, no users,
+// not even the author of a message it replies to.
+func noMentions() *discordgo.MessageAllowedMentions {
+	return &discordgo.MessageAllowedMentions{Parse: []discordgo.AllowedMentionType{}}
+}
+
+// outMessage is a message create or edit body. Components is never nil,
+// so an edit always sets them (an empty list removes buttons), and
+// allowed_mentions is always empty.
+type outMessage struct {
+	Content         string                            `json:"content"`
+	Components      []discordgo.MessageComponent      `json:"components"`
+	Attachments     []outAttachment                   `json:"attachments,omitempty"`
+	AllowedMentions *discordgo.MessageAllowedMentions `json:"allowed_mentions"`
+	Reference       *discordgo.MessageReference       `json:"message_reference,omitempty"`
+	Flags           discordgo.MessageFlags            `json:"flags,omitempty"`
+}
+
+// outAttachment describes files[id]: its name and alt text.
+type outAttachment struct {
+	ID          int    `json:"id"`
+	Filename    string `json:"filename"`
+	Description string `json:"description,omitempty"`
+}
+
+// outFile is a file to upload with a message.
+type outFile struct {
+	Name        string
+	ContentType string
+	Data        []byte
+}
+
+func text(content string, components ...discordgo.MessageComponent) outMessage {
+	if components == nil {
+		components = []discordgo.MessageComponent{}
+	}
+	return outMessage{Content: truncate(content, 2000), Components: components, AllowedMentions: noMentions()}
+}
+
+// truncate cuts s to at most n characters, marking the cut.
+func truncate(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return string(r[:n-1]) + "…"
+}
+
+// call sends one REST request with body (multipart when file is set) and
+// decodes the message Discord answers, if any. Rate limits are not retried
+// here: see retry.
+func (b *Bot) call(ctx context.Context, method, endpoint, bucket string, body outMessage, file *outFile) (*discordgo.Message, error) {
+	if body.Components == nil {
+		body.Components = []discordgo.MessageComponent{}
+	}
+	body.AllowedMentions = noMentions()
+	opts := []discordgo.RequestOption{discordgo.WithContext(ctx), discordgo.WithRetryOnRatelimit(false)}
+	var resp []byte
+	var err error
+	if file != nil {
+		ct, data, merr := discordgo.MultipartBodyWithJSON(body, []*discordgo.File{{Name: file.Name, ContentType: file.ContentType, Reader: bytes.NewReader(file.Data)}})
+		if merr != nil {
+			return nil, merr
+		}
+		resp, err = b.s.RequestRaw(method, endpoint, ct, data, bucket, 0, opts...)
+	} else {
+		resp, err = b.s.RequestWithBucketID(method, endpoint, body, bucket, opts...)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(bytes.TrimSpace(resp)) == 0 {
+		return nil, nil
+	}
+	var m discordgo.Message
+	if err := json.Unmarshal(resp, &m); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// retry runs f until it succeeds, waiting out rate limits (429) and, for
+// idempotent calls, retrying transient server errors a few times.
+func (b *Bot) retry(ctx context.Context, what string, idempotent bool, f func(opts []discordgo.RequestOption) error) error {
+	opts := []discordgo.RequestOption{discordgo.WithContext(ctx), discordgo.WithRetryOnRatelimit(false)}
+	for attempt := 1; ; attempt++ {
+		err := f(opts)
+		var wait time.Duration
+		var rl *discordgo.RateLimitError
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &rl) && attempt < 10:
+			wait = min(max(rl.RetryAfter, 50*time.Millisecond), 30*time.Second)
+			b.log.Info("discord: rate limited; retrying", "what", what, "after", wait)
+		case idempotent && transient(err) && attempt < 4:
+			wait = time.Duration(attempt) * 500 * time.Millisecond
+			b.log.Info("discord: transient error; retrying", "what", what, "after", wait, "err", err)
+		default:
+			return err
+		}
+		if err := sleep(ctx, wait); err != nil {
+			return err
+		}
+	}
+}
+
+func transient(err error) bool {
+	switch status(err) {
+	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
+}
+
+// status is the HTTP status of a REST error, or 0.
+func status(err error) int {
+	var re *discordgo.RESTError
+	if errors.As(err, &re) && re.Response != nil {
+		return re.Response.StatusCode
+	}
+	return 0
+}
+
+// code is Discord's JSON error code of a REST error, or 0.
+func code(err error) int {
+	var re *discordgo.RESTError
+	if errors.As(err, &re) && re.Message != nil {
+		return re.Message.Code
+	}
+	return 0
+}
+
+// tokenGone reports an interaction token Discord no longer takes: expired
+// (401 Invalid Webhook Token) or unknown.
+func tokenGone(err error) bool {
+	return status(err) == http.StatusUnauthorized && code(err) == 50027 ||
+		status(err) == http.StatusNotFound && (code(err) == 10015 || code(err) == 10008)
+}
+
+func unknownMessage(err error) bool {
+	return status(err) == http.StatusNotFound && (code(err) == 10008 || code(err) == 10003)
+}
+
+func rateLimited(err error) (time.Duration, bool) {
+	var rl *discordgo.RateLimitError
+	if errors.As(err, &rl) {
+		return rl.RetryAfter, true
+	}
+	return 0, false
+}
+
+// send posts a message in a channel.
+func (b *Bot) send(ctx context.Context, channelID string, m outMessage, file *outFile) (*discordgo.Message, error) {
+	ep := discordgo.EndpointChannelMessages(channelID)
+	var out *discordgo.Message
+	err := b.retry(ctx, "send message", false, func([]discordgo.RequestOption) error {
+		var err error
+		out, err = b.call(ctx, http.MethodPost, ep, ep, m, file)
+		return err
+	})
+	if err == nil && out == nil {
+		err = errors.New("discord: empty answer to a message create")
+	}
+	return out, err
+}
+
+// edit changes one of the bot's channel messages; retry says whether to
+// wait out rate limits.
+func (b *Bot) edit(ctx context.Context, channelID, messageID string, m outMessage, file *outFile, retry bool) (*discordgo.Message, error) {
+	b.noteEdit(channelID)
+	ep := discordgo.EndpointChannelMessage(channelID, messageID)
+	bucket := discordgo.EndpointChannelMessage(channelID, "")
+	if !retry {
+		return b.call(ctx, http.MethodPatch, ep, bucket, m, file)
+	}
+	var out *discordgo.Message
+	err := b.retry(ctx, "edit message", true, func([]discordgo.RequestOption) error {
+		var err error
+		out, err = b.call(ctx, http.MethodPatch, ep, bucket, m, file)
+		return err
+	})
+	return out, err
+}
+
+// editOriginal changes an interaction's response through its token.
+func (b *Bot) editOriginal(ctx context.Context, o origin, m outMessage, file *outFile, retry bool) (*discordgo.Message, error) {
+	b.noteEdit(o.Place.Channel)
+	ep := discordgo.EndpointWebhookMessage(o.App, o.Token, "@original")
+	if !retry {
+		return b.call(ctx, http.MethodPatch, ep, ep, m, file)
+	}
+	var out *discordgo.Message
+	err := b.retry(ctx, "edit response", true, func([]discordgo.RequestOption) error {
+		var err error
+		out, err = b.call(ctx, http.MethodPatch, ep, ep, m, file)
+		return err
+	})
+	return out, err
+}
+
+// original fetches an interaction's response message.
+func (b *Bot) original(ctx context.Context, appID, token string) (*discordgo.Message, error) {
+	var out *discordgo.Message
+	err := b.retry(ctx, "get response", true, func(opts []discordgo.RequestOption) error {
+		var err error
+		out, err = b.s.WebhookMessage(appID, token, "@original", opts...)
+		return err
+	})
+	return out, err
+}
+
+// deleteOriginal removes an interaction's response.
+func (b *Bot) deleteOriginal(ctx context.Context, appID, token string) error {
+	return b.retry(ctx, "delete response", true, func(opts []discordgo.RequestOption) error {
+		return b.s.WebhookMessageDelete(appID, token, "@original", opts...)
+	})
+}
+
+// followup sends a follow-up message to an interaction (ephemeral: only
+// its user sees it).
+func (b *Bot) followup(ctx context.Context, appID, token string, m outMessage, ephemeral bool) error {
+	if ephemeral {
+		m.Flags |= discordgo.MessageFlagsEphemeral
+	}
+	ep := discordgo.EndpointWebhookToken(appID, token) + "?wait=true"
+	return b.retry(ctx, "follow-up", false, func([]discordgo.RequestOption) error {
+		_, err := b.call(ctx, http.MethodPost, ep, ep, m, nil)
+		return err
+	})
+}
+
+// respond answers an interaction (the callback, within 3 s).
+func (b *Bot) respond(ctx context.Context, in *discordgo.Interaction, r *discordgo.InteractionResponse) error {
+	if r.Data != nil {
+		r.Data.AllowedMentions = noMentions()
+		if r.Data.Components == nil && r.Type != discordgo.InteractionResponseModal {
+			r.Data.Components = []discordgo.MessageComponent{}
+		}
+	}
+	return b.retry(ctx, "interaction response", false, func(opts []discordgo.RequestOption) error {
+		return b.s.InteractionRespond(in, r, opts...)
+	})
+}
+
+// ephemeral answers an interaction with a message only its user sees.
+func (b *Bot) ephemeral(ctx context.Context, in *discordgo.Interaction, msg string) error {
+	return b.respond(ctx, in, &discordgo.InteractionResponse{Type: discordgo.InteractionResponseChannelMessageWithSource,
+		Data: &discordgo.InteractionResponseData{Content: truncate(msg, 2000), Flags: discordgo.MessageFlagsEphemeral}})
+}
+
+// startThread opens a public thread from a message.
+func (b *Bot) startThread(ctx context.Context, channelID, messageID, name string) (*discordgo.Channel, error) {
+	var th *discordgo.Channel
+	err := b.retry(ctx, "start thread", false, func(opts []discordgo.RequestOption) error {
+		var err error
+		th, err = b.s.MessageThreadStartComplex(channelID, messageID, &discordgo.ThreadStart{Name: name, AutoArchiveDuration: 1440}, opts...)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	b.remember(chanInfo{ID: th.ID, Guild: th.GuildID, Parent: channelID, Owner: b.botID, Type: th.Type})
+	b.mu.Unlock()
+	return th, nil
+}
+
+// message fetches one message.
+func (b *Bot) message(ctx context.Context, channelID, messageID string) (*discordgo.Message, error) {
+	var m *discordgo.Message
+	err := b.retry(ctx, "get message", true, func(opts []discordgo.RequestOption) error {
+		var err error
+		m, err = b.s.ChannelMessage(channelID, messageID, opts...)
+		return err
+	})
+	return m, err
+}
+
+// noteEdit and editBudget keep our own count of recent edits per channel,
+// so progress updates leave room for results under Discord's limit of
+// about 5 edits per 5 s per channel.
+func (b *Bot) noteEdit(channelID string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.edits) > 1000 {
+		for id := range b.edits {
+			if len(b.recentEdits(id)) == 0 {
+				delete(b.edits, id)
+			}
+		}
+	}
+	b.edits[channelID] = append(b.recentEdits(channelID), b.now())
+}
+
+func (b *Bot) editBudget(channelID string) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := len(b.recentEdits(channelID))
+	if n == 0 {
+		delete(b.edits, channelID)
+	}
+	return n
+}
+
+// recentEdits drops edits older than 5 s; with b.mu held.
+func (b *Bot) recentEdits(channelID string) []time.Time {
+	now := b.now()
+	kept := b.edits[channelID][:0]
+	for _, t := range b.edits[channelID] {
+		if now.Sub(t) < 5*time.Second {
+			kept = append(kept, t)
+		}
+	}
+	return kept
+}
+
+// Places: where a message or interaction happened.
+
+type placeKind int
+
+const (
+	kindText   placeKind = iota // a guild channel where results open threads
+	kindThread                  // a thread: results stay in it
+	kindDM                      // a DM: the conversation is the DM
+	kindOther                   // any other channel (voice text chat...): no threads
+)
+
+// place is where something happened, and so where to answer.
+type place struct {
+	Guild   string
+	Channel string // where to post: the channel, thread or DM
+	Parent  string // a thread's parent channel
+	Kind    placeKind
+	// Ours is set for a thread the bot opened (for a result).
+	Ours bool
+}
+
+// key is the conversation of a place: a thread is its own conversation,
+// keyed under its parent channel.
+func (p place) key() bot.ConvKey {
+	if p.Kind == kindThread {
+		return bot.ConvKey{Platform: Platform, Workspace: p.Guild, Channel: p.Parent, Thread: p.Channel}
+	}
+	return bot.ConvKey{Platform: Platform, Workspace: p.Guild, Channel: p.Channel}
+}
+
+// placeOf is the place where the conversation at key is shown.
+func placeOf(key bot.ConvKey) place {
+	switch {
+	case key.Thread != "":
+		return place{Guild: key.Workspace, Channel: key.Thread, Parent: key.Channel, Kind: kindThread}
+	case key.Workspace == "":
+		return place{Channel: key.Channel, Kind: kindDM}
+	}
+	return place{Guild: key.Workspace, Channel: key.Channel, Kind: kindText}
+}
+
+type chanInfo struct {
+	ID, Guild, Parent, Owner string
+	Type                     discordgo.ChannelType
+}
+
+// remember caches a channel's type; with b.mu held. Types and parents
+// never change, so the cache is only bounded, never refreshed.
+func (b *Bot) remember(c chanInfo) {
+	if len(b.channels) >= 10000 {
+		clear(b.channels)
+	}
+	b.channels[c.ID] = c
+}
+
+// placeFor finds out what kind of channel channelID is (one lookup per
+// channel, then cached).
+func (b *Bot) placeFor(ctx context.Context, guildID, channelID string) place {
+	if guildID == "" {
+		return place{Channel: channelID, Kind: kindDM}
+	}
+	b.mu.Lock()
+	c, ok := b.channels[channelID]
+	b.mu.Unlock()
+	if !ok {
+		var ch *discordgo.Channel
+		err := b.retry(ctx, "get channel", true, func(opts []discordgo.RequestOption) error {
+			var err error
+			ch, err = b.s.Channel(channelID, opts...)
+			return err
+		})
+		if err != nil {
+			b.log.Warn("discord: channel lookup failed; treating it as a text channel", "channel", channelID, "err", err)
+			return place{Guild: guildID, Channel: channelID, Kind: kindText}
+		}
+		c = chanInfo{ID: ch.ID, Guild: guildID, Parent: ch.ParentID, Owner: ch.OwnerID, Type: ch.Type}
+		b.mu.Lock()
+		b.remember(c)
+		b.mu.Unlock()
+	}
+	p := place{Guild: guildID, Channel: channelID}
+	switch c.Type {
+	case discordgo.ChannelTypeGuildText, discordgo.ChannelTypeGuildNews:
+		p.Kind = kindText
+	case discordgo.ChannelTypeGuildPublicThread, discordgo.ChannelTypeGuildPrivateThread, discordgo.ChannelTypeGuildNewsThread:
+		_, botID := b.ids()
+		p.Kind, p.Parent, p.Ours = kindThread, c.Parent, c.Owner != "" && c.Owner == botID
+	case discordgo.ChannelTypeDM, discordgo.ChannelTypeGroupDM:
+		p.Kind = kindDM
+	default:
+		p.Kind = kindOther
+	}
+	return p
+}
+
+// origin is the adapter's note, stored with a job, of where to answer.
+type origin struct {
+	// Mode "i": the job answers an interaction by editing its response
+	// (App, Token; At is when it arrived, for the 15-minute token).
+	// Mode "c": it edits a status message the bot posted (Msg).
+	Mode  string
+	App   string
+	Token string
+	At    time.Time
+	Place place
+	// Msg is the interaction's response message (mode i) or the status
+	// message (mode c).
+	Msg string
+	// Ref is the person's message to reply to when posting afresh.
+	Ref string
+}
+
+func (o origin) encode() map[string]string {
+	m := map[string]string{"v": "1", "mode": o.Mode, "ch": o.Place.Channel, "kind": strconv.Itoa(int(o.Place.Kind))}
+	set := func(k, v string) {
+		if v != "" {
+			m[k] = v
+		}
+	}
+	set("guild", o.Place.Guild)
+	set("parent", o.Place.Parent)
+	set("app", o.App)
+	set("token", o.Token)
+	set("msg", o.Msg)
+	set("ref", o.Ref)
+	if !o.At.IsZero() {
+		m["at"] = strconv.FormatInt(o.At.UnixMilli(), 10)
+	}
+	return m
+}
+
+func parseOrigin(m map[string]string) (origin, bool) {
+	if m["v"] != "1" || m["ch"] == "" {
+		return origin{}, false
+	}
+	kind, err := strconv.Atoi(m["kind"])
+	if err != nil || kind < int(kindText) || kind > int(kindOther) {
+		return origin{}, false
+	}
+	o := origin{Mode: m["mode"], App: m["app"], Token: m["token"], Msg: m["msg"], Ref: m["ref"],
+		Place: place{Guild: m["guild"], Channel: m["ch"], Parent: m["parent"], Kind: placeKind(kind)}}
+	if ms, err := strconv.ParseInt(m["at"], 10, 64); err == nil {
+		o.At = time.UnixMilli(ms)
+	}
+	switch {
+	case o.Mode == "i" && (o.App == "" || o.Token == ""):
+		return origin{}, false
+	case o.Mode != "i" && o.Mode != "c":
+		return origin{}, false
+	}
+	return o, true
+}
+
+// tokenLife is how long the bot trusts an interaction token: Discord's 15
+// minutes, less a margin for the time a post takes.
+const tokenLife = 15*time.Minute - 30*time.Second
+
+// tokenValid reports whether o's interaction token can still be used.
+func (b *Bot) tokenValid(o origin) bool {
+	return o.Mode == "i" && b.now().Sub(o.At) < tokenLife
+}

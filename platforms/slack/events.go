@@ -1,0 +1,563 @@
+package slack
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	slackgo "github.com/slack-go/slack"
+	"github.com/slack-go/slack/slackevents"
+
+	"kontextbot/bot"
+)
+
+func parseURL(s string) (*url.URL, error) { return url.Parse(s) }
+
+// Help is what the bot answers to /imagine without a prompt, and to a
+// mention it cannot act on.
+const Help = "*/imagine PROMPT* makes a picture (options: `--ar 16:9`, `--seed N`, `--model pro`); " +
+	"its message starts a thread where every message you send edits it. " +
+	"*/edit PROMPT* edits this channel's latest picture. " +
+	"Mention me with an image attached (or in a thread below one) to edit that image, " +
+	"or use the *Edit image* shortcut (⋯ on a message). *Reroll*, *Undo* and *Edit* sit under every picture. " +
+	"*/usage* shows what you have used."
+
+// handleEvent handles one Events API event, already acknowledged.
+func (b *Bot) handleEvent(ctx context.Context, ev slackevents.EventsAPIEvent) {
+	if cb, ok := ev.Data.(*slackevents.EventsAPICallbackEvent); ok && cb.EventID != "" && !b.seen.first("event:"+cb.EventID) {
+		return // a retry of an event already handled
+	}
+	team := ev.TeamID
+	if team == "" {
+		team = b.team
+	}
+	switch e := ev.InnerEvent.Data.(type) {
+	case *slackevents.MessageEvent:
+		b.onMessage(ctx, team, e)
+	case *slackevents.AppMentionEvent:
+		b.onMention(ctx, team, e)
+	}
+}
+
+// fromBot reports whether a message was written by a bot (this one or
+// another) rather than a person.
+func (b *Bot) fromBot(user, botID string) bool {
+	return user == "" || botID != "" || user == b.botUser
+}
+
+// onMessage: in a picture's thread, a person's message edits the current
+// image, or the image attached to it. In a direct message with the bot, a
+// top-level message counts as a mention.
+func (b *Bot) onMessage(ctx context.Context, team string, e *slackevents.MessageEvent) {
+	m := e.Message
+	if m == nil {
+		return
+	}
+	switch e.SubType {
+	case "", "file_share", "thread_broadcast":
+	default:
+		return // edits, deletions, joins, bot messages...
+	}
+	if b.fromBot(m.User, m.BotID) || b.fromBot(e.User, e.BotID) {
+		return
+	}
+	channel, ts, thread := e.Channel, m.Timestamp, m.ThreadTimestamp
+	if channel == "" || ts == "" {
+		return
+	}
+	p := place{team: team, channel: channel, thread: thread, user: m.User}
+	if thread == "" || thread == ts {
+		if e.ChannelType == slackevents.ChannelTypeIM {
+			b.mention(ctx, p, ts, m.Text, m.Files)
+		}
+		return
+	}
+	key := p.conv()
+	ok, err := b.pictureThread(ctx, key)
+	if err == nil && !ok && m.ParentUserId == b.botUser {
+		// A reply to one of the bot's messages: maybe a picture whose
+		// thread the core records a moment after it is posted.
+		ok, err = b.awaitPictureThread(ctx, key, 5*time.Second)
+	}
+	if err != nil || !ok {
+		if err != nil {
+			b.log.Error("slack: look up thread", "key", key.String(), "err", err)
+		}
+		return
+	}
+	if !b.seen.first("msg:" + messageID(channel, ts)) {
+		return
+	}
+	prompt, opts, err := bot.ParseOptions(b.cleanText(m.Text))
+	if err != nil {
+		b.reply(ctx, p, err)
+		return
+	}
+	req := &bot.Request{Kind: bot.KindEdit, Conv: key, User: m.User, Prompt: prompt,
+		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model}
+	if len(m.Files) > 0 {
+		f, err := pickImage(m.Files)
+		if err != nil {
+			b.reply(ctx, p, err)
+			return
+		}
+		if req.Image, err = b.download(ctx, fileURL(f)); err != nil {
+			b.reply(ctx, p, err)
+			return
+		}
+	}
+	b.submit(ctx, p, req)
+}
+
+// pictureThread reports whether the thread at key is one of the bot's
+// conversations.
+func (b *Bot) pictureThread(ctx context.Context, key bot.ConvKey) (bool, error) {
+	if key.Thread == "" {
+		return false, nil
+	}
+	_, err := b.core.Store().Conversation(ctx, key)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, bot.ErrNotFound):
+		return false, nil
+	}
+	return false, err
+}
+
+// awaitPictureThread waits up to d for the thread at key to become a
+// picture thread.
+func (b *Bot) awaitPictureThread(ctx context.Context, key bot.ConvKey, d time.Duration) (bool, error) {
+	deadline := time.Now().Add(d)
+	for {
+		select {
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+		ok, err := b.pictureThread(ctx, key)
+		if ok || err != nil || time.Now().After(deadline) {
+			return ok, err
+		}
+	}
+}
+
+// onMention: outside the bot's threads, a mention with an image attached,
+// or in a thread below an image, edits that image.
+func (b *Bot) onMention(ctx context.Context, team string, e *slackevents.AppMentionEvent) {
+	if b.fromBot(e.User, e.BotID) || e.Edited != nil {
+		return
+	}
+	p := place{team: team, channel: e.Channel, thread: e.ThreadTimeStamp, user: e.User}
+	if p.thread != "" && p.thread != e.TimeStamp {
+		if ok, err := b.pictureThread(ctx, p.conv()); err != nil || ok {
+			return // the message event handles messages in picture threads
+		}
+	}
+	b.mention(ctx, p, e.TimeStamp, e.Text, e.Files)
+}
+
+// mention edits the image attached to a message, or the latest image
+// above it in its thread. The result goes to the message's thread.
+func (b *Bot) mention(ctx context.Context, p place, ts, text string, files []slackgo.File) {
+	if !b.seen.first("msg:" + messageID(p.channel, ts)) {
+		return
+	}
+	top := p.thread == "" || p.thread == ts
+	if top {
+		p.thread = ts // answer in the message's own thread
+	}
+	prompt, opts, err := bot.ParseOptions(b.cleanText(text))
+	if err != nil {
+		b.reply(ctx, p, err)
+		return
+	}
+	req := &bot.Request{Kind: bot.KindEdit, Conv: p.conv(), User: p.user, Prompt: prompt,
+		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model}
+	switch {
+	case len(files) > 0:
+		f, err := pickImage(files)
+		if err != nil {
+			b.reply(ctx, p, err)
+			return
+		}
+		if req.Image, err = b.download(ctx, fileURL(f)); err != nil {
+			b.reply(ctx, p, err)
+			return
+		}
+	case !top:
+		msg, err := b.imageAbove(ctx, p.channel, p.thread, ts)
+		if err != nil {
+			b.reply(ctx, p, err)
+			return
+		}
+		if msg == nil {
+			b.ephemeral(ctx, p, "I found no image above in this thread. Attach one to your message, or reply in a picture's thread.")
+			return
+		}
+		if err := b.baseFromMessage(ctx, req, p.conv(), msg.Timestamp, b.fromBot(msg.User, msg.BotID), msg.Files); err != nil {
+			b.reply(ctx, p, err)
+			return
+		}
+	default:
+		if strings.TrimSpace(prompt) == "" {
+			b.ephemeral(ctx, p, Help)
+		} else {
+			b.ephemeral(ctx, p, "To edit an image, attach it to your message (or mention me in a thread below one). To make a new one, use /imagine "+prompt)
+		}
+		return
+	}
+	b.submit(ctx, p, req)
+}
+
+// imageAbove returns the latest message with an image in a thread,
+// before the message at ts; nil when there is none.
+func (b *Bot) imageAbove(ctx context.Context, channel, thread, ts string) (*slackgo.Message, error) {
+	var all []slackgo.Message
+	cursor := ""
+	for range 10 {
+		msgs, more, next, err := b.api.GetConversationRepliesContext(ctx, &slackgo.GetConversationRepliesParameters{
+			ChannelID: channel, Timestamp: thread, Cursor: cursor, Limit: 200})
+		if err != nil {
+			return nil, fmt.Errorf("slack: conversations.replies: %w", err)
+		}
+		all = append(all, msgs...)
+		if !more || next == "" {
+			break
+		}
+		cursor = next
+	}
+	sort.SliceStable(all, func(i, j int) bool { return tsLess(all[i].Timestamp, all[j].Timestamp) })
+	for i := len(all) - 1; i >= 0; i-- {
+		m := &all[i]
+		if !tsLess(m.Timestamp, ts) {
+			continue
+		}
+		for j := range m.Files {
+			if isImageFile(&m.Files[j]) {
+				return m, nil
+			}
+		}
+	}
+	return nil, nil
+}
+
+// tsAge is how long ago a message with Slack timestamp ts was posted
+// (negative when ts is not a timestamp).
+func tsAge(ts string) time.Duration {
+	sec, frac, _ := strings.Cut(ts, ".")
+	s, err := strconv.ParseInt(sec, 10, 64)
+	if err != nil {
+		return -1
+	}
+	us, _ := strconv.ParseInt((frac + "000000")[:6], 10, 64)
+	return time.Since(time.Unix(s, us*1000))
+}
+
+// tsLess orders Slack timestamps ("1712345678.000200").
+func tsLess(a, b string) bool {
+	as, af, _ := strings.Cut(a, ".")
+	bs, bf, _ := strings.Cut(b, ".")
+	if len(as) != len(bs) {
+		return len(as) < len(bs)
+	}
+	if as != bs {
+		return as < bs
+	}
+	for len(af) < len(bf) {
+		af += "0"
+	}
+	for len(bf) < len(af) {
+		bf += "0"
+	}
+	return af < bf
+}
+
+// baseFromMessage sets the base of an edit to the image of the message at
+// ts in the conversation at key: the bot's own result by its id, or a
+// person's image downloaded.
+func (b *Bot) baseFromMessage(ctx context.Context, req *bot.Request, key bot.ConvKey, ts string, own bool, files []slackgo.File) error {
+	id := messageID(key.Channel, ts)
+	req.ReplyTo = id
+	if own {
+		// The core records where a result was posted just after posting
+		// it: for a message that new, give it a moment.
+		wait := time.Duration(0)
+		if age := tsAge(ts); age >= 0 && age < 30*time.Second {
+			wait = 3 * time.Second
+		}
+		for deadline := time.Now().Add(wait); ; {
+			_, _, err := b.core.Store().Message(ctx, key, id)
+			if err == nil {
+				return nil
+			}
+			if !errors.Is(err, bot.ErrNotFound) || time.Now().After(deadline) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	f, err := pickImage(files)
+	if err != nil {
+		return err
+	}
+	req.ReplyImage, err = b.download(ctx, fileURL(f))
+	return err
+}
+
+var mentionRE = regexp.MustCompile(`<@([A-Z0-9]+)(\|[^>]*)?>`)
+
+// cleanText turns message text into a prompt: the bot's own mentions
+// removed, Slack's escaping undone.
+func (b *Bot) cleanText(text string) string {
+	text = mentionRE.ReplaceAllStringFunc(text, func(m string) string {
+		if sub := mentionRE.FindStringSubmatch(m); sub != nil && sub[1] == b.botUser {
+			return ""
+		}
+		return m
+	})
+	return strings.TrimSpace(unescape(text))
+}
+
+// submit posts a status message where the request was made, then hands
+// the request to the core with the status message in its Origin (so a
+// restart finds it). A refused request takes its status message back and
+// tells the requester why, only them.
+func (b *Bot) submit(ctx context.Context, p place, req *bot.Request) {
+	if req.Kind == bot.KindEdit || req.Kind == bot.KindImagine {
+		if _, err := bot.CleanPrompt(req.Prompt); err != nil {
+			b.reply(ctx, p, err)
+			return
+		}
+	}
+	statusTS, err := b.postStatus(ctx, p.channel, p.thread, req.Prompt) // a reroll has no prompt yet
+	if err != nil {
+		if notInChannel(err) {
+			b.ephemeral(ctx, p, fmt.Sprintf("I'm not in this channel yet: invite me with /invite @%s, then try again.", b.botName))
+			return
+		}
+		b.reply(ctx, p, fmt.Errorf("slack: post status: %w", err))
+		return
+	}
+	req.Origin = map[string]string{originChannel: p.channel, originThread: p.thread, originStatus: statusTS, originUser: p.user}
+	job, err := b.core.Submit(ctx, req)
+	if err != nil {
+		b.deleteMessage(ctx, p.channel, statusTS)
+		b.reply(ctx, p, err)
+		return
+	}
+	b.log.Debug("slack: job accepted", "job", job.ID, "kind", job.Kind, "conv", job.Conv.String())
+}
+
+// handleSlash handles a slash command, already acknowledged.
+func (b *Bot) handleSlash(ctx context.Context, cmd slackgo.SlashCommand) {
+	team := cmd.TeamID
+	if team == "" {
+		team = b.team
+	}
+	p := place{team: team, channel: cmd.ChannelID, user: cmd.UserID, responseURL: cmd.ResponseURL}
+	text := strings.TrimSpace(unescape(cmd.Text))
+	name := strings.TrimPrefix(cmd.Command, "/")
+	switch {
+	case strings.HasSuffix(name, "usage") || strings.HasSuffix(name, "imagine") && strings.EqualFold(text, "usage"):
+		b.usage(ctx, p)
+	case strings.HasSuffix(name, "imagine") && (text == "" || strings.EqualFold(text, "help")):
+		b.ephemeral(ctx, p, Help)
+	case strings.HasSuffix(name, "imagine"):
+		b.command(ctx, p, bot.KindImagine, text, cmd.UserName)
+	case strings.HasSuffix(name, "edit") && text == "":
+		b.ephemeral(ctx, p, "Say what to change: /edit make it night. It edits this channel's latest picture.")
+	case strings.HasSuffix(name, "edit"):
+		b.command(ctx, p, bot.KindEdit, text, cmd.UserName)
+	default:
+		b.ephemeral(ctx, p, Help)
+	}
+}
+
+// command runs /imagine or /edit in a channel; the result becomes the
+// root of a new picture thread.
+func (b *Bot) command(ctx context.Context, p place, kind bot.Kind, text, userName string) {
+	prompt, opts, err := bot.ParseOptions(text)
+	if err != nil {
+		b.reply(ctx, p, err)
+		return
+	}
+	b.submit(ctx, p, &bot.Request{Kind: kind, Conv: p.conv(), User: p.user, UserName: userName,
+		Prompt: prompt, Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model})
+}
+
+func (b *Bot) usage(ctx context.Context, p place) {
+	rep, err := b.core.Usage(ctx, &bot.Request{Kind: bot.KindUsage, Conv: p.conv(), User: p.user})
+	if err != nil {
+		b.reply(ctx, p, err)
+		return
+	}
+	b.ephemeral(ctx, p, rep.Text())
+}
+
+// handleInteraction handles a button, the shortcut or a modal
+// submission, already acknowledged.
+func (b *Bot) handleInteraction(ctx context.Context, cb slackgo.InteractionCallback) {
+	team := cb.Team.ID
+	if team == "" {
+		team = cb.User.TeamID
+	}
+	if team == "" {
+		team = b.team
+	}
+	switch cb.Type {
+	case slackgo.InteractionTypeBlockActions:
+		for _, a := range cb.ActionCallback.BlockActions {
+			b.onButton(ctx, team, cb, a)
+		}
+	case slackgo.InteractionTypeMessageAction:
+		if cb.CallbackID == cbShortcut {
+			b.onShortcut(ctx, team, cb)
+		}
+	case slackgo.InteractionTypeViewSubmission:
+		if cb.View.CallbackID == cbEditModal {
+			b.onEditSubmit(ctx, cb)
+		}
+	}
+}
+
+// onButton handles Reroll, Undo, Edit and Cancel.
+func (b *Bot) onButton(ctx context.Context, team string, cb slackgo.InteractionCallback, a *slackgo.BlockAction) {
+	channel := cb.Container.ChannelID
+	if channel == "" {
+		channel = cb.Channel.ID
+	}
+	p := place{team: team, channel: channel, thread: cb.Container.ThreadTs, user: cb.User.ID, responseURL: cb.ResponseURL}
+	if a.ActionID == actCancel {
+		if err := b.core.Cancel(ctx, a.Value, p.user); err != nil {
+			b.reply(ctx, p, err)
+		}
+		return
+	}
+	ref, ok := parseTurnRef(a.Value)
+	if !ok {
+		return
+	}
+	// The conversation of an image is its thread; a message that is
+	// itself the thread's root carries no thread in its buttons.
+	p.thread = ref.Thread
+	if p.thread == "" {
+		p.thread = cb.Container.ThreadTs
+	}
+	if p.thread == "" {
+		p.thread = cb.Container.MessageTs
+	}
+	key := p.conv()
+	switch a.ActionID {
+	case actReroll:
+		req := &bot.Request{Kind: bot.KindReroll, Conv: key, User: p.user, Turn: ref.Turn}
+		if conv, err := b.core.Store().Conversation(ctx, key); err == nil {
+			if t := conv.Turn(ref.Turn); t != nil && t.Parent != "" && conv.Turn(t.Parent) == nil {
+				// An /edit result opened this thread; its parent lives in the
+				// channel's conversation, so reroll it there.
+				req.Conv.Thread, p.thread = "", ""
+			}
+		}
+		b.submit(ctx, p, req)
+	case actUndo:
+		b.undo(ctx, p, ref.Turn)
+	case actEdit:
+		meta := editMeta{Team: team, Channel: channel, Thread: p.thread, Turn: ref.Turn}
+		if _, err := b.api.OpenViewContext(ctx, cb.TriggerID, editModal(meta, "Edit image")); err != nil {
+			b.reply(ctx, p, fmt.Errorf("slack: views.open: %w", err))
+		}
+	}
+}
+
+// undo steps the conversation back and shows the image it returns to.
+func (b *Bot) undo(ctx context.Context, p place, turn string) {
+	d, err := b.core.Undo(ctx, &bot.Request{Kind: bot.KindUndo, Conv: p.conv(), User: p.user, Turn: turn})
+	if err != nil {
+		b.reply(ctx, p, err)
+		return
+	}
+	ts, err := b.postImage(ctx, p.channel, p.thread, d)
+	if err != nil {
+		b.reply(ctx, p, err)
+		return
+	}
+	if ts == "" {
+		return
+	}
+	if err := b.core.RecordPost(ctx, d.Conv, d.Turn.ID, bot.Posted{MessageID: messageID(p.channel, ts)}); err != nil {
+		b.log.Error("slack: record undo post", "err", err)
+	}
+}
+
+// onShortcut opens the edit modal for a message's image.
+func (b *Bot) onShortcut(ctx context.Context, team string, cb slackgo.InteractionCallback) {
+	msg := cb.Message
+	ts := msg.Timestamp
+	if ts == "" {
+		ts = cb.MessageTs
+	}
+	p := place{team: team, channel: cb.Channel.ID, thread: msg.ThreadTimestamp, user: cb.User.ID, responseURL: cb.ResponseURL}
+	f, err := pickImage(msg.Files)
+	if err != nil {
+		b.reply(ctx, p, err)
+		return
+	}
+	if u, err := url.Parse(fileURL(f)); err != nil || !b.mayReceiveToken(u) {
+		b.reply(ctx, p, errForeignFile)
+		return
+	}
+	thread := msg.ThreadTimestamp
+	if thread == "" {
+		thread = ts // the edit continues in the message's own thread
+	}
+	meta := editMeta{Team: team, Channel: cb.Channel.ID, Thread: thread, Msg: messageID(cb.Channel.ID, ts),
+		Own:  b.fromBot(msg.User, msg.BotID),
+		File: &fileRef{URL: fileURL(f), Name: f.Name, Mime: f.Mimetype, Size: f.Size}}
+	if _, err := b.api.OpenViewContext(ctx, cb.TriggerID, editModal(meta, "Edit image")); err != nil {
+		b.reply(ctx, p, fmt.Errorf("slack: views.open: %w", err))
+	}
+}
+
+// onEditSubmit runs the edit a modal asked for.
+func (b *Bot) onEditSubmit(ctx context.Context, cb slackgo.InteractionCallback) {
+	var meta editMeta
+	if err := json.Unmarshal([]byte(cb.View.PrivateMetadata), &meta); err != nil || meta.Channel == "" {
+		b.log.Warn("slack: edit modal without metadata", "err", err)
+		return
+	}
+	p := place{team: meta.Team, channel: meta.Channel, thread: meta.Thread, user: cb.User.ID}
+	if p.team == "" {
+		p.team = b.team
+	}
+	text := ""
+	if cb.View.State != nil {
+		text = cb.View.State.Values[blockPrompt][actPrompt].Value
+	}
+	prompt, opts, err := bot.ParseOptions(text)
+	if err != nil {
+		b.reply(ctx, p, err)
+		return
+	}
+	req := &bot.Request{Kind: bot.KindEdit, Conv: p.conv(), User: p.user, UserName: cb.User.Name, Prompt: prompt,
+		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model, Turn: meta.Turn}
+	if meta.Msg != "" && meta.File != nil {
+		_, ts, _ := strings.Cut(meta.Msg, ":")
+		files := []slackgo.File{{URLPrivate: meta.File.URL, Name: meta.File.Name, Mimetype: meta.File.Mime, Size: meta.File.Size}}
+		if err := b.baseFromMessage(ctx, req, p.conv(), ts, meta.Own, files); err != nil {
+			b.reply(ctx, p, err)
+			return
+		}
+	}
+	b.submit(ctx, p, req)
+}

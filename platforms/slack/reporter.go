@@ -1,0 +1,463 @@
+package slack
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	slackgo "github.com/slack-go/slack"
+
+	"kontextbot/bot"
+)
+
+// Origin keys: where a job answers. They are stored with the job, so a
+// job accepted by an earlier process reports to the same place.
+const (
+	originChannel = "channel"
+	originThread  = "thread" // "" for a channel's top level
+	originStatus  = "status" // ts of the status message, posted before Submit
+	originUser    = "user"
+)
+
+// reporter is the bot.Reporter of one job. It holds nothing: everything
+// comes from the job (its Origin and Conv) and the adapter.
+type reporter struct{ b *Bot }
+
+// Queued updates the job's status message: its place in line.
+func (r reporter) Queued(job *bot.Job, pos int) { r.b.statusOf(job).queued(pos) }
+
+// Running updates the job's status message: generating.
+func (r reporter) Running(job *bot.Job) { r.b.statusOf(job).running() }
+
+// Deliver posts the image where the job belongs, then removes the status
+// message. An image made in a channel (not a thread) opens its own
+// thread: its message becomes the thread's root and the conversation.
+func (r reporter) Deliver(ctx context.Context, job *bot.Job, d *bot.Delivery) (bot.Posted, error) {
+	b := r.b
+	st := b.statusOf(job)
+	statusTS := st.finish()
+	key := job.Conv
+	ts, err := b.postImage(ctx, key.Channel, key.Thread, d)
+	if err != nil {
+		return bot.Posted{}, err
+	}
+	if statusTS != "" {
+		b.deleteMessage(ctx, st.channel, statusTS)
+		st.forget()
+	}
+	posted := bot.Posted{}
+	if ts != "" {
+		posted.MessageID = messageID(key.Channel, ts)
+		if key.Thread == "" {
+			thread := key
+			thread.Thread = ts
+			posted.Thread = &thread
+		}
+	}
+	return posted, nil
+}
+
+// Fail removes the status message and tells the requester, only them, why
+// there is no image.
+func (r reporter) Fail(ctx context.Context, job *bot.Job, msg string) {
+	b := r.b
+	st := b.statusOf(job)
+	if ts := st.finish(); ts != "" {
+		b.deleteMessage(ctx, st.channel, ts)
+		st.forget()
+	}
+	b.ephemeral(ctx, place{team: job.Conv.Workspace, channel: st.channel, thread: st.thread, user: st.user}, msg)
+}
+
+// messageID is a Slack message's id for the core: a ts is unique only
+// within its channel.
+func messageID(channel, ts string) string { return channel + ":" + ts }
+
+// postImage uploads an image into channel (and thread), with its caption
+// and buttons, and returns the ts of the message that shares it.
+func (b *Bot) postImage(ctx context.Context, channel, thread string, d *bot.Delivery) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	ext := "png"
+	switch d.Turn.Format {
+	case "jpeg", "jpg":
+		ext = "jpg"
+	case "gif", "webp":
+		ext = d.Turn.Format
+	}
+	title := truncate(d.Turn.Prompt, 200)
+	if d.Turn.Kind == bot.KindUpload || title == "" {
+		title = "Uploaded image"
+	}
+	f, err := b.api.UploadFileContext(ctx, slackgo.UploadFileParameters{
+		Reader:          bytes.NewReader(d.Image),
+		FileSize:        len(d.Image),
+		Filename:        "kontext-" + d.Turn.ID + "." + ext,
+		Title:           title,
+		AltTxt:          truncate(d.Turn.Prompt, 1000),
+		Channel:         channel,
+		ThreadTimestamp: thread,
+		Blocks:          imageBlocks(d, thread),
+	})
+	if err != nil {
+		return "", fmt.Errorf("slack: upload image: %w", err)
+	}
+	ts, err := b.findShare(ctx, f.ID, channel, thread)
+	if err != nil {
+		// The image is posted; only its message id is unknown, so a reply
+		// to it cannot be traced. Not worth posting it twice.
+		b.log.Warn("slack: uploaded image's message not found", "file", f.ID, "channel", channel, "err", err)
+		return "", nil
+	}
+	return ts, nil
+}
+
+// findShare waits for the message Slack posts a moment after
+// files.completeUploadExternal, and returns its ts (from files.info).
+func (b *Bot) findShare(ctx context.Context, fileID, channel, thread string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, shareTimeout)
+	defer cancel()
+	delay := 100 * time.Millisecond
+	for {
+		f, _, _, err := b.api.GetFileInfoContext(ctx, fileID, 0, 0)
+		if err == nil {
+			if ts := shareTS(f, channel, thread); ts != "" {
+				return ts, nil
+			}
+		} else if ctx.Err() == nil {
+			b.log.Debug("slack: files.info", "file", fileID, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = errors.New("the file was not shared")
+			}
+			return "", fmt.Errorf("%w (%w)", ctx.Err(), err)
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, time.Second)
+	}
+}
+
+// shareTS finds the message sharing f in channel (and thread).
+func shareTS(f *slackgo.File, channel, thread string) string {
+	var shares []slackgo.ShareFileInfo
+	shares = append(shares, f.Shares.Public[channel]...)
+	shares = append(shares, f.Shares.Private[channel]...)
+	for _, s := range shares {
+		if thread == "" && (s.ThreadTs == "" || s.ThreadTs == s.Ts) || thread != "" && s.ThreadTs == thread {
+			return s.Ts
+		}
+	}
+	return ""
+}
+
+func (b *Bot) deleteMessage(ctx context.Context, channel, ts string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
+	defer cancel()
+	if _, _, err := b.api.DeleteMessageContext(ctx, channel, ts); err != nil {
+		b.log.Warn("slack: delete status message", "channel", channel, "ts", ts, "err", err)
+	}
+}
+
+// phase is where a job's status message is.
+type phase int
+
+const (
+	phaseNew phase = iota
+	phaseQueued
+	phaseRunning
+	phaseDone
+)
+
+// status is one job's status message, updated in place at most once per
+// statusEvery by its own goroutine, which ends when the job does (or the
+// adapter closes). Queued and Running only record the state and wake it.
+type status struct {
+	b       *Bot
+	job     string
+	channel string
+	thread  string
+	user    string
+	prompt  string
+
+	mu       sync.Mutex
+	ts       string
+	phase    phase
+	pos      int
+	since    time.Time
+	shown    string    // the line on the message now
+	ended    time.Time // when the job ended
+	worker   bool
+	wake     chan struct{}
+	stop     chan struct{}
+	finished chan struct{}
+}
+
+// statusOf returns the status of job, from its Origin; a job recovered
+// after a restart gets the status message its first process posted.
+func (b *Bot) statusOf(job *bot.Job) *status {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if st := b.statuses[job.ID]; st != nil {
+		return st
+	}
+	b.sweepStatuses()
+	o := job.Origin
+	st := &status{b: b, job: job.ID, channel: o[originChannel], thread: o[originThread], ts: o[originStatus],
+		user: o[originUser], prompt: job.Prompt,
+		wake: make(chan struct{}, 1), stop: make(chan struct{}), finished: make(chan struct{})}
+	if st.channel == "" {
+		st.channel, st.thread = job.Conv.Channel, job.Conv.Thread
+	}
+	if st.user == "" {
+		st.user = job.User
+	}
+	b.statuses[job.ID] = st
+	return st
+}
+
+func (s *status) queued(pos int) {
+	s.mu.Lock()
+	if s.phase > phaseQueued || s.phase == phaseQueued && s.pos == pos {
+		s.mu.Unlock()
+		return
+	}
+	s.phase, s.pos = phaseQueued, pos
+	s.kick()
+	s.mu.Unlock()
+}
+
+func (s *status) running() {
+	s.mu.Lock()
+	if s.phase >= phaseRunning {
+		s.mu.Unlock()
+		return
+	}
+	s.phase, s.since = phaseRunning, time.Now()
+	s.kick()
+	s.mu.Unlock()
+}
+
+// kick starts the worker or wakes it. Called with s.mu held.
+func (s *status) kick() {
+	if !s.worker {
+		if !s.b.spawn(s.run) {
+			return
+		}
+		s.worker = true
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// finish stops the worker, waits for any update in flight, forgets the
+// status and returns the message's ts ("" when there is none).
+func (s *status) finish() string {
+	s.mu.Lock()
+	wasDone := s.phase == phaseDone
+	s.phase = phaseDone
+	worker := s.worker
+	if !wasDone {
+		close(s.stop)
+	}
+	s.mu.Unlock()
+	if worker {
+		<-s.finished
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ended.IsZero() {
+		s.ended = time.Now()
+	}
+	return s.ts
+}
+
+// forget records that the status message is gone.
+func (s *status) forget() {
+	s.mu.Lock()
+	s.ts = ""
+	s.mu.Unlock()
+}
+
+// sweepStatuses forgets the statuses of jobs that ended a while ago. A
+// finished status is kept for a while so that a late Queued (positions
+// are reported asynchronously) cannot post a new status message. Called
+// with b.mu held.
+func (b *Bot) sweepStatuses() {
+	for id, st := range b.statuses {
+		st.mu.Lock()
+		old := !st.ended.IsZero() && time.Since(st.ended) > 10*time.Minute
+		st.mu.Unlock()
+		if old {
+			delete(b.statuses, id)
+		}
+	}
+}
+
+// line is the status as text, and the job to offer a Cancel for.
+func (s *status) line() (string, string) {
+	switch s.phase {
+	case phaseQueued:
+		return "⏳ " + bot.QueuedText(s.pos), s.job
+	case phaseRunning:
+		secs := int(time.Since(s.since).Round(time.Second) / time.Second)
+		if secs < 1 {
+			return "🎨 Generating…", ""
+		}
+		return fmt.Sprintf("🎨 Generating… %d s", secs), ""
+	}
+	return "⏳ Working on it…", ""
+}
+
+// run keeps the status message current until the job ends.
+func (s *status) run(ctx context.Context) {
+	defer close(s.finished)
+	var last time.Time
+	s.mu.Lock()
+	if s.ts != "" {
+		// The message was just posted (or by an earlier process): its first
+		// update waits too. A job done within statusEvery is never updated.
+		last = time.Now()
+	}
+	s.mu.Unlock()
+	for {
+		s.mu.Lock()
+		line, cancelJob := s.line()
+		changed := line != s.shown
+		running := s.phase == phaseRunning
+		s.mu.Unlock()
+		if changed {
+			if wait := s.b.statusEvery - time.Since(last); !last.IsZero() && wait > 0 {
+				select {
+				case <-s.stop:
+					return
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+				continue // the state may have moved on meanwhile
+			}
+			last = time.Now()
+			s.push(ctx, line, cancelJob)
+		}
+		var tick <-chan time.Time
+		if running {
+			tick = time.After(s.b.elapsedEvery)
+		}
+		select {
+		case <-s.stop:
+			return
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		case <-tick:
+		}
+	}
+}
+
+// push shows line on the status message, posting one if there is none.
+func (s *status) push(ctx context.Context, line, cancelJob string) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	blocks := slackgo.MsgOptionBlocks(statusBlocks(line, s.prompt, cancelJob)...)
+	text := slackgo.MsgOptionText(escape(line), false)
+	s.mu.Lock()
+	ts := s.ts
+	s.mu.Unlock()
+	var err error
+	if ts == "" {
+		opts := []slackgo.MsgOption{text, blocks}
+		if s.thread != "" {
+			opts = append(opts, slackgo.MsgOptionTS(s.thread))
+		}
+		_, ts, err = s.b.api.PostMessageContext(ctx, s.channel, opts...)
+	} else {
+		_, _, _, err = s.b.api.UpdateMessageContext(ctx, s.channel, ts, text, blocks)
+	}
+	if err != nil {
+		s.b.log.Warn("slack: status message", "job", s.job, "err", err)
+		return
+	}
+	s.mu.Lock()
+	s.ts, s.shown = ts, line
+	s.mu.Unlock()
+}
+
+// postStatus posts a new status message before the job exists.
+func (b *Bot) postStatus(ctx context.Context, channel, thread, prompt string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	line := "⏳ Working on it…"
+	opts := []slackgo.MsgOption{slackgo.MsgOptionText(escape(line), false), slackgo.MsgOptionBlocks(statusBlocks(line, prompt, "")...)}
+	if thread != "" {
+		opts = append(opts, slackgo.MsgOptionTS(thread))
+	}
+	_, ts, err := b.api.PostMessageContext(ctx, channel, opts...)
+	return ts, err
+}
+
+// place is where to answer a person: a channel, maybe a thread, and the
+// person; responseURL (slash commands, shortcuts) reaches them even where
+// the bot is not a member.
+type place struct {
+	team, channel, thread, user string
+	responseURL                 string
+}
+
+func (p place) conv() bot.ConvKey {
+	return bot.ConvKey{Platform: Platform, Workspace: p.team, Channel: p.channel, Thread: p.thread}
+}
+
+// ephemeral shows text to the person at p only.
+func (b *Bot) ephemeral(ctx context.Context, p place, text string) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
+	defer cancel()
+	opts := []slackgo.MsgOption{slackgo.MsgOptionText(escape(text), false)}
+	if p.thread != "" {
+		opts = append(opts, slackgo.MsgOptionTS(p.thread))
+	}
+	_, err := b.api.PostEphemeralContext(ctx, p.channel, p.user, opts...)
+	if err == nil {
+		return
+	}
+	if p.responseURL != "" {
+		if u, perr := parseURL(p.responseURL); perr == nil && b.mayReceiveToken(u) {
+			_, _, rerr := b.api.PostMessageContext(ctx, p.channel, slackgo.MsgOptionText(escape(text), false),
+				slackgo.MsgOptionResponseURL(p.responseURL, slackgo.ResponseTypeEphemeral))
+			if rerr == nil {
+				return
+			}
+			err = errors.Join(err, rerr)
+		}
+	}
+	b.log.Warn("slack: ephemeral message", "channel", p.channel, "user", p.user, "err", err, "text", text)
+}
+
+// reply tells the person at p why their request failed: the sentence of a
+// user error, or an apology with the details logged.
+func (b *Bot) reply(ctx context.Context, p place, err error) {
+	var ue *bot.UserError
+	if !errors.As(err, &ue) {
+		b.log.Warn("slack: request failed", "channel", p.channel, "user", p.user, "err", err)
+	}
+	b.ephemeral(ctx, p, bot.Explain(err))
+}
+
+// notInChannel reports whether err says the bot is not in the channel.
+func notInChannel(err error) bool {
+	var se slackgo.SlackErrorResponse
+	if errors.As(err, &se) {
+		switch se.Err {
+		case "not_in_channel", "channel_not_found", "is_archived":
+			return true
+		}
+	}
+	return strings.Contains(fmt.Sprint(err), "not_in_channel")
+}

@@ -1,0 +1,575 @@
+package slackfake
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"net/url"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// params are a Web API call's arguments, from a form or a JSON body.
+type params map[string]string
+
+func (p params) get(k string) string { return p[k] }
+
+func readParams(r *http.Request) (params, error) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 8<<20))
+	if err != nil {
+		return nil, err
+	}
+	p := params{}
+	for k, v := range r.URL.Query() {
+		p[k] = v[0]
+	}
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	switch {
+	case len(body) == 0:
+	case mt == "application/json":
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal(body, &m); err != nil {
+			return nil, fmt.Errorf("invalid JSON body: %w", err)
+		}
+		for k, v := range m {
+			var s string
+			if json.Unmarshal(v, &s) == nil {
+				p[k] = s
+			} else {
+				p[k] = string(v)
+			}
+		}
+	default:
+		vals, err := url.ParseQuery(string(body))
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range vals {
+			p[k] = v[0]
+		}
+	}
+	return p, nil
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func slackErr(w http.ResponseWriter, code string) {
+	writeJSON(w, map[string]any{"ok": false, "error": code})
+}
+
+// serveAPI is every Web API method: auth first, then the method.
+func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
+	method := r.PathValue("method")
+	if r.Method != http.MethodPost && r.Method != http.MethodGet {
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	p, err := readParams(r)
+	if err != nil {
+		s.problem("%s: unreadable request: %v", method, err)
+		slackErr(w, "invalid_form_data")
+		return
+	}
+	want := s.opts.BotToken
+	if method == "apps.connections.open" {
+		want = s.opts.AppToken
+	}
+	auth := r.Header.Get("Authorization")
+	authed := auth == "Bearer "+want
+	s.mu.Lock()
+	s.calls = append(s.calls, Call{Method: method, At: time.Now(), Authed: authed})
+	if _, inBody := p["token"]; inBody {
+		s.problemLocked("%s: the token was sent in the request body; send it as Authorization: Bearer", method)
+	}
+	s.mu.Unlock()
+	if !authed {
+		if auth == "" {
+			s.problem("%s: no Authorization header", method)
+			slackErr(w, "not_authed")
+		} else {
+			s.problem("%s: wrong token in the Authorization header", method)
+			slackErr(w, "invalid_auth")
+		}
+		return
+	}
+	h, ok := map[string]func(http.ResponseWriter, params){
+		"auth.test":                    s.authTest,
+		"apps.connections.open":        s.connectionsOpen,
+		"chat.postMessage":             s.postMessage,
+		"chat.update":                  s.update,
+		"chat.delete":                  s.delete,
+		"chat.postEphemeral":           s.postEphemeral,
+		"conversations.replies":        s.replies,
+		"files.getUploadURLExternal":   s.getUploadURL,
+		"files.completeUploadExternal": s.completeUpload,
+		"files.info":                   s.fileInfo,
+		"views.open":                   s.viewsOpen,
+	}[method]
+	if !ok {
+		s.problem("unknown or unexpected Web API method %s", method)
+		w.WriteHeader(http.StatusNotFound)
+		slackErr(w, "unknown_method")
+		return
+	}
+	h(w, p)
+}
+
+func (s *Server) authTest(w http.ResponseWriter, _ params) {
+	writeJSON(w, map[string]any{"ok": true, "url": "https://" + s.opts.TeamDomain + ".slack.com/", "team": s.opts.TeamDomain,
+		"user": s.opts.BotName, "team_id": s.opts.TeamID, "user_id": s.opts.BotUserID, "bot_id": s.opts.BotID, "is_enterprise_install": false})
+}
+
+func (s *Server) connectionsOpen(w http.ResponseWriter, _ params) {
+	s.mu.Lock()
+	ticket := s.newID("ticket-")
+	s.mu.Unlock()
+	writeJSON(w, map[string]any{"ok": true, "url": "ws" + strings.TrimPrefix(s.URL, "http") + "/socket?ticket=" + ticket})
+}
+
+// channelFor finds a channel the bot may post in.
+func (s *Server) channelFor(id string) (*channel, string) {
+	c := s.channels[id]
+	switch {
+	case c == nil:
+		return nil, "channel_not_found"
+	case !c.botMember:
+		return nil, "not_in_channel"
+	}
+	return c, ""
+}
+
+func validBlocks(raw string) (json.RawMessage, bool) {
+	if raw == "" {
+		return nil, true
+	}
+	var blocks []map[string]any
+	if json.Unmarshal([]byte(raw), &blocks) != nil {
+		return nil, false
+	}
+	for _, b := range blocks {
+		if _, ok := b["type"].(string); !ok {
+			return nil, false
+		}
+	}
+	return json.RawMessage(raw), true
+}
+
+// addBotMessage posts a message as the bot. Called with s.mu held.
+func (s *Server) addBotMessage(c *channel, thread, text string, blocks json.RawMessage, files []*File) (*Message, string) {
+	if thread != "" {
+		root := s.findMsg(c.id, thread)
+		if root == nil || root.InThread() {
+			return nil, "thread_not_found"
+		}
+		if root.ThreadTS == "" {
+			root.ThreadTS = root.TS
+		}
+	}
+	m := &Message{Channel: c.id, TS: s.newTS(), ThreadTS: thread, User: s.opts.BotUserID, BotID: s.opts.BotID,
+		Text: text, Blocks: blocks, Files: files, Posted: time.Now()}
+	if len(files) > 0 {
+		m.SubType = "file_share"
+	}
+	c.msgs = append(c.msgs, m)
+	s.notify()
+	return m, ""
+}
+
+func (s *Server) postMessage(w http.ResponseWriter, p params) {
+	blocks, ok := validBlocks(p.get("blocks"))
+	if !ok {
+		s.problem("chat.postMessage: invalid blocks %s", p.get("blocks"))
+		slackErr(w, "invalid_blocks")
+		return
+	}
+	if p.get("text") == "" && blocks == nil {
+		slackErr(w, "no_text")
+		return
+	}
+	s.mu.Lock()
+	c, code := s.channelFor(p.get("channel"))
+	var m *Message
+	if code == "" {
+		m, code = s.addBotMessage(c, p.get("thread_ts"), p.get("text"), blocks, nil)
+	}
+	var ev map[string]any
+	if code == "" {
+		ev = s.messageEvent(c, m)
+	}
+	s.mu.Unlock()
+	if code != "" {
+		slackErr(w, code)
+		return
+	}
+	s.emit(ev)
+	writeJSON(w, map[string]any{"ok": true, "channel": m.Channel, "ts": m.TS, "message": s.messageJSONUnlocked(m)})
+}
+
+func (s *Server) update(w http.ResponseWriter, p params) {
+	blocks, ok := validBlocks(p.get("blocks"))
+	if !ok {
+		s.problem("chat.update: invalid blocks %s", p.get("blocks"))
+		slackErr(w, "invalid_blocks")
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.findMsg(p.get("channel"), p.get("ts"))
+	switch {
+	case m == nil || m.Deleted:
+		slackErr(w, "message_not_found")
+		return
+	case m.User != s.opts.BotUserID:
+		slackErr(w, "cant_update_message")
+		return
+	}
+	m.Edits = append(m.Edits, Edit{At: time.Now(), Text: p.get("text"), Blocks: blocks})
+	if p.get("text") != "" {
+		m.Text = p.get("text")
+	}
+	if blocks != nil {
+		m.Blocks = blocks
+	}
+	s.notify()
+	writeJSON(w, map[string]any{"ok": true, "channel": m.Channel, "ts": m.TS, "text": m.Text})
+}
+
+func (s *Server) delete(w http.ResponseWriter, p params) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.findMsg(p.get("channel"), p.get("ts"))
+	switch {
+	case m == nil || m.Deleted:
+		slackErr(w, "message_not_found")
+		return
+	case m.User != s.opts.BotUserID:
+		slackErr(w, "cant_delete_message")
+		return
+	}
+	m.Deleted = true
+	s.notify()
+	writeJSON(w, map[string]any{"ok": true, "channel": m.Channel, "ts": m.TS})
+}
+
+func (s *Server) postEphemeral(w http.ResponseWriter, p params) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, code := s.channelFor(p.get("channel")); code != "" {
+		slackErr(w, code)
+		return
+	}
+	if p.get("user") == "" {
+		slackErr(w, "user_not_in_channel")
+		return
+	}
+	text := p.get("text")
+	if text == "" && p.get("blocks") == "" {
+		slackErr(w, "no_text")
+		return
+	}
+	s.ephemerals = append(s.ephemerals, Ephemeral{Channel: p.get("channel"), User: p.get("user"), ThreadTS: p.get("thread_ts"),
+		Text: text, Via: "chat.postEphemeral", At: time.Now()})
+	s.notify()
+	writeJSON(w, map[string]any{"ok": true, "message_ts": s.newTS()})
+}
+
+func (s *Server) replies(w http.ResponseWriter, p params) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.channels[p.get("channel")]
+	if c == nil {
+		slackErr(w, "channel_not_found")
+		return
+	}
+	m := s.findMsg(c.id, p.get("ts"))
+	if m == nil {
+		slackErr(w, "thread_not_found")
+		return
+	}
+	root := m.TS
+	if m.InThread() {
+		root = m.ThreadTS
+	}
+	var out []map[string]any
+	for _, mm := range s.thread(c.id, root, false) {
+		out = append(out, s.messageJSON(&mm))
+	}
+	writeJSON(w, map[string]any{"ok": true, "messages": out, "has_more": false,
+		"response_metadata": map[string]any{"next_cursor": ""}})
+}
+
+func (s *Server) getUploadURL(w http.ResponseWriter, p params) {
+	n, err := strconv.Atoi(p.get("length"))
+	if err != nil || n <= 0 || p.get("filename") == "" {
+		s.problem("files.getUploadURLExternal: filename %q, length %q", p.get("filename"), p.get("length"))
+		slackErr(w, "invalid_arguments")
+		return
+	}
+	s.mu.Lock()
+	id := s.newID("F")
+	s.files[id] = &File{ID: id, Name: p.get("filename"), Title: p.get("filename"), User: s.opts.BotUserID, declared: n}
+	s.mu.Unlock()
+	writeJSON(w, map[string]any{"ok": true, "upload_url": s.URL + "/upload/v1/" + id, "file_id": id})
+}
+
+// serveUpload is the upload URL: the file's bytes, raw or as the "file"
+// part of a multipart form.
+func (s *Server) serveUpload(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	var data []byte
+	var err error
+	if mt, ps, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); strings.HasPrefix(mt, "multipart/") {
+		mr := multipart.NewReader(r.Body, ps["boundary"])
+		for {
+			part, perr := mr.NextPart()
+			if perr != nil {
+				err = perr
+				break
+			}
+			if part.FormName() == "file" {
+				data, err = io.ReadAll(io.LimitReader(part, 64<<20))
+				break
+			}
+		}
+	} else {
+		data, err = io.ReadAll(io.LimitReader(r.Body, 64<<20))
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.files[id]
+	switch {
+	case f == nil:
+		s.problemLocked("upload to an unknown file %s", id)
+		http.Error(w, "unknown file", http.StatusNotFound)
+		return
+	case err != nil:
+		s.problemLocked("upload %s: %v", id, err)
+		http.Error(w, "bad upload", http.StatusBadRequest)
+		return
+	case len(data) != f.declared:
+		s.problemLocked("upload %s: %d bytes, but files.getUploadURLExternal said %d", id, len(data), f.declared)
+	}
+	f.Data, f.Size, f.uploaded = data, len(data), true
+	f.Mimetype = http.DetectContentType(data)
+	f.Filetype = strings.TrimPrefix(path.Ext(f.Name), ".")
+	f.URLPrivate = s.URL + "/files-pri/" + s.opts.TeamID + "-" + id + "/" + url.PathEscape(f.Name)
+	w.Header().Set("Content-Type", "text/plain")
+	_, _ = io.WriteString(w, "OK - "+strconv.Itoa(len(data)))
+}
+
+func (s *Server) completeUpload(w http.ResponseWriter, p params) {
+	var list []struct {
+		ID    string `json:"id"`
+		Title string `json:"title"`
+	}
+	if err := json.Unmarshal([]byte(p.get("files")), &list); err != nil || len(list) == 0 {
+		s.problem("files.completeUploadExternal: files %q", p.get("files"))
+		slackErr(w, "invalid_arguments")
+		return
+	}
+	blocks, ok := validBlocks(p.get("blocks"))
+	if !ok {
+		s.problem("files.completeUploadExternal: invalid blocks %s", p.get("blocks"))
+		slackErr(w, "invalid_blocks")
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var files []*File
+	for _, l := range list {
+		f := s.files[l.ID]
+		if f == nil || !f.uploaded {
+			slackErr(w, "file_not_found")
+			return
+		}
+		if l.Title != "" {
+			f.Title = l.Title
+		}
+		files = append(files, f)
+	}
+	channelID := p.get("channel_id")
+	if channelID == "" {
+		channelID, _, _ = strings.Cut(p.get("channels"), ",")
+	}
+	var c *channel
+	if channelID != "" {
+		var code string
+		if c, code = s.channelFor(channelID); code != "" {
+			slackErr(w, code)
+			return
+		}
+		if thread := p.get("thread_ts"); thread != "" {
+			if root := s.findMsg(c.id, thread); root == nil || root.InThread() {
+				slackErr(w, "invalid_thread_ts")
+				return
+			}
+		}
+	}
+	var out []map[string]any
+	for _, f := range files {
+		out = append(out, map[string]any{"id": f.ID, "title": f.Title})
+	}
+	writeJSON(w, map[string]any{"ok": true, "files": out})
+	if c == nil {
+		return
+	}
+	// Slack shares the file a moment later, in a message of its own.
+	thread, text := p.get("thread_ts"), p.get("initial_comment")
+	s.wg.Add(1)
+	var t *time.Timer
+	t = time.AfterFunc(s.opts.ShareDelay, func() {
+		defer s.wg.Done()
+		s.mu.Lock()
+		for i, tt := range s.timers {
+			if tt == t {
+				s.timers = append(s.timers[:i], s.timers[i+1:]...)
+				break
+			}
+		}
+		if s.closed {
+			s.mu.Unlock()
+			return
+		}
+		m, code := s.addBotMessage(c, thread, text, blocks, files)
+		var ev map[string]any
+		if code == "" {
+			for _, f := range files {
+				f.Shares = append(f.Shares, Share{Channel: c.id, TS: m.TS, ThreadTS: thread})
+			}
+			ev = s.messageEvent(c, m)
+		}
+		s.mu.Unlock()
+		if ev != nil {
+			s.emit(ev)
+		}
+	})
+	s.timers = append(s.timers, t)
+}
+
+func (s *Server) fileInfo(w http.ResponseWriter, p params) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	f := s.files[p.get("file")]
+	if f == nil || !f.uploaded {
+		slackErr(w, "file_not_found")
+		return
+	}
+	writeJSON(w, map[string]any{"ok": true, "file": s.fileJSON(f), "comments": []any{}, "paging": map[string]any{"count": 0, "total": 0, "page": 1, "pages": 0}})
+}
+
+func (s *Server) viewsOpen(w http.ResponseWriter, p params) {
+	var view struct {
+		Type            string          `json:"type"`
+		CallbackID      string          `json:"callback_id"`
+		PrivateMetadata string          `json:"private_metadata"`
+		Title           json.RawMessage `json:"title"`
+		Blocks          json.RawMessage `json:"blocks"`
+	}
+	if err := json.Unmarshal([]byte(p.get("view")), &view); err != nil || view.Type != "modal" {
+		s.problem("views.open: invalid view %s", p.get("view"))
+		slackErr(w, "invalid_arguments")
+		return
+	}
+	if len(view.PrivateMetadata) > 3000 {
+		s.problem("views.open: private_metadata is %d characters (max 3000)", len(view.PrivateMetadata))
+		slackErr(w, "invalid_arguments")
+		return
+	}
+	var title struct {
+		Text string `json:"text"`
+	}
+	_ = json.Unmarshal(view.Title, &title)
+	if n := len([]rune(title.Text)); n == 0 || n > 24 {
+		s.problem("views.open: title %q must have 1 to 24 characters", title.Text)
+		slackErr(w, "invalid_arguments")
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tr, ok := s.triggers[p.get("trigger_id")]
+	switch {
+	case !ok:
+		s.problemLocked("views.open: unknown trigger_id %q", p.get("trigger_id"))
+		slackErr(w, "invalid_trigger_id")
+		return
+	case tr.used || time.Since(tr.at) > 3*time.Second:
+		s.problemLocked("views.open: trigger_id used after %s or twice", time.Since(tr.at).Round(time.Millisecond))
+		slackErr(w, "expired_trigger_id")
+		return
+	}
+	tr.used = true
+	s.triggers[p.get("trigger_id")] = tr
+	v := &View{ID: s.newID("V"), User: tr.user, Channel: tr.channel, CallbackID: view.CallbackID, PrivateMetadata: view.PrivateMetadata,
+		Title: title.Text, Blocks: view.Blocks, Opened: time.Now()}
+	s.views = append(s.views, v)
+	s.notify()
+	writeJSON(w, map[string]any{"ok": true, "view": map[string]any{"id": v.ID, "team_id": s.opts.TeamID, "type": "modal",
+		"callback_id": v.CallbackID, "private_metadata": v.PrivateMetadata, "blocks": v.Blocks}})
+}
+
+// serveResponse is a response_url: an ephemeral answer to whoever ran the
+// command or shortcut.
+func (s *Server) serveResponse(w http.ResponseWriter, r *http.Request) {
+	var body struct {
+		Text         string `json:"text"`
+		ResponseType string `json:"response_type"`
+	}
+	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&body); err != nil {
+		s.problem("response_url: invalid JSON: %v", err)
+		http.Error(w, "invalid_payload", http.StatusBadRequest)
+		return
+	}
+	if r.Header.Get("Authorization") != "" {
+		s.problem("response_url: the request carried an Authorization header; response URLs need no token")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	tr, ok := s.responses[r.PathValue("id")]
+	if !ok {
+		http.Error(w, "no such response_url", http.StatusNotFound)
+		return
+	}
+	if body.ResponseType == "in_channel" {
+		s.problemLocked("response_url: in_channel answer %q; the bot only answers ephemerally there", body.Text)
+	}
+	s.ephemerals = append(s.ephemerals, Ephemeral{Channel: tr.channel, User: tr.user, Text: body.Text, Via: "response_url", At: time.Now()})
+	s.notify()
+	_, _ = io.WriteString(w, "ok")
+}
+
+// loginPage is what Slack answers for a file the token cannot read.
+const loginPage = `<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in to kontext-test</body></html>`
+
+// serveFile is url_private: the bytes with the bot token, Slack's sign-in
+// page without it (or without files:read).
+func (s *Server) serveFile(w http.ResponseWriter, r *http.Request) {
+	_, id, _ := strings.Cut(r.PathValue("key"), "-")
+	auth := r.Header.Get("Authorization")
+	s.mu.Lock()
+	s.downloads = append(s.downloads, Download{FileID: id, Auth: auth, At: time.Now()})
+	s.notify()
+	f := s.files[id]
+	ok := f != nil && f.uploaded && !f.External && auth == "Bearer "+s.opts.BotToken && !s.noFiles
+	var data []byte
+	var mt string
+	if ok {
+		data, mt = f.Data, f.Mimetype
+	}
+	s.mu.Unlock()
+	if !ok {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = io.WriteString(w, loginPage)
+		return
+	}
+	w.Header().Set("Content-Type", mt)
+	w.Header().Set("Content-Length", strconv.Itoa(len(data)))
+	_, _ = w.Write(data)
+}

@@ -1,0 +1,196 @@
+package slack
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+
+	slackgo "github.com/slack-go/slack"
+
+	"kontextbot/bot"
+)
+
+// tokenTransport is the adapter's only way out to the network. slack-go
+// sends the token of most Web API methods as a "token" form field; this
+// moves it into an "Authorization: Bearer" header (what Slack recommends),
+// and refuses to send any request carrying a token to a host that is not
+// Slack's (or SLACK_API_URL's).
+type tokenTransport struct {
+	base    http.RoundTripper
+	allowed func(*url.URL) bool
+}
+
+func (t *tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil && req.Method == http.MethodPost && isForm(req.Header.Get("Content-Type")) {
+		body, err := io.ReadAll(req.Body)
+		req.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		values, err := url.ParseQuery(string(body))
+		if err == nil && values.Has("token") {
+			token := values.Get("token")
+			values.Del("token")
+			body = []byte(values.Encode())
+			clone := req.Clone(req.Context())
+			if clone.Header.Get("Authorization") == "" && token != "" {
+				clone.Header.Set("Authorization", "Bearer "+token)
+			}
+			req = clone
+		} else {
+			req = req.Clone(req.Context())
+		}
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		req.ContentLength = int64(len(body))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	}
+	if (req.Header.Get("Authorization") != "" || req.URL.Query().Has("token")) && !t.allowed(req.URL) {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, fmt.Errorf("slack: refusing to send the bot token to %s: not a Slack host", req.URL.Host)
+	}
+	return t.base.RoundTrip(req)
+}
+
+func isForm(contentType string) bool {
+	mt, _, _ := mime.ParseMediaType(contentType)
+	return mt == "application/x-www-form-urlencoded"
+}
+
+// mayReceiveToken reports whether the bot token may be sent to u: https
+// on slack.com, its subdomains (files.slack.com, hooks.slack.com, a
+// workspace's own host) or slack-files.com, or the scheme and host of
+// SLACK_API_URL (a proxy, or a fake in tests).
+func (b *Bot) mayReceiveToken(u *url.URL) bool {
+	if u == nil {
+		return false
+	}
+	if b.apiBase != nil && strings.EqualFold(u.Scheme, b.apiBase.Scheme) && strings.EqualFold(u.Host, b.apiBase.Host) {
+		return true
+	}
+	if u.Scheme != "https" || u.User != nil {
+		return false
+	}
+	if p := u.Port(); p != "" && p != "443" {
+		return false
+	}
+	host := strings.ToLower(strings.TrimSuffix(u.Hostname(), "."))
+	for _, d := range []string{"slack.com", "slack-files.com"} {
+		if host == d || strings.HasSuffix(host, "."+d) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkRedirect follows a file download's redirects only to hosts that
+// may see the token (Go drops the header on other hosts anyway).
+func (b *Bot) checkRedirect(req *http.Request, via []*http.Request) error {
+	if len(via) >= 5 {
+		return errors.New("slack: too many redirects")
+	}
+	if !b.mayReceiveToken(req.URL) {
+		return fmt.Errorf("slack: refusing to follow a redirect to %s", req.URL.Host)
+	}
+	return nil
+}
+
+// Errors of file downloads, each with the sentence people see.
+var (
+	errNoFilesRead = &bot.UserError{Msg: "I can't read files in this workspace: the Slack app lacks the files:read scope. " +
+		"Ask a workspace admin to add files:read under OAuth & Permissions and reinstall the app."}
+	errForeignFile = &bot.UserError{Msg: "I can only edit images uploaded to Slack; that file is stored somewhere else."}
+	errNoImageHere = &bot.UserError{Msg: "That message has no image I can edit. Use this on a message with a picture, or attach one."}
+)
+
+// pickImage returns the first image among files. Files but no image is
+// bot.ErrNotImage; an image over the size limit is bot.ErrImageTooLarge,
+// refused before anything is downloaded.
+func pickImage(files []slackgo.File) (*slackgo.File, error) {
+	if len(files) == 0 {
+		return nil, errNoImageHere
+	}
+	for i := range files {
+		f := &files[i]
+		if !isImageFile(f) {
+			continue
+		}
+		if f.Size > bot.MaxImageBytes {
+			return nil, bot.ErrImageTooLarge
+		}
+		return f, nil
+	}
+	return nil, bot.ErrNotImage
+}
+
+func isImageFile(f *slackgo.File) bool {
+	if strings.HasPrefix(strings.ToLower(f.Mimetype), "image/") {
+		return true
+	}
+	switch strings.ToLower(f.Filetype) {
+	case "png", "jpg", "jpeg", "gif", "webp":
+		return f.Mimetype == ""
+	}
+	return false
+}
+
+// fileURL is the address to download f from.
+func fileURL(f *slackgo.File) string {
+	if f.URLPrivate != "" {
+		return f.URLPrivate
+	}
+	return f.URLPrivateDownload
+}
+
+// download fetches a file people posted, with the bot token, from Slack's
+// file hosts only, at most bot.MaxImageBytes, within downloadTimeout. An
+// HTML answer means the token cannot read files (no files:read scope).
+func (b *Bot) download(ctx context.Context, rawURL string) ([]byte, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || rawURL == "" {
+		return nil, &bot.UserError{Msg: "I could not read that file's address.", Err: err}
+	}
+	if !b.mayReceiveToken(u) {
+		return nil, fmt.Errorf("%w (refused to send the token to %s)", errForeignFile, u.Host)
+	}
+	ctx, cancel := context.WithTimeout(ctx, downloadTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+b.cfg.BotToken)
+	resp, err := b.files.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("slack: download %s: %w", u.Host, err)
+	}
+	defer resp.Body.Close()
+	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	switch {
+	case resp.StatusCode == http.StatusOK && mt == "text/html":
+		return nil, errNoFilesRead
+	case resp.StatusCode == http.StatusForbidden || resp.StatusCode == http.StatusUnauthorized:
+		return nil, &bot.UserError{Msg: "Slack would not let me download that file. Is the bot in this channel, and does the app have the files:read scope?",
+			Err: fmt.Errorf("download: HTTP %d", resp.StatusCode)}
+	case resp.StatusCode != http.StatusOK:
+		return nil, fmt.Errorf("slack: download %s: HTTP %d", u.Host, resp.StatusCode)
+	}
+	if resp.ContentLength > bot.MaxImageBytes {
+		return nil, bot.ErrImageTooLarge
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, bot.MaxImageBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("slack: download %s: %w", u.Host, err)
+	}
+	if len(data) > bot.MaxImageBytes {
+		return nil, bot.ErrImageTooLarge
+	}
+	return data, nil
+}

@@ -1,0 +1,222 @@
+package slack
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/url"
+
+	slackgo "github.com/slack-go/slack"
+	"github.com/slack-go/slack/slackevents"
+	"github.com/slack-go/slack/socketmode"
+)
+
+// socketLoop reads Socket Mode events until the adapter closes. Every
+// envelope is acknowledged first, then handled in its own goroutine.
+func (b *Bot) socketLoop(sm *socketmode.Client, ready chan<- struct{}) {
+	signalled := false
+	for {
+		var evt socketmode.Event
+		select {
+		case <-b.ctx.Done():
+			return
+		case evt = <-sm.Events:
+		}
+		switch evt.Type {
+		case socketmode.EventTypeConnecting:
+			b.log.Debug("slack: Socket Mode connecting")
+		case socketmode.EventTypeConnectionError:
+			if e, ok := evt.Data.(*slackgo.ConnectionErrorEvent); ok {
+				b.setDisconnected(e.ErrorObj)
+				b.log.Warn("slack: Socket Mode connection failed", "err", e.ErrorObj, "attempt", e.Attempt)
+			}
+		case socketmode.EventTypeInvalidAuth:
+			b.setDisconnected(errors.New("invalid_auth: check SLACK_APP_TOKEN"))
+		case socketmode.EventTypeHello:
+			b.connected.Store(true)
+			b.log.Info("slack: Socket Mode connected")
+			if !signalled {
+				signalled = true
+				close(ready)
+			}
+		case socketmode.EventTypeDisconnect:
+			b.setDisconnected(errors.New("Slack asked to reconnect"))
+			b.log.Info("slack: Socket Mode reconnecting at Slack's request")
+		case socketmode.EventTypeIncomingError, socketmode.EventTypeErrorBadMessage, socketmode.EventTypeErrorWriteFailed:
+			b.log.Warn("slack: Socket Mode", "event", evt.Type, "data", evt.Data)
+		case socketmode.EventTypeEventsAPI:
+			b.ack(sm, evt)
+			if ev, ok := evt.Data.(slackevents.EventsAPIEvent); ok {
+				b.dispatchEvent(ev)
+			}
+		case socketmode.EventTypeSlashCommand:
+			b.ack(sm, evt)
+			if cmd, ok := evt.Data.(slackgo.SlashCommand); ok {
+				b.dispatchSlash(cmd)
+			}
+		case socketmode.EventTypeInteractive:
+			b.ack(sm, evt)
+			if cb, ok := evt.Data.(slackgo.InteractionCallback); ok {
+				b.dispatchInteraction(cb)
+			}
+		}
+	}
+}
+
+// dispatchEvent queues an event behind the earlier ones of its
+// conversation: a thread, or a top-level message's own thread.
+func (b *Bot) dispatchEvent(ev slackevents.EventsAPIEvent) {
+	key := "event"
+	switch e := ev.InnerEvent.Data.(type) {
+	case *slackevents.MessageEvent:
+		thread := e.ThreadTimeStamp
+		if thread == "" {
+			thread = e.TimeStamp
+		}
+		key = e.Channel + "/" + thread
+	case *slackevents.AppMentionEvent:
+		thread := e.ThreadTimeStamp
+		if thread == "" {
+			thread = e.TimeStamp
+		}
+		key = e.Channel + "/" + thread
+	}
+	b.serial(key, func(ctx context.Context) { b.handleEvent(ctx, ev) })
+}
+
+// dispatchSlash queues a command behind the earlier ones of its channel.
+func (b *Bot) dispatchSlash(cmd slackgo.SlashCommand) {
+	b.serial(cmd.ChannelID+"/", func(ctx context.Context) { b.handleSlash(ctx, cmd) })
+}
+
+// dispatchInteraction queues a button, shortcut or modal submission
+// behind the earlier events of its thread.
+func (b *Bot) dispatchInteraction(cb slackgo.InteractionCallback) {
+	if opensModal(cb) {
+		// views.open must follow the click within 3 s: wait for no one.
+		b.spawn(func(ctx context.Context) { b.handleInteraction(ctx, cb) })
+		return
+	}
+	key := cb.Channel.ID + "/"
+	switch {
+	case cb.Container.ThreadTs != "":
+		key = cb.Container.ChannelID + "/" + cb.Container.ThreadTs
+	case cb.Container.MessageTs != "":
+		key = cb.Container.ChannelID + "/" + cb.Container.MessageTs
+	case cb.Type == slackgo.InteractionTypeViewSubmission:
+		key = "view/" + cb.View.ID
+	}
+	b.serial(key, func(ctx context.Context) { b.handleInteraction(ctx, cb) })
+}
+
+func opensModal(cb slackgo.InteractionCallback) bool {
+	if cb.Type == slackgo.InteractionTypeMessageAction {
+		return true
+	}
+	for _, a := range cb.ActionCallback.BlockActions {
+		if a.ActionID == actEdit {
+			return true
+		}
+	}
+	return false
+}
+
+// ack acknowledges an envelope, with no payload: slash commands show
+// nothing, modals close.
+func (b *Bot) ack(sm *socketmode.Client, evt socketmode.Event) {
+	if evt.Request == nil || evt.Request.EnvelopeID == "" {
+		return
+	}
+	if err := sm.AckCtx(b.ctx, evt.Request.EnvelopeID, nil); err != nil {
+		b.log.Warn("slack: ack", "envelope", evt.Request.EnvelopeID, "err", err)
+	}
+}
+
+// newHandler serves HTTP mode: every request is verified (signature and a
+// timestamp at most 5 minutes old) before anything else, acknowledged at
+// once, and handled in a goroutine.
+func (b *Bot) newHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /slack/events", b.verified(b.serveEvents))
+	mux.HandleFunc("POST /slack/commands", b.verified(b.serveCommand))
+	mux.HandleFunc("POST /slack/interactive", b.verified(b.serveInteractive))
+	return mux
+}
+
+// verified reads the body and checks Slack's signature; a request that
+// fails is answered 401 and nothing else happens.
+func (b *Bot) verified(next func(w http.ResponseWriter, r *http.Request, body []byte)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+		if err != nil {
+			http.Error(w, "request too large", http.StatusRequestEntityTooLarge)
+			return
+		}
+		sv, err := slackgo.NewSecretsVerifier(r.Header, b.cfg.SigningSecret)
+		if err == nil {
+			_, _ = sv.Write(body)
+			err = sv.Ensure()
+		}
+		if err != nil {
+			b.log.Warn("slack: refused an unverified request", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+			http.Error(w, "invalid signature", http.StatusUnauthorized)
+			return
+		}
+		if !b.started.Load() || b.ctx.Err() != nil {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		next(w, r, body)
+	}
+}
+
+func (b *Bot) serveEvents(w http.ResponseWriter, r *http.Request, body []byte) {
+	ev, err := slackevents.ParseEvent(json.RawMessage(body), slackevents.OptionNoVerifyToken())
+	if err != nil {
+		// An event type slack-go does not know is still acknowledged, or
+		// Slack retries it and eventually disables the subscription.
+		b.log.Debug("slack: unparsed event", "err", err)
+		w.WriteHeader(http.StatusOK)
+		return
+	}
+	if ev.Type == slackevents.URLVerification {
+		if v, ok := ev.Data.(*slackevents.EventsAPIURLVerificationEvent); ok {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(map[string]string{"challenge": v.Challenge})
+			return
+		}
+	}
+	w.WriteHeader(http.StatusOK)
+	if ev.Type == slackevents.CallbackEvent {
+		b.dispatchEvent(ev)
+	}
+}
+
+func (b *Bot) serveCommand(w http.ResponseWriter, r *http.Request, body []byte) {
+	req := &http.Request{Method: http.MethodPost, Header: http.Header{"Content-Type": {"application/x-www-form-urlencoded"}},
+		Body: io.NopCloser(bytes.NewReader(body))}
+	cmd, err := slackgo.SlashCommandParse(req)
+	if err != nil {
+		http.Error(w, "bad command", http.StatusBadRequest)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+	b.dispatchSlash(cmd)
+}
+
+func (b *Bot) serveInteractive(w http.ResponseWriter, r *http.Request, body []byte) {
+	values, err := url.ParseQuery(string(body))
+	var cb slackgo.InteractionCallback
+	if err == nil {
+		err = json.Unmarshal([]byte(values.Get("payload")), &cb)
+	}
+	if err != nil {
+		http.Error(w, "bad payload", http.StatusBadRequest)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+	b.dispatchInteraction(cb)
+}
