@@ -70,6 +70,12 @@ type Delivery struct {
 	Conv  ConvKey
 	Turn  Turn
 	Image []byte
+	// Record, set by the core, records at once where the image was posted,
+	// so that a reply, a button or a follow-up in a new thread that comes
+	// right after finds it. An adapter calls it as soon as the message
+	// exists, and again once it has opened a thread for it. What Deliver
+	// returns is recorded too; recording the same post twice is harmless.
+	Record func(ctx context.Context, p Posted) error
 }
 
 // Caption is the short line posted with an image: prompt, seed and model.
@@ -231,66 +237,12 @@ func (c *Core) isAdmin(user string) bool { return slices.Contains(c.cfg.Admins, 
 // limits before anything is charged or sent, persists the job and queues
 // it. The returned job is a copy for the caller.
 func (c *Core) Submit(ctx context.Context, req *Request) (*Job, error) {
-	c.mu.Lock()
-	closing := c.closing
-	c.mu.Unlock()
-	if closing {
-		return nil, kontext.ErrShutdown
-	}
-	if !req.Conv.Valid() {
-		return nil, fmt.Errorf("bot: submit: invalid conversation key %q", req.Conv)
-	}
-	admin := c.isAdmin(req.User)
-	if len(c.cfg.Channels) > 0 && !admin && !slices.Contains(c.cfg.Channels, req.Conv.Channel) {
-		return nil, ErrChannel
-	}
-	now := c.now()
-	job := &Job{
-		ID: newID("j"), Kind: req.Kind, Conv: req.Conv, User: req.User, UserName: req.UserName,
-		Model: req.Model, Aspect: req.Aspect, Origin: req.Origin,
-		State: JobWaiting, Created: now, Updated: now,
-	}
-	if job.Model == "" {
-		job.Model = c.cfg.Model
-	}
-	if !kontext.ValidModel(job.Model) {
-		return nil, Userf("Unknown model %q: use %s or %s.", job.Model, kontext.ModelMax, kontext.ModelPro)
-	}
-	if job.Aspect != "" && !kontext.ValidAspect(job.Aspect) {
-		return nil, Userf("Unknown aspect ratio %q: use one of %s.", job.Aspect, strings.Join(kontext.AspectRatios[1:], ", "))
-	}
-	var upload []byte
-	switch req.Kind {
-	case KindImagine, KindEdit:
-		prompt, err := CleanPrompt(req.Prompt)
-		if err != nil {
-			return nil, err
-		}
-		job.Prompt = prompt
-		if req.Kind == KindEdit {
-			if upload, err = c.resolveBase(ctx, req, job); err != nil {
-				return nil, err
-			}
-		}
-	case KindReroll:
-		if err := c.resolveReroll(ctx, req, job); err != nil {
-			return nil, err
-		}
-	default:
-		return nil, fmt.Errorf("bot: submit: kind %q is not a job", req.Kind)
-	}
-	if req.Seed != nil {
-		job.Seed = *req.Seed
-	} else {
-		job.Seed = mrand.Int64N(1 << 32)
-	}
-	if !admin {
-		if err := c.checkLimits(ctx, job, now); err != nil {
-			return nil, err
-		}
+	job, upload, err := c.prepare(ctx, req)
+	if err != nil {
+		return nil, err
 	}
 	if upload != nil {
-		t := Turn{ID: newID("i"), Kind: KindUpload, Requester: req.User, Created: now}
+		t := Turn{ID: newID("i"), Kind: KindUpload, Requester: req.User, Created: job.Created}
 		if err := describe(&t, upload); err != nil {
 			return nil, err
 		}
@@ -311,6 +263,79 @@ func (c *Core) Submit(ctx context.Context, req *Request) (*Job, error) {
 		return nil, err
 	}
 	return &cp, nil
+}
+
+// Check runs every check Submit runs before it persists anything (input,
+// base image, channel, limits) and returns the error Submit would, so an
+// adapter can refuse a request before it posts a status message. It
+// changes nothing. The queue's own limits are only known at Submit.
+func (c *Core) Check(ctx context.Context, req *Request) error {
+	_, _, err := c.prepare(ctx, req)
+	return err
+}
+
+// prepare turns a request into a job without persisting anything. It
+// returns the bytes of a person's image to store as the job's base.
+func (c *Core) prepare(ctx context.Context, req *Request) (*Job, []byte, error) {
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	if closing {
+		return nil, nil, kontext.ErrShutdown
+	}
+	if !req.Conv.Valid() {
+		return nil, nil, fmt.Errorf("bot: submit: invalid conversation key %q", req.Conv)
+	}
+	admin := c.isAdmin(req.User)
+	if len(c.cfg.Channels) > 0 && !admin && !slices.Contains(c.cfg.Channels, req.Conv.Channel) {
+		return nil, nil, ErrChannel
+	}
+	now := c.now()
+	job := &Job{
+		ID: newID("j"), Kind: req.Kind, Conv: req.Conv, User: req.User, UserName: req.UserName,
+		Model: req.Model, Aspect: req.Aspect, Origin: req.Origin,
+		State: JobWaiting, Created: now, Updated: now,
+	}
+	if job.Model == "" {
+		job.Model = c.cfg.Model
+	}
+	if !kontext.ValidModel(job.Model) {
+		return nil, nil, Userf("Unknown model %q: use %s or %s.", job.Model, kontext.ModelMax, kontext.ModelPro)
+	}
+	if job.Aspect != "" && !kontext.ValidAspect(job.Aspect) {
+		return nil, nil, Userf("Unknown aspect ratio %q: use one of %s.", job.Aspect, strings.Join(kontext.AspectRatios[1:], ", "))
+	}
+	var upload []byte
+	switch req.Kind {
+	case KindImagine, KindEdit:
+		prompt, err := CleanPrompt(req.Prompt)
+		if err != nil {
+			return nil, nil, err
+		}
+		job.Prompt = prompt
+		if req.Kind == KindEdit {
+			if upload, err = c.resolveBase(ctx, req, job); err != nil {
+				return nil, nil, err
+			}
+		}
+	case KindReroll:
+		if err := c.resolveReroll(ctx, req, job); err != nil {
+			return nil, nil, err
+		}
+	default:
+		return nil, nil, fmt.Errorf("bot: submit: kind %q is not a job", req.Kind)
+	}
+	if req.Seed != nil {
+		job.Seed = *req.Seed
+	} else {
+		job.Seed = mrand.Int64N(1 << 32)
+	}
+	if !admin {
+		if err := c.checkLimits(ctx, job, now); err != nil {
+			return nil, nil, err
+		}
+	}
+	return job, upload, nil
 }
 
 // resolveBase finds the image an edit starts from: an image attached to
@@ -626,6 +651,7 @@ func (c *Core) post(ctx context.Context, job *Job, rep Reporter, wait, provider 
 		return c.fail(ctx, job, rep, wait, provider, fmt.Errorf("bot: post: %w", err))
 	}
 	d := &Delivery{Job: job, Conv: job.Conv, Turn: *t, Image: img}
+	d.Record = func(ctx context.Context, p Posted) error { return c.recordPost(ctx, job.Conv, *t, img, p) }
 	posted, err := rep.Deliver(ctx, job, d)
 	if err != nil {
 		// The image is stored and is the conversation's head; only the
@@ -646,20 +672,63 @@ func (c *Core) post(ctx context.Context, job *Job, rep Reporter, wait, provider 
 }
 
 // recordPost remembers the message an image was posted in and, when the
-// adapter opened a thread for it, starts that conversation from it.
+// adapter opened a thread for it, starts that conversation from it, with
+// the image's ancestors so undo and reroll work there too. Recording the
+// same post again changes nothing.
 func (c *Core) recordPost(ctx context.Context, key ConvKey, t Turn, img []byte, posted Posted) error {
 	if posted.Thread != nil && *posted.Thread != key {
-		key = *posted.Thread
-		t.Messages = nil
-		if _, err := c.store.AddTurn(ctx, key, t, img, nil, nil); err != nil {
+		if err := c.openThread(ctx, key, *posted.Thread, t, img); err != nil {
 			return err
 		}
+		key = *posted.Thread
 	}
 	if posted.MessageID == "" {
 		return nil
 	}
 	return c.store.AddMessage(ctx, key, t.ID, posted.MessageID)
 }
+
+// openThread starts the conversation at thread from turn t of the
+// conversation at from: t's ancestors (oldest first) and then t, which
+// becomes the head. A thread that already holds t is left as it is.
+func (c *Core) openThread(ctx context.Context, from, thread ConvKey, t Turn, img []byte) error {
+	existing, err := c.store.Conversation(ctx, thread)
+	switch {
+	case err == nil && existing.Turn(t.ID) != nil:
+		return nil
+	case err != nil && !errors.Is(err, ErrNotFound):
+		return err
+	}
+	src, err := c.store.Conversation(ctx, from)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	var chain []Turn
+	for p := src.Turn(t.Parent); p != nil && len(chain) < MaxThreadAncestors; p = src.Turn(p.Parent) {
+		chain = append(chain, *p)
+	}
+	slices.Reverse(chain)
+	for _, a := range chain {
+		if existing.Turn(a.ID) != nil {
+			continue
+		}
+		data, err := c.store.Image(ctx, a.SHA256)
+		if err != nil {
+			return err
+		}
+		a.Messages = nil
+		if _, err := c.store.AddTurn(ctx, thread, a, data, nil, nil); err != nil {
+			return err
+		}
+	}
+	t.Messages = nil
+	_, err = c.store.AddTurn(ctx, thread, t, img, nil, nil)
+	return err
+}
+
+// MaxThreadAncestors bounds how many of an image's ancestors a new thread
+// starts with.
+const MaxThreadAncestors = 19
 
 // RecordPost remembers that the image of turn id in the conversation at
 // key was posted as msgID (for adapters that post images themselves, as
@@ -745,7 +814,9 @@ func (c *Core) Undo(ctx context.Context, req *Request) (*Delivery, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bot: undo: %w", err)
 	}
-	return &Delivery{Conv: req.Conv, Turn: *parent, Image: img}, nil
+	d := &Delivery{Conv: req.Conv, Turn: *parent, Image: img}
+	d.Record = func(ctx context.Context, p Posted) error { return c.recordPost(ctx, req.Conv, *parent, img, p) }
+	return d, nil
 }
 
 // UsageReport is what /usage shows a person.

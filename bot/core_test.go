@@ -35,6 +35,7 @@ type recorder struct {
 	positions map[string][]int
 	msgs      int
 	thread    func(job *bot.Job) *bot.ConvKey // a thread to open on delivery
+	onPost    func(d *bot.Delivery, p bot.Posted)   // called once posted, before Deliver returns
 	failPost  bool
 	ended     chan string // job ids, as they end
 }
@@ -66,7 +67,11 @@ func (r *recorder) Deliver(_ context.Context, j *bot.Job, d *bot.Delivery) (bot.
 	if r.thread != nil {
 		p.Thread = r.thread(j)
 	}
+	onPost := r.onPost
 	r.mu.Unlock()
+	if onPost != nil {
+		onPost(d, p)
+	}
 	r.ended <- j.ID
 	return p, nil
 }
@@ -716,4 +721,94 @@ func TestNoGoroutineLeaks(t *testing.T) {
 	h.submit(&bot.Request{Kind: bot.KindImagine, Prompt: "left waiting"})
 	h.stop(time.Second)
 	h.fake.Close()
+}
+
+func TestThreadCarriesAncestors(t *testing.T) {
+	h := newHarness(t, bot.Config{}, kontexttest.Options{})
+	channel := bot.ConvKey{Platform: "test", Workspace: ws1, Channel: "art"}
+	threads := 0
+	h.rec.thread = func(j *bot.Job) *bot.ConvKey {
+		threads++
+		return &bot.ConvKey{Platform: "test", Workspace: ws1, Channel: "art", Thread: fmt.Sprintf("th%d", threads)}
+	}
+	first := h.mustDeliver(h.submit(&bot.Request{Kind: bot.KindImagine, Prompt: "a castle", Conv: channel}).ID)
+	// An edit in the channel edits its latest picture and opens its own thread.
+	second := h.mustDeliver(h.submit(&bot.Request{Kind: bot.KindEdit, Prompt: "at night", Conv: channel}).ID)
+	thread := bot.ConvKey{Platform: "test", Workspace: ws1, Channel: "art", Thread: "th2"}
+	c, err := h.db.Conversation(context.Background(), thread)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Turns) != 2 || c.Turns[0].ID != first.Turn.ID || c.Head != second.Turn.ID {
+		t.Fatalf("thread turns %+v head %s, want the castle then its edit as head", c.Turns, c.Head)
+	}
+	undone, err := h.core.Undo(context.Background(), &bot.Request{Conv: thread, User: "ada"})
+	if err != nil || undone.Turn.ID != first.Turn.ID {
+		t.Fatalf("undo in the thread: %v, want the castle", err)
+	}
+	re := h.mustDeliver(h.submit(&bot.Request{Kind: bot.KindReroll, Conv: thread, Turn: second.Turn.ID}).ID)
+	if p := provenance(t, re); p.InputSHA256 != digest(first.Image) || p.Prompt != "at night" {
+		t.Errorf("reroll in the thread: %+v, want \"at night\" from the castle", p)
+	}
+}
+
+func TestRecordBeforeDeliverReturns(t *testing.T) {
+	h := newHarness(t, bot.Config{}, kontexttest.Options{})
+	channel := bot.ConvKey{Platform: "test", Workspace: ws1, Channel: "art"}
+	thread := bot.ConvKey{Platform: "test", Workspace: ws1, Channel: "art", Thread: "th"}
+	h.rec.thread = func(*bot.Job) *bot.ConvKey { return &thread }
+	checks := make(chan error, 4)
+	h.rec.onPost = func(d *bot.Delivery, p bot.Posted) {
+		// As an adapter would: the message exists, record it, open the
+		// thread, record that; a person replying at once is served.
+		checks <- d.Record(context.Background(), bot.Posted{MessageID: p.MessageID})
+		checks <- h.core.Check(context.Background(), &bot.Request{Kind: bot.KindEdit, Prompt: "x", Conv: channel, ReplyTo: p.MessageID, User: "bob"})
+		checks <- d.Record(context.Background(), p)
+		checks <- h.core.Check(context.Background(), &bot.Request{Kind: bot.KindEdit, Prompt: "x", Conv: thread, User: "bob"})
+	}
+	d := h.mustDeliver(h.submit(&bot.Request{Kind: bot.KindImagine, Prompt: "a kite", Conv: channel}).ID)
+	for i := range 4 {
+		if err := <-checks; err != nil {
+			t.Errorf("step %d: %v", i, err)
+		}
+	}
+	c, _ := h.db.Conversation(context.Background(), thread)
+	if len(c.Turns) != 1 || c.Head != d.Turn.ID || len(c.Turns[0].Messages) != 1 {
+		t.Errorf("thread after recording twice: %+v, want the kite once with one message", c.Turns)
+	}
+}
+
+func TestCheckChangesNothing(t *testing.T) {
+	h := newHarness(t, bot.Config{UserDaily: 1}, kontexttest.Options{})
+	ok := &bot.Request{Kind: bot.KindEdit, Prompt: "paint it", Image: pngOf(t, 32, 32), Conv: conv, User: "ada"}
+	if err := h.core.Check(context.Background(), ok); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	for _, tt := range []struct {
+		name string
+		req  bot.Request
+		want error
+	}{
+		{"NotImage", bot.Request{Kind: bot.KindEdit, Prompt: "x", Image: []byte("hello")}, bot.ErrNotImage},
+		{"NoImage", bot.Request{Kind: bot.KindEdit, Prompt: "x"}, bot.ErrNoImage},
+		{"EmptyPrompt", bot.Request{Kind: bot.KindImagine}, bot.ErrEmptyPrompt},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req := tt.req
+			req.Conv, req.User = conv, "ada"
+			if err := h.core.Check(context.Background(), &req); !errors.Is(err, tt.want) {
+				t.Errorf("got %v, want %v", err, tt.want)
+			}
+		})
+	}
+	if _, err := h.db.Conversation(context.Background(), conv); !errors.Is(err, bot.ErrNotFound) {
+		t.Errorf("Check stored the upload: %v", err)
+	}
+	if jobs, _ := h.db.LiveJobs(context.Background()); len(jobs) != 0 || h.fake.Stats().Creates != 0 {
+		t.Errorf("Check made %d jobs and %d provider calls", len(jobs), h.fake.Stats().Creates)
+	}
+	h.mustDeliver(h.submit(&bot.Request{Kind: bot.KindImagine, Prompt: "one"}).ID)
+	if err := h.core.Check(context.Background(), &bot.Request{Kind: bot.KindImagine, Prompt: "two", Conv: conv, User: "ada"}); !errors.Is(err, bot.ErrDailyLimit) {
+		t.Errorf("Check past the daily limit: got %v", err)
+	}
 }
