@@ -703,7 +703,9 @@ func (e *slEnv) testEditInChannel(t *testing.T) {
 	ch := e.slack.CreateChannel("edits", true)
 	e.acked(e.slack.Slash(slAda, ch, "/edit", "make it night"))
 	e.waitEphemeral(slAda, "There is no image to edit here")
-	e.wait("the refused edit's status to go", func() bool { return len(e.statuses(ch, "")) == 0 })
+	if n := len(e.statuses(ch, "")); n != 0 {
+		t.Errorf("a refused request posted %d status messages; it should post none", n)
+	}
 
 	first := e.imagine(slAda, ch, "a castle --seed 5")
 	e.acked(e.slack.Slash(slBob, ch, "/edit", "make it night"))
@@ -721,12 +723,19 @@ func (e *slEnv) testEditInChannel(t *testing.T) {
 	if p := e.prov(t2[1]); p.InputSHA256 != slSHA(e.data(night)) {
 		t.Errorf("follow-up of the /edit result: %+v", p)
 	}
-	// Reroll on the /edit result (its parent lives in the channel's
-	// conversation): a new take of the same edit.
+	// Reroll on the /edit result: a new take of the same edit, from the
+	// same parent (the thread starts with the image's ancestors), posted
+	// in the picture's thread.
 	e.click(slBob, night, "kontext_reroll")
-	imgs = e.waitImages(ch, "", 3)
-	if p := e.prov(imgs[2]); p.Prompt != "make it night" || p.InputSHA256 != slSHA(e.data(first)) {
+	t3 := e.waitImages(ch, night.TS, 3)
+	if p := e.prov(t3[2]); p.Prompt != "make it night" || p.InputSHA256 != slSHA(e.data(first)) {
 		t.Errorf("reroll of the /edit result: %+v", p)
+	}
+	// Undo at the root of that thread goes back to the castle.
+	e.click(slBob, night, "kontext_undo")
+	t4 := e.waitImages(ch, night.TS, 4)
+	if !bytes.Equal(e.data(t4[3]), e.data(first)) {
+		t.Error("undo in the /edit result's thread did not show the castle again")
 	}
 }
 

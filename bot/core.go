@@ -72,9 +72,11 @@ type Delivery struct {
 	Image []byte
 	// Record, set by the core, records at once where the image was posted,
 	// so that a reply, a button or a follow-up in a new thread that comes
-	// right after finds it. An adapter calls it as soon as the message
-	// exists, and again once it has opened a thread for it. What Deliver
-	// returns is recorded too; recording the same post twice is harmless.
+	// right after finds it. An adapter calls it as soon as the post's place
+	// is settled: when it opens a thread for the image, after opening it
+	// and with both the message and the thread (a message recorded alone
+	// belongs to the conversation it was posted in). What Deliver returns
+	// is recorded too; recording the same post twice is harmless.
 	Record func(ctx context.Context, p Posted) error
 }
 

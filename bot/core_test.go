@@ -34,8 +34,8 @@ type recorder struct {
 	failed    map[string][]string        // by job id
 	positions map[string][]int
 	msgs      int
-	thread    func(job *bot.Job) *bot.ConvKey // a thread to open on delivery
-	onPost    func(d *bot.Delivery, p bot.Posted)   // called once posted, before Deliver returns
+	thread    func(job *bot.Job) *bot.ConvKey     // a thread to open on delivery
+	onPost    func(d *bot.Delivery, p bot.Posted) // called once posted, before Deliver returns
 	failPost  bool
 	ended     chan string // job ids, as they end
 }
@@ -759,12 +759,13 @@ func TestRecordBeforeDeliverReturns(t *testing.T) {
 	h.rec.thread = func(*bot.Job) *bot.ConvKey { return &thread }
 	checks := make(chan error, 4)
 	h.rec.onPost = func(d *bot.Delivery, p bot.Posted) {
-		// As an adapter would: the message exists, record it, open the
-		// thread, record that; a person replying at once is served.
-		checks <- d.Record(context.Background(), bot.Posted{MessageID: p.MessageID})
-		checks <- h.core.Check(context.Background(), &bot.Request{Kind: bot.KindEdit, Prompt: "x", Conv: channel, ReplyTo: p.MessageID, User: "bob"})
+		// As an adapter would: the message posted and its thread opened,
+		// record both; a person replying or writing in the thread at once
+		// is served, before Deliver has even returned.
 		checks <- d.Record(context.Background(), p)
+		checks <- h.core.Check(context.Background(), &bot.Request{Kind: bot.KindEdit, Prompt: "x", Conv: channel, ReplyTo: p.MessageID, User: "bob"})
 		checks <- h.core.Check(context.Background(), &bot.Request{Kind: bot.KindEdit, Prompt: "x", Conv: thread, User: "bob"})
+		checks <- d.Record(context.Background(), p) // again: harmless
 	}
 	d := h.mustDeliver(h.submit(&bot.Request{Kind: bot.KindImagine, Prompt: "a kite", Conv: channel}).ID)
 	for i := range 4 {

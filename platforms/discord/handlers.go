@@ -305,9 +305,10 @@ func (b *Bot) buttonConv(ctx context.Context, in *discordgo.Interaction) bot.Con
 	return here
 }
 
-// recorded finds the conversation the bot recorded message m under. The
-// core records a result just after it is posted, so for a message the bot
-// posted or edited a moment ago it waits a little for the record.
+// recorded finds the conversation the bot recorded message m under. A
+// result is recorded as soon as Discord answers its post, so only a
+// message the bot posted or edited a moment ago can be seen before its
+// record; for those it waits a little.
 func (b *Bot) recorded(ctx context.Context, here bot.ConvKey, m *discordgo.Message) (bot.ConvKey, bool) {
 	if m == nil {
 		return bot.ConvKey{}, false

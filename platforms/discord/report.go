@@ -286,6 +286,9 @@ func (r *reporter) Deliver(ctx context.Context, job *bot.Job, d *bot.Delivery) (
 		return bot.Posted{}, err
 	}
 	out := bot.Posted{MessageID: posted.ID}
+	// Record where the image lives as soon as that is settled (a reply or
+	// a button may come right away): for a result in a text channel, once
+	// its thread is open, so the message never maps to the channel first.
 	if r.o.Place.Kind == kindText && posted.ChannelID == r.o.Place.Channel {
 		name := truncate(strings.TrimSpace(job.Prompt), 100)
 		if name == "" {
@@ -299,7 +302,19 @@ func (r *reporter) Deliver(ctx context.Context, job *bot.Job, d *bot.Delivery) (
 			out.Thread = &bot.ConvKey{Platform: Platform, Workspace: r.o.Place.Guild, Channel: posted.ChannelID, Thread: th.ID}
 		}
 	}
+	r.record(ctx, d, out)
 	return out, nil
+}
+
+// record tells the core where d was posted as soon as it is; the core
+// records what Deliver returns as well, so a failure here is only logged.
+func (r *reporter) record(ctx context.Context, d *bot.Delivery, p bot.Posted) {
+	if d.Record == nil {
+		return
+	}
+	if err := d.Record(ctx, p); err != nil {
+		r.b.log.Warn("discord: record a posted image", "job", r.job, "err", err)
+	}
 }
 
 // Fail tells the requester, in the job's status, that it ended without an

@@ -330,16 +330,15 @@ func (b *Bot) cleanText(text string) string {
 	return strings.TrimSpace(unescape(text))
 }
 
-// submit posts a status message where the request was made, then hands
-// the request to the core with the status message in its Origin (so a
-// restart finds it). A refused request takes its status message back and
-// tells the requester why, only them.
+// submit checks the request with the core, posts a status message where
+// it was made, then hands the request to the core with the status message
+// in its Origin (so a restart finds it). A refused request is told why,
+// only to the requester; one refused only at Submit (the queue's limits)
+// takes its status message back.
 func (b *Bot) submit(ctx context.Context, p place, req *bot.Request) {
-	if req.Kind == bot.KindEdit || req.Kind == bot.KindImagine {
-		if _, err := bot.CleanPrompt(req.Prompt); err != nil {
-			b.reply(ctx, p, err)
-			return
-		}
+	if err := b.core.Check(ctx, req); err != nil {
+		b.reply(ctx, p, err)
+		return
 	}
 	statusTS, err := b.postStatus(ctx, p.channel, p.thread, req.Prompt) // a reroll has no prompt yet
 	if err != nil {
@@ -461,15 +460,7 @@ func (b *Bot) onButton(ctx context.Context, team string, cb slackgo.InteractionC
 	key := p.conv()
 	switch a.ActionID {
 	case actReroll:
-		req := &bot.Request{Kind: bot.KindReroll, Conv: key, User: p.user, Turn: ref.Turn}
-		if conv, err := b.core.Store().Conversation(ctx, key); err == nil {
-			if t := conv.Turn(ref.Turn); t != nil && t.Parent != "" && conv.Turn(t.Parent) == nil {
-				// An /edit result opened this thread; its parent lives in the
-				// channel's conversation, so reroll it there.
-				req.Conv.Thread, p.thread = "", ""
-			}
-		}
-		b.submit(ctx, p, req)
+		b.submit(ctx, p, &bot.Request{Kind: bot.KindReroll, Conv: key, User: p.user, Turn: ref.Turn})
 	case actUndo:
 		b.undo(ctx, p, ref.Turn)
 	case actEdit:

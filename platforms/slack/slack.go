@@ -68,6 +68,7 @@ type Core interface {
 	Usage(ctx context.Context, req *bot.Request) (bot.UsageReport, error)
 	Cancel(ctx context.Context, jobID, userID string) error
 	RecordPost(ctx context.Context, key bot.ConvKey, turnID string, posted bot.Posted) error
+	Check(ctx context.Context, req *bot.Request) error
 	Store() bot.Store
 }
 
