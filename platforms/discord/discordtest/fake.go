@@ -264,6 +264,7 @@ type Server struct {
 	commands     map[string][]Command   // "" global, else guild id
 	conns        map[*gwConn]bool
 	session      *gwConn
+	gatewayDown  bool // refuse gateway connections (SetGatewayDown)
 	identifies   []Identify
 	failed       []string
 	violations   []string
@@ -587,6 +588,24 @@ func (s *Server) Identifies() []Identify {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return slices.Clone(s.identifies)
+}
+
+// SetGatewayDown(true) drops every gateway connection (close code 1001,
+// as when Discord restarts a gateway node) and refuses new ones with 503
+// until SetGatewayDown(false): an outage, for health checks.
+func (s *Server) SetGatewayDown(down bool) {
+	s.mu.Lock()
+	s.gatewayDown = down
+	conns := make([]*gwConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	if down {
+		for _, c := range conns {
+			c.close(1001, "going away")
+		}
+	}
 }
 
 // Ready reports whether a client is identified on the gateway.

@@ -67,6 +67,13 @@ func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "unsupported gateway version", http.StatusBadRequest)
 		return
 	}
+	s.mu.Lock()
+	down := s.gatewayDown
+	s.mu.Unlock()
+	if down {
+		http.Error(w, "gateway unavailable", http.StatusServiceUnavailable)
+		return
+	}
 	ws, err := upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		return
