@@ -593,14 +593,14 @@ func TestTurnRef(t *testing.T) {
 	}
 }
 
-// The manifest declares everything the adapter relies on, and SETUP.md
-// explains every scope.
+// The manifest declares everything the adapter relies on, and the README's
+// Slack setup explains every scope.
 func TestManifestListsWhatTheBotUses(t *testing.T) {
 	manifest, err := os.ReadFile("manifest.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	setup, err := os.ReadFile("SETUP.md")
+	setup, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -621,12 +621,12 @@ func TestManifestListsWhatTheBotUses(t *testing.T) {
 			t.Errorf("manifest.yaml lacks the scope %s", scope)
 		}
 		if !strings.Contains(string(setup), "`"+scope+"`") {
-			t.Errorf("SETUP.md does not explain the scope %s", scope)
+			t.Errorf("README.md does not explain the scope %s", scope)
 		}
 	}
 	for _, path := range []string{"/slack/events", "/slack/commands", "/slack/interactive"} {
 		if !strings.Contains(m, path) || !strings.Contains(string(setup), path) {
-			t.Errorf("the HTTP route %s is missing from manifest.yaml or SETUP.md", path)
+			t.Errorf("the HTTP route %s is missing from manifest.yaml or README.md", path)
 		}
 	}
 }

@@ -192,6 +192,21 @@ type Interaction struct {
 	Modal *Modal
 	// Message is the message a component or modal submit came from.
 	Message string
+	// Injected is when the test injected the interaction (just before it
+	// was sent on the gateway), and Answered when the fake accepted the
+	// bot's callback (zero until then); both by the wall clock, not the
+	// fake's Advance clock. AckLatency is their difference.
+	Injected time.Time
+	Answered time.Time
+}
+
+// AckLatency is how long the bot took to answer the interaction: from its
+// injection to the fake accepting the callback; 0 while unanswered.
+func (in Interaction) AckLatency() time.Duration {
+	if in.Answered.IsZero() || in.Injected.IsZero() {
+		return 0
+	}
+	return in.Answered.Sub(in.Injected)
 }
 
 // Modal is a modal a bot opened.

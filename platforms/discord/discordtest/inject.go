@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 	"unicode/utf8"
 )
 
@@ -258,7 +259,7 @@ func (s *Server) newInteraction(typ int, ch *Channel, userID string, data map[st
 	tok := make([]byte, 32)
 	_, _ = rand.Read(tok)
 	in := &interaction{Interaction: Interaction{ID: s.newID(), Token: "aW50ZXJhY3Rpb246" + hex.EncodeToString(tok),
-		Type: typ, ChannelID: ch.ID, GuildID: ch.GuildID, User: userID}, created: s.now(), modals: map[string]*Modal{}}
+		Type: typ, ChannelID: ch.ID, GuildID: ch.GuildID, User: userID, Injected: time.Now()}, created: s.now(), modals: map[string]*Modal{}}
 	if m != nil {
 		in.Message = m.ID
 	}

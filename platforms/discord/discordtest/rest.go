@@ -835,6 +835,7 @@ func (s *Server) followup(w http.ResponseWriter, r *http.Request, in *interactio
 
 // callback answers POST /interactions/{id}/{token}/callback.
 func (s *Server) callback(w http.ResponseWriter, r *http.Request, id, token string) *apiErr {
+	received := time.Now() // the acknowledgement's arrival, for Interaction.Answered
 	p, files, e := readPayload(r)
 	if e != nil {
 		return e
@@ -915,6 +916,7 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request, id, token stri
 		return invalidForm("type: callback type %d is not valid here", p.Type)
 	}
 	in.Ack = p.Type
+	in.Answered = received
 	if created != nil {
 		s.addMessage(created)
 		in.Original = created.ID
