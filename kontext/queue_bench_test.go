@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -150,8 +151,9 @@ func BenchmarkQueueWaiting10k(b *testing.B) {
 }
 
 // The provider benchmarks run the queue against the fake provider through
-// the real client. The fake has 6 slots and a prediction takes 80ms plus a
-// uniform jitter in [0, 40ms): L = 100ms on average. Images are 64x64 so
+// the real client. The fake has 6 slots and a prediction takes 0.8 L plus a
+// uniform jitter in [0, 0.4 L): L on average (100 ms unless
+// KONTEXT_BENCH_L says otherwise, see benchLatency). Images are 64x64 so
 // that PNG encoding and decoding stay out of the figures. Each sub-benchmark
 // does a fixed amount of work whatever b.N (run it with -benchtime=1x):
 //
@@ -177,9 +179,6 @@ func BenchmarkQueueWaiting10k(b *testing.B) {
 // changes nothing in the saturation phase. fair is round-robin; fifo6 is a
 // plain FIFO with 6 workers; fifo1 one worker, like most bots.
 const (
-	provLatency = 80 * time.Millisecond
-	provJitter  = 40 * time.Millisecond
-	provL       = provLatency + provJitter/2 // mean run time
 	provSlots   = 6
 	provUsers   = 20
 	provPerUser = 3
@@ -188,6 +187,22 @@ const (
 	provHeavy   = 100
 	provNoCap   = 1 << 20
 )
+
+// provLatency and provJitter give the fake's run time, fixed plus uniform
+// jitter; provL is its mean. L defaults to 100 ms; KONTEXT_BENCH_L=200ms
+// (for example) scales both parts. Each job also spends a fixed few
+// milliseconds of loopback HTTP between one prediction ending and the
+// next starting, a share of L that shrinks as L grows (CometAPI's real L
+// is 3-10 s).
+var provLatency, provJitter, provL = benchLatency()
+
+func benchLatency() (latency, jitter, mean time.Duration) {
+	mean = 100 * time.Millisecond
+	if v, err := time.ParseDuration(os.Getenv("KONTEXT_BENCH_L")); err == nil && v > 0 {
+		mean = v
+	}
+	return mean * 4 / 5, mean * 2 / 5, mean
+}
 
 func BenchmarkQueueProvider(b *testing.B) {
 	for _, bc := range []struct {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -46,7 +47,10 @@ func (b *Bot) socketLoop(sm *socketmode.Client, ready chan<- struct{}) {
 			b.setDisconnected(errors.New("Slack asked to reconnect"))
 			b.log.Info("slack: Socket Mode reconnecting at Slack's request")
 		case socketmode.EventTypeIncomingError, socketmode.EventTypeErrorBadMessage, socketmode.EventTypeErrorWriteFailed:
-			b.log.Warn("slack: Socket Mode", "event", evt.Type, "data", evt.Data)
+			// Only the cause at warn: a bad message's raw payload can carry
+			// what people wrote.
+			b.log.Warn("slack: Socket Mode", "event", evt.Type, "err", socketCause(evt.Data))
+			b.log.Debug("slack: Socket Mode", "event", evt.Type, "data", evt.Data)
 		case socketmode.EventTypeEventsAPI:
 			b.ack(sm, evt)
 			if ev, ok := evt.Data.(slackevents.EventsAPIEvent); ok {
@@ -219,4 +223,17 @@ func (b *Bot) serveInteractive(w http.ResponseWriter, r *http.Request, body []by
 	}
 	w.WriteHeader(http.StatusOK)
 	b.dispatchInteraction(cb)
+}
+
+// socketCause is the error inside a Socket Mode error event's data.
+func socketCause(data any) error {
+	switch d := data.(type) {
+	case *socketmode.ErrorBadMessage:
+		return d.Cause
+	case *socketmode.ErrorWriteFailed:
+		return d.Cause
+	case error:
+		return d
+	}
+	return fmt.Errorf("%T", data)
 }
