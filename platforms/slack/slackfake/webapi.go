@@ -222,13 +222,8 @@ func (s *Server) update(w http.ResponseWriter, p params) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	m := s.findMsg(p.get("channel"), p.get("ts"))
-	switch {
-	case m == nil || m.Deleted:
-		slackErr(w, "message_not_found")
-		return
-	case m.User != s.opts.BotUserID:
-		slackErr(w, "cant_update_message")
+	m := s.ownMessage(w, p, "cant_update_message")
+	if m == nil {
 		return
 	}
 	m.Edits = append(m.Edits, Edit{At: time.Now(), Text: p.get("text"), Blocks: blocks})
@@ -242,16 +237,28 @@ func (s *Server) update(w http.ResponseWriter, p params) {
 	writeJSON(w, map[string]any{"ok": true, "channel": m.Channel, "ts": m.TS, "text": m.Text})
 }
 
-func (s *Server) delete(w http.ResponseWriter, p params) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
+// ownMessage finds the live bot message that p's channel and ts name, as
+// chat.update and chat.delete do; otherwise it answers Slack's error
+// (message_not_found, or notOwn for someone else's message) and returns
+// nil. The caller holds s.mu.
+func (s *Server) ownMessage(w http.ResponseWriter, p params, notOwn string) *Message {
 	m := s.findMsg(p.get("channel"), p.get("ts"))
 	switch {
 	case m == nil || m.Deleted:
 		slackErr(w, "message_not_found")
-		return
+		return nil
 	case m.User != s.opts.BotUserID:
-		slackErr(w, "cant_delete_message")
+		slackErr(w, notOwn)
+		return nil
+	}
+	return m
+}
+
+func (s *Server) delete(w http.ResponseWriter, p params) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m := s.ownMessage(w, p, "cant_delete_message")
+	if m == nil {
 		return
 	}
 	m.Deleted = true
