@@ -499,9 +499,25 @@ func (c *Core) enqueue(job *Job) error {
 	c.mu.Lock()
 	l.ticket = t
 	c.mu.Unlock()
-	c.wg.Add(1)
+	if !c.track() {
+		// Close has begun: the queue hands the job back or lets it run;
+		// either way it stays on disk until it is done.
+		return nil
+	}
 	go c.watch(l, rep)
 	return nil
+}
+
+// track counts one more goroutine for Close to wait for; it refuses once
+// Close has begun, so the count never grows while Close waits.
+func (c *Core) track() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closing {
+		return false
+	}
+	c.wg.Add(1)
+	return true
 }
 
 // watch settles a job that ends without running: cancelled while waiting,
@@ -887,7 +903,9 @@ func (c *Core) Recover(ctx context.Context) ([]string, error) {
 			continue // its platform is not configured in this run: it waits on disk
 		}
 		if j.State == JobPosting {
-			c.wg.Add(1)
+			if !c.track() {
+				break
+			}
 			go func() {
 				defer c.wg.Done()
 				_ = c.post(context.Background(), j, c.reporter(j), 0, 0)

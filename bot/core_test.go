@@ -813,3 +813,43 @@ func TestCheckChangesNothing(t *testing.T) {
 		t.Errorf("Check past the daily limit: got %v", err)
 	}
 }
+
+// TestSubmitWhileClosing submits from several goroutines while the core
+// closes: every request is either accepted (and kept on disk or run) or
+// told the bot is restarting, with no race between the two.
+func TestSubmitWhileClosing(t *testing.T) {
+	h := newHarness(t, bot.Config{}, kontexttest.Options{Latency: 50 * time.Millisecond})
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	accepted := make([]int, 4)
+	for g := range accepted {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			for i := 0; ; i++ {
+				key := bot.ConvKey{Platform: "test", Workspace: ws1, Channel: fmt.Sprintf("c%d", g), Thread: fmt.Sprint(i)}
+				_, err := h.core.Submit(context.Background(), &bot.Request{Kind: bot.KindImagine, Prompt: "race", Conv: key, User: fmt.Sprint("u", g, "-", i)})
+				if errors.Is(err, kontext.ErrShutdown) {
+					return
+				}
+				if err != nil {
+					t.Errorf("Submit: %v", err)
+					return
+				}
+				accepted[g]++
+			}
+		}()
+	}
+	close(start)
+	time.Sleep(20 * time.Millisecond)
+	h.stop(50 * time.Millisecond)
+	wg.Wait()
+	total := 0
+	for _, n := range accepted {
+		total += n
+	}
+	if total == 0 {
+		t.Error("nothing was accepted before the close")
+	}
+}
