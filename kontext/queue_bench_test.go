@@ -159,7 +159,9 @@ func BenchmarkQueueWaiting10k(b *testing.B) {
 //
 //   - saturation: 20 users each keep 3 jobs submitted (a new one as soon as
 //     one finishes) for provWarmup + provWindow. utilization is completed
-//     jobs per second in the window ÷ (6/L), the completions counted
+//     jobs per second in the window ÷ (6/L), with L the mean run time the
+//     fake drew for the predictions that finished in the window (the
+//     nominal L plus the sampling noise of its jitter), the completions counted
 //     edge-corrected (each successful job counts the fraction of its Run
 //     that falls inside the window: the same rate as a raw count, without
 //     its ±2-job quantization at the window's edges); jain is Jain's
@@ -228,7 +230,7 @@ func BenchmarkQueueProvider(b *testing.B) {
 			opts.MaxWaiting = provHeavy + provUsers*provPerUser
 
 			b.ResetTimer()
-			utilization, jain, busy, meanRun := provSaturate(b, client, opts)
+			utilization, jain, busy, meanRun := provSaturate(b, client, srv, opts)
 			lightWait := provLightWait(b, client, opts)
 			b.StopTimer()
 
@@ -267,7 +269,7 @@ func provJob(client *Client, id, user string, started func(), finished func(erro
 // provSaturate keeps every user busy and measures the window. busy is the
 // fraction of slot time in the window spent inside Run, meanRun the mean
 // duration of the Runs that ended in the window.
-func provSaturate(b *testing.B, client *Client, opts QueueOptions) (utilization, jain, busy float64, meanRun time.Duration) {
+func provSaturate(b *testing.B, client *Client, srv *kontexttest.Server, opts QueueOptions) (utilization, jain, busy float64, meanRun time.Duration) {
 	q := NewQueue(opts)
 	counts := make([]atomic.Int64, provUsers)
 	var failures, busyNanos, runNanos, runs atomic.Int64
@@ -277,6 +279,12 @@ func provSaturate(b *testing.B, client *Client, opts QueueOptions) (utilization,
 	stop := make(chan struct{})
 	start := time.Now()
 	from, to := start.Add(provWarmup), start.Add(provWarmup+provWindow)
+	// The fake's latency as really served in the window: the mean run time
+	// it drew for the predictions that finished there. Dividing by it
+	// rather than by the nominal L keeps the jitter's sampling noise (a
+	// few hundred draws) out of utilization.
+	atFrom := make(chan kontexttest.Stats, 1)
+	time.AfterFunc(time.Until(from), func() { atFrom <- srv.Stats() })
 	var wg sync.WaitGroup
 	for u := range provUsers {
 		user := fmt.Sprint("user", u)
@@ -332,6 +340,7 @@ func provSaturate(b *testing.B, client *Client, opts QueueOptions) (utilization,
 		}
 	}
 	time.Sleep(time.Until(to)) // the measurement window itself
+	atTo := srv.Stats()
 	close(stop)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -352,7 +361,9 @@ func provSaturate(b *testing.B, client *Client, opts QueueOptions) (utilization,
 		b.Fatalf("no job completed in the window")
 	}
 	rate := completed / provWindow.Seconds()
-	ceiling := float64(provSlots) / provL.Seconds()
+	first := <-atFrom
+	served := (atTo.RunTime - first.RunTime) / time.Duration(max(atTo.Runs-first.Runs, 1))
+	ceiling := float64(provSlots) / served.Seconds()
 	busy = float64(busyNanos.Load()) / (float64(opts.Slots) * float64(provWindow))
 	meanRun = time.Duration(runNanos.Load() / runs.Load())
 	return rate / ceiling, sum * sum / (float64(provUsers) * sumSq), busy, meanRun

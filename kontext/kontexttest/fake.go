@@ -195,6 +195,12 @@ type Stats struct {
 	// Succeeded, Failed, Canceled and Aborted count predictions by final
 	// status (failed includes moderated).
 	Succeeded, Failed, Canceled, Aborted int
+	// Runs counts the predictions that ran to the end of their run time,
+	// and RunTime adds up the run times (Latency plus jitter) drawn for
+	// them: RunTime / Runs is the latency the fake really served, for
+	// benchmarks that measure against it.
+	Runs    int
+	RunTime time.Duration
 }
 
 // Fake is a fake CometAPI provider. It implements http.Handler; create it

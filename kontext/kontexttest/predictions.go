@@ -65,7 +65,8 @@ type prediction struct {
 	input     json.RawMessage // the input object as received, compacted
 	base      string          // scheme://host for result URLs
 	seed      int64
-	fate      Fault // outcome faults (and moderation) deciding its end
+	fate      Fault         // outcome faults (and moderation) deciding its end
+	run       time.Duration // the run time drawn for it (Latency plus jitter)
 	job       *renderJob
 	status    string
 	errMsg    string
@@ -478,6 +479,7 @@ func (f *Fake) start(w http.ResponseWriter, r *http.Request, key string, req *cr
 	f.preds[id] = p
 	f.sweepFiles(now)
 	run := f.runTime()
+	p.run = run
 	p.timers = []*time.Timer{
 		time.AfterFunc(min(f.latency/4, maxProcessingDelay), func() { f.startProcessing(p) }),
 		time.AfterFunc(run, func() { f.finish(p) }),
@@ -524,6 +526,8 @@ func (f *Fake) finish(p *prediction) {
 		f.mu.Unlock()
 		return
 	}
+	f.stats.Runs++
+	f.stats.RunTime += p.run
 	switch {
 	case p.fate.Moderated:
 		f.settle(p, statusFailed, ModerationError)
