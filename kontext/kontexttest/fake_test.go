@@ -941,9 +941,26 @@ func TestStatsCounts(t *testing.T) {
 	call(t, s, http.MethodPost, imgPath, map[string]any{"model": "flux-kontext-max", "prompt": "a cat"}, nil)
 	call(t, s, http.MethodGet, "/nowhere", nil, nil)
 	got := s.Stats()
-	want := kontexttest.Stats{Creates: 1, Polls: 2, Cancels: 1, Downloads: 1, Images: 1, MaxActive: 1, Succeeded: 1}
+	// The one prediction ran its full 10 ms (no jitter); the images request
+	// is not a prediction.
+	want := kontexttest.Stats{Creates: 1, Polls: 2, Cancels: 1, Downloads: 1, Images: 1, MaxActive: 1, Succeeded: 1,
+		Runs: 1, RunTime: 10 * time.Millisecond}
 	if got != want {
 		t.Errorf("Stats() = %+v, want %+v", got, want)
+	}
+}
+
+// TestStatsRunTime: only predictions that run to their end count, each
+// with the run time drawn for it (latency plus jitter).
+func TestStatsRunTime(t *testing.T) {
+	t.Parallel()
+	s := newServer(t, kontexttest.Options{Latency: 20 * time.Millisecond, Jitter: 30 * time.Millisecond, Pixels: 64 * 64})
+	for range 4 {
+		generate(t, s, map[string]any{"prompt": "a cat"})
+	}
+	st := s.Stats()
+	if st.Runs != 4 || st.RunTime < 4*20*time.Millisecond || st.RunTime >= 4*50*time.Millisecond {
+		t.Errorf("Runs %d RunTime %s, want 4 runs of 20-50 ms each", st.Runs, st.RunTime)
 	}
 }
 
