@@ -349,8 +349,8 @@ func (c *Core) resolveBase(ctx context.Context, req *Request, job *Job) ([]byte,
 		return req.Image, CheckImage(req.Image)
 	}
 	if req.Turn != "" {
-		conv, err := c.store.Conversation(ctx, req.Conv)
-		if err != nil && !errors.Is(err, ErrNotFound) {
+		conv, err := c.conversation(ctx, req.Conv)
+		if err != nil {
 			return nil, fmt.Errorf("bot: resolve base: %w", err)
 		}
 		if conv.Turn(req.Turn) == nil {
@@ -372,8 +372,8 @@ func (c *Core) resolveBase(ctx context.Context, req *Request, job *Job) ([]byte,
 	if req.ReplyImage != nil {
 		return req.ReplyImage, CheckImage(req.ReplyImage)
 	}
-	conv, err := c.store.Conversation(ctx, req.Conv)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	conv, err := c.conversation(ctx, req.Conv)
+	if err != nil {
 		return nil, fmt.Errorf("bot: resolve base: %w", err)
 	}
 	if conv.Current() == nil && !c.hasLiveJob(req.Conv) {
@@ -386,8 +386,8 @@ func (c *Core) resolveBase(ctx context.Context, req *Request, job *Job) ([]byte,
 // resolveReroll makes job repeat a turn: same prompt, parent, model and
 // aspect, new seed.
 func (c *Core) resolveReroll(ctx context.Context, req *Request, job *Job) error {
-	conv, err := c.store.Conversation(ctx, req.Conv)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	conv, err := c.conversation(ctx, req.Conv)
+	if err != nil {
 		return fmt.Errorf("bot: reroll: %w", err)
 	}
 	t := conv.Current()
@@ -579,8 +579,8 @@ func (c *Core) execute(ctx context.Context, job *Job, rep Reporter, queued time.
 	rep.Running(job)
 	req := kontext.Request{Prompt: job.Prompt, Model: job.Model, AspectRatio: job.Aspect, Seed: &job.Seed}
 	if job.FollowHead && job.Base == "" {
-		conv, err := c.store.Conversation(ctx, job.Conv)
-		if err != nil && !errors.Is(err, ErrNotFound) {
+		conv, err := c.conversation(ctx, job.Conv)
+		if err != nil {
 			return c.fail(ctx, job, rep, wait, 0, fmt.Errorf("bot: load conversation: %w", err))
 		}
 		cur := conv.Current()
@@ -633,13 +633,23 @@ func (c *Core) execute(ctx context.Context, job *Job, rep Reporter, queued time.
 	if _, err := c.store.AddTurn(context.WithoutCancel(ctx), job.Conv, t, res.Data, job, charge); err != nil {
 		return c.fail(ctx, job, rep, wait, provider, fmt.Errorf("bot: store result: %w", err))
 	}
-	return c.post(context.WithoutCancel(ctx), job, rep, wait, provider)
+	return c.deliver(context.WithoutCancel(ctx), job, rep, t, res.Data, wait, provider)
+}
+
+// conversation reads the conversation at key; one that does not exist yet
+// is nil with no error (a nil *Conversation has no turns and no head).
+func (c *Core) conversation(ctx context.Context, key ConvKey) (*Conversation, error) {
+	conv, err := c.store.Conversation(ctx, key)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	return conv, err
 }
 
 // baseImage loads the bytes of turn id in the conversation at key.
 func (c *Core) baseImage(ctx context.Context, key ConvKey, id string) ([]byte, error) {
-	conv, err := c.store.Conversation(ctx, key)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	conv, err := c.conversation(ctx, key)
+	if err != nil {
 		return nil, fmt.Errorf("bot: load base: %w", err)
 	}
 	t := conv.Turn(id)
@@ -653,8 +663,8 @@ func (c *Core) baseImage(ctx context.Context, key ConvKey, id string) ([]byte, e
 	return img, nil
 }
 
-// post delivers a stored result and records where it was posted. A job
-// interrupted here is posted again after a restart.
+// post delivers a result stored by an earlier process (its job was left
+// posting), reading it back from the store.
 func (c *Core) post(ctx context.Context, job *Job, rep Reporter, wait, provider time.Duration) error {
 	conv, err := c.store.Conversation(ctx, job.Conv)
 	if err != nil {
@@ -668,8 +678,15 @@ func (c *Core) post(ctx context.Context, job *Job, rep Reporter, wait, provider 
 	if err != nil {
 		return c.fail(ctx, job, rep, wait, provider, fmt.Errorf("bot: post: %w", err))
 	}
-	d := &Delivery{Job: job, Conv: job.Conv, Turn: *t, Image: img}
-	d.Record = func(ctx context.Context, p Posted) error { return c.recordPost(ctx, job.Conv, *t, img, p) }
+	return c.deliver(ctx, job, rep, *t, img, wait, provider)
+}
+
+// deliver posts turn t (with its image img, already stored) and records
+// where it was posted. A job interrupted here is posted again after a
+// restart.
+func (c *Core) deliver(ctx context.Context, job *Job, rep Reporter, t Turn, img []byte, wait, provider time.Duration) error {
+	d := &Delivery{Job: job, Conv: job.Conv, Turn: t, Image: img}
+	d.Record = func(ctx context.Context, p Posted) error { return c.recordPost(ctx, job.Conv, t, img, p) }
 	posted, err := rep.Deliver(ctx, job, d)
 	if err != nil {
 		// The image is stored and is the conversation's head; only the
@@ -678,7 +695,7 @@ func (c *Core) post(ctx context.Context, job *Job, rep Reporter, wait, provider 
 		rep.Fail(ctx, job, "I made the image but could not post it here. I will try again when I restart.")
 		return err
 	}
-	if err := c.recordPost(ctx, job.Conv, *t, img, posted); err != nil {
+	if err := c.recordPost(ctx, job.Conv, t, img, posted); err != nil {
 		c.log.Error("bot: record post", "job", job.ID, "err", err)
 	}
 	job.State, job.Updated = JobDelivered, c.now()
@@ -710,15 +727,15 @@ func (c *Core) recordPost(ctx context.Context, key ConvKey, t Turn, img []byte, 
 // conversation at from: t's ancestors (oldest first) and then t, which
 // becomes the head. A thread that already holds t is left as it is.
 func (c *Core) openThread(ctx context.Context, from, thread ConvKey, t Turn, img []byte) error {
-	existing, err := c.store.Conversation(ctx, thread)
+	existing, err := c.conversation(ctx, thread)
 	switch {
-	case err == nil && existing.Turn(t.ID) != nil:
-		return nil
-	case err != nil && !errors.Is(err, ErrNotFound):
+	case err != nil:
 		return err
+	case existing.Turn(t.ID) != nil:
+		return nil
 	}
-	src, err := c.store.Conversation(ctx, from)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	src, err := c.conversation(ctx, from)
+	if err != nil {
 		return err
 	}
 	var chain []Turn
@@ -810,8 +827,8 @@ func (c *Core) logEnd(job *Job, wait, provider time.Duration, err error) {
 // image (or of req.Turn) and returns that image to show again. No provider
 // call, no charge.
 func (c *Core) Undo(ctx context.Context, req *Request) (*Delivery, error) {
-	conv, err := c.store.Conversation(ctx, req.Conv)
-	if err != nil && !errors.Is(err, ErrNotFound) {
+	conv, err := c.conversation(ctx, req.Conv)
+	if err != nil {
 		return nil, fmt.Errorf("bot: undo: %w", err)
 	}
 	t := conv.Current()
