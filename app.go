@@ -110,12 +110,17 @@ func (a *app) drain(ctx context.Context) error {
 	return err
 }
 
-// close drains the core (if not done yet) and closes the store.
+// close drains the core, then closes the store.
 func (a *app) close(ctx context.Context) error {
-	err := a.drain(ctx)
+	return errors.Join(a.drain(ctx), a.closeStore())
+}
+
+// closeStore stops the retention sweep and closes the store; the core must
+// be drained first.
+func (a *app) closeStore() error {
 	a.stopSweep()
 	a.sweeping.Wait()
-	return errors.Join(err, a.db.Close())
+	return a.db.Close()
 }
 
 // runChat holds one conversation in the terminal.

@@ -106,7 +106,7 @@ func shutdown(a *app, platforms []platform, srv *http.Server, timeout time.Durat
 	}
 	hctx, hcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer hcancel()
-	errs = append(errs, srv.Shutdown(hctx), a.close(ctx))
+	errs = append(errs, srv.Shutdown(hctx), a.closeStore())
 	return errors.Join(errs...)
 }
 
