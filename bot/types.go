@@ -205,4 +205,10 @@ type Store interface {
 	// Usage returns a user's usage on the day of at (UTC) and the
 	// workspace's in the month of at.
 	Usage(ctx context.Context, platform, workspace, user string, at time.Time) (userDay, workspaceMonth Usage, err error)
+	// Claim records that the event, command or interaction named key is
+	// being handled, and reports whether this call is the first to claim
+	// it within ttl. A platform may deliver the same thing twice (Slack's
+	// retries, a second replica); only the first claimant acts on it.
+	// Claims outlive a restart and are swept once expired.
+	Claim(ctx context.Context, key string, ttl time.Duration) (first bool, err error)
 }

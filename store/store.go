@@ -15,6 +15,7 @@
 //	jobs           job id -> bot.Job
 //	usage_day      platform/workspace/user/2006-01-02 (UTC) -> bot.Usage
 //	usage_month    platform/workspace/2006-01 (UTC) -> bot.Usage
+//	claims         claim key -> 8-byte big-endian Unix nanoseconds it expires at
 //
 // Invariants, kept inside the one transaction of every write:
 //
@@ -88,9 +89,10 @@ var (
 	bucketJobs       = []byte("jobs")
 	bucketUsageDay   = []byte("usage_day")
 	bucketUsageMonth = []byte("usage_month")
+	bucketClaims     = []byte("claims")
 
 	allBuckets = [][]byte{bucketMeta, bucketConvs, bucketImages, bucketRefs,
-		bucketMessages, bucketJobs, bucketUsageDay, bucketUsageMonth}
+		bucketMessages, bucketJobs, bucketUsageDay, bucketUsageMonth, bucketClaims}
 
 	keySchema = []byte("schema")
 )
@@ -127,6 +129,8 @@ type SweepStats struct {
 	Jobs int
 	// Messages is the number of message mappings removed.
 	Messages int
+	// Claims is the number of expired claims removed.
+	Claims int
 }
 
 // Open opens the store at path, creating the parent folder (0o750) and the
@@ -579,6 +583,34 @@ func (db *DB) Usage(ctx context.Context, platform, workspace, user string, at ti
 	return userDay, workspaceMonth, nil
 }
 
+// Claim records key as handled until now+ttl and reports whether this call
+// is the first to claim it: false while an earlier claim has not expired.
+func (db *DB) Claim(ctx context.Context, key string, ttl time.Duration) (bool, error) {
+	wrap := func(err error) error { return fmt.Errorf("store: claim %s: %w", key, err) }
+	if err := ctx.Err(); err != nil {
+		return false, wrap(err)
+	}
+	if key == "" {
+		return false, wrap(errors.New("empty key"))
+	}
+	now := db.now()
+	first := false
+	err := db.bolt.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketClaims)
+		if v := b.Get([]byte(key)); len(v) == 8 && int64(binary.BigEndian.Uint64(v)) > now.UnixNano() {
+			return nil
+		}
+		first = true
+		var exp [8]byte
+		binary.BigEndian.PutUint64(exp[:], uint64(now.Add(ttl).UnixNano()))
+		return b.Put([]byte(key), exp[:])
+	})
+	if err != nil {
+		return false, wrap(err)
+	}
+	return first, nil
+}
+
 // Sweep is the retention pass. It removes every conversation whose Updated
 // is before idleBefore, with its message mappings and its references to
 // images (deleting images nothing refers to any more), and every job that
@@ -667,6 +699,24 @@ func (db *DB) Sweep(ctx context.Context, idleBefore time.Time) (SweepStats, erro
 				return err
 			}
 			st.Jobs++
+		}
+
+		var expired [][]byte
+		now := uint64(db.now().UnixNano())
+		err = tx.Bucket(bucketClaims).ForEach(func(k, v []byte) error {
+			if len(v) != 8 || binary.BigEndian.Uint64(v) <= now {
+				expired = append(expired, bytes.Clone(k))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for _, k := range expired {
+			if err := tx.Bucket(bucketClaims).Delete(k); err != nil {
+				return err
+			}
+			st.Claims++
 		}
 		return ctx.Err()
 	})

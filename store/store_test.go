@@ -1076,3 +1076,69 @@ func TestConcurrent(t *testing.T) {
 		t.Errorf("total refcount: got %d, want %d (one per kept turn)", got, want)
 	}
 }
+
+func TestClaim(t *testing.T) {
+	ctx := context.Background()
+	clock := newClock(t0)
+	path := filepath.Join(t.TempDir(), "kontext.db")
+	db, err := Open(path, Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	claim := func(key string, ttl time.Duration) bool {
+		t.Helper()
+		first, err := db.Claim(ctx, key, ttl)
+		if err != nil {
+			t.Fatalf("Claim(%q): %v", key, err)
+		}
+		return first
+	}
+	steps := []struct {
+		name    string
+		advance time.Duration
+		key     string
+		want    bool
+	}{
+		{"first claim", 0, "slack/T1/trigger/1", true},
+		{"same key again", time.Minute, "slack/T1/trigger/1", false},
+		{"other key", 0, "slack/T1/trigger/2", true},
+		{"just before expiry", 3*time.Minute + 59*time.Second, "slack/T1/trigger/1", false},
+		{"after expiry", 2 * time.Second, "slack/T1/trigger/1", true},
+	}
+	for _, s := range steps {
+		clock.Set(clock.Now().Add(s.advance))
+		if got := claim(s.key, 5*time.Minute); got != s.want {
+			t.Errorf("%s: Claim(%q) = %v, want %v", s.name, s.key, got, s.want)
+		}
+	}
+
+	// A claim survives a restart.
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	db, err = Open(path, Options{Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if got := claim("slack/T1/trigger/2", 5*time.Minute); got {
+		t.Errorf("after reopen: Claim(trigger/2) = true, want false (claimed before the restart)")
+	}
+
+	// The sweep removes expired claims only.
+	clock.Set(clock.Now().Add(3 * time.Minute)) // trigger/2 expired, trigger/1 not
+	st, err := db.Sweep(ctx, clock.Now().Add(-24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Claims != 1 {
+		t.Errorf("Sweep removed %d claims, want 1", st.Claims)
+	}
+	if got := db.countKeys(t, bucketClaims); got != 1 {
+		t.Errorf("claims left after sweep: %d, want 1", got)
+	}
+
+	if _, err := db.Claim(ctx, "", time.Minute); err == nil {
+		t.Error("Claim with an empty key: no error")
+	}
+}
