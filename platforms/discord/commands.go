@@ -142,8 +142,33 @@ var idArg = regexp.MustCompile(`^[a-z0-9]{1,64}$`)
 // customID builds a custom id.
 func customID(action, id string) string { return "k:" + action + ":" + id }
 
+// editMsgID is the custom id of an "Edit image" modal: the target
+// message and its channel, "k:editmsg:<message>:<channel>" (at most 50
+// characters), so the submit needs nothing kept in memory.
+func editMsgID(channelID, messageID string) string {
+	return customID(actEditMsg, messageID) + ":" + channelID
+}
+
+var snowflake = regexp.MustCompile(`^[0-9]{1,20}$`)
+
+// parseEditMsgID reads an "Edit image" modal's custom id: the target
+// message, and its channel ("" in ids made before the channel was carried).
+func parseEditMsgID(s string) (messageID, channelID string, ok bool) {
+	parts := strings.Split(s, ":")
+	switch {
+	case len(parts) == 4 && parts[0] == "k" && parts[1] == actEditMsg && snowflake.MatchString(parts[2]) && snowflake.MatchString(parts[3]):
+		return parts[2], parts[3], true
+	case len(parts) == 3 && parts[0] == "k" && parts[1] == actEditMsg && snowflake.MatchString(parts[2]):
+		return parts[2], "", true
+	}
+	return "", "", false
+}
+
 // parseCustomID splits a custom id the bot made.
 func parseCustomID(s string) (action, id string, err error) {
+	if msg, _, ok := parseEditMsgID(s); ok {
+		return actEditMsg, msg, nil
+	}
 	parts := strings.Split(s, ":")
 	if len(parts) != 3 || parts[0] != "k" || !idArg.MatchString(parts[2]) {
 		return "", "", fmt.Errorf("discord: unknown custom id %q", s)

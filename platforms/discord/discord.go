@@ -65,6 +65,10 @@ type Config struct {
 	// Now is the clock used for interaction token ages and progress; nil
 	// means time.Now.
 	Now func() time.Time
+	// Wait spends a rate-limit wait (Discord's retry_after); nil means a
+	// real timer. Tests pass a fake clock so a long retry_after costs no
+	// time.
+	Wait func(ctx context.Context, d time.Duration) error
 }
 
 // Core is what the adapter needs of the bot core; *bot.Core is one.
@@ -86,6 +90,7 @@ type Bot struct {
 	log   *slog.Logger
 	out   io.Writer
 	now   func() time.Time
+	wait  func(ctx context.Context, d time.Duration) error
 	s     *discordgo.Session
 	api   *url.URL     // Config.APIURL parsed, or nil
 	fetch *http.Client // attachment downloads: never carries the token
@@ -108,7 +113,15 @@ type Bot struct {
 	serial    map[string]chan struct{}
 	edits     map[string][]time.Time // our recent edits per channel
 	targets   map[string]target      // context-menu targets awaiting their modal
-	closeOnce sync.Once
+	// deadThreads are threads found deleted or archived and locked: their
+	// conversations are posted in the parent channel.
+	deadThreads map[string]bool
+	// noThreads are channels where creating a thread was refused, until
+	// when not to try again (a cache: after a restart one more try).
+	noThreads map[string]time.Time
+	// uploadLimits are the upload limits interactions reported per server.
+	uploadLimits map[string]int
+	closeOnce    sync.Once
 }
 
 var (
@@ -127,7 +140,8 @@ func New(cfg Config, core Core) (*Bot, error) {
 	}
 	b := &Bot{cfg: cfg, core: core, log: cfg.Logger, out: cfg.Out, now: cfg.Now,
 		done: make(chan struct{}), channels: map[string]chanInfo{}, trackers: map[string]*tracker{},
-		serial: map[string]chan struct{}{}, edits: map[string][]time.Time{}, targets: map[string]target{}}
+		serial: map[string]chan struct{}{}, edits: map[string][]time.Time{}, targets: map[string]target{},
+		deadThreads: map[string]bool{}, noThreads: map[string]time.Time{}, uploadLimits: map[string]int{}}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
@@ -137,15 +151,19 @@ func New(cfg Config, core Core) (*Bot, error) {
 	if b.now == nil {
 		b.now = time.Now
 	}
+	b.wait = cfg.Wait
+	if b.wait == nil {
+		b.wait = sleep
+	}
 	transport := http.DefaultTransport.(*http.Transport).Clone()
-	var rt http.RoundTripper = transport
+	var rt http.RoundTripper = &limits{next: transport}
 	if cfg.APIURL != "" {
 		u, err := url.Parse(strings.TrimRight(cfg.APIURL, "/"))
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return nil, fmt.Errorf("discord: DISCORD_API_URL %q is not an http(s) URL", cfg.APIURL)
 		}
 		b.api = u
-		rt = &rewriter{base: u, next: transport}
+		rt = &limits{next: &rewriter{base: u, next: transport}}
 	}
 	s, err := discordgo.New("Bot " + cfg.Token)
 	if err != nil {
@@ -161,7 +179,7 @@ func New(cfg Config, core Core) (*Bot, error) {
 	s.MaxRestRetries = 2
 	s.Identify.Intents = baseIntents | discordgo.IntentMessageContent
 	s.AddHandler(b.onReady)
-	s.AddHandler(b.onInteraction)
+	s.AddHandler(b.onEvent)
 	s.AddHandler(b.onMessage)
 	b.s = s
 	b.fetch = &http.Client{Timeout: downloadTimeout, Transport: transport, CheckRedirect: b.checkRedirect}
@@ -186,6 +204,24 @@ func (t *rewriter) RoundTrip(r *http.Request) (*http.Response, error) {
 		r.Host = ""
 	}
 	return t.next.RoundTrip(r)
+}
+
+// limits hides the rate-limit headers of a 429 from discordgo. Its
+// ratelimiter would otherwise hold the route's next request in a sleep
+// that no context ends (as long as X-RateLimit-Reset-After says, minutes
+// on some routes); the adapter waits out a 429 itself instead (retry),
+// within the caller's deadline. Headers of successful answers are left
+// alone, so discordgo still paces requests before a limit is reached.
+type limits struct{ next http.RoundTripper }
+
+func (t *limits) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := t.next.RoundTrip(r)
+	if err == nil && resp.StatusCode == http.StatusTooManyRequests {
+		for _, h := range []string{"X-RateLimit-Remaining", "X-RateLimit-Reset", "X-RateLimit-Reset-After", "X-RateLimit-Global"} {
+			resp.Header.Del(h)
+		}
+	}
+	return resp, err
 }
 
 // Name is the platform name.

@@ -2,6 +2,7 @@ package discord
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"regexp"
 	"slices"
@@ -19,6 +20,11 @@ const (
 	startingText = "Starting…"
 	noImageText  = "That message has no image I can edit: use \"Edit image\" on a message with a PNG, JPEG, WebP or GIF."
 )
+
+// reopenText answers an "Edit image" form whose image the bot can no
+// longer read: it restarted since the form opened, and without the
+// Message Content intent Discord hides the message's files from it.
+const reopenText = "I was restarted after you opened that form, and without Discord's Message Content intent I cannot see that message's image again. Use **Apps → Edit image** on it once more."
 
 // target is the image of a message an "Edit image" modal will edit, kept
 // between the menu and the modal's submit. After a restart the message is
@@ -45,6 +51,26 @@ func displayName(u *discordgo.User) string {
 		return u.GlobalName
 	}
 	return u.Username
+}
+
+// onEvent sees every gateway event raw: interactions are taken from here,
+// for a field discordgo v0.29 does not read (attachment_size_limit).
+func (b *Bot) onEvent(s *discordgo.Session, e *discordgo.Event) {
+	if e == nil || e.Type != "INTERACTION_CREATE" {
+		return
+	}
+	ic, ok := e.Struct.(*discordgo.InteractionCreate)
+	if !ok {
+		return
+	}
+	var extra struct {
+		GuildID             string `json:"guild_id"`
+		AttachmentSizeLimit int    `json:"attachment_size_limit"`
+	}
+	if err := json.Unmarshal(e.RawData, &extra); err == nil {
+		b.noteUploadLimit(extra.GuildID, extra.AttachmentSizeLimit)
+	}
+	b.onInteraction(s, ic)
 }
 
 // onInteraction runs in the gateway's reader: it hands the interaction to
@@ -135,7 +161,8 @@ func (b *Bot) failDeferred(ctx context.Context, in *discordgo.Interaction, err e
 
 // interactionOrigin notes where a deferred interaction is answered.
 func (b *Bot) interactionOrigin(ctx context.Context, in *discordgo.Interaction, received time.Time) origin {
-	o := origin{Mode: "i", App: in.AppID, Token: in.Token, At: received, Place: b.placeFor(ctx, in.GuildID, in.ChannelID)}
+	o := origin{Mode: "i", App: in.AppID, Token: in.Token, At: received, Place: b.placeFor(ctx, in.GuildID, in.ChannelID),
+		Lim: b.knownLimit(in.GuildID)}
 	if o.App == "" {
 		o.App, _ = b.ids()
 	}
@@ -213,7 +240,7 @@ func (b *Bot) onEditImage(ctx context.Context, in *discordgo.Interaction, data d
 	}
 	b.targets[data.TargetID] = target{att: att, at: b.now()}
 	b.mu.Unlock()
-	if err := b.respond(ctx, in, editModal(customID(actEditMsg, data.TargetID))); err != nil {
+	if err := b.respond(ctx, in, editModal(editMsgID(in.ChannelID, data.TargetID))); err != nil {
 		b.log.Warn("discord: open modal", "err", err)
 	}
 }
@@ -242,8 +269,12 @@ func (b *Bot) onModal(ctx context.Context, in *discordgo.Interaction, data disco
 	o := b.interactionOrigin(ctx, in, received)
 	req := &bot.Request{Kind: bot.KindEdit, Conv: o.Place.key(), User: user, UserName: name, ReplyTo: id, Origin: o.encode()}
 	req.Prompt, err = b.applyOptions(req, raw)
+	channelID := in.ChannelID
+	if _, ch, ok := parseEditMsgID(data.CustomID); ok && ch != "" {
+		channelID = ch
+	}
 	if err == nil {
-		err = b.attachTarget(ctx, req, in.ChannelID, id)
+		err = b.attachTarget(ctx, req, channelID, id)
 	}
 	if err == nil {
 		_, err = b.core.Submit(ctx, req)
@@ -278,11 +309,17 @@ func (b *Bot) attachTarget(ctx context.Context, req *bot.Request, channelID, msg
 	b.mu.Unlock()
 	att := t.att
 	if !ok {
+		// Opened before a restart (or long ago): the custom id says which
+		// message; ask Discord for it again.
 		m, err := b.message(ctx, channelID, msgID)
 		if err != nil {
 			return &bot.UserError{Msg: "I can no longer see that message.", Err: err}
 		}
-		if att = imageAttachment(m); att == nil {
+		_, botID := b.ids()
+		if att = imageAttachment(m); att == nil && b.unreadable(m, botID) {
+			return bot.Userf(reopenText)
+		}
+		if att == nil {
 			return bot.Userf(noImageText)
 		}
 	}
@@ -398,13 +435,12 @@ func (b *Bot) privately(ctx context.Context, in *discordgo.Interaction, err erro
 // submitInPlace submits a button's job: its progress and result go in a
 // new message where the conversation lives (the picture's thread).
 func (b *Bot) submitInPlace(ctx context.Context, in *discordgo.Interaction, req *bot.Request) {
-	p := placeOf(req.Conv)
-	status, err := b.send(ctx, p.Channel, text(startingText), nil)
+	status, p, err := b.sendIn(ctx, placeOf(req.Conv), text(startingText), nil)
 	if err != nil {
 		b.privately(ctx, in, err)
 		return
 	}
-	o := origin{Mode: "c", Place: p, Msg: status.ID}
+	o := origin{Mode: "c", Place: p, Msg: status.ID, Lim: b.knownLimit(in.GuildID)}
 	req.Origin = o.encode()
 	if _, err := b.core.Submit(ctx, req); err != nil {
 		if derr := b.s.ChannelMessageDelete(p.Channel, status.ID, discordgo.WithContext(ctx)); derr != nil {
@@ -421,16 +457,74 @@ func (b *Bot) undo(ctx context.Context, in *discordgo.Interaction, conv bot.Conv
 		b.privately(ctx, in, err)
 		return
 	}
-	p := placeOf(d.Conv)
-	m, file := result(d, "Back to: ")
-	posted, err := b.send(ctx, p.Channel, m, file)
+	p := b.live(placeOf(d.Conv))
+	m0, f0 := result(d, "Back to: ")
+	m, file, err := b.fitResult(m0, f0, p.Guild, b.knownLimit(in.GuildID))
 	if err != nil {
 		b.privately(ctx, in, err)
 		return
 	}
-	if err := b.core.RecordPost(ctx, d.Conv, d.Turn.ID, bot.Posted{MessageID: posted.ID}); err != nil {
+	posted, p, err := b.sendIn(ctx, p, m, file)
+	if err != nil {
+		b.privately(ctx, in, err)
+		return
+	}
+	out := bot.Posted{MessageID: posted.ID}
+	if p.Kind == kindText {
+		// The picture's thread is gone: the image shown again in the
+		// channel opens a new one.
+		out.Thread = b.openThread(ctx, p, posted, "Back to: "+d.Turn.Prompt)
+	}
+	if d.Record != nil {
+		if err := d.Record(ctx, out); err != nil {
+			b.log.Error("discord: record undo post", "err", err)
+		}
+	} else if err := b.core.RecordPost(ctx, d.Conv, d.Turn.ID, out); err != nil {
 		b.log.Error("discord: record undo post", "err", err)
 	}
+}
+
+// live is where to post for place p: a thread found gone is replaced by
+// its parent channel.
+func (b *Bot) live(p place) place {
+	if p.Kind != kindThread || p.Parent == "" {
+		return p
+	}
+	b.mu.Lock()
+	dead := b.deadThreads[p.Channel]
+	b.mu.Unlock()
+	if dead {
+		return place{Guild: p.Guild, Channel: p.Parent, Kind: kindText}
+	}
+	return p
+}
+
+// forgetThread notes that a thread can no longer be posted in.
+func (b *Bot) forgetThread(threadID string, why error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.deadThreads) >= 10000 {
+		clear(b.deadThreads)
+	}
+	b.deadThreads[threadID] = true
+	delete(b.channels, threadID)
+	b.log.Info("discord: a picture's thread is gone (deleted, or archived and locked); posting in its channel instead", "thread", threadID, "err", why)
+}
+
+// sendIn posts m in place p, or, when p is a thread that is gone, in its
+// parent channel; it returns the place it posted in.
+func (b *Bot) sendIn(ctx context.Context, p place, m outMessage, file *outFile) (*discordgo.Message, place, error) {
+	if q := b.live(p); q != p {
+		p, m.Reference = q, nil // the message replied to is in the thread
+	}
+	msg, err := b.send(ctx, p.Channel, m, file)
+	if err != nil && p.Kind == kindThread && p.Parent != "" && threadGone(err) {
+		b.forgetThread(p.Channel, err)
+		p = place{Guild: p.Guild, Channel: p.Parent, Kind: kindText}
+		m.Reference = nil // the message replied to is in the thread
+		msg, err = b.send(ctx, p.Channel, m, file)
+	}
+	return msg, p, err
 }
 
 // onMessage runs in the gateway's reader: messages of one channel are
@@ -456,7 +550,11 @@ var mentionRe = regexp.MustCompile(`<@!?(\d+)>`)
 // image, or mentioning the bot.
 func (b *Bot) handleMessage(ctx context.Context, m *discordgo.Message) {
 	_, botID := b.ids()
-	mentioned := slices.ContainsFunc(m.Mentions, func(u *discordgo.User) bool { return u != nil && u.ID == botID })
+	// Only an explicit <@bot> in the text is a mention: a reply to one of
+	// the bot's messages puts the bot in Mentions too (reply pings are on
+	// by default), and "ok, thanks!" is not a command.
+	mentioned := botID != "" && slices.ContainsFunc(mentionRe.FindAllStringSubmatch(m.Content, -1),
+		func(sm []string) bool { return sm[1] == botID })
 	rawText := strings.TrimSpace(mentionRe.ReplaceAllStringFunc(m.Content, func(s string) string {
 		if mentionRe.FindStringSubmatch(s)[1] == botID {
 			return ""
@@ -469,6 +567,16 @@ func (b *Bot) handleMessage(ctx context.Context, m *discordgo.Message) {
 	picture := p.Kind == kindThread && b.pictureThread(ctx, p)
 	if !(p.Kind == kindDM || picture || mentioned || refImg != nil) {
 		return
+	}
+	if refImg == nil && m.MessageReference != nil && b.unreadable(ref, botID) {
+		// A reply whose message the bot cannot read (no Message Content
+		// intent): ask Discord for it; never edit or make something else.
+		if ref, refImg = b.reread(ctx, m.MessageReference, ref); refImg == nil && b.unreadable(ref, botID) {
+			if rawText != "" || mentioned {
+				b.reply(ctx, m, cannotSeeText)
+			}
+			return
+		}
 	}
 	if rawText == "" {
 		if mentioned || p.Kind == kindDM {
@@ -513,6 +621,44 @@ func (b *Bot) handleMessage(ctx context.Context, m *discordgo.Message) {
 			b.log.Warn("discord: edit status", "err", eerr)
 		}
 	}
+}
+
+// cannotSeeText answers a reply to a message the bot cannot read.
+const cannotSeeText = "I cannot see the image in the message you replied to: without Discord's Message Content intent I only see messages that mention me. Use **Apps → Edit image** on that message instead (right-click it, or long-press on a phone)."
+
+// unreadable reports whether a replied-to message may hide an image from
+// the bot: the bot runs without the Message Content intent and the
+// message, not the bot's own, shows neither text nor files (Discord
+// blanks both).
+func (b *Bot) unreadable(ref *discordgo.Message, botID string) bool {
+	b.mu.Lock()
+	content := b.content
+	b.mu.Unlock()
+	if content {
+		return false
+	}
+	if ref == nil {
+		return true
+	}
+	if ref.Author != nil && ref.Author.ID == botID {
+		return false
+	}
+	return strings.TrimSpace(ref.Content) == "" && len(ref.Attachments) == 0 && len(ref.Embeds) == 0
+}
+
+// reread fetches a replied-to message through REST. Without the intent
+// Discord blanks it there too unless it is the bot's or mentions it, so
+// this only helps in those cases; on any failure the old copy is kept.
+func (b *Bot) reread(ctx context.Context, mr *discordgo.MessageReference, old *discordgo.Message) (*discordgo.Message, *discordgo.MessageAttachment) {
+	if mr.MessageID == "" || mr.ChannelID == "" {
+		return old, nil
+	}
+	m, err := b.message(ctx, mr.ChannelID, mr.MessageID)
+	if err != nil || m == nil {
+		b.log.Info("discord: could not fetch a replied-to message", "message", mr.MessageID, "err", err)
+		return old, nil
+	}
+	return m, imageAttachment(m)
 }
 
 // pictureThread reports whether a thread is a picture's conversation.

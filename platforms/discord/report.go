@@ -270,7 +270,9 @@ func (b *Bot) sendProgress(t *tracker, txt string, cancel bool) {
 // Deliver posts the finished image where the job was asked for: in the
 // interaction's response while its token lives, else as a reply in the
 // same channel or thread. A result in a text channel opens a thread named
-// after the prompt, which becomes the picture's conversation.
+// after the prompt, which becomes the picture's conversation. An image
+// over the channel's upload limit is posted as a smaller copy. A failure
+// says through Temporary() whether trying again later may help.
 func (r *reporter) Deliver(ctx context.Context, job *bot.Job, d *bot.Delivery) (bot.Posted, error) {
 	release := r.b.finish(r.job)
 	defer release()
@@ -281,29 +283,66 @@ func (r *reporter) Deliver(ctx context.Context, job *bot.Job, d *bot.Delivery) (
 		return bot.Posted{}, nil
 	}
 	m, file := result(d, "")
-	posted, err := r.post(ctx, m, file)
+	m, file, err := r.b.fitResult(m, file, r.o.Place.Guild, r.o.Lim)
 	if err != nil {
 		return bot.Posted{}, err
+	}
+	posted, p, err := r.post(ctx, m, file)
+	if err != nil {
+		return bot.Posted{}, classify(err)
 	}
 	out := bot.Posted{MessageID: posted.ID}
 	// Record where the image lives as soon as that is settled (a reply or
 	// a button may come right away): for a result in a text channel, once
 	// its thread is open, so the message never maps to the channel first.
-	if r.o.Place.Kind == kindText && posted.ChannelID == r.o.Place.Channel {
-		name := truncate(strings.TrimSpace(job.Prompt), 100)
-		if name == "" {
-			name = "Picture"
-		}
-		th, err := r.b.startThread(ctx, posted.ChannelID, posted.ID, name)
-		if err != nil {
-			r.b.log.Warn("discord: could not open a thread for a result; the channel stays its conversation",
-				"channel", posted.ChannelID, "err", err)
-		} else {
-			out.Thread = &bot.ConvKey{Platform: Platform, Workspace: r.o.Place.Guild, Channel: posted.ChannelID, Thread: th.ID}
-		}
+	if p.Kind == kindText && posted.ChannelID == p.Channel {
+		out.Thread = r.b.openThread(ctx, p, posted, job.Prompt)
 	}
 	r.record(ctx, d, out)
 	return out, nil
+}
+
+// threadRetry is how long the bot leaves a channel alone after Discord
+// refused to let it create a thread there.
+const threadRetry = time.Hour
+
+// openThread opens the picture thread of a result posted in text channel
+// p, named after its prompt, and returns its conversation; nil when the
+// channel stays the conversation (no permission, or another failure).
+func (b *Bot) openThread(ctx context.Context, p place, posted *discordgo.Message, prompt string) *bot.ConvKey {
+	b.mu.Lock()
+	until, denied := b.noThreads[posted.ChannelID]
+	if denied && b.now().After(until) {
+		delete(b.noThreads, posted.ChannelID)
+		denied = false
+	}
+	b.mu.Unlock()
+	if denied {
+		return nil
+	}
+	name := truncate(strings.TrimSpace(prompt), 100)
+	if name == "" {
+		name = "Picture"
+	}
+	th, err := b.startThread(ctx, posted.ChannelID, posted.ID, name)
+	switch {
+	case err == nil:
+		return &bot.ConvKey{Platform: Platform, Workspace: p.Guild, Channel: posted.ChannelID, Thread: th.ID}
+	case threadsDenied(err):
+		b.mu.Lock()
+		if len(b.noThreads) >= 10000 {
+			clear(b.noThreads)
+		}
+		b.noThreads[posted.ChannelID] = b.now().Add(threadRetry)
+		b.mu.Unlock()
+		b.log.Warn("discord: the bot may not create threads in this channel; results there stay in the channel, and it will not try again for a while",
+			"channel", posted.ChannelID, "retry_after", threadRetry,
+			"fix", "give the bot Create Public Threads and Send Messages in Threads in this channel", "err", err)
+	default:
+		b.log.Warn("discord: could not open a thread for a result; the channel stays its conversation",
+			"channel", posted.ChannelID, "err", err)
+	}
+	return nil
 }
 
 // record tells the core where d was posted as soon as it is; the core
@@ -325,32 +364,33 @@ func (r *reporter) Fail(ctx context.Context, _ *bot.Job, msg string) {
 	if !r.ok {
 		return
 	}
-	if _, err := r.post(ctx, text(msg), nil); err != nil {
+	if _, _, err := r.post(ctx, text(msg), nil); err != nil {
 		r.b.log.Warn("discord: could not report a failed job", "job", r.job, "err", err)
 	}
 }
 
 // post writes the job's final message: over its status (the interaction
-// response, or the status message), else as a new reply.
-func (r *reporter) post(ctx context.Context, m outMessage, file *outFile) (*discordgo.Message, error) {
+// response, or the status message), else as a new reply; in the parent
+// channel when the job's thread is gone. It returns the place it posted in.
+func (r *reporter) post(ctx context.Context, m outMessage, file *outFile) (*discordgo.Message, place, error) {
 	b, o := r.b, r.o
 	if o.Mode == "i" && b.tokenValid(o) {
 		msg, err := b.editOriginal(ctx, o, m, file, true)
 		switch {
 		case err == nil && msg != nil:
-			return msg, nil
-		case err != nil && !tokenGone(err):
-			return nil, err
+			return msg, o.Place, nil
+		case err != nil && !tokenGone(err) && !unknownMessage(err) && !threadGone(err):
+			return nil, o.Place, err
 		}
-		b.log.Info("discord: the interaction token is gone; replying in the channel instead", "job", r.job, "err", err)
+		b.log.Info("discord: the interaction's response cannot be edited; replying in the channel instead", "job", r.job, "err", err)
 	}
-	if o.Mode == "c" && o.Msg != "" {
+	if o.Mode == "c" && o.Msg != "" && b.live(o.Place) == o.Place {
 		msg, err := b.edit(ctx, o.Place.Channel, o.Msg, m, file, true)
 		switch {
 		case err == nil && msg != nil:
-			return msg, nil
-		case err != nil && !unknownMessage(err):
-			return nil, err
+			return msg, o.Place, nil
+		case err != nil && !unknownMessage(err) && !threadGone(err):
+			return nil, o.Place, err
 		}
 	}
 	// A new message in the same channel or thread, replying to the status
@@ -365,17 +405,17 @@ func (r *reporter) post(ctx context.Context, m outMessage, file *outFile) (*disc
 	} else if r.user != "" {
 		m.Content = truncate("<@"+r.user+"> "+m.Content, 2000) // names them; allowed mentions keep it silent
 	}
-	msg, err := b.send(ctx, o.Place.Channel, m, file)
+	msg, p, err := b.sendIn(ctx, o.Place, m, file)
 	if err != nil {
-		return nil, err
+		return nil, p, err
 	}
-	if o.Mode == "i" && o.Msg != "" {
+	if o.Mode == "i" && o.Msg != "" && p == o.Place {
 		// The old response still says "Generating…": point it at the result.
 		if _, err := b.edit(ctx, o.Place.Channel, o.Msg, text("Finished after Discord's 15-minute limit for updating this message: the result is in the reply below."), nil, false); err != nil {
 			b.log.Debug("discord: could not update the expired response", "err", err)
 		}
 	}
-	return msg, nil
+	return msg, p, nil
 }
 
 // result is the message showing a delivered image: the picture (alt text:

@@ -5,7 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -96,8 +99,19 @@ func (b *Bot) call(ctx context.Context, method, endpoint, bucket string, body ou
 	return &m, nil
 }
 
-// retry runs f until it succeeds, waiting out rate limits (429) and, for
-// idempotent calls, retrying transient server errors a few times.
+// Rate-limit waits. Discord's retry_after is waited in full (a shorter
+// wait only earns another 429), bounded by the caller's deadline; a wait
+// past the deadline is not started at all, and the 429 is returned for a
+// retry layer to hold the work. maxRateWait bounds a wait when the caller
+// has no deadline.
+const (
+	maxRateTries = 10
+	maxRateWait  = 15 * time.Minute
+)
+
+// retry runs f until it succeeds, waiting out rate limits (429) as long
+// as Discord asks and, for idempotent calls, retrying transient server
+// errors a few times.
 func (b *Bot) retry(ctx context.Context, what string, idempotent bool, f func(opts []discordgo.RequestOption) error) error {
 	opts := []discordgo.RequestOption{discordgo.WithContext(ctx), discordgo.WithRetryOnRatelimit(false)}
 	for attempt := 1; ; attempt++ {
@@ -107,8 +121,12 @@ func (b *Bot) retry(ctx context.Context, what string, idempotent bool, f func(op
 		switch {
 		case err == nil:
 			return nil
-		case errors.As(err, &rl) && attempt < 10:
-			wait = min(max(rl.RetryAfter, 50*time.Millisecond), 30*time.Second)
+		case errors.As(err, &rl) && attempt < maxRateTries:
+			wait = max(rl.RetryAfter, 50*time.Millisecond)
+			if dl, ok := ctx.Deadline(); ok && b.now().Add(wait).After(dl) || wait > maxRateWait {
+				b.log.Warn("discord: rate limited for longer than the work may wait", "what", what, "retry_after", rl.RetryAfter)
+				return err
+			}
 			b.log.Info("discord: rate limited; retrying", "what", what, "after", wait)
 		case idempotent && transient(err) && attempt < 4:
 			wait = time.Duration(attempt) * 500 * time.Millisecond
@@ -116,18 +134,74 @@ func (b *Bot) retry(ctx context.Context, what string, idempotent bool, f func(op
 		default:
 			return err
 		}
-		if err := sleep(ctx, wait); err != nil {
+		if rl != nil {
+			err = b.wait(ctx, wait)
+		} else {
+			err = sleep(ctx, wait)
+		}
+		if err != nil {
 			return err
 		}
 	}
 }
 
+// transient reports a server-side failure worth retrying for an
+// idempotent call: 500, 502, 503 or 504.
 func transient(err error) bool {
 	switch status(err) {
 	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		return true
 	}
 	return false
+}
+
+// Temporary reports whether a failed Discord call may succeed if tried
+// again later: a rate limit (429), a server error (5xx) or a network
+// failure. Any other answer of Discord's (4xx: missing access, unknown
+// channel, too large...) is permanent: the same request fails the same
+// way. Errors are classified with errors.As, never by their text.
+func Temporary(err error) bool {
+	if err == nil {
+		return false
+	}
+	var rl *discordgo.RateLimitError
+	if errors.As(err, &rl) {
+		return true
+	}
+	var re *discordgo.RESTError
+	if errors.As(err, &re) {
+		if re.Response == nil {
+			return true
+		}
+		s := re.Response.StatusCode
+		return s == http.StatusTooManyRequests || s >= 500
+	}
+	if errors.Is(err, context.Canceled) {
+		return false
+	}
+	var ne net.Error
+	var ue *url.Error
+	return errors.As(err, &ne) || errors.As(err, &ue) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// deliveryError is an error Deliver returns: it says, through Temporary,
+// whether posting may succeed later, so a retry layer can decide without
+// knowing Discord (errors.As with interface{ Temporary() bool }).
+type deliveryError struct {
+	err       error
+	temporary bool
+}
+
+func (e *deliveryError) Error() string   { return e.err.Error() }
+func (e *deliveryError) Unwrap() error   { return e.err }
+func (e *deliveryError) Temporary() bool { return e.temporary }
+
+// classify wraps a failed post's error with its classification.
+func classify(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &deliveryError{err: err, temporary: Temporary(err)}
 }
 
 // status is the HTTP status of a REST error, or 0.
@@ -146,6 +220,37 @@ func code(err error) int {
 		return re.Message.Code
 	}
 	return 0
+}
+
+// Discord's JSON error codes the adapter acts on.
+const (
+	codeUnknownChannel     = 10003
+	codeUnknownMessage     = 10008
+	codeMissingAccess      = 50001
+	codeMissingPermissions = 50013
+	codeTooLarge           = 40005
+	codeThreadArchived     = 50083 // operation cannot be performed on an archived thread
+	codeThreadLocked       = 160005
+)
+
+// threadGone reports a thread the bot can no longer post in: deleted
+// (Unknown Channel), or archived and locked.
+func threadGone(err error) bool {
+	switch code(err) {
+	case codeUnknownChannel, codeThreadArchived, codeThreadLocked:
+		return true
+	}
+	return false
+}
+
+// threadsDenied reports a thread creation refused for want of permission.
+func threadsDenied(err error) bool {
+	return status(err) == http.StatusForbidden && (code(err) == codeMissingPermissions || code(err) == codeMissingAccess)
+}
+
+// tooLarge reports an upload Discord refused as too large.
+func tooLarge(err error) bool {
+	return status(err) == http.StatusRequestEntityTooLarge || code(err) == codeTooLarge
 }
 
 // tokenGone reports an interaction token Discord no longer takes: expired
@@ -442,6 +547,8 @@ type origin struct {
 	Msg string
 	// Ref is the person's message to reply to when posting afresh.
 	Ref string
+	// Lim is the upload limit the interaction reported (0: unknown).
+	Lim int
 }
 
 func (o origin) encode() map[string]string {
@@ -460,6 +567,9 @@ func (o origin) encode() map[string]string {
 	if !o.At.IsZero() {
 		m["at"] = strconv.FormatInt(o.At.UnixMilli(), 10)
 	}
+	if o.Lim > 0 {
+		m["lim"] = strconv.Itoa(o.Lim)
+	}
 	return m
 }
 
@@ -475,6 +585,9 @@ func parseOrigin(m map[string]string) (origin, bool) {
 		Place: place{Guild: m["guild"], Channel: m["ch"], Parent: m["parent"], Kind: placeKind(kind)}}
 	if ms, err := strconv.ParseInt(m["at"], 10, 64); err == nil {
 		o.At = time.UnixMilli(ms)
+	}
+	if n, err := strconv.Atoi(m["lim"]); err == nil && n > 0 {
+		o.Lim = n
 	}
 	switch {
 	case o.Mode == "i" && (o.App == "" || o.Token == ""):
