@@ -102,6 +102,10 @@ type Channel struct {
 	OwnerID  string
 	// Recipient is the other user of a DM.
 	Recipient string
+	// Archived and Locked are a thread's thread_metadata.
+	Archived, Locked bool
+	// NoThreads: the bot may not create threads here (403, 50013).
+	NoThreads bool
 }
 
 // Channel types.
@@ -292,12 +296,18 @@ type Server struct {
 	cdnHits      map[string]int
 	requests     []string
 	timers       map[*time.Timer]bool
+	uploadLimits map[string]int // guild id -> upload limit in bytes
+	holdUntil    time.Time      // fake clock: message writes answer 429 until then
+	holdNext     time.Duration  // the next message write starts a hold this long
 }
 
 type message struct {
 	Message
 	components json.RawMessage
 	refChannel string
+	// replyPing: a reply that pings its author (Discord's default), who
+	// is then in the message's mentions.
+	replyPing bool
 }
 
 type interaction struct {
@@ -324,7 +334,8 @@ func New(opts Options) *Server {
 		notify: make(chan struct{}), users: map[string]*User{}, channels: map[string]*Channel{},
 		history: map[string][]string{}, messages: map[string]*message{}, interactions: map[string]*interaction{},
 		byToken: map[string]*interaction{}, files: map[string]*Attachment{}, commands: map[string][]Command{},
-		conns: map[*gwConn]bool{}, edits: map[string][]time.Time{}, cdnHits: map[string]int{}, timers: map[*time.Timer]bool{}}
+		conns: map[*gwConn]bool{}, edits: map[string][]time.Time{}, cdnHits: map[string]int{}, timers: map[*time.Timer]bool{},
+		uploadLimits: map[string]int{}}
 	if !opts.NoMessageContent {
 		s.flags = FlagGatewayMessageContent
 	}
@@ -596,6 +607,71 @@ func (s *Server) ForceRateLimit(n int, after time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.forced, s.forcedAfter = n, after
+}
+
+// HoldRateLimit makes the next message write (a create or an edit, in a
+// channel or through a webhook) start a rate limit of d on the fake's
+// clock: it and every message write until d has passed are answered 429
+// with the retry_after that remains, as Discord does. A client that
+// retries before retry_after earns another 429.
+func (s *Server) HoldRateLimit(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.holdNext = d
+}
+
+// SetUploadLimit sets a server's upload limit (boosted servers have more
+// than the default 10 MiB): interactions there carry it as
+// attachment_size_limit, and bigger request bodies are refused (413,
+// code 40005).
+func (s *Server) SetUploadLimit(guildID string, bytes int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.uploadLimits[guildID] = bytes
+}
+
+// uploadLimit is the upload limit of a channel's server; with s.mu held.
+func (s *Server) uploadLimit(ch *Channel) int {
+	if ch != nil {
+		if l := s.uploadLimits[ch.GuildID]; l > 0 {
+			return l
+		}
+	}
+	return MaxUploadBytes
+}
+
+// DeleteChannel deletes a channel or thread: its messages go with it, and
+// every call on it answers 404 Unknown Channel (10003).
+func (s *Server) DeleteChannel(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.channels, id)
+	for _, mid := range s.history[id] {
+		s.messages[mid].Deleted = true
+	}
+	s.changed()
+}
+
+// ArchiveThread archives a thread, locked or not. Posting in an archived
+// thread unarchives it, unless it is locked: then Discord answers 400,
+// code 50083 (operation on an archived thread).
+func (s *Server) ArchiveThread(id string, locked bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.channels[id]; c != nil {
+		c.Archived, c.Locked = true, locked
+	}
+	s.changed()
+}
+
+// DenyThreads refuses the bot the right to create threads in a channel:
+// POST .../threads answers 403 Missing Permissions (50013).
+func (s *Server) DenyThreads(channelID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c := s.channels[channelID]; c != nil {
+		c.NoThreads = true
+	}
 }
 
 // Identifies lists every Identify the gateway received.

@@ -38,8 +38,11 @@ type Say struct {
 	// Attachments are files from Upload.
 	Attachments []Attachment
 	// ReplyTo makes the message a reply (message_reference and
-	// referenced_message) to a message of the same channel.
-	ReplyTo string
+	// referenced_message) to a message of the same channel. Like
+	// Discord's clients, a reply pings the replied-to author (who is then
+	// in mentions) unless NoReplyPing is set.
+	ReplyTo     string
+	NoReplyPing bool
 }
 
 // Say posts a person's message and sends MESSAGE_CREATE to the bot.
@@ -58,7 +61,7 @@ func (s *Server) Say(m Say) (Message, error) {
 			s.mu.Unlock()
 			return Message{}, fmt.Errorf("discordtest: cannot reply to %s in %s", m.ReplyTo, ch.ID)
 		}
-		msg.ReplyTo, msg.Type = ref.ID, 19
+		msg.ReplyTo, msg.Type, msg.replyPing = ref.ID, 19, !m.NoReplyPing
 	}
 	s.addMessage(msg)
 	c := msg.copy()
@@ -267,6 +270,7 @@ func (s *Server) newInteraction(typ int, ch *Channel, userID string, data map[st
 		"id": in.ID, "application_id": s.appID, "type": typ, "token": in.Token, "version": 1,
 		"channel_id": ch.ID, "channel": s.channelJSON(ch), "data": data,
 		"app_permissions": "309237746688", "locale": "en-US", "entitlements": []any{},
+		"attachment_size_limit": s.uploadLimit(ch),
 	}
 	u := s.userJSON(s.user(userID))
 	if ch.GuildID != "" {

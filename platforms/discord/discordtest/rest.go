@@ -152,6 +152,50 @@ var (
 )
 
 // putCommands is a bulk overwrite, checked as Discord checks it.
+// limitOf is the upload limit of channel id's server.
+func (s *Server) limitOf(id string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.uploadLimit(s.channels[id])
+}
+
+// held answers 429 while a HoldRateLimit lasts (on the fake's clock) and
+// reports whether it did; with s.mu held.
+func (s *Server) held(w http.ResponseWriter) bool {
+	now := s.now()
+	if s.holdNext > 0 {
+		s.holdUntil, s.holdNext = now.Add(s.holdNext), 0
+	}
+	if !now.Before(s.holdUntil) {
+		return false
+	}
+	s.rateLimited++
+	s.changed()
+	secs := s.holdUntil.Sub(now).Seconds()
+	h := w.Header()
+	h.Set("X-RateLimit-Limit", strconv.Itoa(EditLimit))
+	h.Set("X-RateLimit-Remaining", "0")
+	h.Set("X-RateLimit-Reset-After", strconv.FormatFloat(secs, 'f', 3, 64))
+	h.Set("X-RateLimit-Bucket", "messages")
+	h.Set("X-RateLimit-Scope", "user")
+	h.Set("Retry-After", strconv.Itoa(int(math.Ceil(secs))))
+	writeJSON(w, http.StatusTooManyRequests, map[string]any{"message": "You are being rate limited.", "retry_after": secs, "global": false})
+	return true
+}
+
+// writable checks that the bot may post in a thread: a locked archived
+// thread refuses (400, 50083), an archived one is unarchived; with s.mu held.
+func (s *Server) writable(ch *Channel) *apiErr {
+	if ch == nil || ch.ParentID == "" || !ch.Archived {
+		return nil
+	}
+	if ch.Locked {
+		return errf(400, 50083, "Thread is archived")
+	}
+	ch.Archived = false
+	return nil
+}
+
 func (s *Server) putCommands(w http.ResponseWriter, r *http.Request, guild string) *apiErr {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {
@@ -278,7 +322,9 @@ type msgPayload struct {
 func present(raw json.RawMessage) bool { return len(raw) > 0 && string(raw) != "null" }
 
 // readPayload reads a JSON or multipart (payload_json + files[n]) body.
-func readPayload(r *http.Request) (*msgPayload, []upload, *apiErr) {
+// A body whose parts add up to more than limit (the channel's upload
+// limit) is refused as Discord refuses it: 413, code 40005.
+func readPayload(r *http.Request, limit int) (*msgPayload, []upload, *apiErr) {
 	ct, params, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	body := http.MaxBytesReader(nil, r.Body, 64<<20)
 	var raw []byte
@@ -306,6 +352,7 @@ func readPayload(r *http.Request) (*msgPayload, []upload, *apiErr) {
 				return nil, nil, errf(413, 40005, "Request entity too large")
 			}
 			name := part.FormName()
+			total += len(data)
 			switch {
 			case name == "payload_json":
 				raw = data
@@ -314,13 +361,12 @@ func readPayload(r *http.Request) (*msgPayload, []upload, *apiErr) {
 				if err != nil || idx != len(files) {
 					return nil, nil, invalidForm("files: expected files[%d], got %s", len(files), name)
 				}
-				total += len(data)
 				files = append(files, upload{name: part.FileName(), contentType: part.Header.Get("Content-Type"), data: data})
 			default:
 				return nil, nil, invalidForm("unexpected multipart field %q", name)
 			}
 		}
-		if total > MaxUploadBytes {
+		if total > limit {
 			return nil, nil, errf(http.StatusRequestEntityTooLarge, 40005, "Request entity too large")
 		}
 		if len(files) > 10 {
@@ -640,11 +686,19 @@ func (s *Server) contentIntent() bool {
 }
 
 func (s *Server) postMessage(w http.ResponseWriter, r *http.Request, ch *Channel) *apiErr {
-	p, files, e := readPayload(r)
+	p, files, e := readPayload(r, s.limitOf(ch.ID))
 	if e != nil {
 		return e
 	}
 	s.mu.Lock()
+	if s.held(w) {
+		s.mu.Unlock()
+		return nil
+	}
+	if e := s.writable(ch); e != nil {
+		s.mu.Unlock()
+		return e
+	}
 	msg := &message{Message: Message{ID: s.newID(), ChannelID: ch.ID, GuildID: ch.GuildID,
 		Author: *s.users[s.botID], Created: s.now()}}
 	if p.Flags != nil {
@@ -686,12 +740,21 @@ func (s *Server) addMessage(m *message) {
 }
 
 func (s *Server) editMessage(w http.ResponseWriter, r *http.Request, msg *message, channelID, where string) *apiErr {
-	p, files, e := readPayload(r)
+	p, files, e := readPayload(r, s.limitOf(channelID))
 	if e != nil {
 		return e
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.channels[channelID] == nil {
+		return errf(404, 10003, "Unknown Channel")
+	}
+	if s.held(w) {
+		return nil
+	}
+	if e := s.writable(s.channels[channelID]); e != nil {
+		return e
+	}
 	if !s.allowEdit(w, channelID) {
 		return nil
 	}
@@ -704,11 +767,15 @@ func (s *Server) editMessage(w http.ResponseWriter, r *http.Request, msg *messag
 }
 
 func (s *Server) startThread(w http.ResponseWriter, r *http.Request, ch *Channel, msgID string) *apiErr {
-	p, _, e := readPayload(r)
+	p, _, e := readPayload(r, MaxUploadBytes)
 	if e != nil {
 		return e
 	}
 	s.mu.Lock()
+	if ch.NoThreads {
+		s.mu.Unlock()
+		return errf(403, 50013, "Missing Permissions")
+	}
 	msg := s.messages[msgID]
 	if msg == nil || msg.ChannelID != ch.ID || msg.Deleted {
 		s.mu.Unlock()
@@ -804,11 +871,15 @@ func (s *Server) webhook(w http.ResponseWriter, r *http.Request, seg []string) *
 }
 
 func (s *Server) followup(w http.ResponseWriter, r *http.Request, in *interaction, ch *Channel) *apiErr {
-	p, files, e := readPayload(r)
+	p, files, e := readPayload(r, s.limitOf(ch.ID))
 	if e != nil {
 		return e
 	}
 	s.mu.Lock()
+	if s.held(w) {
+		s.mu.Unlock()
+		return nil
+	}
 	msg := &message{Message: Message{ID: s.newID(), ChannelID: ch.ID, GuildID: ch.GuildID, Author: *s.users[s.botID],
 		Interaction: in.ID, Created: s.now()}}
 	if p.Flags != nil {
@@ -836,7 +907,13 @@ func (s *Server) followup(w http.ResponseWriter, r *http.Request, in *interactio
 // callback answers POST /interactions/{id}/{token}/callback.
 func (s *Server) callback(w http.ResponseWriter, r *http.Request, id, token string) *apiErr {
 	received := time.Now() // the acknowledgement's arrival, for Interaction.Answered
-	p, files, e := readPayload(r)
+	limit := MaxUploadBytes
+	s.mu.Lock()
+	if in := s.interactions[id]; in != nil {
+		limit = s.uploadLimit(s.channels[in.ChannelID])
+	}
+	s.mu.Unlock()
+	p, files, e := readPayload(r, limit)
 	if e != nil {
 		return e
 	}
@@ -984,7 +1061,8 @@ func (s *Server) channelJSON(c *Channel) map[string]any {
 	if c.ParentID != "" {
 		j["parent_id"] = c.ParentID
 		j["owner_id"] = c.OwnerID
-		j["thread_metadata"] = map[string]any{"archived": false, "auto_archive_duration": 1440, "locked": false}
+		j["thread_metadata"] = map[string]any{"archived": c.Archived, "auto_archive_duration": 1440, "locked": c.Locked,
+			"archive_timestamp": nil}
 	}
 	if c.Type == ChannelDM {
 		j["recipients"] = []any{s.userJSON(s.user(c.Recipient))}
@@ -1004,7 +1082,8 @@ func (s *Server) attachmentJSON(a Attachment) map[string]any {
 // msgJSON is a message as Discord sends it. Without the content intent a
 // person's guild message that does not mention the bot shows no content.
 func (s *Server) msgJSON(m *message, withRef, content bool) map[string]any {
-	visible := content || m.GuildID == "" || m.Author.ID == s.botID || mentions(m.Content, s.botID)
+	pinged := s.replyPinged(m)
+	visible := content || m.GuildID == "" || m.Author.ID == s.botID || mentions(m.Content, s.botID) || pinged == s.botID
 	text := m.Content
 	atts := []any{}
 	for _, a := range m.Attachments {
@@ -1018,7 +1097,11 @@ func (s *Server) msgJSON(m *message, withRef, content bool) map[string]any {
 		text, atts, components = "", []any{}, json.RawMessage("[]")
 	}
 	var mentioned []any
-	for _, id := range mentionIDs(m.Content) {
+	ids := mentionIDs(m.Content)
+	if pinged != "" && !slices.Contains(ids, pinged) {
+		ids = append(ids, pinged) // a reply ping: the replied-to author is mentioned
+	}
+	for _, id := range ids {
 		mentioned = append(mentioned, s.userJSON(s.user(id)))
 	}
 	if mentioned == nil {
@@ -1062,6 +1145,18 @@ func (s *Server) msgJSON(m *message, withRef, content bool) map[string]any {
 		}
 	}
 	return j
+}
+
+// replyPinged is the author a reply pings (Discord's default for a
+// reply), or ""; with s.mu held.
+func (s *Server) replyPinged(m *message) string {
+	if !m.replyPing || m.ReplyTo == "" {
+		return ""
+	}
+	if ref := s.messages[m.ReplyTo]; ref != nil && ref.Author.ID != m.Author.ID {
+		return ref.Author.ID
+	}
+	return ""
 }
 
 func mentionIDs(content string) []string {
