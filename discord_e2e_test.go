@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	be "encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"hash/crc32"
 	"image"
 	"image/color"
 	"image/png"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"os"
 	"os/exec"
@@ -844,4 +847,351 @@ func TestDiscordRestart(t *testing.T) {
 		t.Errorf("serve after SIGINT: %v\n%s", err, second.stderr.String())
 	}
 	second.done <- nil
+}
+
+// Issue 11: what real Discord servers send that the fake did not.
+
+// dcBigPhoto is a PNG of noise (it does not compress) carrying a large
+// private ancillary chunk, as cameras and editors embed metadata: a
+// person's photo of size bytes that decodes as fast as a small one.
+func dcBigPhoto(t *testing.T, w, h, size int) []byte {
+	t.Helper()
+	img := image.NewNRGBA(image.Rect(0, 0, w, h))
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range img.Pix {
+		img.Pix[i] = uint8(rng.Uint32())
+	}
+	for i := 3; i < len(img.Pix); i += 4 {
+		img.Pix[i] = 255
+	}
+	var buf bytes.Buffer
+	if err := (&png.Encoder{CompressionLevel: png.BestSpeed}).Encode(&buf, img); err != nil {
+		t.Fatal(err)
+	}
+	data := buf.Bytes()
+	iend := data[len(data)-12:]
+	body := make([]byte, size-len(data)-12)
+	for i := range body {
+		body[i] = uint8(rng.Uint32())
+	}
+	var chunk bytes.Buffer
+	_ = be.Write(&chunk, be.BigEndian, uint32(len(body)))
+	chunk.WriteString("prVt")
+	chunk.Write(body)
+	_ = be.Write(&chunk, be.BigEndian, crc32.ChecksumIEEE(append([]byte("prVt"), body...)))
+	return append(append(append([]byte{}, data[:len(data)-12]...), chunk.Bytes()...), iend...)
+}
+
+// TestDiscordUploadLimit: Undo back to a person's 10.5 MiB photo posts a
+// copy that fits the server's 10 MiB upload limit (the fake refuses a
+// bigger request body with 413, code 40005, as Discord does), while the
+// stored original stays as it was: on a boosted server (a 50 MiB limit,
+// reported in the interaction's attachment_size_limit) a second Undo
+// posts the original's exact bytes.
+func TestDiscordUploadLimit(t *testing.T) {
+	h := dcStart(t, dcOptions{provider: kontexttest.Options{Pixels: 64 * 64}})
+	photo := dcBigPhoto(t, 512, 512, 10<<20+512<<10)
+	if len(photo) <= discordtest.MaxUploadBytes || len(photo) > 20<<20 {
+		t.Fatalf("the photo is %d bytes: want between 10 and 20 MiB", len(photo))
+	}
+	att := h.dc.Upload(dcArt, "big.png", "image/png", photo)
+	in := h.slash(dcArt, dcAda, "edit", discordtest.String("prompt", "add a hat"), discordtest.File("image", att))
+	var r discordtest.Message
+	// Sending 10 MiB to the fake provider is slow under -race: a longer guard.
+	if !h.dc.Wait(90*time.Second, func() bool { m, ok := h.dc.Original(in.ID); r = m; return ok && len(m.Attachments) == 1 }) {
+		t.Fatalf("no result for the edit of the big photo\n%s", h.logs.String())
+	}
+	if p := dcProv(t, r); p.InputSHA256 != dcSHA(photo) {
+		t.Fatalf("the edit started from %s, want the photo", p.InputSHA256)
+	}
+	th := h.thread(r.ID)
+
+	undo := h.click(dcAda, r, "Undo")
+	back := h.waitImages(th.ID, 1)[0]
+	a := back.Attachments[0]
+	if !strings.HasPrefix(back.Content, "Back to: Uploaded image") || a.Size > discordtest.MaxUploadBytes || a.ContentType != "image/jpeg" {
+		t.Errorf("undo posted %q with %s of %d bytes: want the photo as a JPEG under 10 MiB", back.Content, a.ContentType, a.Size)
+	}
+	if cfg, _, err := image.DecodeConfig(bytes.NewReader(a.Data)); err != nil || cfg.Width < 512 || cfg.Width != cfg.Height {
+		t.Errorf("the posted copy: %+v %v", cfg, err)
+	}
+	if f := h.dc.Followups(undo.ID); len(f) != 0 {
+		t.Errorf("the Undo got an apology: %q", f[0].Content)
+	}
+
+	// A boosted server: the interaction reports 50 MiB; the stored
+	// original, untouched, fits and is posted as it is.
+	h.dc.SetUploadLimit(dcGuild, 50<<20)
+	h.click(dcAda, r, "Undo")
+	again := h.waitImages(th.ID, 2)[1]
+	if got := again.Attachments[0]; dcSHA(got.Data) != dcSHA(photo) {
+		t.Errorf("on a 50 MiB server undo posted %s (%d bytes), want the original PNG", got.ContentType, got.Size)
+	}
+}
+
+// TestDiscordReplyPingIsNotACommand: a reply to the bot's text message
+// puts the bot in mentions (reply pings are on by default), yet "ok,
+// thanks!" is no command: no job, no charge. A reply that writes
+// <@bot> is one.
+func TestDiscordReplyPingIsNotACommand(t *testing.T) {
+	h := dcStart(t, dcOptions{provider: kontexttest.Options{Pixels: 64 * 64}})
+	bot := "<@" + h.dc.BotID() + ">"
+	ask := h.say(discordtest.Say{ChannelID: dcArt, UserID: dcAda, Content: bot})
+	var said discordtest.Message
+	h.wait("the bot's answer to an empty mention", func() bool {
+		for _, m := range h.dc.Messages(dcArt) {
+			if m.Author.Bot && m.ReplyTo == ask.ID {
+				said = m
+				return true
+			}
+		}
+		return false
+	})
+	thanks := h.say(discordtest.Say{ChannelID: dcArt, UserID: dcAda, Content: "ok, thanks!", ReplyTo: said.ID})
+	h.say(discordtest.Say{ChannelID: dcArt, UserID: dcBob, Content: bot + " a red kite", ReplyTo: said.ID})
+	imgs := h.waitImages(dcArt, 1)
+	if p := dcProv(t, imgs[0]); p.Prompt != "a red kite" {
+		t.Errorf("the explicit mention made %+v", p)
+	}
+	if got := h.prov.Stats().Creates; got != 1 {
+		t.Errorf("%d creates, want 1: a reply ping made a picture", got)
+	}
+	for _, m := range h.dc.Messages(dcArt) {
+		if m.Author.Bot && m.ReplyTo == thanks.ID {
+			t.Errorf("the bot answered %q to a reply ping", m.Content)
+		}
+	}
+	in := h.slash(dcArt, dcAda, "usage")
+	h.wait("ada's usage", func() bool {
+		m, ok := h.dc.Original(in.ID)
+		return ok && strings.Contains(m.Content, "You have made 0 images today")
+	})
+}
+
+// TestDiscordReplyToPhotoWithoutMessageContent: without the Message
+// Content intent a reply that mentions the bot shows it the replied-to
+// photo without its attachments; the bot says how to edit it (Apps → Edit
+// image) instead of making a new picture, and that menu works.
+func TestDiscordReplyToPhotoWithoutMessageContent(t *testing.T) {
+	h := dcStart(t, dcOptions{discord: discordtest.Options{NoMessageContent: true}, provider: kontexttest.Options{Pixels: 64 * 64}})
+	photo := dcPNG(t, 64, 48, 3)
+	posted := h.say(discordtest.Say{ChannelID: dcArt, UserID: dcBob, Content: "my cat",
+		Attachments: []discordtest.Attachment{h.dc.Upload(dcArt, "cat.png", "image/png", photo)}})
+	ask := h.say(discordtest.Say{ChannelID: dcArt, UserID: dcAda, Content: "<@" + h.dc.BotID() + "> make it a watercolor", ReplyTo: posted.ID})
+	h.wait("the bot's advice", func() bool {
+		for _, m := range h.dc.Messages(dcArt) {
+			if m.Author.Bot && m.ReplyTo == ask.ID && strings.Contains(m.Content, "Apps → Edit image") {
+				return true
+			}
+		}
+		return false
+	})
+	if got := h.prov.Stats().Creates; got != 0 {
+		t.Fatalf("%d creates: the bot made something else instead of editing the photo", got)
+	}
+	menu, err := h.dc.MessageCommand(dcArt, dcAda, "Edit image", posted.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.wait("the modal", func() bool { return h.dc.Interaction(menu.ID).Modal != nil })
+	submit, err := h.dc.SubmitModal(menu, map[string]string{"prompt": "make it a watercolor"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := dcProv(t, h.result(submit)); p.InputSHA256 != dcSHA(photo) {
+		t.Errorf("the menu edit started from %s, want the photo", p.InputSHA256)
+	}
+}
+
+// TestDiscordDeletedThread: the buttons under a result whose thread was
+// deleted (404, 10003), or archived and locked (400, 50083), post in the
+// channel, where the new result opens a new thread; nobody gets an
+// apology.
+func TestDiscordDeletedThread(t *testing.T) {
+	h := dcStart(t, dcOptions{provider: kontexttest.Options{Pixels: 64 * 64}})
+	r0, th := h.dcPicture(dcAda, "a quiet harbour")
+	h.dc.DeleteChannel(th.ID)
+	click := h.click(dcBob, r0, "Reroll")
+	imgs := h.waitImages(dcArt, 2)
+	r1 := imgs[1]
+	if p := dcProv(t, r1); p.Prompt != "a quiet harbour" {
+		t.Errorf("reroll %+v", p)
+	}
+	th1 := h.thread(r1.ID)
+	if f := h.dc.Followups(click.ID); len(f) != 0 {
+		t.Errorf("the Reroll got an apology: %q", f[0].Content)
+	}
+
+	// The new thread works; then it is archived and locked.
+	h.say(discordtest.Say{ChannelID: th1.ID, UserID: dcAda, Content: "add boats"})
+	boats := h.waitImages(th1.ID, 1)[0]
+	h.dc.ArchiveThread(th1.ID, true)
+	click = h.click(dcAda, boats, "Undo")
+	imgs = h.waitImages(dcArt, 3)
+	if back := imgs[2]; !strings.HasPrefix(back.Content, "Back to: a quiet harbour") || dcSHA(back.Attachments[0].Data) != dcSHA(r1.Attachments[0].Data) {
+		t.Errorf("undo in a locked thread posted %q", back.Content)
+	}
+	if f := h.dc.Followups(click.ID); len(f) != 0 {
+		t.Errorf("the Undo got an apology: %q", f[0].Content)
+	}
+	click = h.click(dcAda, boats, "Reroll")
+	imgs = h.waitImages(dcArt, 4)
+	if p := dcProv(t, imgs[3]); p.Prompt != "add boats" {
+		t.Errorf("reroll from a locked thread %+v", p)
+	}
+	h.thread(imgs[3].ID)
+	if f := h.dc.Followups(click.ID); len(f) != 0 {
+		t.Errorf("the Reroll got an apology: %q", f[0].Content)
+	}
+}
+
+// TestDiscordEditImageAfterRestart: the "Edit image" modal carries its
+// target (channel and message) in its custom id, so a form opened before
+// a restart works after it; without the Message Content intent, where
+// Discord no longer shows the bot that message's files, it says to open
+// the menu again instead of claiming the message has no image.
+func TestDiscordEditImageAfterRestart(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		noContent bool
+	}{{"WithMessageContent", false}, {"WithoutMessageContent", true}} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := dcStart(t, dcOptions{discord: discordtest.Options{NoMessageContent: tc.noContent}, provider: kontexttest.Options{Pixels: 64 * 64}})
+			photo := dcPNG(t, 64, 64, 5)
+			posted := h.say(discordtest.Say{ChannelID: dcArt, UserID: dcBob, Content: "my dog",
+				Attachments: []discordtest.Attachment{h.dc.Upload(dcArt, "dog.png", "image/png", photo)}})
+			menu, err := h.dc.MessageCommand(dcArt, dcAda, "Edit image", posted.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.wait("the modal", func() bool { return h.dc.Interaction(menu.ID).Modal != nil })
+			if id := h.dc.Interaction(menu.ID).Modal.CustomID; len(id) > 100 || !strings.Contains(id, posted.ID) || !strings.Contains(id, dcArt) {
+				t.Errorf("modal custom id %q: want the channel and the message, at most 100 characters", id)
+			}
+			h.stop()
+			h.serve()
+			submit, err := h.dc.SubmitModal(menu, map[string]string{"prompt": "give the dog a scarf"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tc.noContent {
+				if p := dcProv(t, h.result(submit)); p.InputSHA256 != dcSHA(photo) {
+					t.Errorf("the edit started from %s, want the photo", p.InputSHA256)
+				}
+				return
+			}
+			var f []discordtest.Message
+			h.wait("the answer", func() bool { f = h.dc.Followups(submit.ID); return len(f) == 1 })
+			if !f[0].Ephemeral() || !strings.Contains(f[0].Content, "Apps → Edit image") {
+				t.Errorf("answer %q (ephemeral %v), want a private hint to open the menu again", f[0].Content, f[0].Ephemeral())
+			}
+			if got := h.prov.Stats().Creates; got != 0 {
+				t.Errorf("%d creates", got)
+			}
+		})
+	}
+}
+
+// TestDiscordThreadsDenied: in a channel where the bot may not create
+// threads (403, 50013) it tries once, says why once in the log, and
+// keeps posting results in the channel without trying again.
+func TestDiscordThreadsDenied(t *testing.T) {
+	h := dcStart(t, dcOptions{provider: kontexttest.Options{Pixels: 64 * 64}})
+	h.dc.DenyThreads(dcArt)
+	for i, prompt := range []string{"a fox", "a hare", "an owl"} {
+		r := h.result(h.slash(dcArt, dcAda, "imagine", discordtest.String("prompt", prompt)))
+		if r.Thread != "" {
+			t.Errorf("result %d opened a thread", i)
+		}
+	}
+	tries := 0
+	for _, r := range h.dc.Requests() {
+		if strings.HasPrefix(r, "POST /channels/"+dcArt+"/messages/") && strings.HasSuffix(r, "/threads") {
+			tries++
+		}
+	}
+	if tries != 1 {
+		t.Errorf("%d thread creations tried, want 1", tries)
+	}
+	if n := strings.Count(h.logs.String(), "may not create threads"); n != 1 {
+		t.Errorf("the log says %d times that threads are denied, want once:\n%s", n, h.logs.String())
+	}
+	// The channel is the conversation: /edit there edits the last result.
+	last := h.images(dcArt)[2]
+	r := h.result(h.slash(dcArt, dcBob, "edit", discordtest.String("prompt", "at night")))
+	if p := dcProv(t, r); p.InputSHA256 != dcSHA(last.Attachments[0].Data) {
+		t.Errorf("/edit in the channel started from %s, want the last result", p.InputSHA256)
+	}
+}
+
+// TestDiscordLongRateLimit: a 429 whose retry_after (400 s) is longer
+// than the 30 s the bot used to cap its waits at is waited out in full,
+// once: one 429, then the result. The waits run on the fake's clock, so
+// the test takes no time.
+func TestDiscordLongRateLimit(t *testing.T) {
+	h := dcFakes(t, dcOptions{provider: kontexttest.Options{Pixels: 64 * 64}})
+	var waited []time.Duration
+	var mu sync.Mutex
+	discordWait = func(ctx context.Context, d time.Duration) error {
+		mu.Lock()
+		waited = append(waited, d)
+		mu.Unlock()
+		h.dc.Advance(d)
+		return ctx.Err()
+	}
+	t.Cleanup(func() { discordWait = nil })
+	h.serve()
+	in := h.slash(dcArt, dcAda, "imagine", discordtest.String("prompt", "a patient heron"))
+	h.wait("the deferred response", func() bool { return h.dc.Interaction(in.ID).Ack == 5 })
+	h.dc.HoldRateLimit(400 * time.Second)
+	r := h.result(in)
+	if p := dcProv(t, r); p.Prompt != "a patient heron" {
+		t.Errorf("provenance %+v", p)
+	}
+	if got := h.dc.RateLimited(); got != 1 {
+		t.Errorf("%d 429s, want 1: the bot retried before retry_after", got)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(waited) != 1 || waited[0] < 400*time.Second {
+		t.Errorf("waits %v, want one of 400 s", waited)
+	}
+}
+
+// TestDiscordRestartMidBurst: a burst of requests, the bot stopped while
+// some run and others wait, then started again on the same store: every
+// request is answered with exactly one image, and made (charged) once.
+func TestDiscordRestartMidBurst(t *testing.T) {
+	h := dcStart(t, dcOptions{env: map[string]string{"KONTEXT_SLOTS": "2", "KONTEXT_WAIT": "0"},
+		provider: kontexttest.Options{Latency: 400 * time.Millisecond, Pixels: 64 * 64}})
+	users := []string{dcAda, dcBob, "700000000000000003", "700000000000000004"}
+	var ins []discordtest.Interaction
+	for i := range 8 {
+		ins = append(ins, h.slash(dcArt, users[i%len(users)], "imagine", discordtest.String("prompt", fmt.Sprintf("burst %d", i))))
+	}
+	h.wait("the first results", func() bool { return len(h.images(dcArt)) >= 2 })
+	h.stop()
+	if n := len(h.images(dcArt)); n >= len(ins) {
+		t.Fatalf("all %d images were delivered before the restart: the test tested nothing", n)
+	}
+	h.serve()
+	for i, in := range ins {
+		if p := dcProv(t, h.result(in)); p.Prompt != fmt.Sprintf("burst %d", i) {
+			t.Errorf("interaction %d answered with %q", i, p.Prompt)
+		}
+	}
+	time.Sleep(300 * time.Millisecond) // a duplicate would show up now
+	if n := len(h.images(dcArt)); n != len(ins) {
+		t.Errorf("%d images in #art, want %d (one per request)", n, len(ins))
+	}
+	if got := h.prov.Stats().Creates; got != len(ins) {
+		t.Errorf("%d creates, want %d", got, len(ins))
+	}
+	for _, u := range users {
+		in := h.slash(dcArt, u, "usage")
+		h.wait("the usage of "+u, func() bool {
+			m, ok := h.dc.Original(in.ID)
+			return ok && strings.Contains(m.Content, "You have made 2 images today")
+		})
+	}
 }

@@ -110,6 +110,10 @@ func shutdown(a *app, platforms []platform, srv *http.Server, timeout time.Durat
 	return errors.Join(errs...)
 }
 
+// discordWait, when set (by tests only), spends Discord's rate-limit
+// waits on a fake clock instead of a real timer.
+var discordWait func(ctx context.Context, d time.Duration) error
+
 // newPlatforms builds the adapter of every configured platform, and the
 // HTTP routes of those that serve some.
 func newPlatforms(cfg config, core *bot.Core, log *slog.Logger, out io.Writer) ([]platform, map[string]http.Handler, error) {
@@ -117,7 +121,7 @@ func newPlatforms(cfg config, core *bot.Core, log *slog.Logger, out io.Writer) (
 	handlers := map[string]http.Handler{}
 	if cfg.discordEnabled() {
 		d, err := discord.New(discord.Config{Token: cfg.DiscordToken, GuildID: cfg.DiscordGuild, APIURL: cfg.DiscordAPIURL,
-			Logger: log.With("platform", discord.Platform), Out: out}, core)
+			Logger: log.With("platform", discord.Platform), Out: out, Wait: discordWait}, core)
 		if err != nil {
 			return nil, nil, err
 		}

@@ -99,20 +99,20 @@ type Bot struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu        sync.Mutex
-	closed    bool
-	wg        sync.WaitGroup
-	appID     string
-	botID     string
-	botName   string
-	appFlags  int
-	content   bool // the Message Content intent is in use
-	warned    bool
-	channels  map[string]chanInfo
-	trackers  map[string]*tracker
-	serial    map[string]chan struct{}
-	edits     map[string][]time.Time // our recent edits per channel
-	targets   map[string]target      // context-menu targets awaiting their modal
+	mu       sync.Mutex
+	closed   bool
+	wg       sync.WaitGroup
+	appID    string
+	botID    string
+	botName  string
+	appFlags int
+	content  bool // the Message Content intent is in use
+	warned   bool
+	channels map[string]chanInfo
+	trackers map[string]*tracker
+	serial   map[string]chan struct{}
+	edits    map[string][]time.Time // our recent edits per channel
+	targets  map[string]target      // context-menu targets awaiting their modal
 	// deadThreads are threads found deleted or archived and locked: their
 	// conversations are posted in the parent channel.
 	deadThreads map[string]bool
