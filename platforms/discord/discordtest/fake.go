@@ -18,14 +18,21 @@
 //     webhook calls then answer 401 Invalid Webhook Token (50027).
 //   - Messages: content at most 2000 characters, components checked
 //     (custom ids at most 100 characters, unique), multipart bodies parsed
-//     (payload_json + files[n]) with the files kept and uploads over 10 MiB
-//     refused (413, code 40005); allowed_mentions is recorded on every
+//     (payload_json + files[n]) with the files kept and a request body
+//     over the server's upload limit refused (413, code 40005): 10 MiB, or
+//     what SetUploadLimit gives a boosted server, which interactions carry
+//     as attachment_size_limit; allowed_mentions is recorded on every
 //     write and anything but an empty one is a violation; more than 5
 //     edits per 5 s in one channel answer 429 with retry_after and the
-//     X-RateLimit headers.
+//     X-RateLimit headers, and HoldRateLimit answers every message write
+//     429 until a long retry_after has passed on the fake's clock.
 //   - Threads from messages (the thread's id is the message's, its name at
-//     most 100 characters), replies (message_reference, referenced_message)
-//     and the history of every channel, so a test reads what a user sees.
+//     most 100 characters; 403 Missing Permissions where DenyThreads says
+//     so), deleted channels (404 Unknown Channel, 10003), archived threads
+//     (a post unarchives them; locked ones answer 400, 50083), replies
+//     (message_reference, referenced_message; a reply pings the replied-to
+//     author, who is then in mentions) and the history of every channel,
+//     so a test reads what a user sees.
 //   - Unknown routes answer 404 JSON, so missing coverage shows up.
 package discordtest
 

@@ -354,3 +354,108 @@ func TestMessageContentIntent(t *testing.T) {
 		t.Errorf("CDN: %d with auth, %d hits", s.CDNRequestsWithAuth(), s.CDNHits(img))
 	}
 }
+
+// TestIssue11Rules: the behaviours of real servers the fake gained for
+// issue 11, each as Discord answers it.
+func TestIssue11Rules(t *testing.T) {
+	s := New(Options{})
+	defer s.Close()
+	s.AddTextChannel("1", "10", "art")
+	s.AddTextChannel("2", "20", "boosted")
+	c := newClient(t, s)
+	c.connect(s.Token(), IntentGuildMessages|IntentMessageContent)
+	quiet := map[string]any{"parse": []string{}}
+	post := func(channel string, size int) (int, map[string]any) {
+		t.Helper()
+		var buf bytes.Buffer
+		w := multipart.NewWriter(&buf)
+		p, _ := w.CreateFormField("payload_json")
+		json.NewEncoder(p).Encode(map[string]any{"content": "file", "allowed_mentions": quiet})
+		f, _ := w.CreateFormFile("files[0]", "a.png")
+		f.Write(make([]byte, size))
+		w.Close()
+		req, _ := http.NewRequest("POST", s.URL+"/api/v10/channels/"+channel+"/messages", &buf)
+		req.Header.Set("Content-Type", w.FormDataContentType())
+		req.Header.Set("Authorization", c.auth)
+		code, body, _ := c.send(req)
+		return code, body
+	}
+
+	t.Run("UploadLimitPerServer", func(t *testing.T) {
+		// The limit holds for the whole body: the file alone fits 10 MiB,
+		// with its payload_json it does not.
+		if code, m := post("10", MaxUploadBytes-10); code != 413 || m["code"].(float64) != 40005 {
+			t.Errorf("10 MiB of body in a plain server: %d %v", code, m)
+		}
+		s.SetUploadLimit("2", 50<<20)
+		if code, m := post("20", 12<<20); code != 200 {
+			t.Errorf("12 MiB in a boosted server: %d %v", code, m)
+		}
+	})
+
+	t.Run("ThreadsDenied", func(t *testing.T) {
+		_, m, _ := c.do("POST", "/channels/10/messages", map[string]any{"content": "x", "allowed_mentions": quiet})
+		s.DenyThreads("10")
+		code, body, _ := c.do("POST", "/channels/10/messages/"+m["id"].(string)+"/threads", map[string]any{"name": "t"})
+		if code != 403 || body["code"].(float64) != 50013 {
+			t.Errorf("thread in a denied channel: %d %v", code, body)
+		}
+	})
+
+	t.Run("ArchivedAndDeletedThreads", func(t *testing.T) {
+		_, m, _ := c.do("POST", "/channels/20/messages", map[string]any{"content": "x", "allowed_mentions": quiet})
+		_, th, _ := c.do("POST", "/channels/20/messages/"+m["id"].(string)+"/threads", map[string]any{"name": "t"})
+		id := th["id"].(string)
+		s.ArchiveThread(id, false)
+		if code, _, _ := c.do("POST", "/channels/"+id+"/messages", map[string]any{"content": "y", "allowed_mentions": quiet}); code != 200 {
+			t.Errorf("posting in an archived thread: %d, want 200 (it unarchives)", code)
+		}
+		if ch, _ := s.Channel(id); ch.Archived {
+			t.Error("the thread is still archived")
+		}
+		s.ArchiveThread(id, true)
+		if code, body, _ := c.do("POST", "/channels/"+id+"/messages", map[string]any{"content": "y", "allowed_mentions": quiet}); code != 400 || body["code"].(float64) != 50083 {
+			t.Errorf("posting in a locked archived thread: %d %v", code, body)
+		}
+		s.DeleteChannel(id)
+		if code, body, _ := c.do("POST", "/channels/"+id+"/messages", map[string]any{"content": "y", "allowed_mentions": quiet}); code != 404 || body["code"].(float64) != 10003 {
+			t.Errorf("posting in a deleted thread: %d %v", code, body)
+		}
+	})
+
+	t.Run("RateLimitHold", func(t *testing.T) {
+		s.HoldRateLimit(400 * time.Second)
+		for i, wait := range []time.Duration{0, 100 * time.Second} {
+			s.Advance(wait)
+			code, body, h := c.do("POST", "/channels/10/messages", map[string]any{"content": "z", "allowed_mentions": quiet})
+			if code != 429 || body["retry_after"].(float64) < 299 || h.Get("Retry-After") == "" {
+				t.Errorf("write %d during the hold: %d %v", i, code, body)
+			}
+		}
+		s.Advance(300 * time.Second)
+		if code, body, _ := c.do("POST", "/channels/10/messages", map[string]any{"content": "z", "allowed_mentions": quiet}); code != 200 {
+			t.Errorf("after retry_after: %d %v", code, body)
+		}
+	})
+
+	t.Run("ReplyPing", func(t *testing.T) {
+		_, bm, _ := c.do("POST", "/channels/10/messages", map[string]any{"content": "status", "allowed_mentions": quiet})
+		for _, tc := range []struct {
+			name   string
+			noPing bool
+		}{{"Ping", false}, {"NoPing", true}} {
+			if _, err := s.Say(Say{ChannelID: "10", UserID: "5", Content: "ok, thanks!", ReplyTo: bm["id"].(string), NoReplyPing: tc.noPing}); err != nil {
+				t.Fatal(err)
+			}
+			m := c.next("MESSAGE_CREATE")
+			for m["content"] != "ok, thanks!" {
+				m = c.next("MESSAGE_CREATE")
+			}
+			mentions := m["mentions"].([]any)
+			pinged := len(mentions) == 1 && mentions[0].(map[string]any)["id"] == s.BotID()
+			if pinged == tc.noPing {
+				t.Errorf("%s: mentions %v", tc.name, mentions)
+			}
+		}
+	})
+}
