@@ -8,13 +8,16 @@ import (
 	"image"
 	"image/jpeg"
 	"image/png"
+	"log/slog"
 	"math"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/bwmarrin/discordgo"
 )
@@ -206,5 +209,48 @@ func TestLimitsHidesRateLimitHeadersOf429(t *testing.T) {
 		if got := resp.Header.Get("X-RateLimit-Reset-After") != ""; got != tc.kept {
 			t.Errorf("%s: reset header kept %v, want %v", tc.path, got, tc.kept)
 		}
+	}
+}
+
+// TestRetryWaitsWhatDiscordAsks: a 429's retry_after is waited in full
+// (not capped at 30 s), on the adapter's wait; a wait that would outlast
+// the caller's deadline is not started, and the 429 is returned.
+func TestRetryWaitsWhatDiscordAsks(t *testing.T) {
+	limited := &discordgo.RateLimitError{RateLimit: &discordgo.RateLimit{TooManyRequests: &discordgo.TooManyRequests{RetryAfter: 400 * time.Second}}}
+	for _, tc := range []struct {
+		name     string
+		deadline time.Duration // 0: none
+		wantErr  bool
+		waits    []time.Duration
+	}{
+		{"NoDeadline", 0, false, []time.Duration{400 * time.Second}},
+		{"LongDeadline", time.Hour, false, []time.Duration{400 * time.Second}},
+		{"ShortDeadline", time.Minute, true, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var waits []time.Duration
+			b := &Bot{log: slog.New(slog.DiscardHandler), now: time.Now,
+				wait: func(_ context.Context, d time.Duration) error { waits = append(waits, d); return nil }}
+			ctx := context.Background()
+			if tc.deadline > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, tc.deadline)
+				defer cancel()
+			}
+			calls := 0
+			err := b.retry(ctx, "post", false, func([]discordgo.RequestOption) error {
+				calls++
+				if calls == 1 {
+					return limited
+				}
+				return nil
+			})
+			if (err != nil) != tc.wantErr || !slices.Equal(waits, tc.waits) {
+				t.Errorf("got err %v after waits %v, want error %v after %v", err, waits, tc.wantErr, tc.waits)
+			}
+			if tc.wantErr && !Temporary(err) {
+				t.Errorf("the 429 handed back (%v) is not temporary", err)
+			}
+		})
 	}
 }
