@@ -148,7 +148,6 @@ var (
 	chatName    = regexp.MustCompile(`^[-_\p{Ll}\p{N}]{1,32}$`)
 	mentionRe   = regexp.MustCompile(`<@!?(\d+)>`)
 	everyoneRe  = regexp.MustCompile(`@(everyone|here)`)
-	snowflakeRe = regexp.MustCompile(`^\d{1,20}$`)
 )
 
 // putCommands is a bulk overwrite, checked as Discord checks it.
