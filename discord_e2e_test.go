@@ -1195,3 +1195,47 @@ func TestDiscordRestartMidBurst(t *testing.T) {
 		})
 	}
 }
+
+// TestDiscordLostCreateAnswer: a message create that Discord performed
+// but answered with a server error (the bot cannot tell it from a
+// failure) is sent again under the same nonce with enforce_nonce, and
+// Discord hands back the first message: a status and a result are each
+// posted once, and the job goes on.
+func TestDiscordLostCreateAnswer(t *testing.T) {
+	h := dcStart(t, dcOptions{provider: kontexttest.Options{Pixels: 64 * 64}})
+	r0, th := h.dcPicture(dcAda, "a lighthouse")
+
+	// The status of a message in the picture's thread.
+	h.dc.LoseCreateAnswers(1)
+	ask := h.say(discordtest.Say{ChannelID: th.ID, UserID: dcAda, Content: "add a moon"})
+	img := h.waitImages(th.ID, 1)[0]
+	if p := dcProv(t, img); p.Prompt != "add a moon" || p.InputSHA256 != dcSHA(r0.Attachments[0].Data) {
+		t.Errorf("thread edit %+v", p)
+	}
+	replies := 0
+	for _, m := range h.dc.Messages(th.ID) {
+		if m.Author.Bot && m.ReplyTo == ask.ID {
+			replies++
+		}
+	}
+	if replies != 1 || h.dc.NonceHits() != 1 {
+		t.Errorf("%d bot messages answer the request (nonce hits %d), want 1 (1)", replies, h.dc.NonceHits())
+	}
+
+	// A result posted as a new message once the interaction's token is gone.
+	h.prov.Inject(kontexttest.Create, kontexttest.Fault{Delay: 3 * time.Second})
+	in := h.slash(dcArt, dcBob, "imagine", discordtest.String("prompt", "a slow comet"))
+	h.wait("the job to reach the provider", func() bool { return h.prov.Stats().Creates == 3 })
+	h.dc.LoseCreateAnswers(1) // the next channel message create is the result
+	h.dc.Advance(16 * time.Minute)
+	h.wait("the result's create sent again", func() bool { return h.dc.NonceHits() == 2 })
+	th2 := h.thread(h.waitImages(dcArt, 2)[1].ID) // the thread opens once the post is settled
+	imgs := h.images(dcArt)
+	if len(imgs) != 2 || dcProv(t, imgs[1]).Prompt != "a slow comet" {
+		t.Errorf("#art has %d images, want the first picture and the comet once", len(imgs))
+	}
+	orig, _ := h.dc.Original(in.ID)
+	if imgs[1].ReplyTo != orig.ID || th2.ID != imgs[1].ID {
+		t.Errorf("result replies to %s with thread %s, want a reply to the response %s with its thread", imgs[1].ReplyTo, th2.ID, orig.ID)
+	}
+}

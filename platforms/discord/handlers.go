@@ -435,7 +435,7 @@ func (b *Bot) privately(ctx context.Context, in *discordgo.Interaction, err erro
 // submitInPlace submits a button's job: its progress and result go in a
 // new message where the conversation lives (the picture's thread).
 func (b *Bot) submitInPlace(ctx context.Context, in *discordgo.Interaction, req *bot.Request) {
-	status, p, err := b.sendIn(ctx, placeOf(req.Conv), text(startingText), nil)
+	status, p, err := b.sendIn(ctx, placeOf(req.Conv), once(text(startingText), "s", in.ID), nil)
 	if err != nil {
 		b.privately(ctx, in, err)
 		return
@@ -464,7 +464,7 @@ func (b *Bot) undo(ctx context.Context, in *discordgo.Interaction, conv bot.Conv
 		b.privately(ctx, in, err)
 		return
 	}
-	posted, p, err := b.sendIn(ctx, p, m, file)
+	posted, p, err := b.sendIn(ctx, p, once(m, "u", in.ID), file)
 	if err != nil {
 		b.privately(ctx, in, err)
 		return
@@ -584,7 +584,7 @@ func (b *Bot) handleMessage(ctx context.Context, m *discordgo.Message) {
 		}
 		return // an image or an empty message in a thread is not an edit
 	}
-	status, err := b.send(ctx, m.ChannelID, b.replyTo(m, startingText), nil)
+	status, err := b.send(ctx, m.ChannelID, once(b.replyTo(m, startingText), "s", m.ID), nil)
 	if err != nil {
 		b.log.Warn("discord: post status", "channel", m.ChannelID, "err", err)
 		return

@@ -287,7 +287,7 @@ func (r *reporter) Deliver(ctx context.Context, job *bot.Job, d *bot.Delivery) (
 	if err != nil {
 		return bot.Posted{}, err
 	}
-	posted, p, err := r.post(ctx, m, file)
+	posted, p, err := r.post(ctx, "r", m, file)
 	if err != nil {
 		return bot.Posted{}, classify(err)
 	}
@@ -364,7 +364,7 @@ func (r *reporter) Fail(ctx context.Context, _ *bot.Job, msg string) {
 	if !r.ok {
 		return
 	}
-	if _, _, err := r.post(ctx, text(msg), nil); err != nil {
+	if _, _, err := r.post(ctx, "f", text(msg), nil); err != nil {
 		r.b.log.Warn("discord: could not report a failed job", "job", r.job, "err", err)
 	}
 }
@@ -372,7 +372,9 @@ func (r *reporter) Fail(ctx context.Context, _ *bot.Job, msg string) {
 // post writes the job's final message: over its status (the interaction
 // response, or the status message), else as a new reply; in the parent
 // channel when the job's thread is gone. It returns the place it posted in.
-func (r *reporter) post(ctx context.Context, m outMessage, file *outFile) (*discordgo.Message, place, error) {
+// A new message is created once per job and kind ("r" result, "f"
+// failure): posting again after an unknown outcome returns the first.
+func (r *reporter) post(ctx context.Context, kind string, m outMessage, file *outFile) (*discordgo.Message, place, error) {
 	b, o := r.b, r.o
 	if o.Mode == "i" && b.tokenValid(o) {
 		msg, err := b.editOriginal(ctx, o, m, file, true)
@@ -405,7 +407,7 @@ func (r *reporter) post(ctx context.Context, m outMessage, file *outFile) (*disc
 	} else if r.user != "" {
 		m.Content = truncate("<@"+r.user+"> "+m.Content, 2000) // names them; allowed mentions keep it silent
 	}
-	msg, p, err := b.sendIn(ctx, o.Place, m, file)
+	msg, p, err := b.sendIn(ctx, o.Place, once(m, kind, r.job), file)
 	if err != nil {
 		return nil, p, err
 	}

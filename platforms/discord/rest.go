@@ -34,6 +34,28 @@ type outMessage struct {
 	AllowedMentions *discordgo.MessageAllowedMentions `json:"allowed_mentions"`
 	Reference       *discordgo.MessageReference       `json:"message_reference,omitempty"`
 	Flags           discordgo.MessageFlags            `json:"flags,omitempty"`
+	// Nonce, with EnforceNonce, makes a message create idempotent: for a
+	// few minutes Discord answers a create with the same nonce with the
+	// message already made. Only for creates (see once).
+	Nonce        string `json:"nonce,omitempty"`
+	EnforceNonce bool   `json:"enforce_nonce,omitempty"`
+}
+
+// once marks a message create as idempotent under a nonce made of a kind
+// letter and an id that names the post (a job, a person's message, an
+// interaction): a create that failed in a way that leaves its fate
+// unknown (a server error, a lost connection) can then be sent again
+// without posting twice.
+func once(m outMessage, kind, id string) outMessage {
+	m.Nonce, m.EnforceNonce = truncateBytes(kind+id, 25), true
+	return m
+}
+
+func truncateBytes(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 // outAttachment describes files[id]: its name and alt text.
@@ -145,14 +167,15 @@ func (b *Bot) retry(ctx context.Context, what string, idempotent bool, f func(op
 	}
 }
 
-// transient reports a server-side failure worth retrying for an
-// idempotent call: 500, 502, 503 or 504.
+// transient reports a failure worth retrying for an idempotent call: a
+// server error (500, 502, 503, 504) or a connection that failed or broke.
 func transient(err error) bool {
 	switch status(err) {
 	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		return true
 	}
-	return false
+	var ue *url.Error
+	return errors.As(err, &ue) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
 }
 
 // Temporary reports whether a failed Discord call may succeed if tried
@@ -276,7 +299,8 @@ func rateLimited(err error) (time.Duration, bool) {
 func (b *Bot) send(ctx context.Context, channelID string, m outMessage, file *outFile) (*discordgo.Message, error) {
 	ep := discordgo.EndpointChannelMessages(channelID)
 	var out *discordgo.Message
-	err := b.retry(ctx, "send message", false, func([]discordgo.RequestOption) error {
+	idempotent := m.Nonce != "" && m.EnforceNonce
+	err := b.retry(ctx, "send message", idempotent, func([]discordgo.RequestOption) error {
 		var err error
 		out, err = b.call(ctx, http.MethodPost, ep, ep, m, file)
 		return err

@@ -32,7 +32,9 @@
 //     (a post unarchives them; locked ones answer 400, 50083), replies
 //     (message_reference, referenced_message; a reply pings the replied-to
 //     author, who is then in mentions) and the history of every channel,
-//     so a test reads what a user sees.
+//     so a test reads what a user sees. A create with enforce_nonce
+//     returns the bot's earlier message with the same nonce (at most 25
+//     characters) from the past few minutes instead of posting again.
 //   - Unknown routes answer 404 JSON, so missing coverage shows up.
 package discordtest
 
@@ -71,6 +73,9 @@ const (
 	MaxContent          = 2000
 	MaxCustomID         = 100
 	MaxThreadName       = 100
+	// NonceWindow is how long a create with enforce_nonce returns the
+	// earlier message with the same nonce ("the past few minutes").
+	NonceWindow = 5 * time.Minute
 
 	// Message flags.
 	FlagEphemeral = 1 << 6
@@ -306,6 +311,8 @@ type Server struct {
 	uploadLimits map[string]int // guild id -> upload limit in bytes
 	holdUntil    time.Time      // fake clock: message writes answer 429 until then
 	holdNext     time.Duration  // the next message write starts a hold this long
+	lostAnswers  int            // message creates to answer 500 after creating them
+	nonceHits    int            // creates answered with an earlier message (enforce_nonce)
 }
 
 type message struct {
@@ -315,6 +322,7 @@ type message struct {
 	// replyPing: a reply that pings its author (Discord's default), who
 	// is then in the message's mentions.
 	replyPing bool
+	nonce     string
 }
 
 type interaction struct {
@@ -625,6 +633,23 @@ func (s *Server) HoldRateLimit(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.holdNext = d
+}
+
+// LoseCreateAnswers makes the next n channel message creates happen, but
+// answer 500 Internal Server Error: the client cannot tell whether its
+// message was posted (a timeout after sending is the same to it).
+func (s *Server) LoseCreateAnswers(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.lostAnswers = n
+}
+
+// NonceHits counts message creates answered with the earlier message of
+// the same nonce (enforce_nonce) instead of a new one.
+func (s *Server) NonceHits() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.nonceHits
 }
 
 // SetUploadLimit sets a server's upload limit (boosted servers have more

@@ -438,6 +438,34 @@ func TestIssue11Rules(t *testing.T) {
 		}
 	})
 
+	t.Run("Nonce", func(t *testing.T) {
+		create := func(nonce any, enforce bool) (int, string) {
+			code, m, _ := c.do("POST", "/channels/10/messages", map[string]any{"content": "once", "allowed_mentions": quiet,
+				"nonce": nonce, "enforce_nonce": enforce})
+			id, _ := m["id"].(string)
+			return code, id
+		}
+		_, first := create("r-job-1", true)
+		if code, again := create("r-job-1", true); code != 200 || again != first || s.NonceHits() != 1 {
+			t.Errorf("the same nonce enforced: %d %s, want the first message %s", code, again, first)
+		}
+		if _, other := create("r-job-1", false); other == first {
+			t.Error("without enforce_nonce a nonce made no new message")
+		}
+		s.Advance(NonceWindow)
+		if _, later := create("r-job-1", true); later == first {
+			t.Error("the nonce still held after the window")
+		}
+		if code, _ := create(strings.Repeat("n", 26), true); code != 400 {
+			t.Errorf("a 26-character nonce got %d", code)
+		}
+		s.LoseCreateAnswers(1)
+		code, _, _ := c.do("POST", "/channels/10/messages", map[string]any{"content": "lost", "allowed_mentions": quiet})
+		if last := s.Messages("10"); code != 500 || last[len(last)-1].Content != "lost" {
+			t.Errorf("a lost answer: %d, and the message was not posted", code)
+		}
+	})
+
 	t.Run("ReplyPing", func(t *testing.T) {
 		_, bm, _ := c.do("POST", "/channels/10/messages", map[string]any{"content": "status", "allowed_mentions": quiet})
 		for _, tc := range []struct {

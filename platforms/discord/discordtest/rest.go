@@ -305,6 +305,8 @@ type msgPayload struct {
 	Components      json.RawMessage `json:"components"`
 	Attachments     json.RawMessage `json:"attachments"`
 	AllowedMentions json.RawMessage `json:"allowed_mentions"`
+	Nonce           json.RawMessage `json:"nonce"`
+	EnforceNonce    *bool           `json:"enforce_nonce"`
 	Reference       *struct {
 		MessageID       string `json:"message_id"`
 		ChannelID       string `json:"channel_id"`
@@ -698,8 +700,27 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request, ch *Channel
 		s.mu.Unlock()
 		return e
 	}
+	nonce, e := parseNonce(p.Nonce)
+	if e != nil {
+		s.mu.Unlock()
+		return e
+	}
+	if nonce != "" && p.EnforceNonce != nil && *p.EnforceNonce {
+		// The same author's message with this nonce in the past few
+		// minutes is returned instead of a new one.
+		for _, id := range s.history[ch.ID] {
+			if old := s.messages[id]; old.nonce == nonce && old.Author.ID == s.botID && s.now().Sub(old.Created) < NonceWindow {
+				j := s.msgJSON(old, true, true)
+				s.nonceHits++
+				s.changed()
+				s.mu.Unlock()
+				writeJSON(w, 200, j)
+				return nil
+			}
+		}
+	}
 	msg := &message{Message: Message{ID: s.newID(), ChannelID: ch.ID, GuildID: ch.GuildID,
-		Author: *s.users[s.botID], Created: s.now()}}
+		Author: *s.users[s.botID], Created: s.now()}, nonce: nonce}
 	if p.Flags != nil {
 		if *p.Flags&FlagEphemeral != 0 {
 			s.mu.Unlock()
@@ -725,10 +746,39 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request, ch *Channel
 	}
 	s.addMessage(msg)
 	j := s.msgJSON(msg, true, true)
+	lost := s.lostAnswers > 0
+	if lost {
+		s.lostAnswers--
+	}
 	s.mu.Unlock()
 	s.dispatchMessage(msg.ID)
+	if lost {
+		// Created, but the client hears of a server error: it cannot know.
+		writeErr(w, errf(http.StatusInternalServerError, 0, "500: Internal Server Error"))
+		return nil
+	}
 	writeJSON(w, 200, j)
 	return nil
+}
+
+// parseNonce reads a message nonce: an integer or a string of at most 25
+// characters.
+func parseNonce(raw json.RawMessage) (string, *apiErr) {
+	if !present(raw) {
+		return "", nil
+	}
+	var str string
+	if err := json.Unmarshal(raw, &str); err == nil {
+		if utf8.RuneCountInString(str) > 25 {
+			return "", invalidForm("nonce: Must be 25 or fewer in length.")
+		}
+		return str, nil
+	}
+	var n int64
+	if err := json.Unmarshal(raw, &n); err != nil {
+		return "", invalidForm("nonce: must be an integer or a string")
+	}
+	return strconv.FormatInt(n, 10), nil
 }
 
 // addMessage stores a new message in its channel's history; with s.mu held.
@@ -1119,6 +1169,9 @@ func (s *Server) msgJSON(m *message, withRef, content bool) map[string]any {
 	}
 	if m.GuildID != "" {
 		j["guild_id"] = m.GuildID
+	}
+	if m.nonce != "" {
+		j["nonce"] = m.nonce
 	}
 	if m.Interaction != "" {
 		j["webhook_id"] = s.appID
