@@ -470,7 +470,7 @@ func (b *Bot) undo(ctx context.Context, in *discordgo.Interaction, conv bot.Conv
 		return
 	}
 	out := bot.Posted{MessageID: posted.ID}
-	if p.Kind == kindText {
+	if p.Kind == kindText && placeOf(d.Conv).Kind == kindThread {
 		// The picture's thread is gone: the image shown again in the
 		// channel opens a new one.
 		out.Thread = b.openThread(ctx, p, posted, "Back to: "+d.Turn.Prompt)
