@@ -2,105 +2,26 @@ package postgres
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
-	"os"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"kontextbot/bot"
+	"kontextbot/store/postgres/pgtest"
 	"kontextbot/store/storetest"
 )
-
-// defaultTestURL is the server the project's machines run.
-const defaultTestURL = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-
-// testURL is the server the tests use: KONTEXT_TEST_DATABASE_URL, or the
-// default.
-func testURL() string {
-	if u := os.Getenv("KONTEXT_TEST_DATABASE_URL"); u != "" {
-		return u
-	}
-	return defaultTestURL
-}
-
-// redact hides the password of a URL for messages.
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil || u.Scheme == "" {
-		return "(the URL in KONTEXT_TEST_DATABASE_URL)"
-	}
-	return u.Redacted()
-}
-
-// newSchema creates a schema of its own for the test on the test server,
-// drops it when the test ends, and returns a URL whose connections use it.
-// Without a server it skips the test with a sentence on how to run it, or
-// fails it when KONTEXT_REQUIRE_POSTGRES=1 (as CI sets).
-func newSchema(tb testing.TB) string {
-	tb.Helper()
-	base := testURL()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, base)
-	if err != nil {
-		msg := fmt.Sprintf("no PostgreSQL server answers at %s (%v): start PostgreSQL and set KONTEXT_TEST_DATABASE_URL=postgres://user@host:5432/database?sslmode=disable to run the PostgreSQL tests", redact(base), err)
-		if os.Getenv("KONTEXT_REQUIRE_POSTGRES") == "1" {
-			tb.Fatal(msg + " (KONTEXT_REQUIRE_POSTGRES=1: they may not be skipped)")
-		}
-		tb.Skip(msg)
-	}
-	defer conn.Close(context.Background())
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	schema := "kontext_test_" + hex.EncodeToString(b[:])
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		tb.Fatalf("create schema %s: %v", schema, err)
-	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, base)
-		if err != nil {
-			tb.Errorf("drop schema %s: %v", schema, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE"); err != nil {
-			tb.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	return withSearchPath(tb, base, schema)
-}
-
-// withSearchPath adds search_path=schema to a URL or keyword/value string.
-func withSearchPath(tb testing.TB, base, schema string) string {
-	if !strings.HasPrefix(base, "postgres://") && !strings.HasPrefix(base, "postgresql://") {
-		return base + " search_path=" + schema
-	}
-	u, err := url.Parse(base)
-	if err != nil {
-		tb.Fatalf("KONTEXT_TEST_DATABASE_URL: %v", err)
-	}
-	q := u.Query()
-	q.Set("search_path", schema)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
 
 // openTest opens a store in a schema of its own and closes it at cleanup.
 func openTest(tb testing.TB, opts Options) *DB {
 	tb.Helper()
-	u := newSchema(tb)
+	u := pgtest.Schema(tb)
 	db, err := Open(context.Background(), u, opts)
 	if err != nil {
 		tb.Fatalf("Open: %v", err)

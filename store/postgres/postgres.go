@@ -49,6 +49,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -90,7 +91,22 @@ type Options struct {
 	History int
 	// Now is the clock; nil means time.Now. Tests inject their own.
 	Now func() time.Time
+	// SingleProcess makes Open hold a session advisory lock, on a
+	// connection of its own, for as long as the store is open, and fail
+	// with ErrInUse when another process holds it on the same schema. The
+	// bot sets it while its queue is in-process: a second process on the
+	// same database would recover, and run again, the first one's jobs.
+	// The server releases the lock when the holder's connection dies.
+	SingleProcess bool
 }
+
+// ErrInUse is returned (wrapped) by Open with Options.SingleProcess when
+// another process holds the database.
+var ErrInUse = errors.New("postgres: database in use by another kontextbot process")
+
+// singleLockClass is the first half of the SingleProcess lock's key; the
+// second is a hash of the schema, so each schema has its own.
+const singleLockClass int32 = 0x6b6f6e74 // "kont"
 
 // DB is the PostgreSQL store. It is safe for concurrent use, by any number
 // of goroutines and processes.
@@ -98,6 +114,10 @@ type DB struct {
 	pool    *pgxpool.Pool
 	history int
 	now     func() time.Time
+	// single holds the SingleProcess lock; nil without it. A pgx.Conn is
+	// not safe for concurrent use: singleMu guards it.
+	singleMu sync.Mutex
+	single   *pgx.Conn
 }
 
 // Open connects to the database at url (postgres://user@host:port/db?...),
@@ -125,11 +145,36 @@ func Open(ctx context.Context, url string, opts Options) (*DB, error) {
 		return nil, fmt.Errorf("postgres: open %s: %w", describe(cfg), err)
 	}
 	db := &DB{pool: pool, history: opts.History, now: opts.Now}
+	if opts.SingleProcess {
+		if err := db.lockSingle(ctx, cfg); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("postgres: open %s: %w", describe(cfg), err)
+		}
+	}
 	if err := db.migrate(ctx); err != nil {
-		pool.Close()
+		db.Close()
 		return nil, fmt.Errorf("postgres: open %s: %w", describe(cfg), err)
 	}
 	return db, nil
+}
+
+// lockSingle takes the SingleProcess lock on a connection of its own.
+func (db *DB) lockSingle(ctx context.Context, cfg *pgxpool.Config) error {
+	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig.Copy())
+	if err != nil {
+		return fmt.Errorf("lock: %w", err)
+	}
+	var got bool
+	err = conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext(current_schema()))`, singleLockClass).Scan(&got)
+	if err == nil && !got {
+		err = fmt.Errorf("%w (schema of the database URL): only one may run per database until the shared queue is built; stop the other one or point KONTEXT_DATABASE_URL elsewhere", ErrInUse)
+	}
+	if err != nil {
+		_ = conn.Close(ctx)
+		return err
+	}
+	db.single = conn
+	return nil
 }
 
 // describe names the database of cfg without its password.
@@ -141,6 +186,17 @@ func describe(cfg *pgxpool.Config) string {
 // Close closes every connection. Methods called after Close fail.
 func (db *DB) Close() error {
 	db.pool.Close()
+	db.singleMu.Lock()
+	defer db.singleMu.Unlock()
+	if db.single != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err := db.single.Close(ctx)
+		db.single = nil
+		if err != nil {
+			return fmt.Errorf("postgres: close: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -151,6 +207,14 @@ func (db *DB) Ping(ctx context.Context) error {
 	}
 	if err := db.pool.Ping(ctx); err != nil {
 		return fmt.Errorf("postgres: ping: %w", err)
+	}
+	db.singleMu.Lock()
+	defer db.singleMu.Unlock()
+	if db.single != nil {
+		// Losing this connection loses the lock: another process may start.
+		if err := db.single.Ping(ctx); err != nil {
+			return fmt.Errorf("postgres: ping the connection holding the single-process lock: %w", err)
+		}
 	}
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"kontextbot/bot"
+	"kontextbot/store/postgres/pgtest"
 	"kontextbot/store/storetest"
 )
 
@@ -21,7 +22,7 @@ func TestContract(t *testing.T) {
 			DefaultHistory, MaxMessagesPerTurn, storetest.DefaultHistory, storetest.MaxMessagesPerTurn)
 	}
 	storetest.Run(t, func(t *testing.T, opts storetest.Options) storetest.Store {
-		return openContract(t, newSchema(t), opts)
+		return openContract(t, pgtest.Schema(t), opts)
 	})
 }
 
@@ -59,7 +60,7 @@ func wantVersions() []int {
 // once, as replicas starting together do: all succeed and each migration
 // is applied once.
 func TestMigrateConcurrentOpens(t *testing.T) {
-	u := newSchema(t)
+	u := pgtest.Schema(t)
 	const n = 4
 	dbs := make([]*DB, n)
 	errs := make([]error, n)
@@ -104,7 +105,7 @@ func TestMigrateConcurrentOpens(t *testing.T) {
 // again and the data stays.
 func TestMigrateIdempotent(t *testing.T) {
 	ctx := context.Background()
-	u := newSchema(t)
+	u := pgtest.Schema(t)
 	db, err := Open(ctx, u, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -133,7 +134,7 @@ func TestMigrateIdempotent(t *testing.T) {
 // migrated: Open refuses it with a sentence and changes nothing.
 func TestMigrateRefusesNewerSchema(t *testing.T) {
 	ctx := context.Background()
-	u := newSchema(t)
+	u := pgtest.Schema(t)
 	db, err := Open(ctx, u, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -271,4 +272,41 @@ func TestTextRoundTrip(t *testing.T) {
 	if j.Prompt != prompt {
 		t.Errorf("job prompt: got %q, want %q", j.Prompt, prompt)
 	}
+}
+
+// TestSingleProcess opens one schema twice with SingleProcess: the second
+// is refused while the first is open (another schema is not affected), and
+// admitted once the first closes.
+func TestSingleProcess(t *testing.T) {
+	ctx := context.Background()
+	u := pgtest.Schema(t)
+	first, err := Open(ctx, u, Options{SingleProcess: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := Open(ctx, u, Options{SingleProcess: true})
+	if err == nil {
+		second.Close()
+		t.Fatal("second Open: got nil error, want ErrInUse")
+	}
+	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "KONTEXT_DATABASE_URL") {
+		t.Errorf("second Open: got %v, want ErrInUse with a sentence", err)
+	}
+	other, err := Open(ctx, pgtest.Schema(t), Options{SingleProcess: true})
+	if err != nil {
+		t.Errorf("Open of another schema: %v", err)
+	} else {
+		other.Close()
+	}
+	if err := first.Ping(ctx); err != nil {
+		t.Errorf("Ping of the holder: %v", err)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	third, err := Open(ctx, u, Options{SingleProcess: true})
+	if err != nil {
+		t.Fatalf("Open after the holder closed: %v", err)
+	}
+	third.Close()
 }
