@@ -46,6 +46,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -98,6 +99,9 @@ type Options struct {
 	// same database would recover, and run again, the first one's jobs.
 	// The server releases the lock when the holder's connection dies.
 	SingleProcess bool
+	// Logger receives what the store cannot return as an error (the queue
+	// listener's reconnections); nil discards it.
+	Logger *slog.Logger
 }
 
 // ErrInUse is returned (wrapped) by Open with Options.SingleProcess when
@@ -114,6 +118,7 @@ type DB struct {
 	pool    *pgxpool.Pool
 	history int
 	now     func() time.Time
+	log     *slog.Logger
 	// single holds the SingleProcess lock; nil without it. A pgx.Conn is
 	// not safe for concurrent use: singleMu guards it.
 	singleMu sync.Mutex
@@ -144,7 +149,10 @@ func Open(ctx context.Context, url string, opts Options) (*DB, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: open %s: %w", describe(cfg), err)
 	}
-	db := &DB{pool: pool, history: opts.History, now: opts.Now}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	db := &DB{pool: pool, history: opts.History, now: opts.Now, log: opts.Logger}
 	if opts.SingleProcess {
 		if err := db.lockSingle(ctx, cfg); err != nil {
 			pool.Close()
