@@ -53,9 +53,9 @@ func (db *DB) Job(ctx context.Context, id string) (*bot.Job, error) {
 	return &j, nil
 }
 
-// liveStates is the SQL form of bot.JobState.Live; it must match the
-// predicate of the jobs_live index for the planner to use it.
-const liveStates = `state IN ('waiting', 'submitted', 'posting')`
+// liveJobsSQL reads the live jobs (bot.JobState.Live); its condition must
+// match the predicate of the jobs_live index for the planner to use it.
+const liveJobsSQL = `SELECT id, data FROM jobs WHERE state IN ('waiting', 'submitted', 'posting') ORDER BY created, id`
 
 // LiveJobs returns every waiting, submitted or posting job, ordered by
 // Created and then by ID. It reads them through the jobs_live partial
@@ -65,7 +65,7 @@ func (db *DB) LiveJobs(ctx context.Context) ([]*bot.Job, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, wrap(err)
 	}
-	rows, err := db.pool.Query(ctx, `SELECT id, data FROM jobs WHERE `+liveStates+` ORDER BY created, id`)
+	rows, err := db.pool.Query(ctx, liveJobsSQL)
 	if err != nil {
 		return nil, wrap(err)
 	}

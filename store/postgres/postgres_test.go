@@ -188,9 +188,10 @@ func TestOpenErrors(t *testing.T) {
 	}
 }
 
-// TestLiveJobsUsesIndex checks that LiveJobs's query is answered from the
-// partial index of live jobs, so finished jobs are never read.
-func TestLiveJobsUsesIndex(t *testing.T) {
+// TestQueriesUseIndexes checks that LiveJobs and the sweep find their rows
+// through their indexes, so neither reads the whole table (LiveJobs never
+// reads a finished job).
+func TestQueriesUseIndexes(t *testing.T) {
 	ctx := context.Background()
 	db := openTest(t, Options{})
 	for i := range 200 {
@@ -202,7 +203,7 @@ func TestLiveJobsUsesIndex(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := db.pool.Exec(ctx, `ANALYZE jobs`); err != nil {
+	if _, err := db.pool.Exec(ctx, `ANALYZE`); err != nil {
 		t.Fatal(err)
 	}
 	conn, err := db.pool.Acquire(ctx)
@@ -216,23 +217,36 @@ func TestLiveJobsUsesIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Exec(ctx, `RESET enable_seqscan`)
-	var plan strings.Builder
-	rows, err := conn.Query(ctx, `EXPLAIN SELECT id, data FROM jobs WHERE `+liveStates+` ORDER BY created, id`)
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name, sql, index string
+		args             []any
+	}{
+		{"LiveJobs", liveJobsSQL, "jobs_live", nil},
+		{"sweep conversations", sweepConvsSQL, "conversations_updated", []any{time.Now(), 10}},
+		{"sweep jobs", sweepJobsSQL, "jobs_finished", []any{time.Now(), 10}},
+		{"sweep claims", sweepClaimsSQL, "claims_expires", []any{time.Now(), 10}},
 	}
-	for rows.Next() {
-		var line string
-		if err := rows.Scan(&line); err != nil {
-			t.Fatal(err)
-		}
-		plan.WriteString(line + "\n")
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(plan.String(), "jobs_live") {
-		t.Errorf("LiveJobs plan does not use jobs_live:\n%s", plan.String())
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rows, err := conn.Query(ctx, "EXPLAIN "+tc.sql, tc.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var plan strings.Builder
+			for rows.Next() {
+				var line string
+				if err := rows.Scan(&line); err != nil {
+					t.Fatal(err)
+				}
+				plan.WriteString(line + "\n")
+			}
+			if err := rows.Err(); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(plan.String(), tc.index) {
+				t.Errorf("plan does not use %s:\n%s", tc.index, plan.String())
+			}
+		})
 	}
 	live, err := db.LiveJobs(ctx)
 	if err != nil {

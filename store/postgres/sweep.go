@@ -19,6 +19,20 @@ const (
 	sweepRowBatch  = 1000
 )
 
+// The sweep's queries: each takes the cut-off time and the batch size, and
+// finds its rows through an index (conversations_updated, jobs_finished,
+// claims_expires).
+const (
+	sweepConvsSQL = `SELECT platform, workspace, channel, thread, turns FROM conversations
+		WHERE updated < $1 ORDER BY updated LIMIT $2 FOR UPDATE SKIP LOCKED`
+	sweepJobsSQL = `DELETE FROM jobs WHERE id IN (
+		SELECT id FROM jobs WHERE state NOT IN ('waiting', 'submitted', 'posting') AND updated < $1
+		LIMIT $2 FOR UPDATE SKIP LOCKED)`
+	sweepClaimsSQL = `DELETE FROM claims WHERE key IN (
+		SELECT key FROM claims WHERE expires <= $1
+		LIMIT $2 FOR UPDATE SKIP LOCKED)`
+)
+
 // SweepStats is what one Sweep removed.
 type SweepStats struct {
 	// Conversations is the number of idle conversations removed.
@@ -62,9 +76,7 @@ func (db *DB) Sweep(ctx context.Context, idleBefore time.Time) (SweepStats, erro
 		}
 	}
 	for {
-		n, err := db.sweepRows(ctx, `DELETE FROM jobs WHERE id IN (
-			SELECT id FROM jobs WHERE NOT (`+liveStates+`) AND updated < $1
-			LIMIT $2 FOR UPDATE SKIP LOCKED)`, stamp(idleBefore))
+		n, err := db.sweepRows(ctx, sweepJobsSQL, stamp(idleBefore))
 		if err != nil {
 			return st, wrap(fmt.Errorf("jobs: %w", err))
 		}
@@ -75,9 +87,7 @@ func (db *DB) Sweep(ctx context.Context, idleBefore time.Time) (SweepStats, erro
 	}
 	now := stamp(db.now())
 	for {
-		n, err := db.sweepRows(ctx, `DELETE FROM claims WHERE key IN (
-			SELECT key FROM claims WHERE expires <= $1
-			LIMIT $2 FOR UPDATE SKIP LOCKED)`, now)
+		n, err := db.sweepRows(ctx, sweepClaimsSQL, now)
 		if err != nil {
 			return st, wrap(fmt.Errorf("claims: %w", err))
 		}
@@ -113,8 +123,7 @@ func (db *DB) sweepConversations(ctx context.Context, idleBefore time.Time, st *
 	n := 0
 	err := db.inTx(ctx, func(tx pgx.Tx) error {
 		batch, n = SweepStats{}, 0
-		rows, err := tx.Query(ctx, `SELECT platform, workspace, channel, thread, turns FROM conversations
-			WHERE updated < $1 ORDER BY updated LIMIT $2 FOR UPDATE SKIP LOCKED`, stamp(idleBefore), sweepConvBatch)
+		rows, err := tx.Query(ctx, sweepConvsSQL, stamp(idleBefore), sweepConvBatch)
 		if err != nil {
 			return fmt.Errorf("find idle conversations: %w", err)
 		}
