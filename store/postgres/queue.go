@@ -437,30 +437,44 @@ func (q *Queue) Positions(ctx context.Context) (map[string]int, error) {
 	return pos, nil
 }
 
-// Renew extends the leases of this replica's running jobs and returns the
-// ids among them whose cancel was asked (from any replica).
-func (q *Queue) Renew(ctx context.Context) (canceled []string, err error) {
+// Renew extends the leases of this replica's running jobs. It returns the
+// ids of the jobs this replica still owns (a job missing from it was taken
+// over after this replica's lease lapsed: its work must stop) and, among
+// them, those whose cancel was asked from any replica.
+func (q *Queue) Renew(ctx context.Context) (owned, canceled []string, err error) {
 	rows, err := q.db.pool.Query(ctx, `UPDATE queue_jobs SET lease_until = now() + $2 * interval '1 microsecond'
 		WHERE state = 'running' AND owner = $1 RETURNING id, cancel`, q.replica, q.opts.Lease.Microseconds())
 	if err != nil {
-		return nil, fmt.Errorf("postgres: queue renew: %w", err)
+		return nil, nil, fmt.Errorf("postgres: queue renew: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var id string
 		var c bool
 		if err := rows.Scan(&id, &c); err != nil {
-			return nil, fmt.Errorf("postgres: queue renew: %w", err)
+			return nil, nil, fmt.Errorf("postgres: queue renew: %w", err)
 		}
+		owned = append(owned, id)
 		if c {
 			canceled = append(canceled, id)
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("postgres: queue renew: %w", err)
+		return nil, nil, fmt.Errorf("postgres: queue renew: %w", err)
 	}
+	slices.Sort(owned)
 	slices.Sort(canceled)
-	return canceled, nil
+	return owned, canceled, nil
+}
+
+// cancelAsked returns the ids of this replica's running jobs whose cancel
+// was asked.
+func (q *Queue) cancelAsked(ctx context.Context) ([]string, error) {
+	rows, err := q.db.pool.Query(ctx, `SELECT id FROM queue_jobs WHERE state = 'running' AND owner = $1 AND cancel`, q.replica)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 // Takeover gives this replica the running jobs whose owner's lease lapsed,
@@ -584,5 +598,145 @@ func (q *Queue) listen(ctx context.Context, signal func()) error {
 			return err
 		}
 		signal()
+	}
+}
+
+// ErrHandedOver is the cause of a job's context ending because its replica
+// is stopping and handed the job over to another replica: the work must
+// stop without ending the job (its prediction, if any, is followed by the
+// replica that takes it over).
+var ErrHandedOver = errors.New("postgres: job handed over to another replica")
+
+// ErrLeaseLost is the cause of a job's context ending because this replica
+// could not renew its lease in time and another replica took the job over:
+// the work must stop without ending the job.
+var ErrLeaseLost = errors.New("postgres: job taken over by another replica after this one's lease lapsed")
+
+// Work runs this replica's share of the queue until ctx ends: whenever the
+// queue changes (on any replica) and at every lease renewal it takes the
+// jobs the free slots go to, and the jobs of replicas whose lease lapsed,
+// and calls run for each in a goroutine of its own; when run returns, the
+// job's slot is given back (Release). Leases are renewed at a third of
+// Lease; a cancel asked from any replica ends that job's context with
+// cause kontext.ErrCanceled. When ctx ends, Work hands its running jobs
+// over (their contexts end with cause ErrHandedOver; they are not
+// released), waits for every run to return, and returns.
+//
+// run receives the job's context, which does not end with ctx but only on
+// a cancel or a handover. Errors of the database are logged and retried at
+// the next change or renewal.
+func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j QueuedJob)) {
+	lctx, stopListen := context.WithCancel(ctx)
+	defer stopListen()
+	wake := q.Listen(lctx)
+	tick := time.NewTicker(q.opts.Lease / 3)
+	defer tick.Stop()
+
+	base := context.WithoutCancel(ctx)
+	running := map[string]context.CancelCauseFunc{}
+	done := make(chan string)
+	handedOver := false
+	start := func(j QueuedJob) {
+		if _, dup := running[j.ID]; dup {
+			return
+		}
+		jctx, cancel := context.WithCancelCause(base)
+		running[j.ID] = cancel
+		go func() {
+			defer func() { done <- j.ID }()
+			run(jctx, j)
+		}()
+	}
+	fill := func(takeover bool) {
+		if takeover {
+			taken, err := q.Takeover(ctx)
+			if err != nil && ctx.Err() == nil {
+				q.db.log.Warn("postgres: queue takeover", "replica", q.replica, "err", err)
+			}
+			for _, j := range taken {
+				start(j)
+			}
+		}
+		for ctx.Err() == nil {
+			j, err := q.Next(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					q.db.log.Warn("postgres: queue next", "replica", q.replica, "err", err)
+				}
+				return
+			}
+			if j == nil {
+				return
+			}
+			start(*j)
+		}
+	}
+	finish := func(id string) {
+		cancel := running[id]
+		delete(running, id)
+		cancel(nil)
+		if handedOver {
+			return
+		}
+		// Give the slot back even while stopping: the job is over.
+		rctx, rcancel := context.WithTimeout(base, 10*time.Second)
+		defer rcancel()
+		if _, err := q.Release(rctx, id); err != nil {
+			q.db.log.Warn("postgres: queue release", "replica", q.replica, "job", id, "err", err)
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			hctx, hcancel := context.WithTimeout(base, 10*time.Second)
+			if _, err := q.Handover(hctx); err != nil {
+				q.db.log.Warn("postgres: queue handover", "replica", q.replica, "err", err)
+			}
+			hcancel()
+			handedOver = true
+			for _, cancel := range running {
+				cancel(ErrHandedOver)
+			}
+			for len(running) > 0 {
+				finish(<-done)
+			}
+			for range wake {
+			}
+			return
+		case id := <-done:
+			finish(id)
+			fill(false)
+		case <-wake:
+			if len(running) > 0 {
+				// The change may be a cancel of one of ours.
+				ids, err := q.cancelAsked(ctx)
+				if err != nil && ctx.Err() == nil {
+					q.db.log.Warn("postgres: queue cancel check", "replica", q.replica, "err", err)
+				}
+				for _, id := range ids {
+					if cancel, ok := running[id]; ok {
+						cancel(kontext.ErrCanceled)
+					}
+				}
+			}
+			fill(true)
+		case <-tick.C:
+			owned, canceled, err := q.Renew(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					q.db.log.Warn("postgres: queue renew", "replica", q.replica, "err", err)
+				}
+			} else {
+				for id, cancel := range running {
+					switch {
+					case !slices.Contains(owned, id):
+						cancel(ErrLeaseLost)
+					case slices.Contains(canceled, id):
+						cancel(kontext.ErrCanceled)
+					}
+				}
+			}
+			fill(true)
+		}
 	}
 }

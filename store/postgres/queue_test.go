@@ -236,12 +236,12 @@ func TestQueueCancelFromAnotherReplica(t *testing.T) {
 	if waiting, err := qs[2].Cancel(ctx, run.ID); err != nil || waiting {
 		t.Fatalf("Cancel of running j1: %v, %v; want flagged", waiting, err)
 	}
-	canceled, err := qs[0].Renew(ctx)
-	if err != nil || !slices.Equal(canceled, []string{"j1"}) {
-		t.Errorf("owner's Renew: got %v, %v; want [j1]", canceled, err)
+	owned, canceled, err := qs[0].Renew(ctx)
+	if err != nil || !slices.Equal(canceled, []string{"j1"}) || !slices.Equal(owned, []string{"j1"}) {
+		t.Errorf("owner's Renew: got owned %v, canceled %v, %v; want [j1] [j1]", owned, canceled, err)
 	}
-	if other, err := qs[1].Renew(ctx); err != nil || len(other) != 0 {
-		t.Errorf("another replica's Renew: got %v, %v; want nothing", other, err)
+	if owned, other, err := qs[1].Renew(ctx); err != nil || len(other) != 0 || len(owned) != 0 {
+		t.Errorf("another replica's Renew: got %v %v, %v; want nothing", owned, other, err)
 	}
 	if _, err := qs[1].Cancel(ctx, "nope"); !errors.Is(err, bot.ErrNotFound) {
 		t.Errorf("Cancel of an unknown job: got %v, want ErrNotFound", err)
@@ -274,7 +274,7 @@ func TestQueueTakeover(t *testing.T) {
 	var taken []QueuedJob
 	for len(taken) == 0 && time.Now().Before(deadline) {
 		time.Sleep(lease / 3)
-		if _, err := qs[1].Renew(ctx); err != nil {
+		if _, _, err := qs[1].Renew(ctx); err != nil {
 			t.Fatal(err)
 		}
 		var err error
@@ -284,6 +284,9 @@ func TestQueueTakeover(t *testing.T) {
 	}
 	if len(taken) != 1 || taken[0].ID != a.ID || !taken[0].TakenOver {
 		t.Fatalf("Takeover after r0's lease lapsed: got %+v, want [%s taken over]", taken, a.ID)
+	}
+	if owned, _, err := qs[0].Renew(ctx); err != nil || slices.Contains(owned, a.ID) {
+		t.Errorf("the former owner's Renew: owned %v, %v; want %s gone", owned, err, a.ID)
 	}
 	// The slot went with the job: no third job starts.
 	if j := mustNext(t, qs[2]); j != nil {
@@ -484,5 +487,205 @@ func TestQueueListen(t *testing.T) {
 	recv("release")
 	cancel()
 	for range wake {
+	}
+}
+
+// workers starts Work on each queue with run, and returns a function that
+// stops replica i (as SIGTERM does) and waits for its Work to return.
+func workers(t *testing.T, qs []*Queue, run func(q *Queue, ctx context.Context, j QueuedJob)) (stop func(i int)) {
+	t.Helper()
+	cancels := make([]context.CancelFunc, len(qs))
+	dones := make([]chan struct{}, len(qs))
+	for i, q := range qs {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancels[i], dones[i] = cancel, make(chan struct{})
+		go func() {
+			defer close(dones[i])
+			q.Work(ctx, func(ctx context.Context, j QueuedJob) { run(q, ctx, j) })
+		}()
+	}
+	stop = func(i int) {
+		cancels[i]()
+		select {
+		case <-dones[i]:
+		case <-time.After(30 * time.Second):
+			t.Errorf("Work of %s did not return", qs[i].replica)
+		}
+	}
+	t.Cleanup(func() {
+		for i := range qs {
+			stop(i)
+		}
+	})
+	return stop
+}
+
+// TestQueueWork: 3 replicas each running Work, jobs submitted on all of
+// them: every job runs exactly once, never more than Slots at a time, and
+// the queue ends empty.
+func TestQueueWork(t *testing.T) {
+	ctx := context.Background()
+	const slots, users, perUser = 3, 6, 6
+	qs := replicas(t, 3, QueueOptions{Slots: slots, UserRunning: 2, UserWaiting: perUser, MaxWaiting: 1000, Lease: 3 * time.Second})
+	var inflight, maxInflight atomic.Int32
+	var mu sync.Mutex
+	runs := map[string]int{}
+	allDone := make(chan struct{})
+	const total = users * perUser
+	workers(t, qs, func(q *Queue, ctx context.Context, j QueuedJob) {
+		n := inflight.Add(1)
+		for m := maxInflight.Load(); n > m && !maxInflight.CompareAndSwap(m, n); m = maxInflight.Load() {
+		}
+		time.Sleep(time.Duration(1+len(j.ID)%4) * time.Millisecond)
+		inflight.Add(-1)
+		mu.Lock()
+		runs[j.ID]++
+		if len(runs) == total {
+			close(allDone)
+		}
+		mu.Unlock()
+	})
+	var wg sync.WaitGroup
+	for u := range users {
+		wg.Go(func() {
+			for i := range perUser {
+				if _, err := qs[(u+i)%3].Submit(ctx, fmt.Sprintf("u%d-%d", u, i), fmt.Sprintf("u%d", u), ""); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	select {
+	case <-allDone:
+	case <-time.After(60 * time.Second):
+		mu.Lock()
+		t.Fatalf("only %d of %d jobs ran", len(runs), total)
+	}
+	if got := maxInflight.Load(); got > slots {
+		t.Errorf("max in flight: got %d, want at most %d", got, slots)
+	}
+	mu.Lock()
+	for id, n := range runs {
+		if n != 1 {
+			t.Errorf("job %s ran %d times", id, n)
+		}
+	}
+	mu.Unlock()
+	// The last releases follow the last runs.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		st, err := qs[0].Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Running == 0 && st.Waiting == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue after every job ran: %+v, want empty", st)
+		}
+	}
+}
+
+// TestQueueWorkHandoverAndTakeover: a replica stopped as on SIGTERM hands
+// its running job over at once (long before its lease would lapse), and
+// another replica runs it as taken over; a job cancelled from another
+// replica ends its run with kontext.ErrCanceled.
+func TestQueueWorkHandoverAndTakeover(t *testing.T) {
+	ctx := context.Background()
+	qs := replicas(t, 2, QueueOptions{Slots: 1, Lease: 30 * time.Second})
+	type event struct {
+		replica string
+		job     QueuedJob
+		cause   error
+	}
+	events := make(chan event, 10)
+	stop := workers(t, qs[:1], func(q *Queue, ctx context.Context, j QueuedJob) {
+		<-ctx.Done()
+		events <- event{q.replica, j, context.Cause(ctx)}
+	})
+	mustSubmit(t, qs[1], "long", "u1", "")
+	// Wait until r0 runs it.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		st, err := qs[1].Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Running == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("r0 never started the job")
+		}
+	}
+	started := make(chan QueuedJob, 1)
+	workers(t, qs[1:], func(q *Queue, ctx context.Context, j QueuedJob) {
+		started <- j
+		<-ctx.Done()
+		events <- event{q.replica, j, context.Cause(ctx)}
+	})
+	stop(0)
+	ev := <-events
+	if ev.replica != "r0" || !errors.Is(ev.cause, ErrHandedOver) {
+		t.Errorf("r0's run ended with %v on %s, want ErrHandedOver", ev.cause, ev.replica)
+	}
+	select {
+	case j := <-started:
+		if j.ID != "long" || !j.TakenOver {
+			t.Errorf("r1 started %+v, want long taken over", j)
+		}
+	case <-time.After(10 * time.Second): // the lease is 30 s: only the handover can explain a start
+		t.Fatal("r1 did not take the handed-over job")
+	}
+	if _, err := qs[0].Cancel(ctx, "long"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case ev := <-events:
+		if ev.replica != "r1" || !errors.Is(ev.cause, kontext.ErrCanceled) {
+			t.Errorf("r1's run ended with %v on %s, want kontext.ErrCanceled", ev.cause, ev.replica)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the cancel never reached r1's run")
+	}
+}
+
+// TestQueueWorkKilledReplica: a replica that dies without a word (its
+// connections gone, as with SIGKILL or a lost host) loses its running job
+// once its lease lapses; another replica runs it as taken over, and the
+// slot stays accounted for throughout.
+func TestQueueWorkKilledReplica(t *testing.T) {
+	const lease = 400 * time.Millisecond
+	qs := replicas(t, 2, QueueOptions{Slots: 1, Lease: lease})
+	started := make(chan string, 10)
+	workers(t, qs[:1], func(q *Queue, ctx context.Context, j QueuedJob) {
+		started <- q.replica + ":" + j.ID
+		<-ctx.Done()
+	})
+	mustSubmit(t, qs[1], "j1", "u1", "")
+	mustSubmit(t, qs[1], "j2", "u2", "")
+	if got := <-started; got != "r0:j1" {
+		t.Fatalf("first start: got %s, want r0:j1", got)
+	}
+	took := make(chan QueuedJob, 10)
+	workers(t, qs[1:], func(q *Queue, ctx context.Context, j QueuedJob) {
+		took <- j
+	})
+	qs[0].db.Close() // r0 dies: no renewal, no release, no handover
+	select {
+	case j := <-took:
+		if j.ID != "j1" || !j.TakenOver {
+			t.Errorf("r1's first job: got %+v, want j1 taken over", j)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("r1 never took the dead replica's job over")
+	}
+	select {
+	case j := <-took:
+		if j.ID != "j2" || j.TakenOver {
+			t.Errorf("r1's second job: got %+v, want j2", j)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("r1 never ran j2")
 	}
 }
