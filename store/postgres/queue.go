@@ -149,39 +149,28 @@ func (q *Queue) locked(ctx context.Context, fn func(tx pgx.Tx) (changed bool, er
 	})
 }
 
-// load reads the queue's state in tx.
+// load reads the queue's state in tx, in one query.
 func load(ctx context.Context, tx pgx.Tx) (*qstate, error) {
 	st := &qstate{lastServed: map[string]int64{}}
-	rows, err := tx.Query(ctx, `SELECT id, user_id, serial, seq, state = 'running' FROM queue_jobs ORDER BY seq`)
+	rows, err := tx.Query(ctx, `SELECT j.id, j.user_id, j.serial, j.seq, j.state = 'running', u.last_served
+		FROM queue_jobs j LEFT JOIN queue_users u ON u.user_id = j.user_id ORDER BY j.seq`)
 	if err != nil {
-		return nil, fmt.Errorf("read jobs: %w", err)
+		return nil, fmt.Errorf("read queue: %w", err)
 	}
 	for rows.Next() {
 		var j qjob
-		if err := rows.Scan(&j.id, &j.user, &j.serial, &j.seq, &j.running); err != nil {
+		var served *int64
+		if err := rows.Scan(&j.id, &j.user, &j.serial, &j.seq, &j.running, &served); err != nil {
 			rows.Close()
-			return nil, fmt.Errorf("read jobs: %w", err)
+			return nil, fmt.Errorf("read queue: %w", err)
+		}
+		if served != nil {
+			st.lastServed[j.user] = *served
 		}
 		st.jobs = append(st.jobs, j)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read jobs: %w", err)
-	}
-	rows, err = tx.Query(ctx, `SELECT user_id, last_served FROM queue_users`)
-	if err != nil {
-		return nil, fmt.Errorf("read users: %w", err)
-	}
-	for rows.Next() {
-		var u string
-		var n int64
-		if err := rows.Scan(&u, &n); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("read users: %w", err)
-		}
-		st.lastServed[u] = n
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read users: %w", err)
+		return nil, fmt.Errorf("read queue: %w", err)
 	}
 	return st, nil
 }
@@ -325,8 +314,20 @@ func (q *Queue) Submit(ctx context.Context, id, user, serial string) (int, error
 // running under this replica's lease, or returns nil when no slot is free
 // or no waiting job may start.
 func (q *Queue) Next(ctx context.Context) (*QueuedJob, error) {
+	// Most wake-ups find every slot busy or nothing waiting: say so
+	// without taking the lock. A change committed after this read is
+	// announced after its commit, so the caller looks again then.
+	var worth bool
+	err := q.db.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'running') < $1
+		AND count(*) FILTER (WHERE state = 'waiting') > 0 FROM queue_jobs`, q.opts.Slots).Scan(&worth)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: queue next: %w", err)
+	}
+	if !worth {
+		return nil, nil
+	}
 	var out *QueuedJob
-	err := q.locked(ctx, func(tx pgx.Tx) (bool, error) {
+	err = q.locked(ctx, func(tx pgx.Tx) (bool, error) {
 		out = nil
 		st, err := load(ctx, tx)
 		if err != nil {
@@ -336,14 +337,12 @@ func (q *Queue) Next(ctx context.Context) (*QueuedJob, error) {
 		if j == nil {
 			return false, nil
 		}
-		_, err = tx.Exec(ctx, `UPDATE queue_jobs SET state = 'running', owner = $2,
-			lease_until = now() + $3 * interval '1 microsecond', started = now() WHERE id = $1`,
-			j.id, q.replica, q.opts.Lease.Microseconds())
-		if err != nil {
-			return false, err
-		}
-		_, err = tx.Exec(ctx, `INSERT INTO queue_users (user_id, last_served) VALUES ($1, nextval('queue_turns'))
-			ON CONFLICT (user_id) DO UPDATE SET last_served = EXCLUDED.last_served`, j.user)
+		_, err = tx.Exec(ctx, `WITH started AS (
+				UPDATE queue_jobs SET state = 'running', owner = $2,
+				lease_until = now() + $3 * interval '1 microsecond', started = now() WHERE id = $1)
+			INSERT INTO queue_users (user_id, last_served) VALUES ($4, nextval('queue_turns'))
+			ON CONFLICT (user_id) DO UPDATE SET last_served = EXCLUDED.last_served`,
+			j.id, q.replica, q.opts.Lease.Microseconds(), j.user)
 		if err != nil {
 			return false, err
 		}
@@ -480,8 +479,17 @@ func (q *Queue) cancelAsked(ctx context.Context) ([]string, error) {
 // Takeover gives this replica the running jobs whose owner's lease lapsed,
 // each keeping its slot, oldest first.
 func (q *Queue) Takeover(ctx context.Context) ([]QueuedJob, error) {
+	var lapsed bool
+	err := q.db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM queue_jobs
+		WHERE state = 'running' AND lease_until < now())`).Scan(&lapsed)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: queue takeover: %w", err)
+	}
+	if !lapsed {
+		return nil, nil
+	}
 	var out []QueuedJob
-	err := q.locked(ctx, func(tx pgx.Tx) (bool, error) {
+	err = q.locked(ctx, func(tx pgx.Tx) (bool, error) {
 		out = nil
 		rows, err := tx.Query(ctx, `WITH t AS (
 				UPDATE queue_jobs SET owner = $1, lease_until = now() + $2 * interval '1 microsecond'
