@@ -466,6 +466,31 @@ func (q *Queue) Renew(ctx context.Context) (owned, canceled []string, err error)
 	return owned, canceled, nil
 }
 
+// Hold checks that this replica still owns the running job id and extends
+// its lease. (A lease that lapsed but that no replica took over yet is
+// this replica's again: the row lock orders Hold and Takeover, so only one
+// of them wins.) Call it
+// right before anything that must happen once (creating the prediction,
+// which is paid): a replica that was cut off long enough for another to
+// take the job over gets an error wrapping ErrLeaseLost and must stop,
+// leaving the job to its new owner. A cancel asked for the job gives an
+// error wrapping kontext.ErrCanceled.
+func (q *Queue) Hold(ctx context.Context, id string) error {
+	var cancel bool
+	err := q.db.pool.QueryRow(ctx, `UPDATE queue_jobs SET lease_until = now() + $3 * interval '1 microsecond'
+		WHERE id = $1 AND state = 'running' AND owner = $2 RETURNING cancel`,
+		id, q.replica, q.opts.Lease.Microseconds()).Scan(&cancel)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return fmt.Errorf("postgres: queue hold %s: %w", id, ErrLeaseLost)
+	case err != nil:
+		return fmt.Errorf("postgres: queue hold %s: %w", id, err)
+	case cancel:
+		return fmt.Errorf("postgres: queue hold %s: %w", id, kontext.ErrCanceled)
+	}
+	return nil
+}
+
 // cancelAsked returns the ids of this replica's running jobs whose cancel
 // was asked.
 func (q *Queue) cancelAsked(ctx context.Context) ([]string, error) {

@@ -240,6 +240,9 @@ func TestQueueCancelFromAnotherReplica(t *testing.T) {
 	if err != nil || !slices.Equal(canceled, []string{"j1"}) || !slices.Equal(owned, []string{"j1"}) {
 		t.Errorf("owner's Renew: got owned %v, canceled %v, %v; want [j1] [j1]", owned, canceled, err)
 	}
+	if err := qs[0].Hold(ctx, run.ID); !errors.Is(err, kontext.ErrCanceled) {
+		t.Errorf("Hold of a job whose cancel was asked: got %v, want kontext.ErrCanceled", err)
+	}
 	if owned, other, err := qs[1].Renew(ctx); err != nil || len(other) != 0 || len(owned) != 0 {
 		t.Errorf("another replica's Renew: got %v %v, %v; want nothing", owned, other, err)
 	}
@@ -266,6 +269,12 @@ func TestQueueTakeover(t *testing.T) {
 	mustSubmit(t, qs[0], "j2", "u2", "")
 	mustSubmit(t, qs[0], "j3", "u3", "")
 	a, b := mustNext(t, qs[0]), mustNext(t, qs[1])
+	if err := qs[0].Hold(ctx, a.ID); err != nil {
+		t.Errorf("Hold by the owner: %v", err)
+	}
+	if err := qs[1].Hold(ctx, a.ID); !errors.Is(err, ErrLeaseLost) {
+		t.Errorf("Hold by another replica: got %v, want ErrLeaseLost", err)
+	}
 	if taken, err := qs[2].Takeover(ctx); err != nil || len(taken) != 0 {
 		t.Fatalf("Takeover of live leases: got %v, %v; want nothing", taken, err)
 	}
@@ -284,6 +293,12 @@ func TestQueueTakeover(t *testing.T) {
 	}
 	if len(taken) != 1 || taken[0].ID != a.ID || !taken[0].TakenOver {
 		t.Fatalf("Takeover after r0's lease lapsed: got %+v, want [%s taken over]", taken, a.ID)
+	}
+	if err := qs[0].Hold(ctx, a.ID); !errors.Is(err, ErrLeaseLost) {
+		t.Errorf("Hold by the former owner after takeover: got %v, want ErrLeaseLost", err)
+	}
+	if err := qs[2].Hold(ctx, a.ID); err != nil {
+		t.Errorf("Hold by the new owner: %v", err)
 	}
 	if owned, _, err := qs[0].Renew(ctx); err != nil || slices.Contains(owned, a.ID) {
 		t.Errorf("the former owner's Renew: owned %v, %v; want %s gone", owned, err, a.ID)
