@@ -38,6 +38,16 @@
 //
 // The tables live in the first schema of the connection's search_path
 // (public unless the URL sets search_path=...).
+//
+// # The shared queue
+//
+// Queue (queue.go) is the database side of the fair slot queue shared by
+// every replica: kontext.Queue's rules (slots, round-robin between users,
+// caps, Serials, positions, cancel) decided under an advisory lock, with
+// leases by the database's clock, takeover, handover and LISTEN/NOTIFY
+// wake-ups; Queue.Work runs one replica's share. It is not wired into the
+// bot yet: the bot still uses kontext.Queue, and Options.SingleProcess
+// keeps a second process off the database meanwhile.
 package postgres
 
 import (
