@@ -27,7 +27,8 @@ var (
 type app struct {
 	cfg    config
 	log    *slog.Logger
-	db     *store.DB
+	db     appStore
+	sweep  sweepFunc
 	client *kontext.Client
 	queue  *kontext.Queue
 	core   *bot.Core
@@ -48,7 +49,7 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 // openApp opens the store and builds the client, the queue and the core.
 // Call close when done, once.
 func openApp(cfg config, log *slog.Logger) (*app, error) {
-	db, err := store.Open(cfg.DB, store.Options{History: cfg.History})
+	db, sweep, err := openStore(cfg, log)
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +70,7 @@ func openApp(cfg config, log *slog.Logger) (*app, error) {
 		Channels: cfg.Channels, Admins: cfg.Admins, Logger: log, OnJobEnd: met.jobEnd,
 	}, db, client, queue)
 	met.watchQueue(queue)
-	a := &app{cfg: cfg, log: log, db: db, client: client, queue: queue, core: core, met: met}
+	a := &app{cfg: cfg, log: log, db: db, sweep: sweep, client: client, queue: queue, core: core, met: met}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stopSweep = cancel
 	a.sweeping.Add(1)
@@ -84,11 +85,11 @@ func (a *app) sweepLoop(ctx context.Context) {
 	defer t.Stop()
 	for {
 		before := time.Now().Add(-time.Duration(a.cfg.RetentionDays) * 24 * time.Hour)
-		st, err := a.db.Sweep(ctx, before)
+		st, err := a.sweep(ctx, before)
 		if err != nil && ctx.Err() == nil {
 			a.log.Error("retention sweep", "err", err)
-		} else if st != (store.SweepStats{}) {
-			a.log.Info("retention sweep", "conversations", st.Conversations, "images", st.Images, "jobs", st.Jobs, "messages", st.Messages)
+		} else if st != (sweepStats{}) {
+			a.log.Info("retention sweep", "conversations", st.Conversations, "images", st.Images, "jobs", st.Jobs, "messages", st.Messages, "claims", st.Claims)
 		}
 		select {
 		case <-ctx.Done():

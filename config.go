@@ -56,6 +56,7 @@ type config struct {
 	QueueMax    int
 
 	DB            string
+	DatabaseURL   string // KONTEXT_DATABASE_URL: PostgreSQL instead of the bbolt file DB
 	History       int
 	RetentionDays int
 	Prices        map[string]float64
@@ -214,6 +215,21 @@ func (p *parser) httpURL(name, def string) string {
 	return strings.TrimRight(v, "/")
 }
 
+// databaseURL reads an optional PostgreSQL URL. The value may hold a
+// password, so a problem names the variable but never repeats the value.
+func (p *parser) databaseURL(name string) string {
+	v := p.str(name, "")
+	if v == "" {
+		return ""
+	}
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || (u.Host == "" && u.Query().Get("host") == "") {
+		p.fail("%s is not valid: use a PostgreSQL URL such as postgres://kontextbot:PASSWORD@db-host:5432/kontextbot, or leave it empty for the bbolt file KONTEXT_DB", name)
+		return ""
+	}
+	return v
+}
+
 func (p *parser) err() error {
 	if len(p.problems) == 0 {
 		return nil
@@ -237,6 +253,7 @@ func loadConfig(getenv envFunc) (config, error) {
 		QueueMax:    p.intIn("KONTEXT_QUEUE_MAX", 200, 1, 100000),
 	}
 	c.DB = p.str("KONTEXT_DB", "data/kontextbot.db")
+	c.DatabaseURL = p.databaseURL("KONTEXT_DATABASE_URL")
 	c.History = p.intIn("KONTEXT_HISTORY", 20, 2, 1000)
 	c.RetentionDays = p.intIn("KONTEXT_RETENTION_DAYS", 30, 1, 3650)
 	c.Prices = map[string]float64{

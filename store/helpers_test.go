@@ -4,9 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"fmt"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,26 +12,6 @@ import (
 
 	"kontextbot/bot"
 )
-
-// fakeClock is an injectable clock for Options.Now.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock(t time.Time) *fakeClock { return &fakeClock{now: t} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
 
 // openTest opens a store in a fresh temporary folder (one level deeper than
 // the test's own, so Open has to create it) and closes it at cleanup.
@@ -66,19 +44,6 @@ func (db *DB) countKeys(tb testing.TB, bucket []byte) int {
 	return n
 }
 
-// refs is the stored reference count of an image.
-func (db *DB) refs(tb testing.TB, sha string) uint64 {
-	tb.Helper()
-	var n uint64
-	if err := db.bolt.View(func(tx *bbolt.Tx) error {
-		n = refCount(tx.Bucket(bucketRefs).Get([]byte(sha)))
-		return nil
-	}); err != nil {
-		tb.Fatalf("refs %s: %v", sha, err)
-	}
-	return n
-}
-
 // check runs bbolt's consistency check over the whole file.
 func (db *DB) check() error {
 	return db.bolt.View(func(tx *bbolt.Tx) error {
@@ -106,5 +71,3 @@ func turn(id string) bot.Turn {
 	return bot.Turn{ID: id, Kind: bot.KindImagine, Prompt: "prompt " + id, Format: "png", Width: 8, Height: 8,
 		Created: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
 }
-
-func turnID(i int) string { return fmt.Sprintf("t%02d", i) }

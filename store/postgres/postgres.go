@@ -1,0 +1,350 @@
+// Package postgres is kontextbot's shared backend: the same bot.Store as the
+// embedded bbolt store (package store), kept in PostgreSQL so that several
+// replicas of the bot can serve one set of conversations, jobs and usage.
+//
+// # Guarantees
+//
+// Every method behaves as the bbolt store's does; the contract suite in
+// store/storetest runs against both. In short:
+//
+//   - A conversation is one row whose turns (oldest first, at most History)
+//     are a JSON array. Every write to a conversation locks its row
+//     (SELECT ... FOR UPDATE) first, so concurrent writers, on any replica,
+//     apply one after the other and none is lost.
+//   - Image bytes are stored once per sha256 (bytea) with a reference count
+//     equal to the number of turns using them; the row goes with the last
+//     turn that uses it.
+//   - A message row maps platform/workspace/message id to a turn and exists
+//     exactly while the turn lists that message id; lookups never cross
+//     workspaces.
+//   - AddTurn is one transaction: the image, the turn, the job's end and the
+//     charge commit together or not at all.
+//   - Live jobs are found through a partial index, so LiveJobs never reads
+//     finished jobs.
+//   - Claims are INSERT ... ON CONFLICT DO UPDATE ... WHERE expired: one
+//     statement, so exactly one of any number of concurrent claimants wins.
+//
+// A transaction that loses a deadlock or a serialization conflict is run
+// again (a few times) before the error is returned.
+//
+// # Migrations
+//
+// The schema lives in migrations/NNN_name.sql, embedded in the binary.
+// Open applies those newer than the database's version, in order, in one
+// transaction that first takes a transaction-scoped advisory lock: replicas
+// starting together apply each migration once, and the others wait and
+// then find nothing to do. A database whose version is newer than this
+// binary knows is refused.
+//
+// The tables live in the first schema of the connection's search_path
+// (public unless the URL sets search_path=...).
+//
+// # The shared queue
+//
+// Queue (queue.go) is the database side of the fair slot queue shared by
+// every replica: kontext.Queue's rules (slots, round-robin between users,
+// caps, Serials, positions, cancel) decided under an advisory lock, with
+// leases by the database's clock, takeover, handover and LISTEN/NOTIFY
+// wake-ups; Queue.Work runs one replica's share. It is not wired into the
+// bot yet: the bot still uses kontext.Queue, and Options.SingleProcess
+// keeps a second process off the database meanwhile.
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"kontextbot/bot"
+)
+
+var _ bot.Store = (*DB)(nil)
+
+// DefaultHistory is the number of turns kept per conversation when
+// Options.History is not set (as in the bbolt store).
+const DefaultHistory = 20
+
+// MaxMessagesPerTurn bounds how many platform message ids a turn remembers;
+// past it the oldest id and its mapping are dropped (as in the bbolt store).
+const MaxMessagesPerTurn = 10
+
+// migrationLock is the advisory lock key that serializes migrations across
+// every process using the database ("kontext" in ASCII).
+const migrationLock int64 = 0x6b6f6e74657874
+
+// maxAttempts is how many times a transaction runs when it keeps losing
+// deadlocks or serialization conflicts.
+const maxAttempts = 5
+
+// ErrSchema is returned (wrapped) by Open when the database was migrated by
+// a newer kontextbot than this one.
+var ErrSchema = errors.New("postgres: unsupported database schema version")
+
+//go:embed migrations/*.sql
+var migrationFS embed.FS
+
+// Options configures Open. The zero value gives the defaults.
+type Options struct {
+	// History is the number of turns kept per conversation (KONTEXT_HISTORY);
+	// zero or less means DefaultHistory.
+	History int
+	// Now is the clock; nil means time.Now. Tests inject their own.
+	Now func() time.Time
+	// SingleProcess makes Open hold a session advisory lock, on a
+	// connection of its own, for as long as the store is open, and fail
+	// with ErrInUse when another process holds it on the same schema. The
+	// bot sets it while its queue is in-process: a second process on the
+	// same database would recover, and run again, the first one's jobs.
+	// The server releases the lock when the holder's connection dies.
+	SingleProcess bool
+	// Logger receives what the store cannot return as an error (the queue
+	// listener's reconnections); nil discards it.
+	Logger *slog.Logger
+}
+
+// ErrInUse is returned (wrapped) by Open with Options.SingleProcess when
+// another process holds the database.
+var ErrInUse = errors.New("postgres: database in use by another kontextbot process")
+
+// singleLockClass is the first half of the SingleProcess lock's key; the
+// second is a hash of the schema, so each schema has its own.
+const singleLockClass int32 = 0x6b6f6e74 // "kont"
+
+// DB is the PostgreSQL store. It is safe for concurrent use, by any number
+// of goroutines and processes.
+type DB struct {
+	pool    *pgxpool.Pool
+	history int
+	now     func() time.Time
+	log     *slog.Logger
+	// single holds the SingleProcess lock; nil without it. A pgx.Conn is
+	// not safe for concurrent use: singleMu guards it.
+	singleMu sync.Mutex
+	single   *pgx.Conn
+}
+
+// Open connects to the database at url (postgres://user@host:port/db?...),
+// applies the migrations this binary holds and returns the store. It fails
+// when the server cannot be reached, the URL is not valid, or the database
+// was migrated by a newer kontextbot (an error wrapping ErrSchema).
+func Open(ctx context.Context, url string, opts Options) (*DB, error) {
+	if opts.History <= 0 {
+		opts.History = DefaultHistory
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// The error text of a bad URL may hold the password: say less.
+		return nil, errors.New("postgres: open: KONTEXT_DATABASE_URL is not a valid PostgreSQL URL; use postgres://user:password@host:5432/database")
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: open %s: %w", describe(cfg), err)
+	}
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: open %s: %w", describe(cfg), err)
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	db := &DB{pool: pool, history: opts.History, now: opts.Now, log: opts.Logger}
+	if opts.SingleProcess {
+		if err := db.lockSingle(ctx, cfg); err != nil {
+			pool.Close()
+			return nil, fmt.Errorf("postgres: open %s: %w", describe(cfg), err)
+		}
+	}
+	if err := db.migrate(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("postgres: open %s: %w", describe(cfg), err)
+	}
+	return db, nil
+}
+
+// lockSingle takes the SingleProcess lock on a connection of its own.
+func (db *DB) lockSingle(ctx context.Context, cfg *pgxpool.Config) error {
+	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig.Copy())
+	if err != nil {
+		return fmt.Errorf("lock: %w", err)
+	}
+	var got bool
+	err = conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext(current_schema()))`, singleLockClass).Scan(&got)
+	if err == nil && !got {
+		err = fmt.Errorf("%w (schema of the database URL): only one may run per database until the shared queue is built; stop the other one or point KONTEXT_DATABASE_URL elsewhere", ErrInUse)
+	}
+	if err != nil {
+		_ = conn.Close(ctx)
+		return err
+	}
+	db.single = conn
+	return nil
+}
+
+// describe names the database of cfg without its password.
+func describe(cfg *pgxpool.Config) string {
+	c := cfg.ConnConfig
+	return fmt.Sprintf("%s@%s:%d/%s", c.User, c.Host, c.Port, c.Database)
+}
+
+// Close closes every connection. Methods called after Close fail.
+func (db *DB) Close() error {
+	db.pool.Close()
+	db.singleMu.Lock()
+	defer db.singleMu.Unlock()
+	if db.single != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		err := db.single.Close(ctx)
+		db.single = nil
+		if err != nil {
+			return fmt.Errorf("postgres: close: %w", err)
+		}
+	}
+	return nil
+}
+
+// Ping checks that the database answers, for health checks.
+func (db *DB) Ping(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("postgres: ping: %w", err)
+	}
+	if err := db.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("postgres: ping: %w", err)
+	}
+	db.singleMu.Lock()
+	defer db.singleMu.Unlock()
+	if db.single != nil {
+		// Losing this connection loses the lock: another process may start.
+		if err := db.single.Ping(ctx); err != nil {
+			return fmt.Errorf("postgres: ping the connection holding the single-process lock: %w", err)
+		}
+	}
+	return nil
+}
+
+// Pool is the store's connection pool, for the packages that share the
+// database with it (the shared queue); they must not close it.
+func (db *DB) Pool() *pgxpool.Pool { return db.pool }
+
+// migration is one embedded schema change.
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+// migrations reads the embedded files, ordered by version. Names are
+// NNN_what.sql; versions start at 1 and have no gaps.
+func migrations() ([]migration, error) {
+	entries, err := fs.ReadDir(migrationFS, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	var out []migration
+	for _, e := range entries {
+		num, _, ok := strings.Cut(e.Name(), "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil || !strings.HasSuffix(e.Name(), ".sql") {
+			return nil, fmt.Errorf("migration file %s: want NNN_name.sql", e.Name())
+		}
+		b, err := migrationFS.ReadFile("migrations/" + e.Name())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, migration{version: v, name: e.Name(), sql: string(b)})
+	}
+	slices.SortFunc(out, func(a, b migration) int { return a.version - b.version })
+	for i, m := range out {
+		if m.version != i+1 {
+			return nil, fmt.Errorf("migration %s: want version %d", m.name, i+1)
+		}
+	}
+	return out, nil
+}
+
+// SchemaVersion is the version of the newest migration this binary holds.
+func SchemaVersion() int {
+	ms, err := migrations()
+	if err != nil || len(ms) == 0 {
+		return 0
+	}
+	return ms[len(ms)-1].version
+}
+
+// migrate applies the migrations the database lacks, in one transaction
+// serialized by an advisory lock.
+func (db *DB) migrate(ctx context.Context) error {
+	ms, err := migrations()
+	if err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	return pgx.BeginFunc(ctx, db.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLock); err != nil {
+			return fmt.Errorf("migrate: lock: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS kontext_migrations (
+			version integer     PRIMARY KEY,
+			name    text        NOT NULL,
+			applied timestamptz NOT NULL DEFAULT now())`); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		var current int
+		if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM kontext_migrations`).Scan(&current); err != nil {
+			return fmt.Errorf("migrate: read version: %w", err)
+		}
+		if latest := len(ms); current > latest {
+			return fmt.Errorf("%w: the database has schema version %d but this kontextbot knows versions up to %d; run the newer release (or point KONTEXT_DATABASE_URL at another database)", ErrSchema, current, latest)
+		}
+		for _, m := range ms[current:] {
+			if _, err := tx.Exec(ctx, m.sql); err != nil {
+				return fmt.Errorf("migrate: apply %s: %w", m.name, err)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO kontext_migrations (version, name) VALUES ($1, $2)`, m.version, m.name); err != nil {
+				return fmt.Errorf("migrate: record %s: %w", m.name, err)
+			}
+		}
+		return nil
+	})
+}
+
+// inTx runs fn in a transaction, again from the start when it loses a
+// deadlock or a serialization conflict. fn must set its results afresh on
+// every run.
+func (db *DB) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	for attempt := 1; ; attempt++ {
+		err := pgx.BeginFunc(ctx, db.pool, fn)
+		if err == nil || attempt >= maxAttempts || !retryable(err) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Duration(attempt) * 5 * time.Millisecond):
+		}
+	}
+}
+
+// retryable reports whether err is a deadlock or serialization failure,
+// after which the whole transaction can run again.
+func retryable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001")
+}
+
+// stamp is t as PostgreSQL stores it: UTC, whole microseconds.
+func stamp(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }

@@ -1,0 +1,775 @@
+package postgres
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"kontextbot/bot"
+	"kontextbot/kontext"
+)
+
+// The shared queue's database side.
+//
+// A Queue is one replica's handle on the slots of one API key, shared by
+// every replica on the database. It keeps kontext.Queue's rules, decided
+// from the queue_jobs table instead of memory:
+//
+//   - at most Slots jobs are running across all replicas;
+//   - a waiting job may start when its user has fewer than UserRunning jobs
+//     running and its Serial is free (no job of that Serial running, none
+//     earlier waiting);
+//   - the next slot goes to the user least recently served (a user with no
+//     job left forgets their turn, so a newcomer is served next), their
+//     oldest job that may start;
+//   - a user may have UserWaiting jobs waiting, everyone together
+//     MaxWaiting;
+//   - positions simulate that order over the waiting jobs, each user taking
+//     one job per round.
+//
+// Every decision runs in a transaction holding a transaction-scoped
+// advisory lock (one per schema), so replicas decide one after another and
+// the slot count is never exceeded. A running job belongs to the replica
+// that started it through a lease measured by the database's clock (no
+// skew between hosts): the owner renews it; when it lapses (the replica
+// died or lost the network) Takeover gives the job, still holding its slot,
+// to another replica, which follows its prediction instead of creating a
+// new one. Handover ends a replica's leases at once (SIGTERM). Every change
+// sends a notification on the channel QueueChannel, so replicas waiting for
+// work wake without polling.
+//
+// What the queue stores is the job's id, user and Serial; the job itself
+// (prompt, base image, prediction id) is the bot.Job in the jobs table,
+// which any replica can load.
+
+// QueueChannel is the LISTEN/NOTIFY channel on which every queue change is
+// announced.
+const QueueChannel = "kontext_queue"
+
+// queueLockClass is the first half of the queue's advisory lock key; the
+// second is a hash of the schema.
+const queueLockClass int32 = 0x6b717565 // "kque"
+
+// QueueOptions configures a Queue. Zero fields take kontext.Queue's
+// defaults; every replica must use the same values.
+type QueueOptions struct {
+	// Slots is how many jobs run at once across all replicas; default 6.
+	Slots int
+	// UserRunning is how many jobs of one user run at once; default 2.
+	UserRunning int
+	// UserWaiting is how many jobs of one user may wait; default 5.
+	UserWaiting int
+	// MaxWaiting is how many jobs may wait in total; default 200.
+	MaxWaiting int
+	// Lease is how long a replica holds a running job without renewing;
+	// default 10s. Renew at a third of it.
+	Lease time.Duration
+}
+
+// Queue is one replica's handle on the shared queue. It is safe for
+// concurrent use.
+type Queue struct {
+	db      *DB
+	replica string
+	opts    QueueOptions
+}
+
+// QueuedJob is a job a replica was given to run.
+type QueuedJob struct {
+	ID     string
+	User   string
+	Serial string
+	// TakenOver is set when the job was running on a replica whose lease
+	// lapsed: its prediction may exist (see the bot.Job), so it must be
+	// followed, not created again.
+	TakenOver bool
+}
+
+// QueueStats is the shared queue as the database sees it.
+type QueueStats struct {
+	Slots   int
+	Running int
+	Waiting int
+}
+
+// Queue returns replica's handle on the shared queue. replica names this
+// process (unique among the replicas, e.g. host name and pid).
+func (db *DB) Queue(replica string, opts QueueOptions) *Queue {
+	if opts.Slots <= 0 {
+		opts.Slots = 6
+	}
+	if opts.UserRunning <= 0 {
+		opts.UserRunning = 2
+	}
+	if opts.UserWaiting <= 0 {
+		opts.UserWaiting = 5
+	}
+	if opts.MaxWaiting <= 0 {
+		opts.MaxWaiting = 200
+	}
+	if opts.Lease <= 0 {
+		opts.Lease = 10 * time.Second
+	}
+	return &Queue{db: db, replica: replica, opts: opts}
+}
+
+// qjob is a row of queue_jobs as the scheduler sees it.
+type qjob struct {
+	id, user, serial string
+	seq              int64
+	running          bool
+}
+
+// qstate is the whole queue, read under the lock.
+type qstate struct {
+	jobs       []qjob           // by seq
+	lastServed map[string]int64 // users with a turn recorded
+}
+
+// locked runs fn in a transaction that holds the queue's lock, then
+// notifies the other replicas if fn changed something.
+func (q *Queue) locked(ctx context.Context, fn func(tx pgx.Tx) (changed bool, err error)) error {
+	return q.db.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))`, queueLockClass); err != nil {
+			return fmt.Errorf("lock: %w", err)
+		}
+		changed, err := fn(tx)
+		if err != nil || !changed {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, QueueChannel); err != nil {
+			return fmt.Errorf("notify: %w", err)
+		}
+		return nil
+	})
+}
+
+// load reads the queue's state in tx, in one query.
+func load(ctx context.Context, tx pgx.Tx) (*qstate, error) {
+	st := &qstate{lastServed: map[string]int64{}}
+	rows, err := tx.Query(ctx, `SELECT j.id, j.user_id, j.serial, j.seq, j.state = 'running', u.last_served
+		FROM queue_jobs j LEFT JOIN queue_users u ON u.user_id = j.user_id ORDER BY j.seq`)
+	if err != nil {
+		return nil, fmt.Errorf("read queue: %w", err)
+	}
+	for rows.Next() {
+		var j qjob
+		var served *int64
+		if err := rows.Scan(&j.id, &j.user, &j.serial, &j.seq, &j.running, &served); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("read queue: %w", err)
+		}
+		if served != nil {
+			st.lastServed[j.user] = *served
+		}
+		st.jobs = append(st.jobs, j)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read queue: %w", err)
+	}
+	return st, nil
+}
+
+// ring is the users with waiting jobs, in turn order: least recently
+// served first, never served (0) first of all, ties by their oldest
+// waiting job. Each user's waiting jobs are in submission order.
+func (st *qstate) ring() (users []string, waiting map[string][]qjob) {
+	waiting = map[string][]qjob{}
+	for _, j := range st.jobs {
+		if !j.running {
+			if len(waiting[j.user]) == 0 {
+				users = append(users, j.user) // in order of their oldest waiting job
+			}
+			waiting[j.user] = append(waiting[j.user], j)
+		}
+	}
+	slices.SortStableFunc(users, func(a, b string) int {
+		return cmp.Compare(st.lastServed[a], st.lastServed[b])
+	})
+	return users, waiting
+}
+
+// pick is the job the next free slot goes to, or nil when none may start
+// or no slot is free.
+func (st *qstate) pick(o QueueOptions) *qjob {
+	running := 0
+	userRunning := map[string]int{}
+	busy := map[string]bool{} // serials running or with an earlier job waiting
+	for _, j := range st.jobs {
+		if j.running {
+			running++
+			userRunning[j.user]++
+			if j.serial != "" {
+				busy[j.serial] = true
+			}
+		}
+	}
+	if running >= o.Slots {
+		return nil
+	}
+	// A waiting job is ready when it is the oldest waiting job of its
+	// Serial and none of that Serial runs.
+	ready := map[string]bool{}
+	first := map[string]bool{}
+	for _, j := range st.jobs {
+		if j.running {
+			continue
+		}
+		if j.serial == "" {
+			ready[j.id] = true
+			continue
+		}
+		if !first[j.serial] {
+			first[j.serial] = true
+			ready[j.id] = !busy[j.serial]
+		}
+	}
+	users, waiting := st.ring()
+	for _, u := range users {
+		if userRunning[u] >= o.UserRunning {
+			continue
+		}
+		for i := range waiting[u] {
+			if ready[waiting[u][i].id] {
+				return &waiting[u][i]
+			}
+		}
+	}
+	return nil
+}
+
+// positions is each waiting job's 1-based place in the order the slots
+// would go if nothing else arrived: users in ring order take one job per
+// round, each user's jobs in submission order (caps and Serials ignored,
+// as in kontext.Queue).
+func (st *qstate) positions() map[string]int {
+	users, waiting := st.ring()
+	pos := map[string]int{}
+	n := 0
+	for round := 0; ; round++ {
+		more := false
+		for _, u := range users {
+			if round < len(waiting[u]) {
+				n++
+				pos[waiting[u][round].id] = n
+				more = true
+			}
+		}
+		if !more {
+			return pos
+		}
+	}
+}
+
+// Submit adds a waiting job. It fails with a *kontext.LimitError when the
+// user already has UserWaiting jobs waiting or MaxWaiting jobs wait in all,
+// and with an error when id is already in the queue. It returns the job's
+// position.
+func (q *Queue) Submit(ctx context.Context, id, user, serial string) (int, error) {
+	wrap := func(err error) error { return fmt.Errorf("postgres: queue submit %s: %w", id, err) }
+	if id == "" || user == "" {
+		return 0, wrap(errors.New("a job needs an id and a user"))
+	}
+	pos := 0
+	err := q.locked(ctx, func(tx pgx.Tx) (bool, error) {
+		var total, mine int
+		err := tx.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE user_id = $1) FROM queue_jobs WHERE state = 'waiting'`,
+			user).Scan(&total, &mine)
+		if err != nil {
+			return false, err
+		}
+		if mine >= q.opts.UserWaiting {
+			return false, &kontext.LimitError{Kind: kontext.ErrUserWaitingLimit, Limit: q.opts.UserWaiting}
+		}
+		if total >= q.opts.MaxWaiting {
+			return false, &kontext.LimitError{Kind: kontext.ErrQueueFull, Limit: q.opts.MaxWaiting}
+		}
+		tag, err := tx.Exec(ctx, `INSERT INTO queue_jobs (id, user_id, serial, state) VALUES ($1, $2, $3, 'waiting')
+			ON CONFLICT (id) DO NOTHING`, id, user, serial)
+		if err != nil {
+			return false, err
+		}
+		if tag.RowsAffected() == 0 {
+			return false, errors.New("already in the queue")
+		}
+		st, err := load(ctx, tx)
+		if err != nil {
+			return false, err
+		}
+		pos = st.positions()[id]
+		return true, nil
+	})
+	if err != nil {
+		return 0, wrap(err)
+	}
+	return pos, nil
+}
+
+// Next gives this replica the job the next free slot goes to, marking it
+// running under this replica's lease, or returns nil when no slot is free
+// or no waiting job may start.
+func (q *Queue) Next(ctx context.Context) (*QueuedJob, error) {
+	// Most wake-ups find every slot busy or nothing waiting: say so
+	// without taking the lock. A change committed after this read is
+	// announced after its commit, so the caller looks again then.
+	var worth bool
+	err := q.db.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'running') < $1
+		AND count(*) FILTER (WHERE state = 'waiting') > 0 FROM queue_jobs`, q.opts.Slots).Scan(&worth)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: queue next: %w", err)
+	}
+	if !worth {
+		return nil, nil
+	}
+	var out *QueuedJob
+	err = q.locked(ctx, func(tx pgx.Tx) (bool, error) {
+		out = nil
+		st, err := load(ctx, tx)
+		if err != nil {
+			return false, err
+		}
+		j := st.pick(q.opts)
+		if j == nil {
+			return false, nil
+		}
+		_, err = tx.Exec(ctx, `WITH started AS (
+				UPDATE queue_jobs SET state = 'running', owner = $2,
+				lease_until = now() + $3 * interval '1 microsecond', started = now() WHERE id = $1)
+			INSERT INTO queue_users (user_id, last_served) VALUES ($4, nextval('queue_turns'))
+			ON CONFLICT (user_id) DO UPDATE SET last_served = EXCLUDED.last_served`,
+			j.id, q.replica, q.opts.Lease.Microseconds(), j.user)
+		if err != nil {
+			return false, err
+		}
+		out = &QueuedJob{ID: j.id, User: j.user, Serial: j.serial}
+		return true, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: queue next: %w", err)
+	}
+	return out, nil
+}
+
+// Release gives the job's slot back (its prediction is final, or it ended
+// without one) and removes it from the queue. Only the job's owner
+// releases a running job; releasing a job that is not in the queue is not
+// an error, so a release after a takeover by another replica is harmless.
+// It reports whether this call removed the job.
+func (q *Queue) Release(ctx context.Context, id string) (bool, error) {
+	removed := false
+	err := q.locked(ctx, func(tx pgx.Tx) (bool, error) {
+		var user string
+		err := tx.QueryRow(ctx, `DELETE FROM queue_jobs WHERE id = $1 AND state = 'running' AND owner = $2 RETURNING user_id`,
+			id, q.replica).Scan(&user)
+		if errors.Is(err, pgx.ErrNoRows) {
+			removed = false
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		removed = true
+		return true, forgetUser(ctx, tx, user)
+	})
+	if err != nil {
+		return false, fmt.Errorf("postgres: queue release %s: %w", id, err)
+	}
+	return removed, nil
+}
+
+// forgetUser drops a user's turn once they have no job in the queue.
+func forgetUser(ctx context.Context, tx pgx.Tx, user string) error {
+	_, err := tx.Exec(ctx, `DELETE FROM queue_users WHERE user_id = $1
+		AND NOT EXISTS (SELECT 1 FROM queue_jobs WHERE user_id = $1)`, user)
+	return err
+}
+
+// Cancel cancels a job from any replica. A waiting job is removed at once
+// (waiting is true); a running one is marked, and its owner learns it from
+// Renew and cancels its work, then releases it. It wraps bot.ErrNotFound
+// when the job is not in the queue.
+func (q *Queue) Cancel(ctx context.Context, id string) (waiting bool, err error) {
+	err = q.locked(ctx, func(tx pgx.Tx) (bool, error) {
+		var user, state string
+		err := tx.QueryRow(ctx, `SELECT user_id, state FROM queue_jobs WHERE id = $1`, id).Scan(&user, &state)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return false, bot.ErrNotFound
+		}
+		if err != nil {
+			return false, err
+		}
+		if waiting = state == "waiting"; waiting {
+			if _, err := tx.Exec(ctx, `DELETE FROM queue_jobs WHERE id = $1`, id); err != nil {
+				return false, err
+			}
+			return true, forgetUser(ctx, tx, user)
+		}
+		_, err = tx.Exec(ctx, `UPDATE queue_jobs SET cancel = true WHERE id = $1`, id)
+		return true, err
+	})
+	if err != nil {
+		return false, fmt.Errorf("postgres: queue cancel %s: %w", id, err)
+	}
+	return waiting, nil
+}
+
+// Positions returns the place of every waiting job, by id; running jobs
+// are not in it.
+func (q *Queue) Positions(ctx context.Context) (map[string]int, error) {
+	var pos map[string]int
+	err := pgx.BeginTxFunc(ctx, q.db.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		st, err := load(ctx, tx)
+		if err != nil {
+			return err
+		}
+		pos = st.positions()
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: queue positions: %w", err)
+	}
+	return pos, nil
+}
+
+// Renew extends the leases of this replica's running jobs. It returns the
+// ids of the jobs this replica still owns (a job missing from it was taken
+// over after this replica's lease lapsed: its work must stop) and, among
+// them, those whose cancel was asked from any replica.
+func (q *Queue) Renew(ctx context.Context) (owned, canceled []string, err error) {
+	rows, err := q.db.pool.Query(ctx, `UPDATE queue_jobs SET lease_until = now() + $2 * interval '1 microsecond'
+		WHERE state = 'running' AND owner = $1 RETURNING id, cancel`, q.replica, q.opts.Lease.Microseconds())
+	if err != nil {
+		return nil, nil, fmt.Errorf("postgres: queue renew: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var c bool
+		if err := rows.Scan(&id, &c); err != nil {
+			return nil, nil, fmt.Errorf("postgres: queue renew: %w", err)
+		}
+		owned = append(owned, id)
+		if c {
+			canceled = append(canceled, id)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("postgres: queue renew: %w", err)
+	}
+	slices.Sort(owned)
+	slices.Sort(canceled)
+	return owned, canceled, nil
+}
+
+// Hold checks that this replica still owns the running job id and extends
+// its lease. (A lease that lapsed but that no replica took over yet is
+// this replica's again: the row lock orders Hold and Takeover, so only one
+// of them wins.) Call it
+// right before anything that must happen once (creating the prediction,
+// which is paid): a replica that was cut off long enough for another to
+// take the job over gets an error wrapping ErrLeaseLost and must stop,
+// leaving the job to its new owner. A cancel asked for the job gives an
+// error wrapping kontext.ErrCanceled.
+func (q *Queue) Hold(ctx context.Context, id string) error {
+	var cancel bool
+	err := q.db.pool.QueryRow(ctx, `UPDATE queue_jobs SET lease_until = now() + $3 * interval '1 microsecond'
+		WHERE id = $1 AND state = 'running' AND owner = $2 RETURNING cancel`,
+		id, q.replica, q.opts.Lease.Microseconds()).Scan(&cancel)
+	switch {
+	case errors.Is(err, pgx.ErrNoRows):
+		return fmt.Errorf("postgres: queue hold %s: %w", id, ErrLeaseLost)
+	case err != nil:
+		return fmt.Errorf("postgres: queue hold %s: %w", id, err)
+	case cancel:
+		return fmt.Errorf("postgres: queue hold %s: %w", id, kontext.ErrCanceled)
+	}
+	return nil
+}
+
+// cancelAsked returns the ids of this replica's running jobs whose cancel
+// was asked.
+func (q *Queue) cancelAsked(ctx context.Context) ([]string, error) {
+	rows, err := q.db.pool.Query(ctx, `SELECT id FROM queue_jobs WHERE state = 'running' AND owner = $1 AND cancel`, q.replica)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// Takeover gives this replica the running jobs whose owner's lease lapsed,
+// each keeping its slot, oldest first.
+func (q *Queue) Takeover(ctx context.Context) ([]QueuedJob, error) {
+	var lapsed bool
+	err := q.db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM queue_jobs
+		WHERE state = 'running' AND lease_until < now())`).Scan(&lapsed)
+	if err != nil {
+		return nil, fmt.Errorf("postgres: queue takeover: %w", err)
+	}
+	if !lapsed {
+		return nil, nil
+	}
+	var out []QueuedJob
+	err = q.locked(ctx, func(tx pgx.Tx) (bool, error) {
+		out = nil
+		rows, err := tx.Query(ctx, `WITH t AS (
+				UPDATE queue_jobs SET owner = $1, lease_until = now() + $2 * interval '1 microsecond'
+				WHERE state = 'running' AND lease_until < now() RETURNING id, user_id, serial, seq)
+			SELECT id, user_id, serial FROM t ORDER BY seq`,
+			q.replica, q.opts.Lease.Microseconds())
+		if err != nil {
+			return false, err
+		}
+		for rows.Next() {
+			j := QueuedJob{TakenOver: true}
+			if err := rows.Scan(&j.ID, &j.User, &j.Serial); err != nil {
+				rows.Close()
+				return false, err
+			}
+			out = append(out, j)
+		}
+		if err := rows.Err(); err != nil {
+			return false, err
+		}
+		return len(out) > 0, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("postgres: queue takeover: %w", err)
+	}
+	return out, nil
+}
+
+// Handover ends this replica's leases at once, so another replica takes
+// its running jobs over without waiting (a replica stopping on SIGTERM).
+// This replica must not touch those jobs afterwards.
+func (q *Queue) Handover(ctx context.Context) (int, error) {
+	n := 0
+	err := q.locked(ctx, func(tx pgx.Tx) (bool, error) {
+		tag, err := tx.Exec(ctx, `UPDATE queue_jobs SET lease_until = now() - interval '1 microsecond'
+			WHERE state = 'running' AND owner = $1`, q.replica)
+		if err != nil {
+			return false, err
+		}
+		n = int(tag.RowsAffected())
+		return n > 0, nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("postgres: queue handover: %w", err)
+	}
+	return n, nil
+}
+
+// Stats reads the number of slots, running and waiting jobs across every
+// replica.
+func (q *Queue) Stats(ctx context.Context) (QueueStats, error) {
+	st := QueueStats{Slots: q.opts.Slots}
+	err := q.db.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'running'), count(*) FILTER (WHERE state = 'waiting')
+		FROM queue_jobs`).Scan(&st.Running, &st.Waiting)
+	if err != nil {
+		return QueueStats{}, fmt.Errorf("postgres: queue stats: %w", err)
+	}
+	return st, nil
+}
+
+// Listen sends on the returned channel after every queue change on any
+// replica (several changes may come as one value) and after every
+// (re)connection, since a notification sent while this replica was not
+// listening is lost: on each value, look at the queue again. It holds one
+// connection of the pool while ctx lives; the channel is closed when ctx
+// ends.
+func (q *Queue) Listen(ctx context.Context) <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	signal := func() {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+	go func() {
+		defer close(ch)
+		backoff := 50 * time.Millisecond
+		for ctx.Err() == nil {
+			err := q.listen(ctx, signal)
+			if ctx.Err() != nil {
+				return
+			}
+			q.db.log.Warn("postgres: queue listener lost its connection", "err", err, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 2*time.Second)
+		}
+	}()
+	return ch
+}
+
+// listen holds one LISTEN session until it fails or ctx ends.
+func (q *Queue) listen(ctx context.Context, signal func()) error {
+	pc, err := q.db.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	// The session is ours alone from now on: it is closed, not returned.
+	conn := pc.Hijack()
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = conn.Close(cctx)
+	}()
+	if _, err := conn.Exec(ctx, "LISTEN "+QueueChannel); err != nil {
+		return err
+	}
+	signal()
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			return err
+		}
+		signal()
+	}
+}
+
+// ErrHandedOver is the cause of a job's context ending because its replica
+// is stopping and handed the job over to another replica: the work must
+// stop without ending the job (its prediction, if any, is followed by the
+// replica that takes it over).
+var ErrHandedOver = errors.New("postgres: job handed over to another replica")
+
+// ErrLeaseLost is the cause of a job's context ending because this replica
+// could not renew its lease in time and another replica took the job over:
+// the work must stop without ending the job.
+var ErrLeaseLost = errors.New("postgres: job taken over by another replica after this one's lease lapsed")
+
+// Work runs this replica's share of the queue until ctx ends: whenever the
+// queue changes (on any replica) and at every lease renewal it takes the
+// jobs the free slots go to, and the jobs of replicas whose lease lapsed,
+// and calls run for each in a goroutine of its own; when run returns, the
+// job's slot is given back (Release). Leases are renewed at a third of
+// Lease; a cancel asked from any replica ends that job's context with
+// cause kontext.ErrCanceled. When ctx ends, Work hands its running jobs
+// over (their contexts end with cause ErrHandedOver; they are not
+// released), waits for every run to return, and returns.
+//
+// run receives the job's context, which does not end with ctx but only on
+// a cancel or a handover. Errors of the database are logged and retried at
+// the next change or renewal.
+func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j QueuedJob)) {
+	lctx, stopListen := context.WithCancel(ctx)
+	defer stopListen()
+	wake := q.Listen(lctx)
+	tick := time.NewTicker(q.opts.Lease / 3)
+	defer tick.Stop()
+
+	base := context.WithoutCancel(ctx)
+	running := map[string]context.CancelCauseFunc{}
+	done := make(chan string)
+	handedOver := false
+	start := func(j QueuedJob) {
+		if _, dup := running[j.ID]; dup {
+			return
+		}
+		jctx, cancel := context.WithCancelCause(base)
+		running[j.ID] = cancel
+		go func() {
+			defer func() { done <- j.ID }()
+			run(jctx, j)
+		}()
+	}
+	fill := func(takeover bool) {
+		if takeover {
+			taken, err := q.Takeover(ctx)
+			if err != nil && ctx.Err() == nil {
+				q.db.log.Warn("postgres: queue takeover", "replica", q.replica, "err", err)
+			}
+			for _, j := range taken {
+				start(j)
+			}
+		}
+		for ctx.Err() == nil {
+			j, err := q.Next(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					q.db.log.Warn("postgres: queue next", "replica", q.replica, "err", err)
+				}
+				return
+			}
+			if j == nil {
+				return
+			}
+			start(*j)
+		}
+	}
+	finish := func(id string) {
+		cancel := running[id]
+		delete(running, id)
+		cancel(nil)
+		if handedOver {
+			return
+		}
+		// Give the slot back even while stopping: the job is over.
+		rctx, rcancel := context.WithTimeout(base, 10*time.Second)
+		defer rcancel()
+		if _, err := q.Release(rctx, id); err != nil {
+			q.db.log.Warn("postgres: queue release", "replica", q.replica, "job", id, "err", err)
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			hctx, hcancel := context.WithTimeout(base, 10*time.Second)
+			if _, err := q.Handover(hctx); err != nil {
+				q.db.log.Warn("postgres: queue handover", "replica", q.replica, "err", err)
+			}
+			hcancel()
+			handedOver = true
+			for _, cancel := range running {
+				cancel(ErrHandedOver)
+			}
+			for len(running) > 0 {
+				finish(<-done)
+			}
+			for range wake {
+			}
+			return
+		case id := <-done:
+			finish(id)
+			fill(false)
+		case <-wake:
+			if len(running) > 0 {
+				// The change may be a cancel of one of ours.
+				ids, err := q.cancelAsked(ctx)
+				if err != nil && ctx.Err() == nil {
+					q.db.log.Warn("postgres: queue cancel check", "replica", q.replica, "err", err)
+				}
+				for _, id := range ids {
+					if cancel, ok := running[id]; ok {
+						cancel(kontext.ErrCanceled)
+					}
+				}
+			}
+			fill(true)
+		case <-tick.C:
+			owned, canceled, err := q.Renew(ctx)
+			if err != nil {
+				if ctx.Err() == nil {
+					q.db.log.Warn("postgres: queue renew", "replica", q.replica, "err", err)
+				}
+			} else {
+				for id, cancel := range running {
+					switch {
+					case !slices.Contains(owned, id):
+						cancel(ErrLeaseLost)
+					case slices.Contains(canceled, id):
+						cancel(kontext.ErrCanceled)
+					}
+				}
+			}
+			fill(true)
+		}
+	}
+}
