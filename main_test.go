@@ -54,7 +54,7 @@ func TestLoadConfig(t *testing.T) {
 			if c.UserRunning != 2 || c.UserWaiting != 5 || c.QueueMax != 200 || c.DB != "data/kontextbot.db" || c.History != 20 {
 				t.Errorf("defaults: got %+v", c)
 			}
-			if c.Prices[kontext.ModelMax] != 0.08 || c.Prices[kontext.ModelPro] != 0.04 {
+			if c.Prices[kontext.ModelMax] != 0.192 || c.Prices[kontext.ModelPro] != 0.096 { // CometAPI's prices
 				t.Errorf("prices: got %v", c.Prices)
 			}
 		}},
