@@ -304,14 +304,14 @@ func (c *Client) Run(ctx context.Context, req Request) (*Result, error) {
 	if req.OnCreated != nil {
 		req.OnCreated(p.ID)
 	}
-	first := c.cfg.PollInterval // a held create that ran out: the job is late already
-	if c.cfg.Wait < 0 {
-		first = c.cfg.FirstPoll
-		if first <= 0 {
-			first = TypicalLatency(model)
-		}
-		first = max(first-time.Since(start), 0)
+	// The first poll comes FirstPoll after the create was sent: at once
+	// after a held create that ran out, on schedule when the provider
+	// ignored Prefer: wait.
+	first := c.cfg.FirstPoll
+	if first <= 0 {
+		first = TypicalLatency(model)
 	}
+	first = max(first-time.Since(start), 0)
 	res, err := c.finish(ctx, p, first)
 	if err != nil {
 		return nil, err
