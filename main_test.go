@@ -137,6 +137,8 @@ func fakeEnv(t *testing.T, opts kontexttest.Options) (*kontexttest.Server, map[s
 		"COMETAPI_BASE_URL": s.URL, "COMETAPI_API_KEY": "test",
 		"KONTEXT_ENV_FILE": filepath.Join(t.TempDir(), "none.env"), // never read a developer's .env
 		"KONTEXT_DB":       filepath.Join(t.TempDir(), "k.db"),
+		// The fake's latency is the model's: poll on its schedule, not CometAPI's.
+		"KONTEXT_FIRST_POLL": opts.Latency.String(),
 	}
 }
 

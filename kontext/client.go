@@ -101,9 +101,10 @@ type Config struct {
 	// TypicalLatency of the model, or PollInterval when only that is set.
 	// Resume polls at once.
 	FirstPoll time.Duration
-	// PollInterval is the wait between later polls; default 500ms. After
-	// BackoffAfter (default 15s) from the create, each wait grows by half
-	// up to MaxPollInterval (default 5s).
+	// PollInterval is the wait between later polls; default an eighth of
+	// the first poll's delay, between 10ms and 500ms (500ms at the models'
+	// typical latency). After BackoffAfter (default 15s) from the create,
+	// each wait grows by half up to MaxPollInterval (default 5s).
 	PollInterval, BackoffAfter, MaxPollInterval time.Duration
 	// MaxRetries is how many times a transient failure is retried per
 	// request; default 5. Negative means none. A create is retried only
@@ -194,10 +195,8 @@ func NewClient(cfg Config) (*Client, error) {
 	if cfg.FirstPoll <= 0 && cfg.PollInterval > 0 {
 		cfg.FirstPoll = cfg.PollInterval
 	}
-	setDefault(&cfg.PollInterval, 500*time.Millisecond)
 	setDefault(&cfg.BackoffAfter, 15*time.Second)
 	setDefault(&cfg.MaxPollInterval, 5*time.Second)
-	cfg.MaxPollInterval = max(cfg.MaxPollInterval, cfg.PollInterval)
 	setDefault(&cfg.RetryBase, 500*time.Millisecond)
 	if cfg.MaxRetries == 0 {
 		cfg.MaxRetries = 5
@@ -307,12 +306,8 @@ func (c *Client) Run(ctx context.Context, req Request) (*Result, error) {
 	// The first poll comes FirstPoll after the create was sent: at once
 	// after a held create that ran out, on schedule when the provider
 	// ignored Prefer: wait.
-	first := c.cfg.FirstPoll
-	if first <= 0 {
-		first = TypicalLatency(model)
-	}
-	first = max(first-time.Since(start), 0)
-	res, err := c.finish(ctx, p, first)
+	first, interval := c.schedule(model)
+	res, err := c.finish(ctx, p, max(first-time.Since(start), 0), interval)
 	if err != nil {
 		return nil, err
 	}
@@ -331,7 +326,23 @@ func (c *Client) Resume(ctx context.Context, predictionID string) (*Result, erro
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, c.cfg.JobTimeout, errJobDeadline)
 	defer cancel()
-	return c.finish(ctx, &prediction{ID: predictionID, Status: "starting"}, 0)
+	_, interval := c.schedule(c.cfg.Model)
+	return c.finish(ctx, &prediction{ID: predictionID, Status: "starting"}, 0, interval)
+}
+
+// schedule is the polling schedule for model: the first poll's delay
+// (FirstPoll, default the model's typical latency) and the interval after
+// it (PollInterval, default an eighth of that delay, 10ms to 500ms).
+func (c *Client) schedule(model string) (first, interval time.Duration) {
+	first = c.cfg.FirstPoll
+	if first <= 0 {
+		first = TypicalLatency(model)
+	}
+	interval = c.cfg.PollInterval
+	if interval <= 0 {
+		interval = min(max(first/8, 10*time.Millisecond), 500*time.Millisecond)
+	}
+	return first, interval
 }
 
 var errJobDeadline = errors.New("kontext: the job's overall deadline passed")
@@ -386,8 +397,8 @@ func (c *Client) create(ctx context.Context, model string, req Request) (*predic
 // finish follows p to its end and fetches its output. When that fails for
 // any reason but a shutdown, and p may still run or has a result nobody
 // will receive, p is cancelled in the background.
-func (c *Client) finish(ctx context.Context, p *prediction, first time.Duration) (*Result, error) {
-	res, err := c.follow(ctx, p, first)
+func (c *Client) finish(ctx context.Context, p *prediction, first, interval time.Duration) (*Result, error) {
+	res, err := c.follow(ctx, p, first, interval)
 	if err != nil && (!p.final() || p.Status == "succeeded") {
 		c.abandon(ctx, p.ID, err)
 	}
@@ -396,7 +407,7 @@ func (c *Client) finish(ctx context.Context, p *prediction, first time.Duration)
 
 // follow polls p until it is final (the first poll after first, then on
 // the schedule of nextPoll), then fetches and checks its output.
-func (c *Client) follow(ctx context.Context, p *prediction, first time.Duration) (*Result, error) {
+func (c *Client) follow(ctx context.Context, p *prediction, first, interval time.Duration) (*Result, error) {
 	began, delay := time.Now(), first
 	for !p.final() {
 		if err := sleep(ctx, delay); err != nil {
@@ -415,7 +426,7 @@ func (c *Client) follow(ctx context.Context, p *prediction, first time.Duration)
 		}
 		next.ID = p.ID
 		*p = next
-		delay = c.nextPoll(delay, time.Since(began))
+		delay = c.nextPoll(delay, time.Since(began), interval)
 	}
 	// The prediction is final: it no longer occupies one of the provider's
 	// active tasks, so a queue slot can go to the next job while this one
@@ -446,14 +457,14 @@ func (c *Client) follow(ctx context.Context, p *prediction, first time.Duration)
 	return res, nil
 }
 
-// nextPoll is the wait before the next poll: PollInterval until
-// BackoffAfter has passed since following began, then growing by half each
-// poll up to MaxPollInterval.
-func (c *Client) nextPoll(prev, elapsed time.Duration) time.Duration {
+// nextPoll is the wait before the next poll: interval until BackoffAfter
+// has passed since following began, then growing by half each poll up to
+// MaxPollInterval.
+func (c *Client) nextPoll(prev, elapsed, interval time.Duration) time.Duration {
 	if elapsed < c.cfg.BackoffAfter {
-		return c.cfg.PollInterval
+		return interval
 	}
-	return min(max(prev, c.cfg.PollInterval)*3/2, c.cfg.MaxPollInterval)
+	return min(max(prev, interval)*3/2, max(c.cfg.MaxPollInterval, interval))
 }
 
 // abandon asks the provider to cancel a prediction nobody will receive,

@@ -322,7 +322,7 @@ func TestPollSchedule(t *testing.T) {
 }
 
 func TestNextPoll(t *testing.T) {
-	c := &Client{cfg: Config{PollInterval: 500 * time.Millisecond, BackoffAfter: 15 * time.Second, MaxPollInterval: 5 * time.Second}}
+	c := &Client{cfg: Config{BackoffAfter: 15 * time.Second, MaxPollInterval: 5 * time.Second}}
 	tests := []struct {
 		name          string
 		prev, elapsed time.Duration
@@ -336,7 +336,7 @@ func TestNextPoll(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := c.nextPoll(tt.prev, tt.elapsed); got != tt.want {
+			if got := c.nextPoll(tt.prev, tt.elapsed, 500*time.Millisecond); got != tt.want {
 				t.Errorf("got %v, want %v", got, tt.want)
 			}
 		})
@@ -348,8 +348,20 @@ func TestPollDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.cfg.FirstPoll != 0 || TypicalLatency(ModelMax) < 3*time.Second || TypicalLatency(ModelPro) < 2*time.Second {
-		t.Errorf("first poll %v, typical latency max %v pro %v: want the model's latency, seconds", c.cfg.FirstPoll, TypicalLatency(ModelMax), TypicalLatency(ModelPro))
+	for _, tt := range []struct {
+		model           string
+		first, interval time.Duration
+	}{{ModelMax, 4 * time.Second, 500 * time.Millisecond}, {ModelPro, 3 * time.Second, 375 * time.Millisecond}} {
+		if first, interval := c.schedule(tt.model); first != tt.first || interval != tt.interval {
+			t.Errorf("%s: first poll %v then every %v, want %v and %v (the model's latency, then an eighth of it)", tt.model, first, interval, tt.first, tt.interval)
+		}
+	}
+	c, err = NewClient(Config{BaseURL: "https://api.cometapi.com", APIKey: "k", FirstPoll: 40 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first, interval := c.schedule(ModelMax); first != 40*time.Millisecond || interval != 10*time.Millisecond {
+		t.Errorf("a 40ms first poll: got %v then every %v, want 40ms then 10ms", first, interval)
 	}
 	if c.cfg.InputPixels != WorkingPixels || c.cfg.InputMaxBytes != DefaultInputMaxBytes || WorkingPixels != 1<<20 {
 		t.Errorf("input defaults: %d pixels, %d bytes; want 1 MP and DefaultInputMaxBytes", c.cfg.InputPixels, c.cfg.InputMaxBytes)
