@@ -138,12 +138,14 @@ func (e Endpoint) String() string {
 
 // Fault is one injected misbehaviour, consumed by one request to the
 // endpoint it was injected for. The fields combine in this order: Hang wins
-// over everything; otherwise Delay is waited first, then Status or
-// MalformedJSON answer instead of the normal handling; the Create-only
-// outcome fields (Moderated, Aborted, Failed, Expired) let the request be
-// handled normally and decide the fate of the prediction it creates. A
-// create request that is refused (401, 422, slot-limit 429) spends its fault
-// without effect.
+// over everything; otherwise Delay is waited first, then Status (with Code
+// and Message), Body (Download) or MalformedJSON answer instead of the
+// normal handling; Reset lets the request be handled normally and cuts the
+// connection instead of answering; the Create-only outcome fields
+// (Moderated, Aborted, Failed, Expired, EndStatus, DataURIOutput) let the
+// request be handled normally and decide the fate of the prediction it
+// creates. A create request that is refused (401, 413, 422, slot-limit 429)
+// spends its fault without effect.
 type Fault struct {
 	// Status answers this HTTP status (429, 500, 502, 503, 504, 524, 400,
 	// 401, 403, 402, 413, 422, ...) with a JSON body {"detail": "..."}
