@@ -784,10 +784,15 @@ func (c *Client) call(ctx context.Context, op, method, u string, body []byte, id
 		case ok:
 			return r.body, nil
 		case ctx.Err() != nil:
+			err := c.ctxError(ctx, op, id)
+			var ae *APIError
 			if create && r.wrote {
-				c.log.Warn("kontext: the job ended while a create was in flight: the provider may have made a prediction nobody will receive", "op", op, "cause", context.Cause(ctx))
+				c.log.Warn("kontext: the job ended while a create was in flight: the provider may have made a prediction nobody will receive; it is not re-sent", "op", op, "cause", context.Cause(ctx))
+				if errors.As(err, &ae) {
+					ae.Unsure = true
+				}
 			}
-			return nil, c.ctxError(ctx, op, id)
+			return nil, err
 		case d.unsure:
 			c.log.Warn("kontext: the answer to a create was lost after the request was sent: the provider may have made a prediction; it is not re-sent", "op", op, "status", r.status, "err", r.err, "attempt", attempt)
 			e := c.statusError(op, id, r, attempt)

@@ -307,17 +307,41 @@ func repeat(f kontexttest.Fault, n int) []kontexttest.Fault {
 }
 
 // TestPollSchedule: without Prefer: wait, the first poll comes near the
-// model's latency, not at once: a 600 ms prediction first polled at 550 ms
-// and then every 100 ms takes 2 or 3 polls (a schedule starting small
-// would take a dozen).
+// model's latency, not at once: a 600 ms prediction first polled 550 ms
+// after the create and then every 100 ms takes 2 or 3 polls (a schedule
+// starting small would take a dozen). Only the lower bound is a time
+// (timers never fire early); the count allows a slow machine some polls.
 func TestPollSchedule(t *testing.T) {
 	s := newFake(t, kontexttest.Options{Latency: 600 * time.Millisecond})
-	c := newTestClient(t, s, func(c *Config) { c.Wait = -1; setPolling(c, 550*time.Millisecond, 100*time.Millisecond) })
+	var mu sync.Mutex
+	var sent, firstPoll time.Time
+	observe := func(a Attempt) {
+		mu.Lock()
+		defer mu.Unlock()
+		start := time.Now().Add(-a.Duration)
+		switch {
+		case a.Op == "create":
+			sent = start
+		case a.Op == "poll" && firstPoll.IsZero():
+			firstPoll = start
+		}
+	}
+	c := newTestClient(t, s, func(c *Config) {
+		c.Wait, c.Observe = -1, observe
+		setPolling(c, 550*time.Millisecond, 100*time.Millisecond)
+	})
 	if _, err := c.Run(context.Background(), Request{Prompt: "a red fox"}); err != nil {
 		t.Fatal(err)
 	}
-	if st := s.Stats(); st.Polls < 1 || st.Polls > 3 {
-		t.Errorf("got %d polls, want 1 to 3", st.Polls)
+	mu.Lock()
+	defer mu.Unlock()
+	// 550ms from before the create was built, so a little less from when
+	// it was sent.
+	if got := firstPoll.Sub(sent); got < 500*time.Millisecond {
+		t.Errorf("first poll %v after the create, want about 550ms", got)
+	}
+	if st := s.Stats(); st.Polls < 1 || st.Polls > 5 {
+		t.Errorf("got %d polls, want 1 to 5", st.Polls)
 	}
 }
 
