@@ -128,8 +128,10 @@ func TestDotenv(t *testing.T) {
 func fakeEnv(t *testing.T, opts kontexttest.Options) (*kontexttest.Server, map[string]string) {
 	t.Helper()
 	opts.APIKey = "test"
+	firstPoll := "" // a test that sets the latency gets the production schedule
 	if opts.Latency == 0 {
 		opts.Latency = 30 * time.Millisecond
+		firstPoll = "30ms" // the fake's latency is the model's: poll on its schedule
 	}
 	s := kontexttest.NewServer(opts)
 	t.Cleanup(s.Close)
@@ -137,8 +139,8 @@ func fakeEnv(t *testing.T, opts kontexttest.Options) (*kontexttest.Server, map[s
 		"COMETAPI_BASE_URL": s.URL, "COMETAPI_API_KEY": "test",
 		"KONTEXT_ENV_FILE": filepath.Join(t.TempDir(), "none.env"), // never read a developer's .env
 		"KONTEXT_DB":       filepath.Join(t.TempDir(), "k.db"),
-		// The fake's latency is the model's: poll on its schedule, not CometAPI's.
-		"KONTEXT_FIRST_POLL": opts.Latency.String(),
+
+		"KONTEXT_FIRST_POLL": firstPoll,
 	}
 }
 
