@@ -821,3 +821,49 @@ func TestJobTimeoutAboveRequestTimeout(t *testing.T) {
 		})
 	}
 }
+
+// TestDecide lists the retry rules for a create and for a poll.
+func TestDecide(t *testing.T) {
+	c := &Client{cfg: Config{MaxRetries: 3, RetryBase: time.Millisecond}}
+	netErr := &net.OpError{Op: "read", Net: "tcp", Err: io.ErrUnexpectedEOF}
+	pred := []byte(`{"id":"p1","status":"starting"}`)
+	invalid := []byte(`{"error":{"message":"bad","type":"invalid_request_error","code":"invalid_request"}}`)
+	tests := []struct {
+		name          string
+		create        bool
+		r             reply
+		retry, unsure bool
+	}{
+		{"Create429", true, reply{status: 429}, true, false},
+		{"CreateRefusedBeforeWriting", true, reply{err: netErr, wrote: false}, true, false},
+		{"CreateLostAfterWriting", true, reply{err: netErr, wrote: true}, false, true},
+		{"CreateTimeoutAfterWriting", true, reply{err: context.DeadlineExceeded, wrote: true}, false, true},
+		{"Create500NoPrediction", true, reply{status: 500}, true, false},
+		{"Create503NoPrediction", true, reply{status: 503, body: []byte(`{"detail":"busy"}`)}, true, false},
+		{"Create500WithPrediction", true, reply{status: 500, body: pred}, false, true},
+		{"Create502", true, reply{status: 502}, false, true},
+		{"Create504", true, reply{status: 504}, false, true},
+		{"Create524", true, reply{status: 524}, false, true},
+		{"Create500InvalidRequest", true, reply{status: 500, body: invalid}, false, false},
+		{"Create2xxUnreadable", true, reply{status: 201, err: errTooLarge, wrote: true}, false, true},
+		{"Create413", true, reply{status: 413}, false, false},
+		{"Create422", true, reply{status: 422}, false, false},
+		{"PollTimeout", false, reply{err: context.DeadlineExceeded, wrote: true}, true, false},
+		{"PollReset", false, reply{err: netErr, wrote: true}, true, false},
+		{"Poll502", false, reply{status: 502}, true, false},
+		{"Poll524", false, reply{status: 524}, true, false},
+		{"Poll500InvalidRequest", false, reply{status: 500, body: invalid}, false, false},
+		{"Poll404", false, reply{status: 404}, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := c.decide(tt.create, tt.r, 1)
+			if d.retry != tt.retry || d.unsure != tt.unsure {
+				t.Errorf("got retry %v unsure %v, want %v and %v", d.retry, d.unsure, tt.retry, tt.unsure)
+			}
+		})
+	}
+	if d := c.decide(true, reply{status: 429}, 4); d.retry {
+		t.Error("a 429 was retried past MaxRetries")
+	}
+}
