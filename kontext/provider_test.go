@@ -867,3 +867,26 @@ func TestDecide(t *testing.T) {
 		t.Error("a 429 was retried past MaxRetries")
 	}
 }
+
+func TestUserMessage(t *testing.T) {
+	long := strings.Repeat("é", 250)
+	tests := []struct {
+		name string
+		err  *APIError
+		want string
+	}{
+		{"Invalid", &APIError{Kind: ErrInvalidRequest, Message: "prompt is too long."}, "prompt is too long"},
+		{"Refused", &APIError{Kind: ErrContentRefused, Message: "Content Moderated"}, "Content Moderated"},
+		{"ControlsAndSpaces", &APIError{Kind: ErrInvalidRequest, Message: "bad\x1b[31m\n  input\x07"}, "bad [31m input"},
+		{"Cut", &APIError{Kind: ErrInvalidRequest, Message: long}, strings.Repeat("é", 200) + "…"},
+		{"FailureIsForLogs", &APIError{Kind: ErrProviderFailure, Message: "node 7 exploded"}, ""},
+		{"TimeoutIsForLogs", &APIError{Kind: ErrTimeout, Message: "lost"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.err.UserMessage(); got != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
