@@ -50,6 +50,11 @@ type config struct {
 	Route   string
 	Wait    time.Duration
 
+	RequestTimeout time.Duration
+	JobTimeout     time.Duration
+	FirstPoll      time.Duration
+	InputMaxBytes  int
+
 	Slots       int
 	UserRunning int
 	UserWaiting int
@@ -246,19 +251,28 @@ func loadConfig(getenv envFunc) (config, error) {
 		BaseURL:     p.httpURL("COMETAPI_BASE_URL", "https://api.cometapi.com"),
 		Model:       p.oneOf("KONTEXT_MODEL", kontext.ModelMax, kontext.ModelMax, kontext.ModelPro),
 		Route:       p.oneOf("KONTEXT_ROUTE", kontext.RouteModels, kontext.RouteModels, kontext.RoutePredictions, kontext.RouteImages),
-		Wait:        time.Duration(p.intIn("KONTEXT_WAIT", 60, 0, 60)) * time.Second,
+		Wait:        time.Duration(p.intIn("KONTEXT_WAIT", 0, 0, 60)) * time.Second,
 		Slots:       p.intIn("KONTEXT_SLOTS", 6, 1, 64),
 		UserRunning: p.intIn("KONTEXT_USER_RUNNING", 2, 1, 64),
 		UserWaiting: p.intIn("KONTEXT_USER_WAITING", 5, 0, 10000),
 		QueueMax:    p.intIn("KONTEXT_QUEUE_MAX", 200, 1, 100000),
 	}
+	c.RequestTimeout = p.duration("KONTEXT_REQUEST_TIMEOUT", kontext.DefaultRequestTimeout)
+	c.JobTimeout = p.duration("KONTEXT_JOB_TIMEOUT", kontext.DefaultJobTimeout)
+	if c.RequestTimeout < time.Second {
+		p.fail("KONTEXT_REQUEST_TIMEOUT=%s is not valid: use at least 1s (default %s; CometAPI has taken over 45s to answer a query)", c.RequestTimeout, kontext.DefaultRequestTimeout)
+	} else if held := c.RequestTimeout + c.Wait; c.JobTimeout <= held {
+		p.fail("KONTEXT_JOB_TIMEOUT=%s is not valid: it must be longer than KONTEXT_REQUEST_TIMEOUT plus KONTEXT_WAIT (%s), the longest one create request may take (default %s)", c.JobTimeout, held, kontext.DefaultJobTimeout)
+	}
+	c.FirstPoll = p.duration("KONTEXT_FIRST_POLL", 0)
+	c.InputMaxBytes = p.intIn("KONTEXT_INPUT_MAX_BYTES", kontext.DefaultInputMaxBytes, 64<<10, 64<<20)
 	c.DB = p.str("KONTEXT_DB", "data/kontextbot.db")
 	c.DatabaseURL = p.databaseURL("KONTEXT_DATABASE_URL")
 	c.History = p.intIn("KONTEXT_HISTORY", 20, 2, 1000)
 	c.RetentionDays = p.intIn("KONTEXT_RETENTION_DAYS", 30, 1, 3650)
 	c.Prices = map[string]float64{
-		kontext.ModelMax: p.price("KONTEXT_PRICE_MAX", 0.08),
-		kontext.ModelPro: p.price("KONTEXT_PRICE_PRO", 0.04),
+		kontext.ModelMax: p.price("KONTEXT_PRICE_MAX", 0.192), // CometAPI's price; BFL lists 0.08
+		kontext.ModelPro: p.price("KONTEXT_PRICE_PRO", 0.096), // CometAPI's price; BFL lists 0.04
 	}
 	c.UserDaily = p.intIn("KONTEXT_USER_DAILY", 0, 0, 1000000)
 	c.Budget = p.price("KONTEXT_WORKSPACE_BUDGET", 0)
@@ -296,5 +310,6 @@ func loadConfig(getenv envFunc) (config, error) {
 
 // clientConfig is the kontext client's part of c.
 func (c config) clientConfig() kontext.Config {
-	return kontext.Config{BaseURL: c.BaseURL, APIKey: c.APIKey, Model: c.Model, Route: c.Route, Wait: c.Wait}
+	return kontext.Config{BaseURL: c.BaseURL, APIKey: c.APIKey, Model: c.Model, Route: c.Route, Wait: c.Wait,
+		RequestTimeout: c.RequestTimeout, JobTimeout: c.JobTimeout, FirstPoll: c.FirstPoll, InputMaxBytes: c.InputMaxBytes}
 }

@@ -54,7 +54,7 @@ func TestLoadConfig(t *testing.T) {
 			if c.UserRunning != 2 || c.UserWaiting != 5 || c.QueueMax != 200 || c.DB != "data/kontextbot.db" || c.History != 20 {
 				t.Errorf("defaults: got %+v", c)
 			}
-			if c.Prices[kontext.ModelMax] != 0.08 || c.Prices[kontext.ModelPro] != 0.04 {
+			if c.Prices[kontext.ModelMax] != 0.192 || c.Prices[kontext.ModelPro] != 0.096 { // CometAPI's prices
 				t.Errorf("prices: got %v", c.Prices)
 			}
 		}},
@@ -128,8 +128,10 @@ func TestDotenv(t *testing.T) {
 func fakeEnv(t *testing.T, opts kontexttest.Options) (*kontexttest.Server, map[string]string) {
 	t.Helper()
 	opts.APIKey = "test"
+	firstPoll := "" // a test that sets the latency gets the production schedule
 	if opts.Latency == 0 {
 		opts.Latency = 30 * time.Millisecond
+		firstPoll = "30ms" // the fake's latency is the model's: poll on its schedule
 	}
 	s := kontexttest.NewServer(opts)
 	t.Cleanup(s.Close)
@@ -137,6 +139,8 @@ func fakeEnv(t *testing.T, opts kontexttest.Options) (*kontexttest.Server, map[s
 		"COMETAPI_BASE_URL": s.URL, "COMETAPI_API_KEY": "test",
 		"KONTEXT_ENV_FILE": filepath.Join(t.TempDir(), "none.env"), // never read a developer's .env
 		"KONTEXT_DB":       filepath.Join(t.TempDir(), "k.db"),
+
+		"KONTEXT_FIRST_POLL": firstPoll,
 	}
 }
 

@@ -146,7 +146,7 @@ func TestServeBothPlatforms(t *testing.T) {
 	}{
 		{"kontextbot_images_delivered_total", map[string]string{"platform": "discord"}, 1},
 		{"kontextbot_images_delivered_total", map[string]string{"platform": "slack"}, 1},
-		{"kontextbot_spend_usd_total", map[string]string{"model": "flux-kontext-max"}, 0.16},
+		{"kontextbot_spend_usd_total", map[string]string{"model": "flux-kontext-max"}, 2 * 0.192}, // CometAPI's price
 		{"kontextbot_provider_seconds", map[string]string{"outcome": "delivered"}, 2},
 		{"kontextbot_queue_wait_seconds", nil, 2},
 		{"kontextbot_slots", nil, 1},

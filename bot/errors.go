@@ -49,6 +49,8 @@ func Explain(err error) string {
 		return "The image provider refused this prompt or image as unsafe. Try wording it differently."
 	case errors.Is(err, kontext.ErrUnauthorized):
 		return "The image provider rejected the bot's API key. Please tell whoever runs the bot (COMETAPI_API_KEY)."
+	case errors.Is(err, kontext.ErrForbidden):
+		return "The image provider does not allow this request or model for the bot's API key. Please tell whoever runs the bot (the key's model access on CometAPI)."
 	case errors.Is(err, kontext.ErrOutOfCredits):
 		return "The image provider account is out of credits. Please tell whoever runs the bot."
 	case errors.Is(err, kontext.ErrInvalidRequest):

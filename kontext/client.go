@@ -7,27 +7,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"image"
-	"image/png"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"net/url"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
-
-	// Decoders for every format the provider may return or a user may send.
-	_ "image/gif"
-	_ "image/jpeg"
-
-	_ "golang.org/x/image/bmp"
-	_ "golang.org/x/image/tiff"
-	_ "golang.org/x/image/webp"
 )
 
 // Routes a Client can create predictions on.
@@ -44,9 +37,44 @@ const (
 	RouteImages = "images"
 )
 
+// Defaults for the fields of Config.
+const (
+	// DefaultRequestTimeout bounds one HTTP request. CometAPI notes a
+	// query that once took over 45 s to answer, so the bound sits above it.
+	DefaultRequestTimeout = 60 * time.Second
+	// DefaultJobTimeout bounds one whole Run or Resume.
+	DefaultJobTimeout = 5 * time.Minute
+	// DefaultInputMaxBytes is the largest input_image data URI sent as it
+	// is. Replicate advises data URIs only under about 1 MB (bigger inputs
+	// risk 413); 1 MiB of data URI is about 768 KiB of image.
+	DefaultInputMaxBytes = 1 << 20
+	// WorkingPixels is the model's working size, about 1 megapixel: an
+	// input too big to send as it is gets downscaled to at most this.
+	WorkingPixels = 1024 * 1024
+	// DefaultMaxResultPixels refuses results far above the model's 1 MP.
+	DefaultMaxResultPixels = 4 * WorkingPixels
+	// DefaultMaxDecodeBytes is the memory one input image may take once
+	// decoded for re-encoding (width × height × bytes per pixel, bit depth
+	// included): a 12 MP photo takes 48 MB, a 6000×6000 16-bit PNG 288 MB.
+	DefaultMaxDecodeBytes = 128 << 20
+)
+
+// TypicalLatency is how long model usually takes to make a 1 MP image
+// (CometAPI reports 3 to 10 s): by default the first poll comes that long
+// after the create.
+func TypicalLatency(model string) time.Duration {
+	if model == ModelPro {
+		return 3 * time.Second
+	}
+	return 4 * time.Second
+}
+
 // Config configures a Client. Zero values take the documented defaults.
 type Config struct {
 	// BaseURL is CometAPI's base, e.g. https://api.cometapi.com. Required.
+	// Trailing slashes and a trailing /v1 (CometAPI's docs and the
+	// OpenAI SDK write the base as https://api.cometapi.com/v1) are
+	// removed: every route is built from the bare host.
 	BaseURL string
 	// APIKey is sent as a bearer token to BaseURL's host only. Required.
 	APIKey string
@@ -57,24 +85,55 @@ type Config struct {
 	// HTTPClient is the one client for every call to the provider; default
 	// a fresh client with sane transport timeouts.
 	HTTPClient *http.Client
-	// Wait is sent as "Prefer: wait=N" on create (at most 60s); default 60s.
-	// Negative disables it.
+	// Wait is sent as "Prefer: wait=N" on create (at most 60s); zero means
+	// 60s, negative disables it. While a create is held the prediction id
+	// is unknown: a crash then loses the prediction (still billed) and a
+	// cancellation cannot cancel it. The bot disables it by default
+	// (KONTEXT_WAIT=0): create, hand the id to OnCreated, then poll.
 	Wait time.Duration
-	// RequestTimeout bounds each HTTP request (create adds Wait); default 30s.
+	// RequestTimeout bounds each HTTP request (create adds Wait); default
+	// DefaultRequestTimeout.
 	RequestTimeout time.Duration
-	// JobTimeout bounds one whole Run or Resume; default 5m.
+	// JobTimeout bounds one whole Run or Resume; default
+	// DefaultJobTimeout. It must be longer than RequestTimeout plus Wait.
 	JobTimeout time.Duration
-	// PollInterval is the first wait between polls; default 500ms. It grows
-	// by half each poll up to MaxPollInterval (default 5s).
-	PollInterval, MaxPollInterval time.Duration
-	// MaxRetries is how many times a transient failure (429, 5xx, network)
-	// is retried per request; default 5. Negative means none.
+	// FirstPoll is the wait between the create and the first poll; default
+	// TypicalLatency of the model, or PollInterval when only that is set.
+	// Resume polls at once.
+	FirstPoll time.Duration
+	// PollInterval is the wait between later polls; default an eighth of
+	// the first poll's delay, between 10ms and 500ms (500ms at the models'
+	// typical latency). After BackoffAfter (default 15s) from the create,
+	// each wait grows by half up to MaxPollInterval (default 5s).
+	PollInterval, BackoffAfter, MaxPollInterval time.Duration
+	// MaxRetries is how many times a transient failure is retried per
+	// request; default 5. Negative means none. A create is retried only
+	// when it certainly made nothing: a 429, a connection that failed
+	// before the request was written, or a 5xx other than 502/504/524
+	// whose body is not a prediction. Polls and downloads are also
+	// retried on timeouts, network errors, 502, 504 and 524.
 	MaxRetries int
 	// RetryBase is the first backoff when the provider names no delay;
 	// default 500ms, doubling, with full jitter, capped at 30s.
 	RetryBase time.Duration
 	// MaxImageBytes caps a downloaded result; default 50 MiB.
 	MaxImageBytes int64
+	// MaxResultPixels refuses a result with more pixels, read from its
+	// header before decoding, and one whose decoded size (bit depth
+	// included) passes 4 bytes per pixel of it; default
+	// DefaultMaxResultPixels.
+	MaxResultPixels int
+	// InputMaxBytes is the largest input_image data URI sent byte for
+	// byte; a bigger input is downscaled to InputPixels and re-encoded
+	// (JPEG quality 92, or PNG when it has transparency). Default
+	// DefaultInputMaxBytes. A 413 halves it for one more try.
+	InputMaxBytes int
+	// InputPixels is the area a re-encoded input is downscaled to; default
+	// WorkingPixels, the model's working size.
+	InputPixels int
+	// MaxDecodeBytes is the memory budget for decoding one input image that
+	// must be re-encoded; default DefaultMaxDecodeBytes.
+	MaxDecodeBytes int64
 	// Logger receives debug lines for every call; nil discards. Prompts and
 	// keys are never logged.
 	Logger *slog.Logger
@@ -110,9 +169,9 @@ func NewClient(cfg Config) (*Client, error) {
 	if cfg.APIKey == "" {
 		return nil, errors.New("kontext: new client: no API key")
 	}
-	base, err := url.Parse(strings.TrimRight(cfg.BaseURL, "/"))
-	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
-		return nil, fmt.Errorf("kontext: new client: base URL %q is not an http(s) URL", cfg.BaseURL)
+	base, err := ParseBaseURL(cfg.BaseURL)
+	if err != nil {
+		return nil, fmt.Errorf("kontext: new client: %w", err)
 	}
 	if cfg.Model == "" {
 		cfg.Model = ModelMax
@@ -131,9 +190,12 @@ func NewClient(cfg Config) (*Client, error) {
 		cfg.Wait = 60 * time.Second
 	}
 	cfg.Wait = min(cfg.Wait, 60*time.Second)
-	setDefault(&cfg.RequestTimeout, 30*time.Second)
-	setDefault(&cfg.JobTimeout, 5*time.Minute)
-	setDefault(&cfg.PollInterval, 500*time.Millisecond)
+	setDefault(&cfg.RequestTimeout, DefaultRequestTimeout)
+	setDefault(&cfg.JobTimeout, DefaultJobTimeout)
+	if cfg.FirstPoll <= 0 && cfg.PollInterval > 0 {
+		cfg.FirstPoll = cfg.PollInterval
+	}
+	setDefault(&cfg.BackoffAfter, 15*time.Second)
 	setDefault(&cfg.MaxPollInterval, 5*time.Second)
 	setDefault(&cfg.RetryBase, 500*time.Millisecond)
 	if cfg.MaxRetries == 0 {
@@ -142,6 +204,21 @@ func NewClient(cfg Config) (*Client, error) {
 	cfg.MaxRetries = max(cfg.MaxRetries, 0)
 	if cfg.MaxImageBytes <= 0 {
 		cfg.MaxImageBytes = 50 << 20
+	}
+	if cfg.MaxResultPixels <= 0 {
+		cfg.MaxResultPixels = DefaultMaxResultPixels
+	}
+	if cfg.InputMaxBytes <= 0 {
+		cfg.InputMaxBytes = DefaultInputMaxBytes
+	}
+	if cfg.InputPixels <= 0 {
+		cfg.InputPixels = WorkingPixels
+	}
+	if cfg.MaxDecodeBytes <= 0 {
+		cfg.MaxDecodeBytes = DefaultMaxDecodeBytes
+	}
+	if held := cfg.RequestTimeout + max(cfg.Wait, 0); cfg.JobTimeout <= held {
+		return nil, fmt.Errorf("kontext: new client: the job timeout (%s) must be longer than one create request may take (%s: the request timeout plus the Prefer: wait time)", cfg.JobTimeout, held)
 	}
 	hc := cfg.HTTPClient
 	if hc == nil {
@@ -152,6 +229,21 @@ func NewClient(cfg Config) (*Client, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Client{cfg: cfg, base: base, http: hc, log: log}, nil
+}
+
+// ParseBaseURL checks a provider base URL and returns it without trailing
+// slashes and without a trailing /v1 (the form CometAPI's docs and the
+// OpenAI SDK use): the Replicate-style routes live under the bare host.
+func ParseBaseURL(raw string) (*url.URL, error) {
+	s := strings.TrimRight(strings.TrimSpace(raw), "/")
+	if strings.HasSuffix(strings.ToLower(s), "/v1") {
+		s = strings.TrimRight(s[:len(s)-len("/v1")], "/")
+	}
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("base URL %q is not an http(s) URL such as https://api.cometapi.com", raw)
+	}
+	return u, nil
 }
 
 func setDefault(d *time.Duration, v time.Duration) {
@@ -179,8 +271,11 @@ func (c *Client) Close() {
 
 // Run makes one image: text-to-image when req.InputImage is nil, an edit
 // otherwise. It returns once the image is downloaded and decodes. When ctx
-// ends first, the prediction is cancelled in the background (best effort)
-// and Run returns at once.
+// ends first, or the job fails in any way after the prediction was created
+// (a poll that keeps failing, the job's deadline, a malformed answer, a
+// result that cannot be downloaded or decoded), the prediction is
+// cancelled in the background (best effort) and Run returns at once; only
+// a queue shutdown (cause ErrShutdown) leaves it running, for Resume.
 func (c *Client) Run(ctx context.Context, req Request) (*Result, error) {
 	if strings.TrimSpace(req.Prompt) == "" {
 		return nil, &APIError{Op: "create", Kind: ErrInvalidRequest, Message: "the prompt is empty"}
@@ -192,27 +287,27 @@ func (c *Client) Run(ctx context.Context, req Request) (*Result, error) {
 	if !ValidModel(model) {
 		return nil, &APIError{Op: "create", Kind: ErrInvalidRequest, Message: fmt.Sprintf("unknown model %q", model)}
 	}
+	if req.AspectRatio != "" && !ValidAspect(req.AspectRatio) {
+		return nil, &APIError{Op: "create", Kind: ErrInvalidRequest, Message: fmt.Sprintf("aspect ratio %q is not one of %s", req.AspectRatio, strings.Join(AspectRatios, ", "))}
+	}
 	ctx, cancel := context.WithTimeoutCause(ctx, c.cfg.JobTimeout, errJobDeadline)
 	defer cancel()
 	if c.cfg.Route == RouteImages && req.InputImage == nil {
 		return c.runImages(ctx, model, req)
 	}
-	body, err := c.createBody(model, req)
+	start := time.Now()
+	p, err := c.create(ctx, model, req)
 	if err != nil {
 		return nil, err
-	}
-	var p prediction
-	raw, err := c.call(ctx, "create", http.MethodPost, c.createURL(model), body, "")
-	if err != nil {
-		return nil, err
-	}
-	if err := decodePrediction(raw, &p); err != nil {
-		return nil, &APIError{Op: "create", Kind: ErrProviderFailure, Message: "the answer is not a prediction", Err: err}
 	}
 	if req.OnCreated != nil {
 		req.OnCreated(p.ID)
 	}
-	res, err := c.finish(ctx, &p)
+	// The first poll comes FirstPoll after the create was sent: at once
+	// after a held create that ran out, on schedule when the provider
+	// ignored Prefer: wait.
+	first, interval := c.schedule(model)
+	res, err := c.finish(ctx, p, max(first-time.Since(start), 0), interval)
 	if err != nil {
 		return nil, err
 	}
@@ -223,33 +318,103 @@ func (c *Client) Run(ctx context.Context, req Request) (*Result, error) {
 }
 
 // Resume follows a prediction created earlier (by this process or one
-// before a restart) to its end, then downloads its image.
+// before a restart) to its end, then downloads its image. It polls at once,
+// then on Run's schedule.
 func (c *Client) Resume(ctx context.Context, predictionID string) (*Result, error) {
 	if predictionID == "" {
 		return nil, &APIError{Op: "poll", Kind: ErrInvalidRequest, Message: "no prediction id"}
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, c.cfg.JobTimeout, errJobDeadline)
 	defer cancel()
-	return c.finish(ctx, &prediction{ID: predictionID, Status: "starting"})
+	_, interval := c.schedule(c.cfg.Model)
+	return c.finish(ctx, &prediction{ID: predictionID, Status: "starting"}, 0, interval)
+}
+
+// schedule is the polling schedule for model: the first poll's delay
+// (FirstPoll, default the model's typical latency) and the interval after
+// it (PollInterval, default an eighth of that delay, 10ms to 500ms).
+func (c *Client) schedule(model string) (first, interval time.Duration) {
+	first = c.cfg.FirstPoll
+	if first <= 0 {
+		first = TypicalLatency(model)
+	}
+	interval = c.cfg.PollInterval
+	if interval <= 0 {
+		interval = min(max(first/8, 10*time.Millisecond), 500*time.Millisecond)
+	}
+	return first, interval
 }
 
 var errJobDeadline = errors.New("kontext: the job's overall deadline passed")
 
-// finish polls p until it is final, then downloads and checks its output.
-// If ctx ends first it cancels the prediction in the background.
-func (c *Client) finish(ctx context.Context, p *prediction) (*Result, error) {
-	delay := c.cfg.PollInterval
+// create sends the create request and returns the prediction it made. An
+// input image goes byte for byte when its data URI is at most
+// InputMaxBytes, downscaled and re-encoded otherwise; a 413 (nothing was
+// created) makes it smaller and sends it once more.
+func (c *Client) create(ctx context.Context, model string, req Request) (*prediction, error) {
+	var uri string
+	if req.InputImage != nil {
+		var err error
+		if uri, err = c.inputURI(req.InputImage, c.cfg.InputMaxBytes); err != nil {
+			return nil, err
+		}
+	}
+	for shrunk := false; ; shrunk = true {
+		body, err := c.createBody(model, req, uri)
+		if err != nil {
+			return nil, err
+		}
+		raw, err := c.call(ctx, "create", http.MethodPost, c.createURL(model), body, "")
+		var ae *APIError
+		if errors.As(err, &ae) && ae.StatusCode == http.StatusRequestEntityTooLarge {
+			if !shrunk && uri != "" {
+				c.log.Info("kontext: the provider refused the request as too large; sending the input image smaller, once", "body_bytes", len(body))
+				if uri, err = c.shrinkInput(req.InputImage, len(uri)/2); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			if uri != "" {
+				ae.Message = "the input image is too large for the provider, even made smaller"
+			}
+			return nil, err
+		}
+		if err != nil {
+			return nil, err
+		}
+		var p prediction
+		if err := decodePrediction(raw, &p); err != nil || p.ID == "" {
+			if err == nil {
+				err = errors.New("no id")
+			}
+			c.log.Warn("kontext: the provider accepted a create but its answer is not a prediction: a prediction may exist that nobody will receive; it is not re-sent", "err", err)
+			return nil, &APIError{Op: "create", Kind: ErrProviderFailure, Message: "the answer is not a prediction", Unsure: true, Err: err}
+		}
+		return &p, nil
+	}
+}
+
+// finish follows p to its end and fetches its output. When that fails for
+// any reason but a shutdown, and p may still run or has a result nobody
+// will receive, p is cancelled in the background.
+func (c *Client) finish(ctx context.Context, p *prediction, first, interval time.Duration) (*Result, error) {
+	res, err := c.follow(ctx, p, first, interval)
+	if err != nil && (!p.final() || p.Status == "succeeded") {
+		c.abandon(ctx, p.ID, err)
+	}
+	return res, err
+}
+
+// follow polls p until it is final (the first poll after first, then on
+// the schedule of nextPoll), then fetches and checks its output.
+func (c *Client) follow(ctx context.Context, p *prediction, first, interval time.Duration) (*Result, error) {
+	began, delay := time.Now(), first
 	for !p.final() {
 		if err := sleep(ctx, delay); err != nil {
-			c.abandon(ctx, p.ID)
 			return nil, c.ctxError(ctx, "poll", p.ID)
 		}
-		delay = min(delay*3/2, c.cfg.MaxPollInterval)
 		raw, err := c.call(ctx, "poll", http.MethodGet, c.endpoint("replicate/v1/predictions/"+url.PathEscape(p.ID)), nil, p.ID)
 		if err != nil {
-			if ctx.Err() != nil {
-				c.abandon(ctx, p.ID)
-			}
 			return nil, err
 		}
 		var next prediction
@@ -261,19 +426,20 @@ func (c *Client) finish(ctx context.Context, p *prediction) (*Result, error) {
 		}
 		next.ID = p.ID
 		*p = next
+		delay = c.nextPoll(delay, time.Since(began), interval)
 	}
 	// The prediction is final: it no longer occupies one of the provider's
 	// active tasks, so a queue slot can go to the next job while this one
 	// downloads.
 	releaseSlot(ctx)
-	switch p.Status {
-	case "succeeded":
-	case "failed":
-		msg := p.errorText()
-		if isModeration(msg) {
-			return nil, &APIError{Op: "poll", Kind: ErrContentRefused, PredictionID: p.ID, Message: msg}
-		}
-		return nil, &APIError{Op: "poll", Kind: ErrProviderFailure, PredictionID: p.ID, Message: "the prediction failed: " + msg}
+	switch {
+	case p.Status == "succeeded":
+	case p.Status == "failed" && isModeration(p.errorText()):
+		return nil, &APIError{Op: "poll", Kind: ErrContentRefused, PredictionID: p.ID, Message: p.errorText()}
+	case p.Status == "failed":
+		return nil, &APIError{Op: "poll", Kind: ErrProviderFailure, PredictionID: p.ID, Message: "the prediction failed: " + p.errorText()}
+	case isModeration(p.Status): // Black Forest Labs' "Content Moderated", "Request Moderated"
+		return nil, &APIError{Op: "poll", Kind: ErrContentRefused, PredictionID: p.ID, Message: p.Status}
 	default: // canceled, aborted, and any status this client does not know
 		return nil, &APIError{Op: "poll", Kind: ErrProviderFailure, PredictionID: p.ID, Message: "the prediction ended " + strconv.Quote(p.Status)}
 	}
@@ -281,7 +447,7 @@ func (c *Client) finish(ctx context.Context, p *prediction) (*Result, error) {
 	if err != nil {
 		return nil, &APIError{Op: "poll", Kind: ErrProviderFailure, PredictionID: p.ID, Message: err.Error()}
 	}
-	res, err := c.download(ctx, out, p.ID)
+	res, err := c.fetchOutput(ctx, out, p.ID)
 	if err != nil {
 		return nil, err
 	}
@@ -291,11 +457,22 @@ func (c *Client) finish(ctx context.Context, p *prediction) (*Result, error) {
 	return res, nil
 }
 
-// abandon asks the provider to cancel a prediction whose caller gave up,
+// nextPoll is the wait before the next poll: interval until BackoffAfter
+// has passed since following began, then growing by half each poll up to
+// MaxPollInterval.
+func (c *Client) nextPoll(prev, elapsed, interval time.Duration) time.Duration {
+	if elapsed < c.cfg.BackoffAfter {
+		return interval
+	}
+	return min(max(prev, interval)*3/2, max(c.cfg.MaxPollInterval, interval))
+}
+
+// abandon asks the provider to cancel a prediction nobody will receive,
 // without making the caller wait (Close waits for it). A prediction left
 // because the queue is shutting down (cause ErrShutdown) is not cancelled:
-// the next process follows it to the end with Resume.
-func (c *Client) abandon(ctx context.Context, id string) {
+// the next process follows it to the end with Resume. CometAPI documents
+// only create and query, so a 404 or 405 is expected and logged at debug.
+func (c *Client) abandon(ctx context.Context, id string, why error) {
 	if id == "" || errors.Is(context.Cause(ctx), ErrShutdown) {
 		return
 	}
@@ -305,8 +482,15 @@ func (c *Client) abandon(ctx context.Context, id string) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		u := c.endpoint("replicate/v1/predictions/" + url.PathEscape(id) + "/cancel")
-		status, _, _, err := c.once(ctx, http.MethodPost, u, nil, 0, "")
-		c.log.Debug("kontext: cancel", "prediction", id, "status", status, "err", err)
+		r := c.once(ctx, http.MethodPost, u, nil, 0, "")
+		switch {
+		case r.err == nil && r.status >= 200 && r.status < 300:
+			c.log.Info("kontext: cancelled a prediction nobody will receive", "prediction", id, "reason", why)
+		case r.status == http.StatusNotFound || r.status == http.StatusMethodNotAllowed:
+			c.log.Debug("kontext: the provider has no cancel for this prediction", "prediction", id, "status", r.status, "reason", why)
+		default:
+			c.log.Warn("kontext: could not cancel a prediction nobody will receive", "prediction", id, "status", r.status, "err", r.err, "reason", why)
+		}
 	}()
 }
 
@@ -333,18 +517,11 @@ type input struct {
 	SafetyTolerance *int   `json:"safety_tolerance,omitempty"`
 }
 
-func (c *Client) createBody(model string, req Request) ([]byte, error) {
-	if req.AspectRatio != "" && !ValidAspect(req.AspectRatio) {
-		return nil, &APIError{Op: "create", Kind: ErrInvalidRequest, Message: fmt.Sprintf("aspect ratio %q is not one of %s", req.AspectRatio, strings.Join(AspectRatios, ", "))}
-	}
-	in := input{Prompt: req.Prompt, AspectRatio: req.AspectRatio, Seed: req.Seed, OutputFormat: req.OutputFormat, SafetyTolerance: req.SafetyTolerance}
-	if req.InputImage != nil {
-		uri, err := DataURI(req.InputImage)
-		if err != nil {
-			return nil, &APIError{Op: "create", Kind: ErrInvalidRequest, Message: "the input image cannot be sent", Err: err}
-		}
-		in.InputImage = uri
-	}
+// createBody is the create request's JSON; imageURI is the input image as
+// a data URI, "" for text-to-image.
+func (c *Client) createBody(model string, req Request, imageURI string) ([]byte, error) {
+	in := input{Prompt: req.Prompt, AspectRatio: req.AspectRatio, Seed: req.Seed, OutputFormat: req.OutputFormat,
+		SafetyTolerance: req.SafetyTolerance, InputImage: imageURI}
 	body := struct {
 		Model string `json:"model,omitempty"`
 		Input input  `json:"input"`
@@ -353,35 +530,6 @@ func (c *Client) createBody(model string, req Request) ([]byte, error) {
 		body.Model = replicateOwner + model
 	}
 	return json.Marshal(body)
-}
-
-// DataURI encodes an image as a data: URI for input_image. PNG, JPEG, GIF
-// and WebP go as they are, byte for byte; any other format this package
-// can decode (BMP, TIFF) is re-encoded as PNG.
-func DataURI(img []byte) (string, error) {
-	format := Sniff(img)
-	if format == "" {
-		decoded, _, err := image.Decode(bytes.NewReader(img))
-		if err != nil {
-			return "", fmt.Errorf("kontext: input image: %w", err)
-		}
-		var buf bytes.Buffer
-		if err := png.Encode(&buf, decoded); err != nil {
-			return "", fmt.Errorf("kontext: input image: re-encode: %w", err)
-		}
-		img, format = buf.Bytes(), "png"
-	}
-	return "data:image/" + format + ";base64," + base64.StdEncoding.EncodeToString(img), nil
-}
-
-// Sniff names the format of an encoded image the provider accepts as it is:
-// "png", "jpeg", "gif" or "webp"; "" for anything else.
-func Sniff(b []byte) string {
-	switch ct := http.DetectContentType(b); ct {
-	case "image/png", "image/jpeg", "image/gif", "image/webp":
-		return strings.TrimPrefix(ct, "image/")
-	}
-	return ""
 }
 
 // prediction is the Replicate-style prediction object.
@@ -410,8 +558,9 @@ func (p *prediction) final() bool {
 	return p.Status != "starting" && p.Status != "processing"
 }
 
-// outputURL accepts output as a URL string (Replicate) or a list of URLs
-// (CometAPI's docs) and returns the first.
+// outputURL accepts output as a string (Replicate) or a list of strings
+// (CometAPI's docs) and returns the first: an http(s) URL, or a data: URI
+// (Replicate's sync mode has answered data:application/octet-stream;base64,...).
 func (p *prediction) outputURL() (string, error) {
 	var one string
 	if err := json.Unmarshal(p.Output, &one); err == nil && one != "" {
@@ -450,9 +599,14 @@ func (p *prediction) seed() *int64 {
 	return &n
 }
 
+// isModeration reports whether a provider's error text or status says the
+// prompt or image was refused by moderation: "flagged as sensitive",
+// Black Forest Labs' "Content Moderated" / "Request Moderated", an NSFW or
+// safety-filter refusal. (Not any mention of "safety": a 422 about
+// safety_tolerance is an invalid request.)
 func isModeration(msg string) bool {
 	m := strings.ToLower(msg)
-	for _, w := range []string{"flagged as sensitive", "moderat", "nsfw", "safety"} {
+	for _, w := range []string{"flagged as sensitive", "moderated", "moderation", "nsfw", "safety filter", "safety system", "content policy", "content_policy"} {
 		if strings.Contains(m, w) {
 			return true
 		}
@@ -460,13 +614,24 @@ func isModeration(msg string) bool {
 	return false
 }
 
-// runImages makes a text-to-image call on the OpenAI-style route. That
-// route takes neither aspect ratio nor seed.
+// runImages makes a text-to-image call on the OpenAI-style route. CometAPI
+// documents model, prompt, n, size and response_format there, and nothing
+// for a seed or an aspect ratio: rather than drop them silently, it refuses
+// a request that asks for either.
 func (c *Client) runImages(ctx context.Context, model string, req Request) (*Result, error) {
-	if req.AspectRatio != "" && req.AspectRatio != AspectMatchInput && req.AspectRatio != "1:1" {
-		c.log.Debug("kontext: the images route ignores the aspect ratio", "aspect", req.AspectRatio)
+	var dropped []string
+	if req.Seed != nil {
+		dropped = append(dropped, "a seed")
 	}
-	body, err := json.Marshal(map[string]string{"model": model, "prompt": req.Prompt})
+	if req.AspectRatio != "" && req.AspectRatio != AspectMatchInput && req.AspectRatio != "1:1" {
+		dropped = append(dropped, "an aspect ratio")
+	}
+	if len(dropped) > 0 {
+		return nil, &APIError{Op: "images", Kind: ErrInvalidRequest,
+			Message: "the images route (KONTEXT_ROUTE=images) cannot take " + strings.Join(dropped, " or ") +
+				"; the models and predictions routes can (KONTEXT_ROUTE=models, the default)"}
+	}
+	body, err := json.Marshal(map[string]any{"model": model, "prompt": req.Prompt, "n": 1})
 	if err != nil {
 		return nil, fmt.Errorf("kontext: images: %w", err)
 	}
@@ -489,13 +654,30 @@ func (c *Client) runImages(ctx context.Context, model string, req Request) (*Res
 		if err != nil {
 			return nil, &APIError{Op: "images", Kind: ErrProviderFailure, Message: "b64_json is not base64", Err: err}
 		}
-		if res, err = verify(data); err != nil {
-			return nil, &APIError{Op: "images", Kind: ErrProviderFailure, Message: "the image does not decode", Err: err}
+		if res, err = c.verify(data); err != nil {
+			return nil, &APIError{Op: "images", Kind: ErrProviderFailure, Message: "the image is not a usable result", Err: err}
 		}
-	} else if res, err = c.download(ctx, d.URL, ""); err != nil {
+	} else if res, err = c.fetchOutput(ctx, d.URL, ""); err != nil {
 		return nil, err
 	}
 	res.Model = model
+	return res, nil
+}
+
+// fetchOutput returns the result an output names: a data: URI decoded in
+// place (bounded by MaxImageBytes), or an http(s) URL downloaded at once.
+func (c *Client) fetchOutput(ctx context.Context, out, id string) (*Result, error) {
+	if !strings.HasPrefix(strings.ToLower(out), "data:") {
+		return c.download(ctx, out, id)
+	}
+	data, err := decodeDataURI(out, c.cfg.MaxImageBytes)
+	if err != nil {
+		return nil, &APIError{Op: "download", Kind: ErrProviderFailure, PredictionID: id, Message: "the output data URI is unusable", Err: err}
+	}
+	res, err := c.verify(data)
+	if err != nil {
+		return nil, &APIError{Op: "download", Kind: ErrProviderFailure, PredictionID: id, Message: "the result is not a usable image", Err: err}
+	}
 	return res, nil
 }
 
@@ -504,36 +686,40 @@ func (c *Client) runImages(ctx context.Context, model string, req Request) (*Res
 func (c *Client) download(ctx context.Context, rawURL, id string) (*Result, error) {
 	u, err := url.Parse(rawURL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") {
-		return nil, &APIError{Op: "download", Kind: ErrProviderFailure, PredictionID: id, Message: "the output is not an http(s) URL"}
+		return nil, &APIError{Op: "download", Kind: ErrProviderFailure, PredictionID: id, Message: "the output is neither an http(s) URL nor a data: URI"}
 	}
 	var data []byte
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
-		status, hdr, body, err := c.fetch(ctx, u.String())
-		retry, wait := c.retryable(status, hdr, body, err, attempt)
-		c.observe(Attempt{Op: "download", Status: status, Retry: retry && ctx.Err() == nil, Duration: time.Since(start)})
+		r := c.fetch(ctx, u.String())
+		ok := r.err == nil && r.status == http.StatusOK
+		var d decision
+		if !ok && ctx.Err() == nil {
+			d = c.decide(false, r, attempt)
+		}
+		c.observe(Attempt{Op: "download", Status: r.status, Retry: d.retry, Duration: time.Since(start)})
 		switch {
-		case err == nil && status == http.StatusOK:
-			data = body
+		case ok:
+			data = r.body
 		case ctx.Err() != nil:
 			return nil, c.ctxError(ctx, "download", id)
-		case status == http.StatusNotFound || status == http.StatusGone || status == http.StatusForbidden:
-			return nil, &APIError{Op: "download", Kind: ErrProviderFailure, StatusCode: status, PredictionID: id, Message: "the result URL has expired", Attempts: attempt}
-		case errors.Is(err, errTooLarge):
+		case r.status == http.StatusNotFound || r.status == http.StatusGone || r.status == http.StatusForbidden:
+			return nil, &APIError{Op: "download", Kind: ErrProviderFailure, StatusCode: r.status, PredictionID: id, Message: "the result URL has expired", Attempts: attempt}
+		case errors.Is(r.err, errTooLarge):
 			return nil, &APIError{Op: "download", Kind: ErrProviderFailure, PredictionID: id, Message: fmt.Sprintf("the result is larger than %d bytes", c.cfg.MaxImageBytes), Attempts: attempt}
-		case retry:
-			if err := sleep(ctx, wait); err != nil {
+		case d.retry:
+			if err := sleep(ctx, d.wait); err != nil {
 				return nil, c.ctxError(ctx, "download", id)
 			}
 			continue
 		default:
-			return nil, &APIError{Op: "download", Kind: failureKind(status, err), StatusCode: status, PredictionID: id, Attempts: attempt, Err: err}
+			return nil, &APIError{Op: "download", Kind: failureKind(r.status, r.err), StatusCode: r.status, PredictionID: id, Attempts: attempt, Err: r.err}
 		}
 		break
 	}
-	res, err := verify(data)
+	res, err := c.verify(data)
 	if err != nil {
-		return nil, &APIError{Op: "download", Kind: ErrProviderFailure, PredictionID: id, Message: "the result does not decode as an image", Err: err}
+		return nil, &APIError{Op: "download", Kind: ErrProviderFailure, PredictionID: id, Message: "the result is not a usable image", Err: err}
 	}
 	return res, nil
 }
@@ -546,61 +732,39 @@ func (c *Client) observe(a Attempt) {
 	}
 }
 
-func (c *Client) fetch(ctx context.Context, u string) (int, http.Header, []byte, error) {
+// reply is the outcome of one HTTP request. wrote reports that the whole
+// request, body included, was written to the connection.
+type reply struct {
+	status int
+	hdr    http.Header
+	body   []byte
+	err    error
+	wrote  bool
+}
+
+func (c *Client) fetch(ctx context.Context, u string) reply {
 	rctx, cancel := context.WithTimeout(ctx, c.cfg.RequestTimeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(rctx, http.MethodGet, u, nil)
 	if err != nil {
-		return 0, nil, nil, err
+		return reply{err: err}
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return 0, nil, nil, err
+		return reply{err: err}
 	}
 	defer resp.Body.Close()
 	body, err := readLimited(resp.Body, c.cfg.MaxImageBytes)
-	return resp.StatusCode, resp.Header, body, err
-}
-
-// MaxDecodePixels bounds the size of an image verify decodes, so a hostile
-// answer cannot make it allocate without limit.
-const MaxDecodePixels = 64 << 20
-
-// Describe names an encoded image's format and reads its size from the
-// header, without decoding its pixels. Only PNG, JPEG, GIF and WebP pass.
-func Describe(data []byte) (*Result, error) {
-	format := Sniff(data)
-	if format == "" {
-		return nil, fmt.Errorf("not a PNG, JPEG, GIF or WebP image (%s)", http.DetectContentType(data))
-	}
-	cfg, _, err := image.DecodeConfig(bytes.NewReader(data))
-	if err != nil {
-		return nil, err
-	}
-	if cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width*cfg.Height > MaxDecodePixels {
-		return nil, fmt.Errorf("unreasonable size %dx%d", cfg.Width, cfg.Height)
-	}
-	return &Result{Data: data, Format: format, Width: cfg.Width, Height: cfg.Height}, nil
-}
-
-// verify describes data and checks that it decodes completely.
-func verify(data []byte) (*Result, error) {
-	res, err := Describe(data)
-	if err != nil {
-		return nil, err
-	}
-	if _, _, err := image.Decode(bytes.NewReader(data)); err != nil {
-		return nil, err
-	}
-	return res, nil
+	return reply{status: resp.StatusCode, hdr: resp.Header, body: body, err: err, wrote: true}
 }
 
 const maxJSONBytes = 64 << 20 // b64_json answers carry a whole image
 
-// call sends one API request with retries: 429, 500, 502, 503, 504 and
-// network errors are retried with backoff (honouring retry_after and
-// Retry-After); any other failure is returned at once as an *APIError.
+// call sends one API request with retries (see decide) and returns the
+// body of its 2xx answer; any other outcome is an *APIError, or the
+// context's error.
 func (c *Client) call(ctx context.Context, op, method, u string, body []byte, id string) ([]byte, error) {
+	create := op == "create" || op == "images"
 	timeout, prefer := c.cfg.RequestTimeout, ""
 	if op == "create" && c.cfg.Wait > 0 {
 		timeout += c.cfg.Wait
@@ -608,24 +772,36 @@ func (c *Client) call(ctx context.Context, op, method, u string, body []byte, id
 	}
 	for attempt := 1; ; attempt++ {
 		start := time.Now()
-		status, hdr, respBody, err := c.once(ctx, method, u, body, timeout, prefer)
-		c.log.Debug("kontext: call", "op", op, "prediction", id, "attempt", attempt, "status", status, "err", err)
-		ok := err == nil && status >= 200 && status < 300
-		retry, wait := false, time.Duration(0)
+		r := c.once(ctx, method, u, body, timeout, prefer)
+		ok := r.err == nil && r.status >= 200 && r.status < 300
+		var d decision
 		if !ok && ctx.Err() == nil {
-			retry, wait = c.retryable(status, hdr, respBody, err, attempt)
+			d = c.decide(create, r, attempt)
 		}
-		c.observe(Attempt{Op: op, Status: status, Retry: retry, Duration: time.Since(start)})
-		if ok {
-			return respBody, nil
+		c.log.Debug("kontext: call", "op", op, "prediction", id, "attempt", attempt, "status", r.status, "err", r.err, "retry", d.retry)
+		c.observe(Attempt{Op: op, Status: r.status, Retry: d.retry, Duration: time.Since(start)})
+		switch {
+		case ok:
+			return r.body, nil
+		case ctx.Err() != nil:
+			err := c.ctxError(ctx, op, id)
+			var ae *APIError
+			if create && r.wrote {
+				c.log.Warn("kontext: the job ended while a create was in flight: the provider may have made a prediction nobody will receive; it is not re-sent", "op", op, "cause", context.Cause(ctx))
+				if errors.As(err, &ae) {
+					ae.Unsure = true
+				}
+			}
+			return nil, err
+		case d.unsure:
+			c.log.Warn("kontext: the answer to a create was lost after the request was sent: the provider may have made a prediction; it is not re-sent", "op", op, "status", r.status, "err", r.err, "attempt", attempt)
+			e := c.statusError(op, id, r, attempt)
+			e.Kind, e.Unsure = ErrTimeout, true
+			return nil, e
+		case !d.retry:
+			return nil, c.statusError(op, id, r, attempt)
 		}
-		if ctx.Err() != nil {
-			return nil, c.ctxError(ctx, op, id)
-		}
-		if !retry {
-			return nil, c.statusError(op, id, status, respBody, err, attempt)
-		}
-		if err := sleep(ctx, wait); err != nil {
+		if err := sleep(ctx, d.wait); err != nil {
 			return nil, c.ctxError(ctx, op, id)
 		}
 	}
@@ -633,19 +809,25 @@ func (c *Client) call(ctx context.Context, op, method, u string, body []byte, id
 
 // once makes a single HTTP request to the provider, with the API key, and
 // reads the whole answer. prefer, when set, is sent as the Prefer header.
-func (c *Client) once(ctx context.Context, method, u string, body []byte, timeout time.Duration, prefer string) (int, http.Header, []byte, error) {
+func (c *Client) once(ctx context.Context, method, u string, body []byte, timeout time.Duration, prefer string) reply {
 	if timeout <= 0 {
 		timeout = c.cfg.RequestTimeout
 	}
 	rctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	var wrote atomic.Bool
+	rctx = httptrace.WithClientTrace(rctx, &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) {
+		if i.Err == nil {
+			wrote.Store(true)
+		}
+	}})
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
 	}
 	req, err := http.NewRequestWithContext(rctx, method, u, rd)
 	if err != nil {
-		return 0, nil, nil, err
+		return reply{err: err}
 	}
 	req.Header.Set("Authorization", "Bearer "+c.cfg.APIKey)
 	req.Header.Set("Accept", "application/json")
@@ -657,11 +839,11 @@ func (c *Client) once(ctx context.Context, method, u string, body []byte, timeou
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return 0, nil, nil, err
+		return reply{err: err, wrote: wrote.Load()}
 	}
 	defer resp.Body.Close()
 	respBody, err := readLimited(resp.Body, maxJSONBytes)
-	return resp.StatusCode, resp.Header, respBody, err
+	return reply{status: resp.StatusCode, hdr: resp.Header, body: respBody, err: err, wrote: true}
 }
 
 func readLimited(r io.Reader, limit int64) ([]byte, error) {
@@ -675,28 +857,88 @@ func readLimited(r io.Reader, limit int64) ([]byte, error) {
 	return b, nil
 }
 
-// retryable decides whether a failed attempt is tried again, and after how
-// long.
-func (c *Client) retryable(status int, hdr http.Header, body []byte, err error, attempt int) (bool, time.Duration) {
-	if attempt > c.cfg.MaxRetries {
-		return false, 0
-	}
+// decision is what to do after a failed attempt: retry after wait, or
+// stop; unsure marks a create that may have made a prediction.
+type decision struct {
+	retry, unsure bool
+	wait          time.Duration
+}
+
+// decide classifies a failed attempt. A create (create true: the models,
+// predictions or images route) is retried only when it certainly made
+// nothing: a 429, a connection that failed before the whole request was
+// written, or a 5xx other than 502/504/524 whose body is not a prediction.
+// A create whose request was written and whose answer was lost (timeout,
+// reset, unreadable body) or came as 502/504/524 is unsure and never
+// re-sent. Polls and downloads also retry timeouts, network errors and
+// 500/502/503/504/520-524. An error code saying the request itself is wrong
+// (invalid_request, ...) is never retried, whatever the status.
+func (c *Client) decide(create bool, r reply, attempt int) decision {
+	env := parseEnvelope(r.body)
 	switch {
-	case err != nil && !errors.Is(err, errTooLarge):
-		return isNetError(err), c.backoff(attempt)
-	case status == http.StatusTooManyRequests:
-		if d, ok := retryAfter(hdr, body); ok {
-			return true, d
+	case r.status == http.StatusTooManyRequests:
+		if d, ok := retryAfter(r.hdr, r.body); ok {
+			return c.again(attempt, d)
 		}
-		return true, c.backoff(attempt)
-	case status == http.StatusInternalServerError, status == http.StatusBadGateway,
-		status == http.StatusServiceUnavailable, status == http.StatusGatewayTimeout:
-		if d, ok := retryAfter(hdr, body); ok {
-			return true, d
+		return c.again(attempt, c.backoff(attempt))
+	case create && r.status >= 200 && r.status < 300: // accepted, but the answer could not be read
+		return decision{unsure: true}
+	case r.status == 0 && r.err != nil:
+		if create {
+			if r.wrote {
+				return decision{unsure: true}
+			}
+			return c.again(attempt, c.backoff(attempt))
 		}
-		return true, c.backoff(attempt)
+		if isNetError(r.err) {
+			return c.again(attempt, c.backoff(attempt))
+		}
+		return decision{}
+	case env.invalid():
+		return decision{}
+	case create && (r.status == http.StatusBadGateway || r.status == http.StatusGatewayTimeout || r.status == 524):
+		return decision{unsure: true}
+	case create && r.status >= 500:
+		if isPrediction(r.body) {
+			return decision{unsure: true}
+		}
+		if r.status == http.StatusNotImplemented || r.status == http.StatusHTTPVersionNotSupported {
+			return decision{}
+		}
+	case r.status >= 500 && !transient(r.status):
+		return decision{}
+	case r.status < 500:
+		return decision{}
 	}
-	return false, 0
+	if d, ok := retryAfter(r.hdr, r.body); ok {
+		return c.again(attempt, d)
+	}
+	return c.again(attempt, c.backoff(attempt))
+}
+
+// again retries after wait unless the attempts are spent.
+func (c *Client) again(attempt int, wait time.Duration) decision {
+	if attempt > c.cfg.MaxRetries {
+		return decision{}
+	}
+	return decision{retry: true, wait: wait}
+}
+
+// transient lists the 5xx a poll or a download retries.
+func transient(status int) bool {
+	switch status {
+	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable,
+		http.StatusGatewayTimeout, 520, 521, 522, 523, 524:
+		return true
+	}
+	return false
+}
+
+// isPrediction reports whether an error answer nevertheless carries a
+// prediction: then something was created.
+func isPrediction(body []byte) bool {
+	var p prediction
+	return decodePrediction(body, &p) == nil && p.ID != ""
 }
 
 func isNetError(err error) bool {
@@ -739,21 +981,29 @@ func retryAfter(hdr http.Header, body []byte) (time.Duration, bool) {
 }
 
 // statusError turns a final failed attempt into an *APIError of the right kind.
-func (c *Client) statusError(op, id string, status int, body []byte, err error, attempts int) error {
-	e := &APIError{Op: op, StatusCode: status, PredictionID: id, Attempts: attempts, Err: err, Message: providerMessage(body)}
+func (c *Client) statusError(op, id string, r reply, attempts int) *APIError {
+	env := parseEnvelope(r.body)
+	e := &APIError{Op: op, StatusCode: r.status, PredictionID: id, Attempts: attempts, Err: r.err,
+		Message: env.message, Code: env.code, Type: env.typ, Param: env.param}
+	status := r.status
 	switch {
-	case status == http.StatusUnauthorized || status == http.StatusForbidden:
+	case status == http.StatusUnauthorized:
 		e.Kind = ErrUnauthorized
+	case status == http.StatusForbidden:
+		e.Kind = ErrForbidden
 	case status == http.StatusPaymentRequired:
 		e.Kind = ErrOutOfCredits
-	case (status == http.StatusBadRequest || status == http.StatusUnprocessableEntity) && isModeration(e.Message):
+	case status == http.StatusRequestEntityTooLarge:
+		e.Kind, e.Message = ErrInvalidRequest, "the request is too large for the provider"
+	case (status == http.StatusBadRequest || status == http.StatusUnprocessableEntity || env.invalid()) &&
+		(env.moderation() || isModeration(e.Message)):
 		e.Kind = ErrContentRefused
-	case status == http.StatusBadRequest || status == http.StatusUnprocessableEntity:
+	case status == http.StatusBadRequest || status == http.StatusUnprocessableEntity || env.invalid():
 		e.Kind = ErrInvalidRequest
 	case status == http.StatusNotFound && op == "poll":
 		e.Kind, e.Message = ErrProviderFailure, "the provider no longer knows this prediction"
 	default:
-		e.Kind = failureKind(status, err)
+		e.Kind = failureKind(status, r.err)
 	}
 	return e
 }
@@ -762,7 +1012,7 @@ func failureKind(status int, err error) error {
 	switch {
 	case status == http.StatusTooManyRequests:
 		return ErrRateLimited
-	case status == http.StatusGatewayTimeout, errors.Is(err, context.DeadlineExceeded):
+	case status == http.StatusGatewayTimeout, status == 524, errors.Is(err, context.DeadlineExceeded):
 		return ErrTimeout
 	}
 	var ne net.Error
@@ -772,30 +1022,88 @@ func failureKind(status int, err error) error {
 	return ErrProviderFailure
 }
 
-// providerMessage extracts the provider's explanation from an error body:
-// {"detail": ...}, {"error": "..."} or {"error": {"message": ...}}.
-func providerMessage(body []byte) string {
+// envelope is a provider error body: CometAPI's (OpenAI-style)
+// {"error":{"message","type","param","code"}}, Replicate's
+// {"detail","title","status"}, or a bare {"error": "..."} / {"message": "..."}.
+type envelope struct {
+	message, code, typ, param string
+}
+
+func parseEnvelope(body []byte) envelope {
 	var b struct {
 		Detail  json.RawMessage `json:"detail"`
+		Title   string          `json:"title"`
 		Message string          `json:"message"`
 		Error   json.RawMessage `json:"error"`
 	}
-	if json.Unmarshal(body, &b) != nil {
-		return ""
+	var env envelope
+	if len(body) == 0 || json.Unmarshal(body, &b) != nil {
+		return env
 	}
-	for _, raw := range []json.RawMessage{b.Detail, b.Error} {
-		var s string
-		if json.Unmarshal(raw, &s) == nil && s != "" {
-			return truncate(s, 300)
-		}
-		var o struct {
-			Message string `json:"message"`
-		}
-		if json.Unmarshal(raw, &o) == nil && o.Message != "" {
-			return truncate(o.Message, 300)
+	var o struct {
+		Message string          `json:"message"`
+		Type    string          `json:"type"`
+		Param   json.RawMessage `json:"param"`
+		Code    json.RawMessage `json:"code"`
+	}
+	if json.Unmarshal(b.Error, &o) == nil {
+		env.message, env.typ = o.Message, o.Type
+		env.code, env.param = scalar(o.Code), scalar(o.Param)
+	}
+	var s string
+	switch {
+	case env.message != "":
+	case json.Unmarshal(b.Detail, &s) == nil && s != "":
+		env.message = s
+	case json.Unmarshal(b.Error, &s) == nil && s != "":
+		env.message = s
+	case b.Message != "":
+		env.message = b.Message
+	case len(b.Detail) > 0 && string(b.Detail) != "null":
+		env.message = string(b.Detail) // FastAPI-style validation details
+	default:
+		env.message = b.Title
+	}
+	env.message = truncate(env.message, 300)
+	return env
+}
+
+// scalar returns a JSON string's value or a number's text; "" otherwise.
+func scalar(raw json.RawMessage) string {
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		return s
+	}
+	var n json.Number
+	if json.Unmarshal(raw, &n) == nil {
+		return n.String()
+	}
+	return ""
+}
+
+// invalidCodes are error codes and types that say the request itself is
+// wrong: sending it again cannot help, whatever the HTTP status.
+var invalidCodes = []string{"invalid_request", "invalid_request_error", "invalid_parameter", "invalid_parameters",
+	"invalid_value", "invalid_argument", "invalid_input", "invalid_image", "invalid_prompt", "bad_request",
+	"validation_error", "unprocessable_entity", "content_policy_violation", "moderation_blocked", "content_moderated"}
+
+func (e envelope) invalid() bool {
+	for _, s := range []string{e.code, e.typ} {
+		if s != "" && slices.Contains(invalidCodes, strings.ToLower(s)) {
+			return true
 		}
 	}
-	return truncate(b.Message, 300)
+	return false
+}
+
+func (e envelope) moderation() bool {
+	for _, s := range []string{e.code, e.typ} {
+		switch strings.ToLower(s) {
+		case "content_policy_violation", "moderation_blocked", "content_moderated":
+			return true
+		}
+	}
+	return false
 }
 
 func truncate(s string, n int) string {

@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"unicode"
 )
 
 // Models served by CometAPI for FLUX.1 Kontext.
@@ -85,15 +87,27 @@ var (
 	// ErrContentRefused: the provider's moderation refused the prompt or
 	// image. Not retried, and not charged.
 	ErrContentRefused = errors.New("content refused by the provider's moderation")
-	// ErrUnauthorized: the API key was rejected (401/403).
+	// ErrUnauthorized: the API key was rejected (401).
 	ErrUnauthorized = errors.New("the API key was rejected")
+	// ErrForbidden: the key is valid, but the request or the model is not
+	// allowed for it (403). Not the same fix as a bad key: the account's
+	// model access or group, not COMETAPI_API_KEY itself.
+	ErrForbidden = errors.New("the request or model is not allowed for this API key")
 	// ErrOutOfCredits: the account has no credits left (402).
 	ErrOutOfCredits = errors.New("the provider account is out of credits")
-	// ErrInvalidRequest: the provider refused the request as invalid (400/422).
+	// ErrInvalidRequest: the provider refused the request as invalid
+	// (400/422, an error code such as invalid_request whatever the status,
+	// or 413 even after the input image was made smaller), or the client
+	// refused it before sending. APIError.UserMessage says why, when the
+	// reason concerns the person's own input.
 	ErrInvalidRequest = errors.New("the provider refused the request as invalid")
 	// ErrRateLimited: still 429 after every retry.
 	ErrRateLimited = errors.New("the provider is rate limiting requests")
-	// ErrTimeout: a request or the whole job ran past its deadline.
+	// ErrTimeout: a request or the whole job ran past its deadline, or the
+	// answer to a create was lost (a timeout, a connection reset after the
+	// request was sent, a 502/504/524): that create may have made a
+	// prediction, so it is never sent again (APIError.Unsure is set), and no
+	// image comes of it.
 	ErrTimeout = errors.New("the provider did not answer in time")
 	// ErrProviderFailure: 5xx after retries, a failed, aborted or canceled
 	// prediction, an expired or undecodable result, or an answer that does
@@ -112,8 +126,16 @@ type APIError struct {
 	StatusCode int
 	// PredictionID is set once the provider has accepted the prediction.
 	PredictionID string
-	// Message is the provider's own words, when it gave any.
+	// Message is the provider's own words, when it gave any, or the
+	// client's description of what went wrong.
 	Message string
+	// Code, Type and Param are the fields of CometAPI's error envelope
+	// {"error":{"message","type","param","code"}}, when the answer had one.
+	Code, Type, Param string
+	// Unsure reports a create whose answer was lost after the request was
+	// sent: the provider may have made (and may bill) a prediction whose id
+	// the client never learnt. It was not re-sent.
+	Unsure bool
 	// Attempts is how many HTTP requests were made for Op.
 	Attempts int
 	// Err is the underlying cause, if any (a network error, a context error).
@@ -132,6 +154,12 @@ func (e *APIError) Error() string {
 	if e.Message != "" {
 		s += ": " + e.Message
 	}
+	if e.Code != "" {
+		s += " (code " + e.Code + ")"
+	}
+	if e.Unsure {
+		s += " [the create may have made a prediction; not re-sent]"
+	}
 	if e.Attempts > 1 {
 		s += fmt.Sprintf(" after %d attempts", e.Attempts)
 	}
@@ -139,6 +167,30 @@ func (e *APIError) Error() string {
 		s += ": " + e.Err.Error()
 	}
 	return s
+}
+
+// UserMessage returns the reason for the refusal in one short line safe to
+// show the person who asked, when it concerns their own input: the
+// provider's message (or the client's own) for ErrInvalidRequest and
+// ErrContentRefused. It is "" for every other kind, whose details are for
+// logs only. Control characters are removed and the text is cut to 200
+// characters.
+func (e *APIError) UserMessage() string {
+	if e.Kind != ErrInvalidRequest && e.Kind != ErrContentRefused {
+		return ""
+	}
+	msg := strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, e.Message)
+	msg = strings.Join(strings.Fields(msg), " ")
+	msg = strings.TrimRight(msg, ".")
+	if r := []rune(msg); len(r) > 200 {
+		msg = string(r[:200]) + "…"
+	}
+	return msg
 }
 
 // Unwrap returns both the kind and the cause, so errors.Is matches either

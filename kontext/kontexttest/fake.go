@@ -16,9 +16,14 @@
 // is a 422 naming it), each key has a fixed number of active slots (the
 // next create is a 429 with retry_after), predictions move through
 // starting, processing and a final status on timers, and "Prefer: wait=N"
-// holds an answer until the prediction is final. Faults (HTTP errors, hangs,
-// delays, malformed bodies, moderation, aborted or failed predictions,
-// expired result URLs) are queued per endpoint with Fake.Inject.
+// holds an answer until the prediction is final. A request body larger than
+// Options.MaxRequestBytes is refused with 413 before anything is created.
+// Faults (HTTP errors with Replicate's or CometAPI's error body, hangs,
+// connections cut after the request was handled, delays, malformed bodies,
+// moderation and Black Forest Labs' final statuses, aborted or failed
+// predictions, data: URI outputs, expired or replaced result files) are
+// queued per endpoint with Fake.Inject; Stats counts what each endpoint
+// received, cancels included.
 //
 // Results are real, decodable PNG or JPEG images of about Options.Pixels
 // pixels, deterministic for (prompt, seed, model, input image, aspect
@@ -94,6 +99,10 @@ type Options struct {
 	// Default: the prompt contains "forbidden", case-insensitively. It is
 	// called from request goroutines and must be safe for concurrent use.
 	Moderate func(prompt string) bool
+	// MaxRequestBytes is the largest request body accepted; a bigger one
+	// is answered 413 before anything is created (at once when its
+	// Content-Length says so), as the real service does. Default 64 MiB.
+	MaxRequestBytes int64
 	// Logger receives request and prediction logs; nil discards them.
 	Logger *slog.Logger
 }
@@ -129,17 +138,25 @@ func (e Endpoint) String() string {
 
 // Fault is one injected misbehaviour, consumed by one request to the
 // endpoint it was injected for. The fields combine in this order: Hang wins
-// over everything; otherwise Delay is waited first, then Status or
-// MalformedJSON answer instead of the normal handling; the Create-only
-// outcome fields (Moderated, Aborted, Failed, Expired) let the request be
-// handled normally and decide the fate of the prediction it creates. A
-// create request that is refused (401, 422, slot-limit 429) spends its fault
-// without effect.
+// over everything; otherwise Delay is waited first, then Status (with Code
+// and Message), Body (Download) or MalformedJSON answer instead of the
+// normal handling; Reset lets the request be handled normally and cuts the
+// connection instead of answering; the Create-only outcome fields
+// (Moderated, Aborted, Failed, Expired, EndStatus, DataURIOutput) let the
+// request be handled normally and decide the fate of the prediction it
+// creates. A create request that is refused (401, 413, 422, slot-limit 429)
+// spends its fault without effect.
 type Fault struct {
-	// Status answers this HTTP status (429, 500, 502, 503, 504, 400, 401,
-	// 402, 422, ...) with a JSON body {"detail": "..."} instead of the
-	// normal handling.
+	// Status answers this HTTP status (429, 500, 502, 503, 504, 524, 400,
+	// 401, 403, 402, 413, 422, ...) with a JSON body {"detail": "..."}
+	// (Replicate's shape) instead of the normal handling; nothing is
+	// created.
 	Status int
+	// Code and Message, with Status, answer CometAPI's (OpenAI-style)
+	// error envelope instead: {"error":{"message":Message,"type":...,
+	// "param":null,"code":Code}}, e.g. Code "invalid_request" with Status
+	// 500.
+	Code, Message string
 	// RetryAfter, with Status 429, sets the body field "retry_after"
 	// (seconds, a number, possibly fractional) and the header
 	// "Retry-After" (whole seconds, rounded up). Zero sets neither, so the
@@ -152,6 +169,11 @@ type Fault struct {
 	// Delay answers (normally, or per Status/MalformedJSON) only after this
 	// delay.
 	Delay time.Duration
+	// Reset handles the request normally (a create makes its prediction,
+	// which runs and is billed) and then cuts the connection instead of
+	// answering: the client has sent everything and never learns the
+	// outcome.
+	Reset bool
 	// MalformedJSON answers 200 with a truncated JSON body. On Download it
 	// serves the first half of the result image instead (when there is one).
 	MalformedJSON bool
@@ -166,6 +188,18 @@ type Fault struct {
 	// Expired (Create only): the prediction succeeds, but its result URL is
 	// already expired (Download answers 404).
 	Expired bool
+	// EndStatus (Create only): the prediction ends with this status as it
+	// is, e.g. Black Forest Labs' "Content Moderated" or "Request
+	// Moderated" passed through, with Failed as its error when set.
+	EndStatus string
+	// DataURIOutput (Create only): the prediction's output is the result
+	// itself as data:application/octet-stream;base64,... (what Replicate's
+	// sync mode has answered) instead of a URL.
+	DataURIOutput bool
+	// Body (Download only): serve these bytes, with ContentType (default
+	// image/png), instead of the stored result.
+	Body        []byte
+	ContentType string
 }
 
 // Stats counts what a Fake has seen. Stats() returns a snapshot.
@@ -189,6 +223,12 @@ type Stats struct {
 	// Invalid counts 400s and 422s answered (refused bodies, the Images
 	// route's moderation 400, injected 400/422s).
 	Invalid int
+	// TooLarge counts 413s answered (bodies over MaxRequestBytes and
+	// injected 413s).
+	TooLarge int
+	// Created counts the predictions created (and Images requests
+	// accepted): what the account would be billed for at most.
+	Created int
 	// DownloadsWithAuth counts downloads that carried an Authorization
 	// header: the key must never go to the result host.
 	DownloadsWithAuth int
@@ -247,6 +287,9 @@ func New(opts Options) *Fake {
 	}
 	if opts.Pixels <= 0 {
 		opts.Pixels = defaultPixels
+	}
+	if opts.MaxRequestBytes <= 0 {
+		opts.MaxRequestBytes = maxBodyBytes
 	}
 	if opts.Moderate == nil {
 		opts.Moderate = func(prompt string) bool {
@@ -362,6 +405,11 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if hasFault && !f.applyFault(w, r, ep, arg, fault) {
 		return
 	}
+	if hasFault && fault.Reset {
+		// Handle the request for real, then cut the connection unanswered.
+		defer func() { panic(http.ErrAbortHandler) }()
+		w = &discardWriter{header: http.Header{}}
+	}
 	var key string
 	if ep != Download {
 		var ok bool
@@ -476,6 +524,17 @@ func (f *Fake) applyFault(w http.ResponseWriter, r *http.Request, ep Endpoint, a
 		}
 	}
 	switch {
+	case fault.Status != 0 && (fault.Code != "" || fault.Message != ""):
+		msg := fault.Message
+		if msg == "" {
+			msg = faultDetail(fault.Status)
+		}
+		typ := "invalid_request_error"
+		if fault.Status >= 500 {
+			typ = "server_error"
+		}
+		f.failBody(w, ep, fault.Status, map[string]any{"error": map[string]any{"message": msg, "type": typ, "param": nil, "code": fault.Code}})
+		return false
 	case fault.Status != 0:
 		body := detailBody(faultDetail(fault.Status))
 		if fault.Status == http.StatusTooManyRequests {
@@ -488,6 +547,16 @@ func (f *Fake) applyFault(w http.ResponseWriter, r *http.Request, ep Endpoint, a
 			}
 		}
 		f.failBody(w, ep, fault.Status, body)
+		return false
+	case ep == Download && fault.Body != nil:
+		ctype := fault.ContentType
+		if ctype == "" {
+			ctype = "image/png"
+		}
+		w.Header().Set("Content-Type", ctype)
+		w.Header().Set("Content-Length", strconv.Itoa(len(fault.Body)))
+		w.WriteHeader(http.StatusOK)
+		w.Write(fault.Body)
 		return false
 	case fault.MalformedJSON:
 		if ep == Download {
@@ -600,6 +669,8 @@ func (f *Fake) failBody(w http.ResponseWriter, ep Endpoint, status int, body map
 		f.stats.Unauthorized++
 	case http.StatusBadRequest, http.StatusUnprocessableEntity:
 		f.stats.Invalid++
+	case http.StatusRequestEntityTooLarge:
+		f.stats.TooLarge++
 	}
 	f.mu.Unlock()
 	if ep == Images {
@@ -632,3 +703,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.WriteHeader(status)
 	w.Write(append(data, '\n'))
 }
+
+// discardWriter swallows an answer that is never sent (Fault.Reset).
+type discardWriter struct{ header http.Header }
+
+func (d *discardWriter) Header() http.Header         { return d.header }
+func (d *discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (d *discardWriter) WriteHeader(int)             {}

@@ -175,9 +175,13 @@ func invalid(format string, args ...any) *reqError {
 	return &reqError{status: http.StatusUnprocessableEntity, detail: fmt.Sprintf(format, args...)}
 }
 
-// readBody reads the request body, bounded.
-func readBody(w http.ResponseWriter, r *http.Request) ([]byte, *reqError) {
-	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+// readBody reads the request body, refusing with 413 one larger than
+// MaxRequestBytes (at once when its Content-Length says so).
+func (f *Fake) readBody(w http.ResponseWriter, r *http.Request) ([]byte, *reqError) {
+	if r.ContentLength > f.opts.MaxRequestBytes {
+		return nil, &reqError{status: http.StatusRequestEntityTooLarge, detail: "request body too large"}
+	}
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, f.opts.MaxRequestBytes))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
@@ -420,7 +424,7 @@ func decodeInput(data []byte) (image.Image, *reqError) {
 
 // create serves both create routes.
 func (f *Fake) create(w http.ResponseWriter, r *http.Request, key, pathModel string, outcome Fault) {
-	body, rerr := readBody(w, r)
+	body, rerr := f.readBody(w, r)
 	if rerr == nil {
 		var req *createRequest
 		if req, rerr = f.parseCreate(r, body, pathModel); rerr == nil {
@@ -434,7 +438,8 @@ func (f *Fake) create(w http.ResponseWriter, r *http.Request, key, pathModel str
 // start creates the prediction for a valid request, or answers 429 when
 // the key has no free slot.
 func (f *Fake) start(w http.ResponseWriter, r *http.Request, key string, req *createRequest, outcome Fault) {
-	fate := Fault{Moderated: outcome.Moderated, Aborted: outcome.Aborted, Failed: outcome.Failed, Expired: outcome.Expired}
+	fate := Fault{Moderated: outcome.Moderated, Aborted: outcome.Aborted, Failed: outcome.Failed, Expired: outcome.Expired,
+		EndStatus: outcome.EndStatus, DataURIOutput: outcome.DataURIOutput}
 	if !fate.Moderated && f.opts.Moderate(req.prov.Prompt) {
 		fate.Moderated = true
 	}
@@ -477,6 +482,7 @@ func (f *Fake) start(w http.ResponseWriter, r *http.Request, key string, req *cr
 		done:    make(chan struct{}),
 	}
 	f.preds[id] = p
+	f.stats.Created++
 	f.sweepFiles(now)
 	run := f.runTime()
 	p.run = run
@@ -537,6 +543,10 @@ func (f *Fake) finish(p *prediction) {
 		f.settle(p, statusAborted, "")
 		f.mu.Unlock()
 		return
+	case p.fate.EndStatus != "":
+		f.settle(p, p.fate.EndStatus, p.fate.Failed)
+		f.mu.Unlock()
+		return
 	case p.fate.Failed != "":
 		f.settle(p, statusFailed, p.fate.Failed)
 		f.mu.Unlock()
@@ -564,6 +574,9 @@ func (f *Fake) finish(p *prediction) {
 		expires = now
 	}
 	p.outputURL = p.base + "/files/" + f.storeFile(data, job.format, expires)
+	if p.fate.DataURIOutput {
+		p.outputURL = "data:application/octet-stream;base64," + base64.StdEncoding.EncodeToString(data)
+	}
 	p.logs += fmt.Sprintf("Generated image in %.3fs\n", now.Sub(p.created).Seconds())
 	f.settle(p, statusSucceeded, "")
 }
@@ -577,7 +590,7 @@ func (f *Fake) settle(p *prediction, status, errMsg string) {
 	}
 	p.status = status
 	p.completed = now
-	if status == statusFailed {
+	if status == statusFailed || errMsg != "" {
 		p.errMsg, p.hasErr = errMsg, true
 	}
 	p.stopTimers()
@@ -733,7 +746,7 @@ func (f *Fake) download(w http.ResponseWriter, name string) {
 
 // images serves POST /v1/images/generations: synchronous text-to-image.
 func (f *Fake) images(w http.ResponseWriter, r *http.Request, key string) {
-	body, rerr := readBody(w, r)
+	body, rerr := f.readBody(w, r)
 	var prompt, model, format string
 	if rerr == nil {
 		prompt, model, format, rerr = parseImages(body)
@@ -760,6 +773,7 @@ func (f *Fake) images(w http.ResponseWriter, r *http.Request, key string) {
 	}
 	seed := f.rng.Int64N(1 << 32)
 	run := f.runTime()
+	f.stats.Created++
 	f.mu.Unlock()
 	held := true
 	release := func() {
