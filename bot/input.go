@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"image"
 	"net/http"
-	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	// Decoders for every input format the bot accepts.
 	_ "image/gif"
@@ -64,29 +61,4 @@ func CheckImage(data []byte) error {
 		return fmt.Errorf("%w: decode: %w", ErrImageBroken, err)
 	}
 	return nil
-}
-
-// CleanPrompt removes control characters (keeping line breaks as spaces),
-// trims, and checks the length.
-func CleanPrompt(s string) (string, error) {
-	if !utf8.ValidString(s) {
-		s = strings.ToValidUTF8(s, "")
-	}
-	s = strings.Map(func(r rune) rune {
-		switch {
-		case r == '\n' || r == '\r' || r == '\t':
-			return ' '
-		case unicode.IsControl(r) || unicode.Is(unicode.Cf, r) && r != '\u200d':
-			return -1
-		}
-		return r
-	}, s)
-	s = strings.TrimSpace(s)
-	switch {
-	case s == "":
-		return "", ErrEmptyPrompt
-	case utf8.RuneCountInString(s) > MaxPromptRunes:
-		return "", ErrPromptTooLong
-	}
-	return s, nil
 }
