@@ -37,9 +37,11 @@ var (
 )
 
 // CheckImage accepts a PNG, JPEG, WebP or GIF of at most MaxImageBytes,
-// MaxImageSide a side and MaxImagePixels in all, that decodes completely.
-// The size is read from the header before anything is decoded, so a
-// decompression bomb is refused without allocating its pixels.
+// MaxImageSide a side and MaxImagePixels in all, whose pixels take at most
+// MaxDecodeBytes to decode (see DecodeMemory), and that decodes completely.
+// The size, pixel format and memory are read from the headers before
+// anything is decoded, so a decompression bomb, or a small file of 16-bit
+// pixels, is refused without allocating its pixels.
 func CheckImage(data []byte) error {
 	if len(data) > MaxImageBytes {
 		return ErrImageTooLarge
@@ -56,6 +58,15 @@ func CheckImage(data []byte) error {
 	}
 	if cfg.Width > MaxImageSide || cfg.Height > MaxImageSide || cfg.Width*cfg.Height > MaxImagePixels {
 		return ErrImageTooBig
+	}
+	mem, err := DecodeMemory(data)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrImageBroken, err)
+	}
+	if mem > MaxDecodeBytes {
+		return &UserError{Err: ErrImageMemory, Msg: fmt.Sprintf(
+			"That image is too large to open: %d×%d pixels in this format need %d MB of memory, and the limit is %d MB. Send a smaller version (fewer pixels, or 8 bits per channel).",
+			cfg.Width, cfg.Height, (mem+(1<<20)-1)>>20, MaxDecodeBytes>>20)}
 	}
 	if _, _, err := image.Decode(bytes.NewReader(data)); err != nil {
 		return fmt.Errorf("%w: decode: %w", ErrImageBroken, err)

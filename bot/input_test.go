@@ -57,8 +57,8 @@ func TestParseOptions(t *testing.T) {
 func TestCleanPrompt(t *testing.T) {
 	const (
 		england = "\U0001F3F4\U000E0067\U000E0062\U000E0065\U000E006E\U000E0067\U000E007F" // 🏴󠁧󠁢󠁥󠁮󠁧󠁿
-		family  = "\U0001F468\u200d\U0001F469\u200d\U0001F467\u200d\U0001F466"                  // 👨‍👩‍👧‍👦
-		rainbow = "\U0001F3F3\ufe0f\u200d\U0001F308"                                              // 🏳️‍🌈
+		family  = "\U0001F468\u200d\U0001F469\u200d\U0001F467\u200d\U0001F466"             // 👨‍👩‍👧‍👦
+		rainbow = "\U0001F3F3\ufe0f\u200d\U0001F308"                                       // 🏳️‍🌈
 	)
 	tests := []struct {
 		name, in, want string
