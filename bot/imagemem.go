@@ -11,8 +11,9 @@ import (
 // MaxDecodeBytes is the memory one image may take to decode. Decoding
 // allocates by pixel format, not by file size: a 280 KB PNG of 6000×6000
 // pixels at 16 bits per channel decodes into 288 MB. The limit lets every
-// 8-bit image within MaxImagePixels through (40 MP × 4 bytes = 160 MB),
-// and 16-bit images up to about 25 MP.
+// 8-bit non-interlaced PNG and baseline JPEG within MaxImagePixels through
+// (40 MP × 4 bytes = 160 MB), and 16-bit or interlaced PNGs, progressive
+// JPEGs and lossless WebPs up to about 13 to 25 MP, by format.
 const MaxDecodeBytes = 192 << 20
 
 // ErrImageMemory is the error of an image that would take more than
