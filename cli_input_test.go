@@ -22,6 +22,7 @@ func TestOneShotCleansPromptsLikeTheChat(t *testing.T) {
 	if err := os.WriteFile(env["KONTEXT_ENV_FILE"], nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	env["KONTEXT_FIRST_POLL"] = "100ms" // ignored where the setting does not exist
 	dir := t.TempDir()
 	in := filepath.Join(dir, "in.png")
 	writeTestPNG(t, in, 64, 48)

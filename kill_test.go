@@ -111,6 +111,10 @@ func TestKillAnywhereDeliversOnce(t *testing.T) {
 			// today's default (Prefer: wait=60) the queue row makes 3
 			// predictions for 2 jobs and the poll rows never poll.
 			env["KONTEXT_WAIT"] = "0"
+			// Poll soon, so the poll rows reach their kill point while the
+			// prediction runs (the provider branch's KONTEXT_FIRST_POLL;
+			// ignored where unknown, where the first poll is at 500ms).
+			env["KONTEXT_FIRST_POLL"] = "200ms"
 			for k, v := range tt.env {
 				env[k] = v
 			}
