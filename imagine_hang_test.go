@@ -118,6 +118,7 @@ func TestImagineAgainstAFailingProvider(t *testing.T) {
 			env["COMETAPI_BASE_URL"] = tt.setup(s)
 			env["KONTEXT_WAIT"] = "0"
 			env["KONTEXT_REQUEST_TIMEOUT"] = "2s"
+			env["KONTEXT_FIRST_POLL"] = "100ms"
 			out := filepath.Join(t.TempDir(), "fox.png")
 			// Far above what a client that gives up after its request
 			// timeout needs; a client that re-sends, or never times out,
