@@ -54,9 +54,9 @@ func BenchmarkCheckImagePeakHeap(b *testing.B) {
 		name string
 		data []byte
 	}{
-		{"RGBA8At40MP", zeroPNG(7300, 5479, 8, 6, false, false)},
-		{"RGBA16At25MP", zeroPNG(5000, 5000, 16, 6, false, false)},
-		{"RGBA8InterlacedAt25MP", zeroPNG(5000, 5000, 8, 6, true, false)},
+		{"RGBA8At33MP", zeroPNG(6600, 5000, 8, 6, false, false)},
+		{"RGBA16At16MP", zeroPNG(4000, 4000, 16, 6, false, false)},
+		{"RGBA8InterlacedAt16MP", zeroPNG(4000, 4000, 8, 6, true, false)},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"image"
 	"image/color/palette"
@@ -13,6 +14,7 @@ import (
 	"image/png"
 	"os"
 	"runtime"
+	"strings"
 	"testing"
 
 	"kontextbot/bot"
@@ -210,17 +212,19 @@ func TestDecodeMemoryCoversTheDecoder(t *testing.T) {
 }
 
 // TestDecodeMemoryOfLargeImages checks the budget from headers alone, for
-// images too large to decode in a test: every 8-bit image within the pixel
-// limit fits, the 16-bit images of the issue do not.
+// images too large to decode in a test: within the pixel limit, 8-bit
+// PNGs fit up to 33 MP, 16-bit ones up to 16 MP; the issue's do not.
 func TestDecodeMemoryOfLargeImages(t *testing.T) {
 	tests := []struct {
 		name string
 		data []byte
 		fits bool
 	}{
-		{"RGBA8At40MP", zeroPNG(7300, 5479, 8, 6, false, false), true},
-		{"RGBA16At25MP", zeroPNG(5000, 5000, 16, 6, false, false), true},
+		{"RGBA8At33MP", zeroPNG(6600, 5000, 8, 6, false, false), true},
+		{"RGBA16At16MP", zeroPNG(4000, 4000, 16, 6, false, false), true},
 		{"Gray16At40MP", zeroPNG(7300, 5479, 16, 0, false, false), true},
+		{"PalettedAt40MP", zeroPNG(7300, 5479, 8, 3, false, false), true},
+		{"RGBA8At40MP", zeroPNG(7300, 5479, 8, 6, false, false), false},
 		{"RGBA16At36MP", zeroPNG(6000, 6000, 16, 6, false, false), false},
 		{"RGBA16At8192Square", zeroPNG(8192, 8192, 16, 6, false, false), false},
 		{"RGBA8InterlacedAt36MP", zeroPNG(6000, 6000, 8, 6, true, false), false},
@@ -245,12 +249,13 @@ func TestDecodeMemoryOfLargeImages(t *testing.T) {
 // limit, allocating next to nothing.
 func TestSixteenBitImageRefusedBeforeDecoding(t *testing.T) {
 	tests := []struct {
-		name string
-		data []byte
+		name    string
+		data    []byte
+		needMiB int // what the sentence says the image needs
 	}{
-		{"Complete6000Square", zeroPNG(6000, 6000, 16, 6, false, false)},
-		{"HeaderOnly", zeroPNG(6000, 6000, 16, 6, false, false)[:33]},
-		{"Interlaced8BitComplete", zeroPNG(6000, 6000, 8, 6, true, false)},
+		{"Complete6000Square", zeroPNG(6000, 6000, 16, 6, false, false), 275},
+		{"HeaderOnly", zeroPNG(6000, 6000, 16, 6, false, false)[:33], 275},
+		{"Interlaced8BitComplete", zeroPNG(6000, 6000, 8, 6, true, false), 276},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -263,7 +268,7 @@ func TestSixteenBitImageRefusedBeforeDecoding(t *testing.T) {
 				t.Fatalf("got %v, want ErrImageMemory", err)
 			}
 			msg := bot.Explain(err)
-			if want := "the limit is 192 MB"; !bytes.Contains([]byte(msg), []byte(want)) {
+			if want := fmt.Sprintf("6000×6000 pixels in this format need %d MiB of memory, and the limit is %d MiB", tt.needMiB, bot.MaxDecodeBytes>>20); !strings.Contains(msg, want) {
 				t.Errorf("told %q, want it to say %q", msg, want)
 			}
 			if got > 1<<20 {

@@ -65,7 +65,7 @@ func CheckImage(data []byte) error {
 	}
 	if mem > MaxDecodeBytes {
 		return &UserError{Err: ErrImageMemory, Msg: fmt.Sprintf(
-			"That image is too large to open: %d×%d pixels in this format need %d MB of memory, and the limit is %d MB. Send a smaller version (fewer pixels, or 8 bits per channel).",
+			"That image is too large to open: %d×%d pixels in this format need %d MiB of memory, and the limit is %d MiB. Send a smaller version (fewer pixels, or 8 bits per channel).",
 			cfg.Width, cfg.Height, (mem+(1<<20)-1)>>20, MaxDecodeBytes>>20)}
 	}
 	if _, _, err := image.Decode(bytes.NewReader(data)); err != nil {
