@@ -13,7 +13,7 @@ import (
 // pixels at 16 bits per channel decodes into 288 MB. The limit lets every
 // baseline JPEG and lossy WebP within MaxImagePixels through, 8-bit PNGs
 // up to 33 MP (4 bytes a pixel), and 16-bit or interlaced PNGs, progressive
-// JPEGs and lossless WebPs up to about 8 to 16 MP, by format. It is the
+// JPEGs and lossless WebPs up to about 8 to 18 MP, by format. It is the
 // provider client's budget for re-encoding an input (128 MiB), so that an
 // image the bot accepts is never refused later, after it waited in line.
 const MaxDecodeBytes = 128 << 20
