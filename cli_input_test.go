@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"strings"
@@ -79,5 +80,34 @@ func TestOneShotCleansPromptsLikeTheChat(t *testing.T) {
 				t.Errorf("creates: got %d, want 1", creates)
 			}
 		})
+	}
+}
+
+// TestEditRefusesAnImageTooLargeToDecode gives `edit` the header of a
+// 6000×6000 PNG at 16 bits per channel (288 MB once decoded): it is
+// refused from the header with the chat's sentence, before any call.
+func TestEditRefusesAnImageTooLargeToDecode(t *testing.T) {
+	s, env := fakeEnv(t, kontexttest.Options{})
+	if err := os.WriteFile(env["KONTEXT_ENV_FILE"], nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	b.WriteString("\x89PNG\r\n\x1a\n")
+	ihdr := []byte("IHDR\x00\x00\x17\x70\x00\x00\x17\x70\x10\x06\x00\x00\x00") // 6000×6000, 16-bit RGBA
+	b.WriteString("\x00\x00\x00\x0d")                                          // the chunk's length
+	b.Write(ihdr)
+	crc := crc32.ChecksumIEEE(ihdr)
+	b.Write([]byte{byte(crc >> 24), byte(crc >> 16), byte(crc >> 8), byte(crc)})
+	in := filepath.Join(t.TempDir(), "deep.png")
+	if err := os.WriteFile(in, b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), []string{"edit", "-image", in, "-prompt", "make it winter", "-o", in + ".out.png"}, envMap(env), &stdout, &stderr)
+	if err == nil || !strings.Contains(err.Error(), "That image is too large to open: 6000×6000 pixels") {
+		t.Fatalf("got %v, want the sentence that the image is too large to open", err)
+	}
+	if st := s.Stats(); st.Creates != 0 {
+		t.Errorf("creates: got %d, want 0", st.Creates)
 	}
 }
