@@ -37,10 +37,17 @@ func (o *oneShotFlags) register(fs *flag.FlagSet, defaultAspect string) {
 // request checks the flags and turns them into a kontext.Request.
 func (o *oneShotFlags) request() (kontext.Request, error) {
 	var problems []string
-	req := kontext.Request{Prompt: strings.TrimSpace(o.prompt), Model: o.model, AspectRatio: o.aspect, OutputFormat: o.format}
-	if req.Prompt == "" {
+	req := kontext.Request{Model: o.model, AspectRatio: o.aspect, OutputFormat: o.format}
+	// The same cleaner and limits as every chat platform: what a chat
+	// refuses, the command line refuses with the same sentence.
+	prompt, err := bot.CleanPrompt(o.prompt)
+	switch {
+	case strings.TrimSpace(o.prompt) == "":
 		problems = append(problems, "-prompt is required")
+	case err != nil:
+		problems = append(problems, "-prompt: "+bot.Explain(err))
 	}
+	req.Prompt = prompt
 	if o.aspect != "" && !kontext.ValidAspect(o.aspect) {
 		problems = append(problems, fmt.Sprintf("-aspect %q is not one of %s", o.aspect, strings.Join(kontext.AspectRatios, ", ")))
 	}

@@ -604,7 +604,8 @@ func (c *Core) execute(ctx context.Context, job *Job, rep Reporter, queued time.
 	}
 	var res *kontext.Result
 	var err error
-	if job.PredictionID != "" {
+	resumed := job.PredictionID != ""
+	if resumed {
 		res, err = c.gen.Resume(ctx, job.PredictionID)
 	} else {
 		res, err = c.gen.Run(ctx, req)
@@ -623,6 +624,13 @@ func (c *Core) execute(ctx context.Context, job *Job, rep Reporter, queued time.
 		Aspect: job.Aspect, Seed: res.Seed, Requester: job.User, Created: c.now()}
 	if t.Model == "" {
 		t.Model = job.Model
+	}
+	if t.Seed == nil && resumed {
+		// A poll need not say the seed (CometAPI's logs may be empty), but
+		// the prediction was created with the job's seed: keep it across
+		// the restart.
+		seed := job.Seed
+		t.Seed = &seed
 	}
 	if err := describe(&t, res.Data); err != nil {
 		return c.fail(ctx, job, rep, wait, provider, err)

@@ -5,9 +5,6 @@ import (
 	"fmt"
 	"image"
 	"net/http"
-	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	// Decoders for every input format the bot accepts.
 	_ "image/gif"
@@ -40,9 +37,11 @@ var (
 )
 
 // CheckImage accepts a PNG, JPEG, WebP or GIF of at most MaxImageBytes,
-// MaxImageSide a side and MaxImagePixels in all, that decodes completely.
-// The size is read from the header before anything is decoded, so a
-// decompression bomb is refused without allocating its pixels.
+// MaxImageSide a side and MaxImagePixels in all, whose pixels take at most
+// MaxDecodeBytes to decode (see DecodeMemory), and that decodes completely.
+// The size, pixel format and memory are read from the headers before
+// anything is decoded, so a decompression bomb, or a small file of 16-bit
+// pixels, is refused without allocating its pixels.
 func CheckImage(data []byte) error {
 	if len(data) > MaxImageBytes {
 		return ErrImageTooLarge
@@ -60,33 +59,17 @@ func CheckImage(data []byte) error {
 	if cfg.Width > MaxImageSide || cfg.Height > MaxImageSide || cfg.Width*cfg.Height > MaxImagePixels {
 		return ErrImageTooBig
 	}
+	mem, err := DecodeMemory(data)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrImageBroken, err)
+	}
+	if mem > MaxDecodeBytes {
+		return &UserError{Err: ErrImageMemory, Msg: fmt.Sprintf(
+			"That image is too large to open: %d×%d pixels in this format need %d MiB of memory, and the limit is %d MiB. Send a smaller version (fewer pixels, or 8 bits per channel).",
+			cfg.Width, cfg.Height, (mem+(1<<20)-1)>>20, MaxDecodeBytes>>20)}
+	}
 	if _, _, err := image.Decode(bytes.NewReader(data)); err != nil {
 		return fmt.Errorf("%w: decode: %w", ErrImageBroken, err)
 	}
 	return nil
-}
-
-// CleanPrompt removes control characters (keeping line breaks as spaces),
-// trims, and checks the length.
-func CleanPrompt(s string) (string, error) {
-	if !utf8.ValidString(s) {
-		s = strings.ToValidUTF8(s, "")
-	}
-	s = strings.Map(func(r rune) rune {
-		switch {
-		case r == '\n' || r == '\r' || r == '\t':
-			return ' '
-		case unicode.IsControl(r) || unicode.Is(unicode.Cf, r) && r != '\u200d':
-			return -1
-		}
-		return r
-	}, s)
-	s = strings.TrimSpace(s)
-	switch {
-	case s == "":
-		return "", ErrEmptyPrompt
-	case utf8.RuneCountInString(s) > MaxPromptRunes:
-		return "", ErrPromptTooLong
-	}
-	return s, nil
 }

@@ -55,23 +55,55 @@ func TestParseOptions(t *testing.T) {
 }
 
 func TestCleanPrompt(t *testing.T) {
+	const (
+		england = "\U0001F3F4\U000E0067\U000E0062\U000E0065\U000E006E\U000E0067\U000E007F" // 🏴󠁧󠁢󠁥󠁮󠁧󠁿
+		family  = "\U0001F468\u200d\U0001F469\u200d\U0001F467\u200d\U0001F466"             // 👨‍👩‍👧‍👦
+		rainbow = "\U0001F3F3\ufe0f\u200d\U0001F308"                                       // 🏳️‍🌈
+	)
 	tests := []struct {
 		name, in, want string
 		err            error
 	}{
 		{"Plain", "a red fox", "a red fox", nil},
+		// Real writing, kept byte for byte.
+		{"PersianZWNJ", "می\u200cخواهم یک روباه قرمز", "می\u200cخواهم یک روباه قرمز", nil},
+		{"EnglandFlag", "a flag " + england + " on a castle", "a flag " + england + " on a castle", nil},
+		{"ScotlandAndWales", "\U0001F3F4\U000E0067\U000E0062\U000E0073\U000E0063\U000E0074\U000E007F \U0001F3F4\U000E0067\U000E0062\U000E0077\U000E006C\U000E0073\U000E007F", "\U0001F3F4\U000E0067\U000E0062\U000E0073\U000E0063\U000E0074\U000E007F \U0001F3F4\U000E0067\U000E0062\U000E0077\U000E006C\U000E0073\U000E007F", nil},
+		{"DevanagariZWJAndZWNJ", "क्\u200dष और क्\u200cष, हिन्दी में", "क्\u200dष और क्\u200cष, हिन्दी में", nil},
+		{"EmojiSkinTonesAndFamilies", "👋🏽 " + family + " " + rainbow + " 🧑🏿\u200d🚀", "👋🏽 " + family + " " + rainbow + " 🧑🏿\u200d🚀", nil},
+		{"ArabicWithRLM", "السعر\u200f 100$ \u061cمرحبا \u200eok", "السعر\u200f 100$ \u061cمرحبا \u200eok", nil},
+		{"Japanese", "富士山の夕焼け、浮世絵風に。", "富士山の夕焼け、浮世絵風に。", nil},
+		{"VariationSelectors", "☺\ufe0e ☺\ufe0f 葛\U000E0100城", "☺\ufe0e ☺\ufe0f 葛\U000E0100城", nil},
+		{"BalancedIsolate", "title: \u2067مرحبا\u2069 in gold", "title: \u2067مرحبا\u2069 in gold", nil},
+		{"BalancedEmbeddingAndOverride", "\u202bשלום\u202c and \u202dabc\u202c", "\u202bשלום\u202c and \u202dabc\u202c", nil},
+		{"EmbeddingClosedByPDI", "\u2068x \u202by\u2069 z", "\u2068x \u202by\u2069 z", nil},
+		// Invisible characters with no place in a prompt.
+		{"UnclosedOverride", "a \u202eevil fox", "a evil fox", nil},
+		{"StrayPops", "a\u202c fox\u2069", "a fox", nil},
+		{"PDFCannotCloseAcrossIsolate", "\u202a\u2066x\u202c\u2069", "\u2066x\u2069", nil},
+		{"HiddenTagText", "a cat\U000E0069\U000E0067\U000E006E\U000E006F\U000E0072\U000E0065\U000E007F", "a cat", nil},
+		{"TagsWithoutCancel", "\U0001F3F4\U000E0067\U000E0062 x", "\U0001F3F4 x", nil},
+		{"UppercaseTags", "\U0001F3F4\U000E0047\U000E0042\U000E007F x", "\U0001F3F4 x", nil},
+		{"ZeroWidthSpaceAndBOM", "\ufeffa\u200b red\u2060 fox\u200b", "a red fox", nil},
+		// Controls.
 		{"ControlCharacters", "a\x00 red\x07 fox\u200b", "a red fox", nil},
+		{"TerminalEscape", "\x1b[Aa red fox\x1b[2J", "[Aa red fox[2J", nil},
+		{"BellAndDelete", "a\a red\x7f fox", "a red fox", nil},
+		{"C1Controls", "a\u0080\u0090\u009b31m red\u009f fox", "a31m red fox", nil},
 		{"LineBreaksBecomeSpaces", "  a red\nfox\t ", "a red fox", nil},
+		{"CRLFIsOneSpace", "a red\r\nfox\rin\u2028snow\u0085now", "a red fox in snow now", nil},
 		{"InvalidUTF8", "a \xff fox", "a  fox", nil},
 		{"Empty", " \x00\n ", "", bot.ErrEmptyPrompt},
+		{"OnlyInvisible", "\u200b\u202e\x1b", "", bot.ErrEmptyPrompt},
 		{"Longest", strings.Repeat("é", bot.MaxPromptRunes), strings.Repeat("é", bot.MaxPromptRunes), nil},
 		{"TooLong", strings.Repeat("é", bot.MaxPromptRunes+1), "", bot.ErrPromptTooLong},
+		{"LongestAfterCleaning", strings.Repeat("a\x07", bot.MaxPromptRunes), strings.Repeat("a", bot.MaxPromptRunes), nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := bot.CleanPrompt(tt.in)
 			if !errors.Is(err, tt.err) || got != tt.want {
-				t.Errorf("got %q %v, want %q %v", got, err, tt.want, tt.err)
+				t.Errorf("got %+q %v, want %+q %v", got, err, tt.want, tt.err)
 			}
 		})
 	}
