@@ -19,3 +19,11 @@ func Ordinal(n int) string {
 
 // QueuedText is the status shown while a job waits: "Queued · 3rd in line".
 func QueuedText(pos int) string { return "Queued · " + Ordinal(pos) + " in line" }
+
+// PostDelayedText is the status a DelayReporter shows while posting a
+// finished image is retried.
+const PostDelayedText = "Posting is delayed; retrying…"
+
+// PostHeldText tells the requester that a finished image could not be
+// posted in this run and waits for the next start.
+const PostHeldText = "I made the image but could not post it here. I will try again when I restart."
