@@ -81,7 +81,7 @@ func (r *recorder) Reporter(*bot.Job) bot.Reporter {
 	}
 	return r
 }
-func (r *recorder) Running(*bot.Job)               {}
+func (r *recorder) Running(*bot.Job) {}
 
 func (r *recorder) Queued(j *bot.Job, pos int) {
 	r.mu.Lock()
@@ -947,7 +947,7 @@ func TestPostRetriedInProcess(t *testing.T) {
 func TestPostHeldAfterRetryWindow(t *testing.T) {
 	h := newHarness(t, bot.Config{PostRetry: 60 * time.Millisecond, PostRetryBase: 5 * time.Millisecond}, kontexttest.Options{})
 	h.rec.mu.Lock()
-	h.rec.transient, h.rec.delays = 1 << 30, true
+	h.rec.transient, h.rec.delays = 1<<30, true
 	h.rec.mu.Unlock()
 	j := h.submit(&bot.Request{Kind: bot.KindImagine, Prompt: "chat is down for long"})
 	select {
@@ -988,7 +988,7 @@ func TestCloseStopsPostRetries(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	h := newHarness(t, bot.Config{PostRetry: time.Hour, PostRetryBase: time.Hour}, kontexttest.Options{})
 	h.rec.mu.Lock()
-	h.rec.transient, h.rec.delays = 1 << 30, true
+	h.rec.transient, h.rec.delays = 1<<30, true
 	h.rec.mu.Unlock()
 	j := h.submit(&bot.Request{Kind: bot.KindImagine, Prompt: "retry forever"})
 	h.eventually("the first failed post", func() bool {
