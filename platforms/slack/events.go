@@ -478,7 +478,7 @@ func (b *Bot) undo(ctx context.Context, p place, turn string) {
 		b.reply(ctx, p, err)
 		return
 	}
-	ts, err := b.postImage(ctx, p.channel, p.thread, d)
+	ts, err := b.postImage(ctx, p.channel, p.thread, d, "")
 	if err != nil {
 		b.reply(ctx, p, err)
 		return

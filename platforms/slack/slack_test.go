@@ -458,6 +458,10 @@ func TestMayReceiveToken(t *testing.T) {
 		"http://127.0.0.1:4000/files-pri/x":             true, // SLACK_API_URL's host
 		"http://127.0.0.1:4001/files-pri/x":             false,
 		"https://drive.google.com/x":                    false,
+		"https://files.slack-gov.com/files-pri/T1-F1/a": true, // GovSlack
+		"https://slack-gov.com/api/x":                   true,
+		"https://files.slack-gov.com.evil.com/x":        false,
+		"https://evilslack-gov.com/x":                   false,
 	} {
 		if got := b.mayReceiveToken(mustURL(u)); got != want {
 			t.Errorf("%s: %v, want %v", u, got, want)
@@ -628,5 +632,17 @@ func TestManifestListsWhatTheBotUses(t *testing.T) {
 		if !strings.Contains(m, path) || !strings.Contains(string(setup), path) {
 			t.Errorf("the HTTP route %s is missing from manifest.yaml or README.md", path)
 		}
+	}
+	// The header tells how many URL lines to uncomment for HTTP mode.
+	urls := 0
+	for _, line := range strings.Split(m, "\n") {
+		l := strings.TrimSpace(line)
+		if strings.HasPrefix(l, "# url: https://") || strings.HasPrefix(l, "# request_url: https://") {
+			urls++
+		}
+	}
+	words := map[int]string{3: "three", 4: "four", 5: "five", 6: "six"}
+	if want := "uncomment the " + words[urls] + " URL lines"; urls == 0 || !strings.Contains(m, want) {
+		t.Errorf("manifest.yaml has %d commented URL lines; its header should say %q", urls, want)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -20,13 +21,21 @@ import (
 // sends the token of most Web API methods as a "token" form field; this
 // moves it into an "Authorization: Bearer" header (what Slack recommends),
 // and refuses to send any request carrying a token to a host that is not
-// Slack's (or SLACK_API_URL's).
+// Slack's (or SLACK_API_URL's). It also adds the charset slack-go leaves
+// out of its JSON posts.
 type tokenTransport struct {
 	base    http.RoundTripper
 	allowed func(*url.URL) bool
 }
 
 func (t *tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if mt, ps, err := mime.ParseMediaType(req.Header.Get("Content-Type")); err == nil && mt == "application/json" && ps["charset"] == "" {
+		// slack-go posts JSON (views.open, apps.connections.open) as
+		// "application/json"; Slack wants the charset and warns
+		// missing_charset without it.
+		req = req.Clone(req.Context())
+		req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	}
 	if req.Body != nil && req.Method == http.MethodPost && isForm(req.Header.Get("Content-Type")) {
 		body, err := io.ReadAll(req.Body)
 		req.Body.Close()
@@ -66,7 +75,8 @@ func isForm(contentType string) bool {
 
 // mayReceiveToken reports whether the bot token may be sent to u: https
 // on slack.com, its subdomains (files.slack.com, hooks.slack.com, a
-// workspace's own host) or slack-files.com, or the scheme and host of
+// workspace's own host), slack-files.com, GovSlack's slack-gov.com and
+// its subdomains (files.slack-gov.com), or the scheme and host of
 // SLACK_API_URL (a proxy, or a fake in tests).
 func (b *Bot) mayReceiveToken(u *url.URL) bool {
 	if u == nil {
@@ -82,7 +92,7 @@ func (b *Bot) mayReceiveToken(u *url.URL) bool {
 		return false
 	}
 	host := strings.ToLower(strings.TrimSuffix(u.Hostname(), "."))
-	for _, d := range []string{"slack.com", "slack-files.com"} {
+	for _, d := range []string{"slack.com", "slack-files.com", "slack-gov.com"} {
 		if host == d || strings.HasSuffix(host, "."+d) {
 			return true
 		}
@@ -193,4 +203,46 @@ func (b *Bot) download(ctx context.Context, rawURL string) ([]byte, error) {
 		return nil, bot.ErrImageTooLarge
 	}
 	return data, nil
+}
+
+// transient marks err as bot.Transient when trying again may work: a 5xx
+// or 429 from Slack or its upload host (a 429 with its Retry-After), one
+// of the Web API's own try-again errors, or a network failure (refused,
+// reset, timed out). An error of a context that was cancelled is not.
+func transient(err error) error {
+	if err == nil || isTransient(err) {
+		return err
+	}
+	var rl *slackgo.RateLimitedError
+	if errors.As(err, &rl) {
+		return bot.Transient(err, rl.RetryAfter)
+	}
+	var sc slackgo.StatusCodeError
+	if errors.As(err, &sc) {
+		if sc.Code >= 500 || sc.Code == http.StatusTooManyRequests {
+			return bot.Transient(err, 0)
+		}
+		return err
+	}
+	var se slackgo.SlackErrorResponse
+	if errors.As(err, &se) {
+		switch se.Err {
+		case "ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout":
+			return bot.Transient(err, 0)
+		}
+		return err
+	}
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, context.DeadlineExceeded) {
+		return bot.Transient(err, 0)
+	}
+	return err
+}
+
+func isTransient(err error) bool {
+	ok, _ := bot.IsTransient(err)
+	return ok
 }

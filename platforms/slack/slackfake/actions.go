@@ -86,6 +86,10 @@ func (s *Server) messageJSON(m *Message) map[string]any {
 	if len(m.Files) > 0 {
 		var files []map[string]any
 		for _, f := range m.Files {
+			if f.Stub {
+				files = append(files, stubJSON(f))
+				continue
+			}
 			files = append(files, s.fileJSON(f))
 		}
 		j["files"] = files

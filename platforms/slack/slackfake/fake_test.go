@@ -128,7 +128,7 @@ func TestUploadShares(t *testing.T) {
 	if !s.Wait(5*time.Second, func() bool { return len(s.Thread(ch, root.TS)) == 2 }) {
 		t.Fatal("the file was never shared")
 	}
-	info, _, _, err := api.GetFileInfo(f.ID, 0, 0)
+	info, _, _, err := api.GetFileInfo(f.ID, 1, 1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -30,6 +30,7 @@ type Envelope struct {
 	status int // HTTP mode: the bot's answer
 	body   []byte
 	done   chan struct{}
+	retry  bool // a retry of an earlier event (Resend)
 }
 
 // Acked waits up to timeout for the bot's acknowledgement and reports
@@ -285,6 +286,9 @@ func (s *Server) sender() {
 			"accepts_response_payload": e.Type != "events_api"}
 		if e.Type == "events_api" {
 			env["retry_attempt"], env["retry_reason"] = 0, ""
+			if e.retry {
+				env["retry_attempt"], env["retry_reason"] = 1, "timeout"
+			}
 		}
 		if err := c.write(env); err != nil {
 			s.problem("Socket Mode: could not send envelope %s: %v", e.ID, err)
@@ -321,7 +325,11 @@ func (s *Server) post(target string, e *Envelope) {
 		body = []byte(url.Values{"payload": {string(e.Payload)}}.Encode())
 	}
 	s.markSent(e)
-	status, answer, err := s.SignedRequest(target+path, ctype, body, time.Now(), "")
+	var headers http.Header
+	if e.retry {
+		headers = http.Header{"X-Slack-Retry-Num": {"1"}, "X-Slack-Retry-Reason": {"timeout"}}
+	}
+	status, answer, err := s.signedRequest(target+path, ctype, body, time.Now(), "", headers)
 	if err != nil {
 		s.problem("HTTP mode: %s to %s: %v", e.Type, path, err)
 		return
@@ -346,9 +354,16 @@ func Sign(secret string, ts time.Time, body []byte) string {
 // sends no signature headers at all). It returns the bot's status and
 // body; the request must be answered within the ack timeout.
 func (s *Server) SignedRequest(u, contentType string, body []byte, ts time.Time, signature string) (int, []byte, error) {
+	return s.signedRequest(u, contentType, body, ts, signature, nil)
+}
+
+func (s *Server) signedRequest(u, contentType string, body []byte, ts time.Time, signature string, headers http.Header) (int, []byte, error) {
 	req, err := http.NewRequest(http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, err
+	}
+	for k, v := range headers {
+		req.Header[k] = v
 	}
 	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("User-Agent", "Slackbot 1.0 (+https://api.slack.com/robots)")
