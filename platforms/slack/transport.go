@@ -140,6 +140,78 @@ func pickImage(files []slackgo.File) (*slackgo.File, error) {
 	return nil, bot.ErrNotImage
 }
 
+// isStub reports whether f is a stub that only files.info completes:
+// Slack Connect sends {"id": "F…", "file_access": "check_file_info"},
+// without a name, type or URL.
+func isStub(f *slackgo.File) bool {
+	return f.ID != "" && (f.FileAccess == "check_file_info" ||
+		f.Mimetype == "" && f.Filetype == "" && f.URLPrivate == "" && f.URLPrivateDownload == "")
+}
+
+// pickFile is pickImage after stubs are completed with files.info. A
+// stub the bot may not read counts as no file; when no image is left,
+// the reason the stub could not be read is the answer.
+func (b *Bot) pickFile(ctx context.Context, files []slackgo.File) (*slackgo.File, error) {
+	var out []slackgo.File
+	var unread error
+	for _, f := range files {
+		if !isStub(&f) {
+			out = append(out, f)
+			continue
+		}
+		full, err := b.resolveStub(ctx, f.ID)
+		if err != nil {
+			if unread == nil {
+				unread = err
+			}
+			continue
+		}
+		out = append(out, *full)
+	}
+	f, err := pickImage(out)
+	if err != nil && unread != nil && (errors.Is(err, bot.ErrNotImage) || err == errNoImageHere) {
+		return nil, unread
+	}
+	return f, err
+}
+
+// stubIsImage completes a stub and reports whether it is an image; f
+// becomes the full file when it can be read.
+func (b *Bot) stubIsImage(ctx context.Context, f *slackgo.File) bool {
+	full, err := b.resolveStub(ctx, f.ID)
+	if err != nil {
+		return false
+	}
+	*f = *full
+	return isImageFile(f)
+}
+
+// Errors of files.info on a stub, each with the sentence people see.
+var (
+	errFileNotShared = &bot.UserError{Msg: "I can't open that file: it was not shared with me. " +
+		"In a Slack Connect channel, files from another organization can be visible to you but not to apps; upload the picture here yourself, then try again."}
+	errFileDenied = &bot.UserError{Msg: "Slack does not let me open that file (its owner's organization keeps it from apps). Upload the picture here yourself, then try again."}
+)
+
+// resolveStub completes a stub file with files.info.
+func (b *Bot) resolveStub(ctx context.Context, id string) (*slackgo.File, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	f, err := b.fileInfo(ctx, id)
+	var se slackgo.SlackErrorResponse
+	switch {
+	case err == nil:
+		return f, nil
+	case errors.As(err, &se) && (se.Err == "file_not_found" || se.Err == "file_deleted"):
+		return nil, &bot.UserError{Msg: errFileNotShared.Msg, Err: fmt.Errorf("slack: files.info %s: %w", id, err)}
+	case errors.As(err, &se) && (se.Err == "no_permission" || se.Err == "access_denied"):
+		return nil, &bot.UserError{Msg: errFileDenied.Msg, Err: fmt.Errorf("slack: files.info %s: %w", id, err)}
+	case errors.As(err, &se) && se.Err == "missing_scope":
+		return nil, &bot.UserError{Msg: errNoFilesRead.Msg, Err: fmt.Errorf("slack: files.info %s: %w", id, err)}
+	}
+	return nil, fmt.Errorf("slack: files.info %s: %w", id, err)
+}
+
 func isImageFile(f *slackgo.File) bool {
 	if strings.HasPrefix(strings.ToLower(f.Mimetype), "image/") {
 		return true
