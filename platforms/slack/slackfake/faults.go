@@ -240,7 +240,12 @@ func (s *Server) Resend(e *Envelope) *Envelope {
 		_ = json.Unmarshal(e.Payload, &fields)
 		payload = fields
 	}
-	n := s.send(e.Type, payload)
-	n.retry = e.Type == "events_api"
-	return n
+	return s.sendRetry(e.Type, payload, e.Type == "events_api")
+}
+
+// ClearFaults drops every fault not yet served.
+func (s *Server) ClearFaults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.faults = nil
 }

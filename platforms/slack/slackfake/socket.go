@@ -235,13 +235,17 @@ func (s *Server) acked(id string, status int, body []byte) {
 }
 
 // send queues an envelope for the bot.
-func (s *Server) send(typ string, payload any) *Envelope {
+func (s *Server) send(typ string, payload any) *Envelope { return s.sendRetry(typ, payload, false) }
+
+// sendRetry queues an envelope, marked as a retry of an earlier one when
+// retry is set.
+func (s *Server) sendRetry(typ string, payload any, retry bool) *Envelope {
 	raw, err := json.Marshal(payload)
 	if err != nil {
 		panic(err)
 	}
 	s.mu.Lock()
-	e := &Envelope{ID: s.newID("env-"), Type: typ, Payload: raw, done: make(chan struct{})}
+	e := &Envelope{ID: s.newID("env-"), Type: typ, Payload: raw, done: make(chan struct{}), retry: retry}
 	s.envelopes = append(s.envelopes, e)
 	s.queue = append(s.queue, e)
 	s.mu.Unlock()
