@@ -251,9 +251,10 @@ func (s *Server) Say(user, channelID, thread, text string, files ...*File) Messa
 		mention = s.callback(inner)
 	}
 	out := copyMessage(m)
+	s.emitLocked(ev)
+	s.emitLocked(mention)
 	s.mu.Unlock()
-	s.emit(ev)
-	s.emit(mention)
+	s.wake()
 	return out
 }
 

@@ -240,17 +240,32 @@ func (s *Server) send(typ string, payload any) *Envelope { return s.sendRetry(ty
 // sendRetry queues an envelope, marked as a retry of an earlier one when
 // retry is set.
 func (s *Server) sendRetry(typ string, payload any, retry bool) *Envelope {
+	s.mu.Lock()
+	e := s.queueLocked(typ, payload, retry)
+	s.mu.Unlock()
+	s.wake()
+	return e
+}
+
+// queueLocked queues an envelope; the caller holds s.mu and calls wake
+// after releasing it. A message and its event so appear together.
+func (s *Server) queueLocked(typ string, payload any, retry bool) *Envelope {
 	raw, err := json.Marshal(payload)
 	if err != nil {
 		panic(err)
 	}
-	s.mu.Lock()
 	e := &Envelope{ID: s.newID("env-"), Type: typ, Payload: raw, done: make(chan struct{}), retry: retry}
 	s.envelopes = append(s.envelopes, e)
 	s.queue = append(s.queue, e)
-	s.mu.Unlock()
-	s.wake()
 	return e
+}
+
+// emitLocked queues an event_callback (nil: nothing) with s.mu held; call
+// wake after releasing it.
+func (s *Server) emitLocked(ev map[string]any) {
+	if ev != nil {
+		s.queueLocked("events_api", ev, false)
+	}
 }
 
 func (s *Server) wake() {

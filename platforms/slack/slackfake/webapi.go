@@ -237,16 +237,15 @@ func (s *Server) postMessage(w http.ResponseWriter, p params) {
 	if code == "" {
 		m, code = s.addBotMessage(c, p.get("thread_ts"), p.get("text"), blocks, nil)
 	}
-	var ev map[string]any
 	if code == "" {
-		ev = s.messageEvent(c, m)
+		s.emitLocked(s.messageEvent(c, m))
 	}
 	s.mu.Unlock()
+	s.wake()
 	if code != "" {
 		slackErr(w, code)
 		return
 	}
-	s.emit(ev)
 	writeJSON(w, map[string]any{"ok": true, "channel": m.Channel, "ts": m.TS, "message": s.messageJSONUnlocked(m)})
 }
 
@@ -488,17 +487,14 @@ func (s *Server) completeUpload(w http.ResponseWriter, p params) {
 			return
 		}
 		m, code := s.addBotMessage(c, thread, text, blocks, files)
-		var ev map[string]any
 		if code == "" {
 			for _, f := range files {
 				f.Shares = append(f.Shares, Share{Channel: c.id, TS: m.TS, ThreadTS: thread})
 			}
-			ev = s.messageEvent(c, m)
+			s.emitLocked(s.messageEvent(c, m))
 		}
 		s.mu.Unlock()
-		if ev != nil {
-			s.emit(ev)
-		}
+		s.wake()
 	})
 	s.timers = append(s.timers, t)
 }
