@@ -6,10 +6,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -17,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -644,5 +647,59 @@ func TestManifestListsWhatTheBotUses(t *testing.T) {
 	words := map[int]string{3: "three", 4: "four", 5: "five", 6: "six"}
 	if want := "uncomment the " + words[urls] + " URL lines"; urls == 0 || !strings.Contains(m, want) {
 		t.Errorf("manifest.yaml has %d commented URL lines; its header should say %q", urls, want)
+	}
+}
+
+// transient decides with slack-go's error types and the network's, never
+// with the text of an error.
+func TestTransient(t *testing.T) {
+	refused := &url.Error{Op: "Post", URL: "https://slack.com/api/x", Err: &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}}
+	for _, c := range []struct {
+		name  string
+		err   error
+		want  bool
+		after time.Duration
+	}{
+		{"RateLimited", &slackgo.RateLimitedError{RetryAfter: 7 * time.Second}, true, 7 * time.Second},
+		{"503", slackgo.StatusCodeError{Code: 503, Status: "503 Service Unavailable"}, true, 0},
+		{"500Wrapped", fmt.Errorf("files.getUploadURLExternal: %w", slackgo.StatusCodeError{Code: 500}), true, 0},
+		{"429WithoutRetryAfter", slackgo.StatusCodeError{Code: 429}, true, 0},
+		{"404", slackgo.StatusCodeError{Code: 404}, false, 0},
+		{"SlackInternalError", slackgo.SlackErrorResponse{Err: "internal_error"}, true, 0},
+		{"SlackRatelimited", slackgo.SlackErrorResponse{Err: "ratelimited"}, true, 0},
+		{"ChannelNotFound", slackgo.SlackErrorResponse{Err: "channel_not_found"}, false, 0},
+		{"ConnectionRefused", refused, true, 0},
+		{"ConnectionCut", fmt.Errorf("upload: %w", io.ErrUnexpectedEOF), true, 0},
+		{"Timeout", &url.Error{Op: "Post", URL: "https://slack.com", Err: context.DeadlineExceeded}, true, 0},
+		{"Canceled", &url.Error{Op: "Post", URL: "https://slack.com", Err: context.Canceled}, false, 0},
+		{"Other", errors.New("503 in the text only"), false, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, after := bot.IsTransient(transient(c.err))
+			if got != c.want || after != c.after {
+				t.Errorf("got %v (after %s), want %v (after %s)", got, after, c.want, c.after)
+			}
+			if marked := transient(c.err); marked.Error() != c.err.Error() {
+				t.Errorf("marked as %q, want the original error kept", marked)
+			}
+		})
+	}
+}
+
+// isStub tells Slack Connect's stubs from complete files.
+func TestIsStub(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		f    slackgo.File
+		want bool
+	}{
+		{"CheckFileInfo", slackgo.File{ID: "F1", FileAccess: "check_file_info"}, true},
+		{"NothingButAnID", slackgo.File{ID: "F1"}, true},
+		{"Complete", slackgo.File{ID: "F1", Mimetype: "image/png", URLPrivate: "https://files.slack.com/x"}, false},
+		{"Visible", slackgo.File{ID: "F1", FileAccess: "visible", Filetype: "png", URLPrivate: "https://files.slack.com/x"}, false},
+	} {
+		if got := isStub(&c.f); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
+		}
 	}
 }
