@@ -183,9 +183,9 @@ func TestSlackPostHeldThenRestart(t *testing.T) {
 			shared := len(e.images(ch, ""))
 			e.startBot()
 			e.wait("the status message to go", func() bool { m, _ := e.slack.Message(ch, status.TS); return m.Deleted })
-			imgs := e.waitImages(ch, "", 1)
+			e.waitImages(ch, "", 1)
 			time.Sleep(300 * time.Millisecond)
-			if imgs = e.images(ch, ""); len(imgs) != 1 {
+			if imgs := e.images(ch, ""); len(imgs) != 1 {
 				t.Errorf("%d images after the restart (%d before it), want 1", len(imgs), shared)
 			}
 			if n := e.slack.Deletes(ch, status.TS); n != 1 {

@@ -219,7 +219,7 @@ func TestIssue11Behaviours(t *testing.T) {
 	if err != nil || len(res.Messages) != 1 || res.HasMore || len(res.Messages[0].Files) != 1 || res.Messages[0].Files[0].Name != "a.txt" {
 		t.Errorf("history, page 2: %v %v, want the file's message, the last", res, err)
 	}
-	if res, err = api.GetConversationHistoryContext(ctx, &slackgo.GetConversationHistoryParameters{ChannelID: ch, Oldest: "x"}); err == nil {
+	if _, err = api.GetConversationHistoryContext(ctx, &slackgo.GetConversationHistoryParameters{ChannelID: ch, Oldest: "x"}); err == nil {
 		t.Error("history with a bad oldest: no error")
 	}
 
