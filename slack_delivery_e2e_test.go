@@ -258,6 +258,12 @@ func TestSlackConnectStubFiles(t *testing.T) {
 			}
 		})
 	}
+	e.run(t, "External", func(t *testing.T) {
+		f := e.slack.ExternalFile(slBob, "drive.png", "image/png", "https://drive.example.com/drive.png", 200)
+		f.Stub = true
+		e.slack.Say(slBob, ch, "", e.slack.Mention("make it pop"), f)
+		e.waitEphemeral(slBob, "only edit images uploaded to Slack")
+	})
 	e.checkClean()
 }
 
