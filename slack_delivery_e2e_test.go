@@ -18,6 +18,17 @@ import (
 	"kontextbot/store"
 )
 
+// waitLog waits until the running bot's log has text (polling: the log
+// is not the fake's to signal).
+func (e *slEnv) waitLog(text string) {
+	e.t.Helper()
+	for deadline := time.Now().Add(slWait); !strings.Contains(e.logs.String(), text); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("timed out waiting for %q in the log", text)
+		}
+	}
+}
+
 // statusText returns every version of the bot's status messages in
 // channel's top level (deleted ones included) mentioning prompt.
 func (e *slEnv) statusTexts(channel, prompt string) []string {
@@ -87,12 +98,6 @@ func TestSlackPostRetriesInProcess(t *testing.T) {
 			if p := e.prov(root); p.Prompt != prompt {
 				t.Errorf("posted %q", p.Prompt)
 			}
-			// Whatever the failure, one image: give a second share time to
-			// show up.
-			time.Sleep(300 * time.Millisecond)
-			if imgs := e.images(ch, ""); len(imgs) != 1 {
-				t.Errorf("%d images in the channel, want 1", len(imgs))
-			}
 			if got := e.kx.Stats().Creates - creates; got != 1 {
 				t.Errorf("%d predictions, want 1", got)
 			}
@@ -114,6 +119,12 @@ func TestSlackPostRetriesInProcess(t *testing.T) {
 			e.slack.Say(slAda, ch, root.TS, "make it blue")
 			if p := e.prov(e.waitImages(ch, root.TS, 2)[1]); p.InputSHA256 != slSHA(e.data(root)) {
 				t.Errorf("the follow-up edited %s, want the posted image", p.InputSHA256)
+			}
+			// Whatever the failure, one image. (A post returns once its
+			// share is seen, and a share from the failed attempt shows a
+			// moment after it: both are in by the time the follow-up is.)
+			if imgs := e.images(ch, ""); len(imgs) != 1 {
+				t.Errorf("%d images in the channel, want 1", len(imgs))
 			}
 		})
 	}
@@ -182,9 +193,11 @@ func TestSlackPostHeldThenRestart(t *testing.T) {
 			e.slack.ClearFaults()
 			shared := len(e.images(ch, ""))
 			e.startBot()
-			e.wait("the status message to go", func() bool { m, _ := e.slack.Message(ch, status.TS); return m.Deleted })
-			e.waitImages(ch, "", 1)
-			time.Sleep(300 * time.Millisecond)
+			// The job ends once its image is posted and its status removed.
+			e.waitLog("outcome=delivered")
+			if m, _ := e.slack.Message(ch, status.TS); !m.Deleted {
+				t.Error("the status message was not removed")
+			}
 			if imgs := e.images(ch, ""); len(imgs) != 1 {
 				t.Errorf("%d images after the restart (%d before it), want 1", len(imgs), shared)
 			}
@@ -328,7 +341,6 @@ func TestSlackRepeatedDeliveries(t *testing.T) {
 			e.slack.Say(slAda, ch, root.TS, "make it green")
 			e.waitImages(ch, root.TS, 4)
 			e.imagine(slAda, ch, "a marker")
-			time.Sleep(300 * time.Millisecond)
 			if imgs := e.images(ch, ""); len(imgs) != 2 {
 				t.Errorf("%d pictures in the channel, want 2 (the command once, and the marker)", len(imgs))
 			}
@@ -400,7 +412,9 @@ func TestSlackRestartMidBurst(t *testing.T) {
 	e.startBot()
 	got := map[string]int{}
 	e.wait(fmt.Sprintf("all %d images", n), func() bool { return len(e.images(chans[0], ""))+len(e.images(chans[1], "")) >= n })
-	time.Sleep(300 * time.Millisecond)
+	// Each job's status goes once its post returned (which waits for the
+	// post's share): then every delivery, and any second one, is in.
+	e.wait("every status message to go", func() bool { return len(e.statuses(chans[0], ""))+len(e.statuses(chans[1], "")) == 0 })
 	for _, ch := range chans {
 		for _, m := range e.images(ch, "") {
 			p := e.prov(m)
@@ -418,7 +432,6 @@ func TestSlackRestartMidBurst(t *testing.T) {
 	if len(got) != n {
 		t.Errorf("delivered %v", got)
 	}
-	e.wait("every status message to go", func() bool { return len(e.statuses(chans[0], ""))+len(e.statuses(chans[1], "")) == 0 })
 	if c := e.kx.Stats().Creates; c != n {
 		t.Errorf("%d predictions for %d jobs (%d delivered before the restart)", c, n, before)
 	}
