@@ -68,6 +68,7 @@ func openApp(cfg config, log *slog.Logger) (*app, error) {
 	core := bot.New(bot.Config{
 		Model: cfg.Model, Prices: cfg.Prices, UserDaily: cfg.UserDaily, WorkspaceBudget: cfg.Budget,
 		Channels: cfg.Channels, Admins: cfg.Admins, Logger: log, OnJobEnd: met.jobEnd,
+		PostRetry: cfg.PostRetry,
 	}, db, client, queue)
 	met.watchQueue(queue)
 	a := &app{cfg: cfg, log: log, db: db, sweep: sweep, client: client, queue: queue, core: core, met: met}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/joho/godotenv"
 
+	"kontextbot/bot"
 	"kontextbot/kontext"
 )
 
@@ -74,6 +75,7 @@ type config struct {
 
 	HTTPAddr        string
 	ShutdownTimeout time.Duration
+	PostRetry       time.Duration
 
 	DiscordToken  string
 	DiscordGuild  string
@@ -282,6 +284,10 @@ func loadConfig(getenv envFunc) (config, error) {
 	c.LogFormat = p.oneOf("LOG_FORMAT", "text", "text", "json")
 	c.HTTPAddr = p.str("HTTP_ADDR", "127.0.0.1:8080")
 	c.ShutdownTimeout = p.duration("SHUTDOWN_TIMEOUT", 30*time.Second)
+	c.PostRetry = p.duration("KONTEXT_POST_RETRY", bot.DefaultPostRetry)
+	if c.PostRetry == 0 {
+		c.PostRetry = -1 // bot.Config: negative disables the retries
+	}
 	c.DiscordToken = strings.TrimPrefix(p.str("DISCORD_BOT_TOKEN", ""), "Bot ")
 	c.DiscordGuild = p.str("DISCORD_GUILD_ID", "")
 	c.DiscordAPIURL = p.optionalURL("DISCORD_API_URL")

@@ -198,6 +198,19 @@ func (e *slEnv) checkClean() {
 	for _, p := range e.slack.CheckAcks() {
 		e.t.Errorf("fake Slack: %s", p)
 	}
+	// Each message is deleted once (a second chat.delete only earns
+	// message_not_found).
+	deletes := map[string]int{}
+	for _, c := range e.slack.Calls() {
+		if c.Method == "chat.delete" {
+			deletes[c.Params["channel"]+"/"+c.Params["ts"]]++
+		}
+	}
+	for msg, n := range deletes {
+		if n > 1 {
+			e.t.Errorf("chat.delete called %d times for %s", n, msg)
+		}
+	}
 }
 
 // slIsImage reports whether m is one of the bot's images.

@@ -45,6 +45,25 @@ type Reporter interface {
 	Fail(ctx context.Context, job *Job, msg string)
 }
 
+// DelayReporter is an optional extension of a Reporter: one that has it
+// (checked with a type assertion) is told when posting a finished image
+// is delayed. A Reporter without it shows nothing while the core retries,
+// and is told with Fail(PostHeldText) when the image is held for the
+// next start, as before.
+type DelayReporter interface {
+	// Delayed says a post failed and is being retried in the process
+	// (the image is made and stored): one status line, such as
+	// PostDelayedText. Called at most once per job and process, before
+	// the first retry. It must not block for long.
+	Delayed(ctx context.Context, job *Job)
+	// Held says posting keeps failing: the image waits on disk and is
+	// posted at the next start; msg is the sentence for the requester.
+	// Unlike Fail the job has not ended: a Deliver follows, in this
+	// process or the next, so anything the adapter still needs for it
+	// (a status message to remove) should stay.
+	Held(ctx context.Context, job *Job, msg string)
+}
+
 // Posted is where a delivered image landed.
 type Posted struct {
 	// MessageID is the platform message carrying the image; a reply to it
@@ -78,6 +97,12 @@ type Delivery struct {
 	// belongs to the conversation it was posted in). What Deliver returns
 	// is recorded too; recording the same post twice is harmless.
 	Record func(ctx context.Context, p Posted) error
+	// Repost is set when an earlier attempt to post this image, in this
+	// process or in one before a restart, may have succeeded although it
+	// did not report so (a timeout or 5xx after the request was sent, a
+	// crash before the post was recorded). The adapter then looks for
+	// that post first and returns it instead of posting the image twice.
+	Repost bool
 }
 
 // Caption is the short line posted with an image: prompt, seed and model.
@@ -142,7 +167,23 @@ type Config struct {
 	// OnJobEnd, when set, is told of every job's end (for metrics). It
 	// must not block.
 	OnJobEnd func(JobEnd)
+	// PostRetry is how long posting a finished image is retried in the
+	// process after transient failures (see TransientError), before the
+	// image is held for the next start. 0 means DefaultPostRetry; a
+	// negative value disables retries.
+	PostRetry time.Duration
+	// PostRetryBase is the first wait between two posting attempts; it
+	// doubles up to MaxPostBackoff, with jitter. 0 means one second.
+	PostRetryBase time.Duration
 }
+
+// DefaultPostRetry is how long posting a finished image is retried in
+// the process by default.
+const DefaultPostRetry = 5 * time.Minute
+
+// MaxPostBackoff bounds the wait between two posting attempts (a rate
+// limit that asks for longer is still honoured).
+const MaxPostBackoff = 30 * time.Second
 
 // JobEnd describes how a job ended.
 type JobEnd struct {
@@ -186,6 +227,14 @@ type Core struct {
 	live      map[string]*liveJob // by job id
 	closing   bool
 	wg        sync.WaitGroup // watchers and re-posts
+
+	// stop is closed when Close begins: posting retries stop waiting.
+	stop     chan struct{}
+	stopOnce sync.Once
+	// halt ends when Close's ctx does: posting attempts still in flight
+	// are cut short (the image is posted at the next start).
+	halt       context.Context
+	haltCancel context.CancelCauseFunc
 }
 
 // liveJob is a job this process has in its queue.
@@ -209,8 +258,16 @@ func New(cfg Config, st Store, gen Generator, q Scheduler) *Core {
 	if cfg.Model == "" {
 		cfg.Model = kontext.ModelMax
 	}
+	if cfg.PostRetry == 0 {
+		cfg.PostRetry = DefaultPostRetry
+	}
+	if cfg.PostRetryBase <= 0 {
+		cfg.PostRetryBase = time.Second
+	}
+	halt, haltCancel := context.WithCancelCause(context.Background())
 	return &Core{cfg: cfg, store: st, gen: gen, queue: q, log: log, now: now,
-		platforms: map[string]Platform{}, live: map[string]*liveJob{}}
+		platforms: map[string]Platform{}, live: map[string]*liveJob{},
+		stop: make(chan struct{}), halt: halt, haltCancel: haltCancel}
 }
 
 // Register adds a platform. Register every platform before Recover.
@@ -574,7 +631,7 @@ func (c *Core) execute(ctx context.Context, job *Job, rep Reporter, queued time.
 	started := c.now()
 	wait := started.Sub(queued)
 	if job.State == JobPosting {
-		return c.post(ctx, job, rep, wait, 0)
+		return c.post(context.WithoutCancel(ctx), job, rep, wait, 0)
 	}
 	rep.Running(job)
 	req := kontext.Request{Prompt: job.Prompt, Model: job.Model, AspectRatio: job.Aspect, Seed: &job.Seed}
@@ -641,7 +698,7 @@ func (c *Core) execute(ctx context.Context, job *Job, rep Reporter, queued time.
 	if _, err := c.store.AddTurn(context.WithoutCancel(ctx), job.Conv, t, res.Data, job, charge); err != nil {
 		return c.fail(ctx, job, rep, wait, provider, fmt.Errorf("bot: store result: %w", err))
 	}
-	return c.deliver(context.WithoutCancel(ctx), job, rep, t, res.Data, wait, provider)
+	return c.deliver(context.WithoutCancel(ctx), job, rep, t, res.Data, wait, provider, false)
 }
 
 // conversation reads the conversation at key; one that does not exist yet
@@ -672,7 +729,8 @@ func (c *Core) baseImage(ctx context.Context, key ConvKey, id string) ([]byte, e
 }
 
 // post delivers a result stored by an earlier process (its job was left
-// posting), reading it back from the store.
+// posting), reading it back from the store. That process may have posted
+// it already, so the adapter looks for that post first.
 func (c *Core) post(ctx context.Context, job *Job, rep Reporter, wait, provider time.Duration) error {
 	conv, err := c.store.Conversation(ctx, job.Conv)
 	if err != nil {
@@ -686,22 +744,58 @@ func (c *Core) post(ctx context.Context, job *Job, rep Reporter, wait, provider 
 	if err != nil {
 		return c.fail(ctx, job, rep, wait, provider, fmt.Errorf("bot: post: %w", err))
 	}
-	return c.deliver(ctx, job, rep, *t, img, wait, provider)
+	return c.deliver(ctx, job, rep, *t, img, wait, provider, true)
 }
 
 // deliver posts turn t (with its image img, already stored) and records
-// where it was posted. A job interrupted here is posted again after a
-// restart.
-func (c *Core) deliver(ctx context.Context, job *Job, rep Reporter, t Turn, img []byte, wait, provider time.Duration) error {
-	d := &Delivery{Job: job, Conv: job.Conv, Turn: t, Image: img}
+// where it was posted. A post that fails with a transient error is tried
+// again with backoff and jitter for cfg.PostRetry (the requester sees one
+// "delayed" line through a DelayReporter); after that, after any other
+// failure, or when Close begins, the job stays posting on disk and the
+// next start posts it. Every attempt after a failure is a Repost, so an
+// earlier attempt that did land is found rather than posted twice.
+func (c *Core) deliver(ctx context.Context, job *Job, rep Reporter, t Turn, img []byte, wait, provider time.Duration, repost bool) error {
+	d := &Delivery{Job: job, Conv: job.Conv, Turn: t, Image: img, Repost: repost}
 	d.Record = func(ctx context.Context, p Posted) error { return c.recordPost(ctx, job.Conv, t, img, p) }
-	posted, err := rep.Deliver(ctx, job, d)
-	if err != nil {
-		// The image is stored and is the conversation's head; only the
-		// post failed. Keep the job live so a restart posts it again.
-		c.log.Error("bot: post", "job", job.ID, "err", err)
-		rep.Fail(ctx, job, "I made the image but could not post it here. I will try again when I restart.")
-		return err
+	deadline := time.Now().Add(c.cfg.PostRetry)
+	backoff := c.cfg.PostRetryBase
+	delayed := false
+	var posted Posted
+	for attempt := 1; ; attempt++ {
+		var err error
+		posted, err = c.attempt(ctx, rep, job, d)
+		if err == nil {
+			break
+		}
+		transient, after := IsTransient(err)
+		pause := min(backoff/2+mrand.N(backoff+1), MaxPostBackoff)
+		pause = max(pause, after)
+		if c.stopping() {
+			// Shutting down: the next start posts it.
+			c.log.Warn("bot: post interrupted by shutdown; the next start posts it", "job", job.ID, "attempt", attempt, "err", err)
+			return err
+		}
+		if !transient || time.Now().Add(pause).After(deadline) {
+			c.hold(ctx, job, rep, attempt, err)
+			return err
+		}
+		c.log.Warn("bot: post failed; retrying", "job", job.ID, "attempt", attempt, "in", pause.Round(time.Millisecond), "err", err)
+		if !delayed {
+			delayed = true
+			if dr, ok := rep.(DelayReporter); ok {
+				dr.Delayed(ctx, job)
+			}
+		}
+		d.Repost = true
+		timer := time.NewTimer(pause)
+		select {
+		case <-timer.C:
+		case <-c.stop:
+			timer.Stop()
+			c.log.Warn("bot: post retry stopped by shutdown; the next start posts it", "job", job.ID)
+			return err
+		}
+		backoff = min(backoff*2, MaxPostBackoff)
 	}
 	if err := c.recordPost(ctx, job.Conv, t, img, posted); err != nil {
 		c.log.Error("bot: record post", "job", job.ID, "err", err)
@@ -712,6 +806,38 @@ func (c *Core) deliver(ctx context.Context, job *Job, rep Reporter, t Turn, img 
 	}
 	c.logEnd(job, wait, provider, nil)
 	return nil
+}
+
+// attempt is one Deliver, cut short once Close's deadline passes.
+func (c *Core) attempt(ctx context.Context, rep Reporter, job *Job, d *Delivery) (Posted, error) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	stop := context.AfterFunc(c.halt, func() { cancel(context.Cause(c.halt)) })
+	defer stop()
+	return rep.Deliver(ctx, job, d)
+}
+
+// hold leaves a stored but unposted image for the next start, and tells
+// the requester.
+func (c *Core) hold(ctx context.Context, job *Job, rep Reporter, attempts int, err error) {
+	// The image is stored and is the conversation's head; only the post
+	// failed. The job stays live so a restart posts it.
+	c.log.Error("bot: post failed; the next start posts it", "job", job.ID, "attempts", attempts, "err", err)
+	if dr, ok := rep.(DelayReporter); ok {
+		dr.Held(ctx, job, PostHeldText)
+		return
+	}
+	rep.Fail(ctx, job, PostHeldText)
+}
+
+// stopping reports whether Close has begun.
+func (c *Core) stopping() bool {
+	select {
+	case <-c.stop:
+		return true
+	default:
+		return false
+	}
 }
 
 // recordPost remembers the message an image was posted in and, when the
@@ -954,6 +1080,10 @@ func (c *Core) Close(ctx context.Context) error {
 	c.mu.Lock()
 	c.closing = true
 	c.mu.Unlock()
+	c.stopOnce.Do(func() { close(c.stop) })
+	// Once ctx ends, posts still in flight are cut short too.
+	unhalt := context.AfterFunc(ctx, func() { c.haltCancel(kontext.ErrShutdown) })
+	defer unhalt()
 	_, err := c.queue.Shutdown(ctx)
 	c.wg.Wait()
 	return err

@@ -38,16 +38,50 @@ type recorder struct {
 	onPost    func(d *bot.Delivery, p bot.Posted) // called once posted, before Deliver returns
 	failPost  bool
 	ended     chan string // job ids, as they end
+
+	// transient is how many of the next posts fail with a transient
+	// error (after is the wait each asks for); posts were how many
+	// Deliver calls came, and reposts how many of them had Repost set.
+	transient int
+	after     time.Duration
+	posts     int
+	reposts   []bool
+	// delays makes its reporters DelayReporters, recording their calls.
+	delays  bool
+	delayed map[string]int
+	held    map[string][]string
+}
+
+// delayRecorder is the recorder as a bot.DelayReporter.
+type delayRecorder struct{ *recorder }
+
+func (r delayRecorder) Delayed(_ context.Context, j *bot.Job) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.delayed[j.ID]++
+}
+
+func (r delayRecorder) Held(_ context.Context, j *bot.Job, msg string) {
+	r.mu.Lock()
+	r.held[j.ID] = append(r.held[j.ID], msg)
+	r.mu.Unlock()
+	r.ended <- j.ID
 }
 
 func newRecorder() *recorder {
 	return &recorder{delivered: map[string][]*bot.Delivery{}, failed: map[string][]string{},
-		positions: map[string][]int{}, ended: make(chan string, 100)}
+		positions: map[string][]int{}, ended: make(chan string, 100), delayed: map[string]int{}, held: map[string][]string{}}
 }
 
-func (r *recorder) Name() string                   { return "test" }
-func (r *recorder) Reporter(*bot.Job) bot.Reporter { return r }
-func (r *recorder) Running(*bot.Job)               {}
+func (r *recorder) Name() string { return "test" }
+
+func (r *recorder) Reporter(*bot.Job) bot.Reporter {
+	if r.delays {
+		return delayRecorder{r}
+	}
+	return r
+}
+func (r *recorder) Running(*bot.Job) {}
 
 func (r *recorder) Queued(j *bot.Job, pos int) {
 	r.mu.Lock()
@@ -57,9 +91,16 @@ func (r *recorder) Queued(j *bot.Job, pos int) {
 
 func (r *recorder) Deliver(_ context.Context, j *bot.Job, d *bot.Delivery) (bot.Posted, error) {
 	r.mu.Lock()
+	r.posts++
+	r.reposts = append(r.reposts, d.Repost)
 	if r.failPost {
 		r.mu.Unlock()
 		return bot.Posted{}, errors.New("chat is down")
+	}
+	if r.transient != 0 {
+		r.transient--
+		r.mu.Unlock()
+		return bot.Posted{}, bot.Transient(errors.New("chat answered 503"), r.after)
 	}
 	r.delivered[j.ID] = append(r.delivered[j.ID], d)
 	r.msgs++
@@ -852,4 +893,131 @@ func TestSubmitWhileClosing(t *testing.T) {
 	if total == 0 {
 		t.Error("nothing was accepted before the close")
 	}
+}
+
+// TestPostRetriedInProcess: transient post failures are retried in the
+// process, the requester is told once that posting is delayed, every
+// retry asks the adapter to look for an earlier post, and the image is
+// delivered once and charged once, with no restart.
+func TestPostRetriedInProcess(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		delays bool
+		after  time.Duration
+	}{
+		{"DelayReporter", true, 0},
+		{"PlainReporter", false, 0},
+		{"RateLimitedWait", true, 20 * time.Millisecond},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t, bot.Config{PostRetryBase: 5 * time.Millisecond}, kontexttest.Options{})
+			h.rec.mu.Lock()
+			h.rec.transient, h.rec.after, h.rec.delays = 3, c.after, c.delays
+			h.rec.mu.Unlock()
+			j := h.submit(&bot.Request{Kind: bot.KindImagine, Prompt: "flaky chat"})
+			h.mustDeliver(j.ID)
+			h.rec.mu.Lock()
+			posts, reposts, delayed, held, failed := h.rec.posts, h.rec.reposts, h.rec.delayed[j.ID], h.rec.held[j.ID], h.rec.failed[j.ID]
+			delivered := len(h.rec.delivered[j.ID])
+			h.rec.mu.Unlock()
+			if posts != 4 || delivered != 1 {
+				t.Errorf("got %d posts and %d deliveries, want 4 posts (3 failed) and 1 delivery", posts, delivered)
+			}
+			if want := []bool{false, true, true, true}; fmt.Sprint(reposts) != fmt.Sprint(want) {
+				t.Errorf("Repost per attempt: got %v, want %v", reposts, want)
+			}
+			wantDelayed := 0
+			if c.delays {
+				wantDelayed = 1
+			}
+			if delayed != wantDelayed || len(held) != 0 || len(failed) != 0 {
+				t.Errorf("told delayed %d, held %q, failed %q; want delayed %d and nothing else", delayed, held, failed, wantDelayed)
+			}
+			day, _, _ := h.db.Usage(context.Background(), "test", ws1, "ada", time.Now())
+			if st := h.fake.Stats(); day.Images != 1 || st.Creates != 1 {
+				t.Errorf("charged %d images for %d predictions, want 1 and 1", day.Images, st.Creates)
+			}
+		})
+	}
+}
+
+// TestPostHeldAfterRetryWindow: when posting keeps failing past
+// PostRetry the image is held (a DelayReporter is told so, instead of
+// Fail), and the next start posts it once, as a Repost.
+func TestPostHeldAfterRetryWindow(t *testing.T) {
+	h := newHarness(t, bot.Config{PostRetry: 60 * time.Millisecond, PostRetryBase: 5 * time.Millisecond}, kontexttest.Options{})
+	h.rec.mu.Lock()
+	h.rec.transient, h.rec.delays = 1<<30, true
+	h.rec.mu.Unlock()
+	j := h.submit(&bot.Request{Kind: bot.KindImagine, Prompt: "chat is down for long"})
+	select {
+	case <-h.rec.ended:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the job was neither delivered nor held")
+	}
+	h.rec.mu.Lock()
+	posts, held, failed, delayed := h.rec.posts, h.rec.held[j.ID], h.rec.failed[j.ID], h.rec.delayed[j.ID]
+	h.rec.mu.Unlock()
+	if posts < 2 || len(held) != 1 || held[0] != bot.PostHeldText || len(failed) != 0 || delayed != 1 {
+		t.Fatalf("posts %d, held %q, failed %q, delayed %d; want retries, one hold, no Fail, one delay", posts, held, failed, delayed)
+	}
+	if got, _ := h.db.Job(context.Background(), j.ID); got == nil || got.State != bot.JobPosting {
+		t.Fatalf("job %+v, want it left posting", got)
+	}
+	h.stop(time.Minute)
+	rec := newRecorder()
+	h.start(rec, 6)
+	if ids, _ := h.core.Recover(context.Background()); len(ids) != 1 {
+		t.Fatalf("recovered %v, want the held job", ids)
+	}
+	h.mustDeliver(j.ID)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.reposts) != 1 || !rec.reposts[0] {
+		t.Errorf("after the restart: Repost per attempt %v, want one attempt that looks for an earlier post", rec.reposts)
+	}
+	if st := h.fake.Stats(); st.Creates != 1 {
+		t.Errorf("creates: got %d, want 1", st.Creates)
+	}
+}
+
+// TestCloseStopsPostRetries: Close does not wait out the retry window;
+// the job stays posting for the next start and the requester is not told
+// it failed.
+func TestCloseStopsPostRetries(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	h := newHarness(t, bot.Config{PostRetry: time.Hour, PostRetryBase: time.Hour}, kontexttest.Options{})
+	h.rec.mu.Lock()
+	h.rec.transient, h.rec.delays = 1<<30, true
+	h.rec.mu.Unlock()
+	j := h.submit(&bot.Request{Kind: bot.KindImagine, Prompt: "retry forever"})
+	h.eventually("the first failed post", func() bool {
+		h.rec.mu.Lock()
+		defer h.rec.mu.Unlock()
+		return h.rec.delayed[j.ID] == 1
+	})
+	done := make(chan struct{})
+	go func() {
+		h.stop(time.Minute)
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Close waited for the posting retries")
+	}
+	db, err := store.Open(h.dbPath, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if got, _ := db.Job(context.Background(), j.ID); got == nil || got.State != bot.JobPosting {
+		t.Errorf("job %+v, want it left posting", got)
+	}
+	h.rec.mu.Lock()
+	defer h.rec.mu.Unlock()
+	if len(h.rec.failed[j.ID])+len(h.rec.held[j.ID]) != 0 {
+		t.Errorf("the requester was told %q %q at shutdown", h.rec.failed[j.ID], h.rec.held[j.ID])
+	}
+	h.fake.Close()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"kontextbot/kontext"
 )
@@ -71,4 +72,41 @@ func Explain(err error) string {
 		return "The image provider failed to make that image. Please try again."
 	}
 	return Apology
+}
+
+// TransientError marks a failure that may pass if the same thing is tried
+// again a little later: a platform's 5xx, a connection that failed, a
+// rate limit. Adapters decide what is transient from their SDK's error
+// types and wrap it with Transient; the core retries posting a finished
+// image only after such an error.
+type TransientError struct {
+	// Err is the failure.
+	Err error
+	// After is the wait the platform asked for (a rate limit's
+	// Retry-After); 0 leaves the wait to the caller's backoff.
+	After time.Duration
+}
+
+func (e *TransientError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the failure.
+func (e *TransientError) Unwrap() error { return e.Err }
+
+// Transient marks err as transient, asking for a wait of at least after
+// before the next try (0: the caller's backoff). A nil err stays nil.
+func Transient(err error, after time.Duration) error {
+	if err == nil {
+		return nil
+	}
+	return &TransientError{Err: err, After: after}
+}
+
+// IsTransient reports whether err, or an error it wraps, is a
+// *TransientError, and the wait it asks for.
+func IsTransient(err error) (bool, time.Duration) {
+	var te *TransientError
+	if errors.As(err, &te) {
+		return true, te.After
+	}
+	return false, 0
 }

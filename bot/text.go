@@ -189,3 +189,11 @@ func unmatchedBidi(runes []rune) map[int]bool {
 	}
 	return drop
 }
+
+// PostDelayedText is the status a DelayReporter shows while posting a
+// finished image is retried.
+const PostDelayedText = "Posting is delayed; retrying…"
+
+// PostHeldText tells the requester that a finished image could not be
+// posted in this run and waits for the next start.
+const PostHeldText = "I made the image but could not post it here. I will try again when I restart."

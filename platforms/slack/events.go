@@ -29,7 +29,11 @@ const Help = "*/imagine PROMPT* makes a picture (options: `--ar 16:9`, `--seed N
 	"or use the *Edit image* shortcut (⋯ on a message). *Reroll*, *Undo* and *Edit* sit under every picture. " +
 	"*/usage* shows what you have used."
 
-// handleEvent handles one Events API event, already acknowledged.
+// handleEvent handles one Events API event, already acknowledged. A retry
+// of an event this process saw is dropped at once; the messages the bot
+// acts on are claimed in the store besides (first), so neither a retry
+// after a restart nor the message and app_mention events of one message
+// act twice.
 func (b *Bot) handleEvent(ctx context.Context, ev slackevents.EventsAPIEvent) {
 	if cb, ok := ev.Data.(*slackevents.EventsAPICallbackEvent); ok && cb.EventID != "" && !b.seen.first("event:"+cb.EventID) {
 		return // a retry of an event already handled
@@ -92,7 +96,7 @@ func (b *Bot) onMessage(ctx context.Context, team string, e *slackevents.Message
 		}
 		return
 	}
-	if !b.seen.first("msg:" + messageID(channel, ts)) {
+	if !b.first(ctx, team, "msg", messageID(channel, ts)) {
 		return
 	}
 	prompt, opts, err := bot.ParseOptions(b.cleanText(m.Text))
@@ -103,7 +107,7 @@ func (b *Bot) onMessage(ctx context.Context, team string, e *slackevents.Message
 	req := &bot.Request{Kind: bot.KindEdit, Conv: key, User: m.User, Prompt: prompt,
 		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model}
 	if len(m.Files) > 0 {
-		f, err := pickImage(m.Files)
+		f, err := b.pickFile(ctx, m.Files)
 		if err != nil {
 			b.reply(ctx, p, err)
 			return
@@ -167,7 +171,7 @@ func (b *Bot) onMention(ctx context.Context, team string, e *slackevents.AppMent
 // mention edits the image attached to a message, or the latest image
 // above it in its thread. The result goes to the message's thread.
 func (b *Bot) mention(ctx context.Context, p place, ts, text string, files []slackgo.File) {
-	if !b.seen.first("msg:" + messageID(p.channel, ts)) {
+	if !b.first(ctx, p.team, "msg", messageID(p.channel, ts)) {
 		return
 	}
 	top := p.thread == "" || p.thread == ts
@@ -183,7 +187,7 @@ func (b *Bot) mention(ctx context.Context, p place, ts, text string, files []sla
 		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model}
 	switch {
 	case len(files) > 0:
-		f, err := pickImage(files)
+		f, err := b.pickFile(ctx, files)
 		if err != nil {
 			b.reply(ctx, p, err)
 			return
@@ -241,7 +245,7 @@ func (b *Bot) imageAbove(ctx context.Context, channel, thread, ts string) (*slac
 			continue
 		}
 		for j := range m.Files {
-			if isImageFile(&m.Files[j]) {
+			if isImageFile(&m.Files[j]) || isStub(&m.Files[j]) && b.stubIsImage(ctx, &m.Files[j]) {
 				return m, nil
 			}
 		}
@@ -308,7 +312,7 @@ func (b *Bot) baseFromMessage(ctx context.Context, req *bot.Request, key bot.Con
 			}
 		}
 	}
-	f, err := pickImage(files)
+	f, err := b.pickFile(ctx, files)
 	if err != nil {
 		return err
 	}
@@ -359,11 +363,15 @@ func (b *Bot) submit(ctx context.Context, p place, req *bot.Request) {
 	b.log.Debug("slack: job accepted", "job", job.ID, "kind", job.Kind, "conv", job.Conv.String())
 }
 
-// handleSlash handles a slash command, already acknowledged.
+// handleSlash handles a slash command, already acknowledged, once per
+// trigger_id.
 func (b *Bot) handleSlash(ctx context.Context, cmd slackgo.SlashCommand) {
 	team := cmd.TeamID
 	if team == "" {
 		team = b.team
+	}
+	if cmd.TriggerID != "" && !b.first(ctx, team, "trigger", cmd.TriggerID) {
+		return
 	}
 	p := place{team: team, channel: cmd.ChannelID, user: cmd.UserID, responseURL: cmd.ResponseURL}
 	text := strings.TrimSpace(unescape(cmd.Text))
@@ -414,6 +422,9 @@ func (b *Bot) handleInteraction(ctx context.Context, cb slackgo.InteractionCallb
 	}
 	if team == "" {
 		team = b.team
+	}
+	if cb.TriggerID != "" && !b.first(ctx, team, "trigger", cb.TriggerID) {
+		return
 	}
 	switch cb.Type {
 	case slackgo.InteractionTypeBlockActions:
@@ -478,7 +489,7 @@ func (b *Bot) undo(ctx context.Context, p place, turn string) {
 		b.reply(ctx, p, err)
 		return
 	}
-	ts, err := b.postImage(ctx, p.channel, p.thread, d)
+	ts, err := b.postImage(ctx, p.channel, p.thread, d, "")
 	if err != nil {
 		b.reply(ctx, p, err)
 		return
@@ -499,7 +510,7 @@ func (b *Bot) onShortcut(ctx context.Context, team string, cb slackgo.Interactio
 		ts = cb.MessageTs
 	}
 	p := place{team: team, channel: cb.Channel.ID, thread: msg.ThreadTimestamp, user: cb.User.ID, responseURL: cb.ResponseURL}
-	f, err := pickImage(msg.Files)
+	f, err := b.pickFile(ctx, msg.Files)
 	if err != nil {
 		b.reply(ctx, p, err)
 		return
@@ -551,4 +562,27 @@ func (b *Bot) onEditSubmit(ctx context.Context, cb slackgo.InteractionCallback) 
 		}
 	}
 	b.submit(ctx, p, req)
+}
+
+// claimTTL is how long a command, interaction or message stays claimed:
+// well past Slack's retries and its 5-minute signature window.
+const claimTTL = time.Hour
+
+// first claims a command or interaction (kind "trigger", by trigger_id)
+// or a message (kind "msg") of team in the store, and reports whether
+// this is its first delivery, in this process or any earlier one. Slack
+// may deliver the same thing twice (its retries, a command sent again);
+// only the first is acted on. Should the store fail, the request is
+// handled: its Submit then fails and says so.
+func (b *Bot) first(ctx context.Context, team, kind, id string) bool {
+	key := Platform + "/" + team + "/" + kind + "/" + id
+	ok, err := b.core.Store().Claim(ctx, key, claimTTL)
+	if err != nil {
+		b.log.Error("slack: claim", "key", key, "err", err)
+		return true
+	}
+	if !ok {
+		b.log.Info("slack: dropped a repeated delivery", "kind", kind, "id", id)
+	}
+	return ok
 }

@@ -36,16 +36,32 @@ func (r reporter) Running(job *bot.Job) { r.b.statusOf(job).running() }
 // Deliver posts the image where the job belongs, then removes the status
 // message. An image made in a channel (not a thread) opens its own
 // thread: its message becomes the thread's root and the conversation.
+// When d.Repost is set, an earlier attempt may have posted the image: it
+// is looked up first (the share of the file an ambiguous attempt
+// uploaded, then the channel or thread for the image's file name) and
+// returned instead of being posted twice. Errors Slack or the network may
+// not repeat are bot.Transient, so the core retries them.
 func (r reporter) Deliver(ctx context.Context, job *bot.Job, d *bot.Delivery) (bot.Posted, error) {
 	b := r.b
 	st := b.statusOf(job)
-	statusTS := st.finish()
+	st.finish()
 	key := job.Conv
-	ts, err := b.postImage(ctx, key.Channel, key.Thread, d)
-	if err != nil {
-		return bot.Posted{}, err
+	ts := ""
+	if d.Repost {
+		var err error
+		if ts, err = b.findEarlierPost(ctx, job, key.Channel, key.Thread, d); err != nil {
+			return bot.Posted{}, err
+		}
 	}
-	if statusTS != "" {
+	if ts == "" {
+		var err error
+		if ts, err = b.postImage(ctx, key.Channel, key.Thread, d, job.ID); err != nil {
+			return bot.Posted{}, err
+		}
+	}
+	b.forgetPending(job.ID)
+	// The status message now: Delayed may have posted one.
+	if statusTS := st.finish(); statusTS != "" {
 		b.deleteMessage(ctx, st.channel, statusTS)
 		st.forget()
 	}
@@ -60,6 +76,29 @@ func (r reporter) Deliver(ctx context.Context, job *bot.Job, d *bot.Delivery) (b
 	}
 	return posted, nil
 }
+
+// Delayed shows bot.PostDelayedText on the job's status message (posting
+// one if it has none).
+func (r reporter) Delayed(ctx context.Context, job *bot.Job) {
+	st := r.b.statusOf(job)
+	st.finish()
+	st.push(context.WithoutCancel(ctx), "📤 "+bot.PostDelayedText, "")
+}
+
+// Held shows msg on the job's status message, which stays until the
+// image is posted at the next start (so it is removed once, then); with
+// no status message, msg goes to the requester alone.
+func (r reporter) Held(ctx context.Context, job *bot.Job, msg string) {
+	b := r.b
+	st := b.statusOf(job)
+	st.finish()
+	if st.push(context.WithoutCancel(ctx), "⚠️ "+msg, "") {
+		return
+	}
+	b.ephemeral(ctx, place{team: job.Conv.Workspace, channel: st.channel, thread: st.thread, user: st.user}, msg)
+}
+
+var _ bot.DelayReporter = reporter{}
 
 // Fail removes the status message and tells the requester, only them, why
 // there is no image.
@@ -77,11 +116,9 @@ func (r reporter) Fail(ctx context.Context, job *bot.Job, msg string) {
 // within its channel.
 func messageID(channel, ts string) string { return channel + ":" + ts }
 
-// postImage uploads an image into channel (and thread), with its caption
-// and buttons, and returns the ts of the message that shares it.
-func (b *Bot) postImage(ctx context.Context, channel, thread string, d *bot.Delivery) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
+// imageName is the file name an image is posted under: it carries the
+// turn id, so a post can be found again by name.
+func imageName(d *bot.Delivery) string {
 	ext := "png"
 	switch d.Turn.Format {
 	case "jpeg", "jpg":
@@ -89,41 +126,172 @@ func (b *Bot) postImage(ctx context.Context, channel, thread string, d *bot.Deli
 	case "gif", "webp":
 		ext = d.Turn.Format
 	}
+	return "kontext-" + d.Turn.ID + "." + ext
+}
+
+// postImage uploads an image into channel (and thread), with its caption
+// and buttons, and returns the ts of the message that shares it ("" when
+// it is posted but its message was not found). It runs the three steps
+// of Slack's upload itself: once files.completeUploadExternal is sent the
+// image may be posted whatever the answer, so for a job (job != "") the
+// file id is remembered until the job is delivered, for
+// findEarlierPost.
+func (b *Bot) postImage(ctx context.Context, channel, thread string, d *bot.Delivery, job string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
 	title := truncate(d.Turn.Prompt, 200)
 	if d.Turn.Kind == bot.KindUpload || title == "" {
 		title = "Uploaded image"
 	}
-	f, err := b.api.UploadFileContext(ctx, slackgo.UploadFileParameters{
-		Reader:          bytes.NewReader(d.Image),
-		FileSize:        len(d.Image),
-		Filename:        "kontext-" + d.Turn.ID + "." + ext,
-		Title:           title,
-		AltTxt:          truncate(d.Turn.Prompt, 1000),
-		Channel:         channel,
-		ThreadTimestamp: thread,
-		Blocks:          imageBlocks(d, thread),
-	})
+	name := imageName(d)
+	u, err := b.api.GetUploadURLExternalContext(ctx, slackgo.GetUploadURLExternalParameters{
+		FileName: name, FileSize: len(d.Image), AltTxt: truncate(d.Turn.Prompt, 1000)})
 	if err != nil {
-		return "", fmt.Errorf("slack: upload image: %w", err)
+		return "", fmt.Errorf("slack: upload image: files.getUploadURLExternal: %w", transient(err))
 	}
-	ts, err := b.findShare(ctx, f.ID, channel, thread)
+	if err := b.api.UploadToURL(ctx, slackgo.UploadToURLParameters{UploadURL: u.UploadURL, Reader: bytes.NewReader(d.Image), Filename: name}); err != nil {
+		return "", fmt.Errorf("slack: upload image: upload URL: %w", transient(err))
+	}
+	if job != "" {
+		b.setPending(job, u.FileID)
+	}
+	_, err = b.api.CompleteUploadExternalContext(ctx, slackgo.CompleteUploadExternalParameters{
+		Files: []slackgo.FileSummary{{ID: u.FileID, Title: title}}, Channel: channel, ThreadTimestamp: thread,
+		Blocks: imageBlocks(d, thread)})
+	if err != nil {
+		var se slackgo.SlackErrorResponse
+		if job != "" && errors.As(err, &se) {
+			b.forgetPending(job) // Slack answered: nothing was shared
+		}
+		return "", fmt.Errorf("slack: upload image: files.completeUploadExternal: %w", transient(err))
+	}
+	ts, err := b.findShare(ctx, u.FileID, channel, thread, shareTimeout)
 	if err != nil {
 		// The image is posted; only its message id is unknown, so a reply
 		// to it cannot be traced. Not worth posting it twice.
-		b.log.Warn("slack: uploaded image's message not found", "file", f.ID, "channel", channel, "err", err)
+		b.log.Warn("slack: uploaded image's message not found", "file", u.FileID, "channel", channel, "err", err)
 		return "", nil
 	}
 	return ts, nil
 }
 
-// findShare waits for the message Slack posts a moment after
-// files.completeUploadExternal, and returns its ts (from files.info).
-func (b *Bot) findShare(ctx context.Context, fileID, channel, thread string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, shareTimeout)
+// findEarlierPost looks for a post of d's image by an earlier attempt:
+// the share of a file whose files.completeUploadExternal got no clear
+// answer in this process (given pendingWait to appear), then a message
+// of the bot's in the channel (or thread) carrying a file of the image's
+// name, from around the job's creation on. "" means none was found; an
+// error means the lookup failed and posting now could post twice.
+func (b *Bot) findEarlierPost(ctx context.Context, job *bot.Job, channel, thread string, d *bot.Delivery) (string, error) {
+	if fileID := b.pending(job.ID); fileID != "" {
+		if ts, err := b.findShare(ctx, fileID, channel, thread, pendingWait); err == nil {
+			b.log.Info("slack: an earlier attempt had posted the image", "job", job.ID, "file", fileID)
+			return ts, nil
+		}
+	}
+	ts, err := b.findByName(ctx, channel, thread, imageName(d), job.Created.Add(-10*time.Minute))
+	switch {
+	case err != nil && isTransient(err):
+		return "", err
+	case err != nil:
+		b.log.Warn("slack: could not look for an earlier post of the image; posting it", "job", job.ID, "err", err)
+		return "", nil
+	case ts != "":
+		b.log.Info("slack: an earlier attempt had posted the image", "job", job.ID, "ts", ts)
+	}
+	return ts, nil
+}
+
+// findByName returns the ts of the bot's newest message in channel (at
+// the top level, or in thread) since oldest that carries a file named
+// name; "" when there is none.
+func (b *Bot) findByName(ctx context.Context, channel, thread, name string, oldest time.Time) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	since := fmt.Sprintf("%d.%06d", oldest.Unix(), oldest.Nanosecond()/1000)
+	found := ""
+	match := func(msgs []slackgo.Message) {
+		for _, m := range msgs {
+			if !b.ownMessage(m.User, m.BotID) {
+				continue
+			}
+			for _, f := range m.Files {
+				if f.Name == name && (found == "" || tsLess(found, m.Timestamp)) {
+					found = m.Timestamp
+				}
+			}
+		}
+	}
+	cursor := ""
+	for range 20 {
+		var msgs []slackgo.Message
+		var next string
+		if thread == "" {
+			res, err := b.api.GetConversationHistoryContext(ctx, &slackgo.GetConversationHistoryParameters{
+				ChannelID: channel, Oldest: since, Limit: 200, Cursor: cursor})
+			if err != nil {
+				return "", fmt.Errorf("slack: conversations.history: %w", transient(err))
+			}
+			msgs, next = res.Messages, res.ResponseMetaData.NextCursor
+			if !res.HasMore {
+				next = ""
+			}
+		} else {
+			var more bool
+			var err error
+			msgs, more, next, err = b.api.GetConversationRepliesContext(ctx, &slackgo.GetConversationRepliesParameters{
+				ChannelID: channel, Timestamp: thread, Cursor: cursor, Limit: 200})
+			if err != nil {
+				return "", fmt.Errorf("slack: conversations.replies: %w", transient(err))
+			}
+			if !more {
+				next = ""
+			}
+		}
+		match(msgs)
+		if next == "" {
+			break
+		}
+		cursor = next
+	}
+	return found, nil
+}
+
+// ownMessage reports whether a message is the bot's own.
+func (b *Bot) ownMessage(user, botID string) bool {
+	return botID != "" && botID == b.botID || user != "" && user == b.botUser
+}
+
+// pendingWait is how long findEarlierPost waits for the share of a file
+// whose completion got no clear answer.
+var pendingWait = 5 * time.Second
+
+func (b *Bot) setPending(job, fileID string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.uploads[job] = fileID
+}
+
+func (b *Bot) pending(job string) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.uploads[job]
+}
+
+func (b *Bot) forgetPending(job string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.uploads, job)
+}
+
+// findShare waits up to timeout for the message Slack posts a moment
+// after files.completeUploadExternal, and returns its ts (from
+// files.info).
+func (b *Bot) findShare(ctx context.Context, fileID, channel, thread string, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	delay := 100 * time.Millisecond
 	for {
-		f, _, _, err := b.api.GetFileInfoContext(ctx, fileID, 0, 0)
+		f, err := b.fileInfo(ctx, fileID)
 		if err == nil {
 			if ts := shareTS(f, channel, thread); ts != "" {
 				return ts, nil
@@ -143,6 +311,13 @@ func (b *Bot) findShare(ctx context.Context, fileID, channel, thread string) (st
 	}
 }
 
+// fileInfo calls files.info. Its count and page are of the file's
+// comments; slack-go always sends them, so they get Slack's defaults.
+func (b *Bot) fileInfo(ctx context.Context, fileID string) (*slackgo.File, error) {
+	f, _, _, err := b.api.GetFileInfoContext(ctx, fileID, 100, 1)
+	return f, err
+}
+
 // shareTS finds the message sharing f in channel (and thread).
 func shareTS(f *slackgo.File, channel, thread string) string {
 	var shares []slackgo.ShareFileInfo
@@ -156,10 +331,18 @@ func shareTS(f *slackgo.File, channel, thread string) string {
 	return ""
 }
 
+// deleteMessage removes one of the bot's messages. A message already gone
+// (message_not_found) counts as removed.
 func (b *Bot) deleteMessage(ctx context.Context, channel, ts string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
 	defer cancel()
-	if _, _, err := b.api.DeleteMessageContext(ctx, channel, ts); err != nil {
+	_, _, err := b.api.DeleteMessageContext(ctx, channel, ts)
+	var se slackgo.SlackErrorResponse
+	switch {
+	case err == nil:
+	case errors.As(err, &se) && se.Err == "message_not_found":
+		b.log.Debug("slack: status message already gone", "channel", channel, "ts", ts)
+	default:
 		b.log.Warn("slack: delete status message", "channel", channel, "ts", ts, "err", err)
 	}
 }
@@ -362,8 +545,9 @@ func (s *status) run(ctx context.Context) {
 	}
 }
 
-// push shows line on the status message, posting one if there is none.
-func (s *status) push(ctx context.Context, line, cancelJob string) {
+// push shows line on the status message, posting one if there is none,
+// and reports whether it is shown.
+func (s *status) push(ctx context.Context, line, cancelJob string) bool {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	blocks := slackgo.MsgOptionBlocks(statusBlocks(line, s.prompt, cancelJob)...)
@@ -383,11 +567,12 @@ func (s *status) push(ctx context.Context, line, cancelJob string) {
 	}
 	if err != nil {
 		s.b.log.Warn("slack: status message", "job", s.job, "err", err)
-		return
+		return false
 	}
 	s.mu.Lock()
 	s.ts, s.shown = ts, line
 	s.mu.Unlock()
+	return true
 }
 
 // postStatus posts a new status message before the job exists.

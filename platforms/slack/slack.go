@@ -117,6 +117,7 @@ type Bot struct {
 	mu       sync.Mutex
 	statuses map[string]*status                 // by job id
 	queues   map[string][]func(context.Context) // by key, see serial
+	uploads  map[string]string                  // by job id: a file whose completion got no clear answer
 
 	started   atomic.Bool
 	connected atomic.Bool
@@ -163,7 +164,7 @@ func New(cfg Config, core Core) (*Bot, error) {
 	}
 	b := &Bot{cfg: cfg, core: core, log: log, out: out, apiBase: u, socket: cfg.AppToken != "",
 		statusEvery: defaultStatusEvery, elapsedEvery: defaultElapsedEvery,
-		statuses: map[string]*status{}, queues: map[string][]func(context.Context){}, seen: newDedupe(10 * time.Minute)}
+		statuses: map[string]*status{}, queues: map[string][]func(context.Context){}, uploads: map[string]string{}, seen: newDedupe(10 * time.Minute)}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	b.hc = &http.Client{Transport: &tokenTransport{base: tr, allowed: b.mayReceiveToken}, Timeout: 60 * time.Second}
@@ -173,6 +174,10 @@ func New(cfg Config, core Core) (*Bot, error) {
 		slackgo.OptionHTTPClient(b.hc),
 		slackgo.OptionRetry(3), // 429: wait Retry-After and try again
 		slackgo.OptionLog(slog.NewLogLogger(log.Handler(), slog.LevelDebug)),
+		slackgo.OptionOnWarning(func(method string, _ any, w *slackgo.Warning) {
+			// The request is left out: it can carry what people wrote.
+			log.Warn("slack: Web API warning", "method", method, "codes", w.Codes, "warnings", w.Warnings)
+		}),
 	}
 	if cfg.AppToken != "" {
 		opts = append(opts, slackgo.OptionAppLevelToken(cfg.AppToken))
@@ -226,7 +231,7 @@ func (b *Bot) startSocket(ctx context.Context) error {
 	runErr := make(chan error, 1)
 	if !b.spawn(func(context.Context) {
 		err := sm.RunContext(b.ctx)
-		if err != nil && b.ctx.Err() == nil {
+		if b.ctx.Err() == nil { // RunContext always returns an error
 			b.log.Error("slack: Socket Mode stopped", "err", err)
 			b.setDisconnected(err)
 		}

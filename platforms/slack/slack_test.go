@@ -6,10 +6,12 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"image"
 	"image/color"
 	"image/png"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -17,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -458,6 +461,10 @@ func TestMayReceiveToken(t *testing.T) {
 		"http://127.0.0.1:4000/files-pri/x":             true, // SLACK_API_URL's host
 		"http://127.0.0.1:4001/files-pri/x":             false,
 		"https://drive.google.com/x":                    false,
+		"https://files.slack-gov.com/files-pri/T1-F1/a": true, // GovSlack
+		"https://slack-gov.com/api/x":                   true,
+		"https://files.slack-gov.com.evil.com/x":        false,
+		"https://evilslack-gov.com/x":                   false,
 	} {
 		if got := b.mayReceiveToken(mustURL(u)); got != want {
 			t.Errorf("%s: %v, want %v", u, got, want)
@@ -473,7 +480,7 @@ func TestDownload(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ok.png", func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer xoxb-1" {
-			http.Error(w, "no", 403)
+			http.Error(w, "no", http.StatusForbidden)
 			return
 		}
 		w.Header().Set("Content-Type", "image/png")
@@ -490,7 +497,7 @@ func TestDownload(t *testing.T) {
 	mux.HandleFunc("/away.png", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, foreign.URL+"/x.png", http.StatusFound)
 	})
-	mux.HandleFunc("/gone.png", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "gone", 403) })
+	mux.HandleFunc("/gone.png", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "gone", http.StatusForbidden) })
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	b, err := New(Config{BotToken: "xoxb-1", AppToken: "xapp-1", APIURL: srv.URL + "/api"}, &bot.Core{})
@@ -627,6 +634,72 @@ func TestManifestListsWhatTheBotUses(t *testing.T) {
 	for _, path := range []string{"/slack/events", "/slack/commands", "/slack/interactive"} {
 		if !strings.Contains(m, path) || !strings.Contains(string(setup), path) {
 			t.Errorf("the HTTP route %s is missing from manifest.yaml or README.md", path)
+		}
+	}
+	// The header tells how many URL lines to uncomment for HTTP mode.
+	urls := 0
+	for _, line := range strings.Split(m, "\n") {
+		l := strings.TrimSpace(line)
+		if strings.HasPrefix(l, "# url: https://") || strings.HasPrefix(l, "# request_url: https://") {
+			urls++
+		}
+	}
+	words := map[int]string{3: "three", 4: "four", 5: "five", 6: "six"}
+	if want := "uncomment the " + words[urls] + " URL lines"; urls == 0 || !strings.Contains(m, want) {
+		t.Errorf("manifest.yaml has %d commented URL lines; its header should say %q", urls, want)
+	}
+}
+
+// transient decides with slack-go's error types and the network's, never
+// with the text of an error.
+func TestTransient(t *testing.T) {
+	refused := &url.Error{Op: "Post", URL: "https://slack.com/api/x", Err: &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}}
+	for _, c := range []struct {
+		name  string
+		err   error
+		want  bool
+		after time.Duration
+	}{
+		{"RateLimited", &slackgo.RateLimitedError{RetryAfter: 7 * time.Second}, true, 7 * time.Second},
+		{"503", slackgo.StatusCodeError{Code: 503, Status: "503 Service Unavailable"}, true, 0},
+		{"500Wrapped", fmt.Errorf("files.getUploadURLExternal: %w", slackgo.StatusCodeError{Code: 500}), true, 0},
+		{"429WithoutRetryAfter", slackgo.StatusCodeError{Code: 429}, true, 0},
+		{"404", slackgo.StatusCodeError{Code: 404}, false, 0},
+		{"SlackInternalError", slackgo.SlackErrorResponse{Err: "internal_error"}, true, 0},
+		{"SlackRatelimited", slackgo.SlackErrorResponse{Err: "ratelimited"}, true, 0},
+		{"ChannelNotFound", slackgo.SlackErrorResponse{Err: "channel_not_found"}, false, 0},
+		{"ConnectionRefused", refused, true, 0},
+		{"ConnectionCut", fmt.Errorf("upload: %w", io.ErrUnexpectedEOF), true, 0},
+		{"Timeout", &url.Error{Op: "Post", URL: "https://slack.com", Err: context.DeadlineExceeded}, true, 0},
+		{"Canceled", &url.Error{Op: "Post", URL: "https://slack.com", Err: context.Canceled}, false, 0},
+		{"Other", errors.New("503 in the text only"), false, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, after := bot.IsTransient(transient(c.err))
+			if got != c.want || after != c.after {
+				t.Errorf("got %v (after %s), want %v (after %s)", got, after, c.want, c.after)
+			}
+			if marked := transient(c.err); marked.Error() != c.err.Error() {
+				t.Errorf("marked as %q, want the original error kept", marked)
+			}
+		})
+	}
+}
+
+// isStub tells Slack Connect's stubs from complete files.
+func TestIsStub(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		f    slackgo.File
+		want bool
+	}{
+		{"CheckFileInfo", slackgo.File{ID: "F1", FileAccess: "check_file_info"}, true},
+		{"NothingButAnID", slackgo.File{ID: "F1"}, true},
+		{"Complete", slackgo.File{ID: "F1", Mimetype: "image/png", URLPrivate: "https://files.slack.com/x"}, false},
+		{"Visible", slackgo.File{ID: "F1", FileAccess: "visible", Filetype: "png", URLPrivate: "https://files.slack.com/x"}, false},
+	} {
+		if got := isStub(&c.f); got != c.want {
+			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
 	}
 }

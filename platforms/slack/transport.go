@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"mime"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -20,13 +21,21 @@ import (
 // sends the token of most Web API methods as a "token" form field; this
 // moves it into an "Authorization: Bearer" header (what Slack recommends),
 // and refuses to send any request carrying a token to a host that is not
-// Slack's (or SLACK_API_URL's).
+// Slack's (or SLACK_API_URL's). It also adds the charset slack-go leaves
+// out of its JSON posts.
 type tokenTransport struct {
 	base    http.RoundTripper
 	allowed func(*url.URL) bool
 }
 
 func (t *tokenTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if mt, ps, err := mime.ParseMediaType(req.Header.Get("Content-Type")); err == nil && mt == "application/json" && ps["charset"] == "" {
+		// slack-go posts JSON (views.open, apps.connections.open) as
+		// "application/json"; Slack wants the charset and warns
+		// missing_charset without it.
+		req = req.Clone(req.Context())
+		req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	}
 	if req.Body != nil && req.Method == http.MethodPost && isForm(req.Header.Get("Content-Type")) {
 		body, err := io.ReadAll(req.Body)
 		req.Body.Close()
@@ -66,7 +75,8 @@ func isForm(contentType string) bool {
 
 // mayReceiveToken reports whether the bot token may be sent to u: https
 // on slack.com, its subdomains (files.slack.com, hooks.slack.com, a
-// workspace's own host) or slack-files.com, or the scheme and host of
+// workspace's own host), slack-files.com, GovSlack's slack-gov.com and
+// its subdomains (files.slack-gov.com), or the scheme and host of
 // SLACK_API_URL (a proxy, or a fake in tests).
 func (b *Bot) mayReceiveToken(u *url.URL) bool {
 	if u == nil {
@@ -82,7 +92,7 @@ func (b *Bot) mayReceiveToken(u *url.URL) bool {
 		return false
 	}
 	host := strings.ToLower(strings.TrimSuffix(u.Hostname(), "."))
-	for _, d := range []string{"slack.com", "slack-files.com"} {
+	for _, d := range []string{"slack.com", "slack-files.com", "slack-gov.com"} {
 		if host == d || strings.HasSuffix(host, "."+d) {
 			return true
 		}
@@ -128,6 +138,78 @@ func pickImage(files []slackgo.File) (*slackgo.File, error) {
 		return f, nil
 	}
 	return nil, bot.ErrNotImage
+}
+
+// isStub reports whether f is a stub that only files.info completes:
+// Slack Connect sends {"id": "F…", "file_access": "check_file_info"},
+// without a name, type or URL.
+func isStub(f *slackgo.File) bool {
+	return f.ID != "" && (f.FileAccess == "check_file_info" ||
+		f.Mimetype == "" && f.Filetype == "" && f.URLPrivate == "" && f.URLPrivateDownload == "")
+}
+
+// pickFile is pickImage after stubs are completed with files.info. A
+// stub the bot may not read counts as no file; when no image is left,
+// the reason the stub could not be read is the answer.
+func (b *Bot) pickFile(ctx context.Context, files []slackgo.File) (*slackgo.File, error) {
+	var out []slackgo.File
+	var unread error
+	for _, f := range files {
+		if !isStub(&f) {
+			out = append(out, f)
+			continue
+		}
+		full, err := b.resolveStub(ctx, f.ID)
+		if err != nil {
+			if unread == nil {
+				unread = err
+			}
+			continue
+		}
+		out = append(out, *full)
+	}
+	f, err := pickImage(out)
+	if err != nil && unread != nil && (errors.Is(err, bot.ErrNotImage) || err == errNoImageHere) {
+		return nil, unread
+	}
+	return f, err
+}
+
+// stubIsImage completes a stub and reports whether it is an image; f
+// becomes the full file when it can be read.
+func (b *Bot) stubIsImage(ctx context.Context, f *slackgo.File) bool {
+	full, err := b.resolveStub(ctx, f.ID)
+	if err != nil {
+		return false
+	}
+	*f = *full
+	return isImageFile(f)
+}
+
+// Errors of files.info on a stub, each with the sentence people see.
+var (
+	errFileNotShared = &bot.UserError{Msg: "I can't open that file: it was not shared with me. " +
+		"In a Slack Connect channel, files from another organization can be visible to you but not to apps; upload the picture here yourself, then try again."}
+	errFileDenied = &bot.UserError{Msg: "Slack does not let me open that file (its owner's organization keeps it from apps). Upload the picture here yourself, then try again."}
+)
+
+// resolveStub completes a stub file with files.info.
+func (b *Bot) resolveStub(ctx context.Context, id string) (*slackgo.File, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	f, err := b.fileInfo(ctx, id)
+	var se slackgo.SlackErrorResponse
+	switch {
+	case err == nil:
+		return f, nil
+	case errors.As(err, &se) && (se.Err == "file_not_found" || se.Err == "file_deleted"):
+		return nil, &bot.UserError{Msg: errFileNotShared.Msg, Err: fmt.Errorf("slack: files.info %s: %w", id, err)}
+	case errors.As(err, &se) && (se.Err == "no_permission" || se.Err == "access_denied"):
+		return nil, &bot.UserError{Msg: errFileDenied.Msg, Err: fmt.Errorf("slack: files.info %s: %w", id, err)}
+	case errors.As(err, &se) && se.Err == "missing_scope":
+		return nil, &bot.UserError{Msg: errNoFilesRead.Msg, Err: fmt.Errorf("slack: files.info %s: %w", id, err)}
+	}
+	return nil, fmt.Errorf("slack: files.info %s: %w", id, err)
 }
 
 func isImageFile(f *slackgo.File) bool {
@@ -193,4 +275,46 @@ func (b *Bot) download(ctx context.Context, rawURL string) ([]byte, error) {
 		return nil, bot.ErrImageTooLarge
 	}
 	return data, nil
+}
+
+// transient marks err as bot.Transient when trying again may work: a 5xx
+// or 429 from Slack or its upload host (a 429 with its Retry-After), one
+// of the Web API's own try-again errors, or a network failure (refused,
+// reset, timed out). An error of a context that was cancelled is not.
+func transient(err error) error {
+	if err == nil || isTransient(err) {
+		return err
+	}
+	var rl *slackgo.RateLimitedError
+	if errors.As(err, &rl) {
+		return bot.Transient(err, rl.RetryAfter)
+	}
+	var sc slackgo.StatusCodeError
+	if errors.As(err, &sc) {
+		if sc.Code >= 500 || sc.Code == http.StatusTooManyRequests {
+			return bot.Transient(err, 0)
+		}
+		return err
+	}
+	var se slackgo.SlackErrorResponse
+	if errors.As(err, &se) {
+		switch se.Err {
+		case "ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout":
+			return bot.Transient(err, 0)
+		}
+		return err
+	}
+	if errors.Is(err, context.Canceled) {
+		return err
+	}
+	var ne net.Error
+	if errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, context.DeadlineExceeded) {
+		return bot.Transient(err, 0)
+	}
+	return err
+}
+
+func isTransient(err error) bool {
+	ok, _ := bot.IsTransient(err)
+	return ok
 }

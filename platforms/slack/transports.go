@@ -44,7 +44,7 @@ func (b *Bot) socketLoop(sm *socketmode.Client, ready chan<- struct{}) {
 				close(ready)
 			}
 		case socketmode.EventTypeDisconnect:
-			b.setDisconnected(errors.New("Slack asked to reconnect"))
+			b.setDisconnected(errors.New("reconnecting at Slack's request"))
 			b.log.Info("slack: Socket Mode reconnecting at Slack's request")
 		case socketmode.EventTypeIncomingError, socketmode.EventTypeErrorBadMessage, socketmode.EventTypeErrorWriteFailed:
 			// Only the cause at warn: a bad message's raw payload can carry
@@ -151,13 +151,21 @@ func (b *Bot) newHandler() http.Handler {
 }
 
 // verified reads the body and checks Slack's signature; a request that
-// fails is answered 401 and nothing else happens.
+// fails is answered 401 and nothing else happens. Slack's ssl_check (a
+// form post with ssl_check=1, not necessarily signed, sent to command
+// URLs) is answered 200 before that, and nothing else happens either.
 func (b *Bot) verified(next func(w http.ResponseWriter, r *http.Request, body []byte)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 		if err != nil {
 			http.Error(w, "request too large", http.StatusRequestEntityTooLarge)
 			return
+		}
+		if isForm(r.Header.Get("Content-Type")) {
+			if v, err := url.ParseQuery(string(body)); err == nil && v.Get("ssl_check") == "1" {
+				w.WriteHeader(http.StatusOK)
+				return
+			}
 		}
 		sv, err := slackgo.NewSecretsVerifier(r.Header, b.cfg.SigningSecret)
 		if err == nil {

@@ -86,6 +86,10 @@ func (s *Server) messageJSON(m *Message) map[string]any {
 	if len(m.Files) > 0 {
 		var files []map[string]any
 		for _, f := range m.Files {
+			if f.Stub {
+				files = append(files, stubJSON(f))
+				continue
+			}
 			files = append(files, s.fileJSON(f))
 		}
 		j["files"] = files
@@ -247,9 +251,10 @@ func (s *Server) Say(user, channelID, thread, text string, files ...*File) Messa
 		mention = s.callback(inner)
 	}
 	out := copyMessage(m)
+	s.emitLocked(ev)
+	s.emitLocked(mention)
 	s.mu.Unlock()
-	s.emit(ev)
-	s.emit(mention)
+	s.wake()
 	return out
 }
 

@@ -93,7 +93,6 @@ type Server struct {
 	changed    chan struct{} // closed and replaced on every change
 	closed     bool
 	seq        int64 // for ids and timestamps
-	baseTS     int64
 	channels   map[string]*channel
 	order      []string // channel ids in creation order
 	users      map[string]string
@@ -107,6 +106,8 @@ type Server struct {
 	problems   []string
 	envelopes  []*Envelope
 	noFiles    bool
+	faults     map[string][]Fault // by method, or Upload
+	lastTS     int64              // microseconds of the last ts handed out
 
 	// Delivery to the bot.
 	httpTarget string // HTTP mode: the bot's base URL; "" for Socket Mode
@@ -175,8 +176,14 @@ type File struct {
 	// External files live elsewhere (their URLPrivate is another host).
 	External bool
 	Shares   []Share
-	uploaded bool
-	declared int
+	// Stub files reach the bot in events as {"id", "file_access":
+	// "check_file_info"} only (Slack Connect); files.info has the rest.
+	Stub bool
+	// InfoError, when set, is files.info's answer to the bot for this
+	// file ("file_not_found", "no_permission").
+	InfoError string
+	uploaded  bool
+	declared  int
 }
 
 // Share is a message a file was shared in.
@@ -209,6 +216,10 @@ type Call struct {
 	Method string
 	At     time.Time
 	Authed bool
+	// Params are its arguments (the token left out).
+	Params map[string]string
+	// ContentType is the request's Content-Type.
+	ContentType string
 }
 
 // Download is one request for a file's url_private.
@@ -223,7 +234,7 @@ func New(opts Options) *Server {
 	opts.defaults()
 	s := &Server{opts: opts, changed: make(chan struct{}), channels: map[string]*channel{}, users: map[string]string{},
 		files: map[string]*File{}, triggers: map[string]trigger{}, responses: map[string]trigger{},
-		baseTS: time.Now().Unix(), noFiles: opts.NoFilesRead, queueWake: make(chan struct{}, 1), stop: make(chan struct{}),
+		noFiles: opts.NoFilesRead, queueWake: make(chan struct{}, 1), stop: make(chan struct{}),
 		httpc: &http.Client{Timeout: opts.AckTimeout, Transport: &http.Transport{}}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/api/{method}", s.serveAPI)
@@ -342,10 +353,12 @@ func (s *Server) newID(prefix string) string {
 	return fmt.Sprintf("%s%08X", prefix, s.seq)
 }
 
-// newTS returns a fresh, increasing message timestamp.
+// newTS returns a fresh message timestamp: the time now, made unique
+// and increasing (as Slack's are within a channel).
 func (s *Server) newTS() string {
-	s.seq++
-	return fmt.Sprintf("%d.%06d", s.baseTS, s.seq)
+	us := max(time.Now().UnixMicro(), s.lastTS+1)
+	s.lastTS = us
+	return fmt.Sprintf("%d.%06d", us/1e6, us%1e6)
 }
 
 // CreateChannel adds a public channel; member says whether the bot was

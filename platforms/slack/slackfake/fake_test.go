@@ -2,6 +2,7 @@ package slackfake
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"net/url"
@@ -128,7 +129,7 @@ func TestUploadShares(t *testing.T) {
 	if !s.Wait(5*time.Second, func() bool { return len(s.Thread(ch, root.TS)) == 2 }) {
 		t.Fatal("the file was never shared")
 	}
-	info, _, _, err := api.GetFileInfo(f.ID, 0, 0)
+	info, _, _, err := api.GetFileInfo(f.ID, 1, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,4 +157,107 @@ func (bearer) Do(r *http.Request) (*http.Response, error) {
 		r.ContentLength = int64(len(enc))
 	}
 	return http.DefaultClient.Do(r)
+}
+
+// The fake answers as Slack does for what issue 11 names: injected
+// faults (5xx, 429 with Retry-After, a completion that shared the file
+// and still failed), message_not_found for a deleted message,
+// conversations.history, Slack Connect stubs with files.info, count and
+// page of files.info, and JSON without a charset.
+func TestIssue11Behaviours(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	s := New(Options{ShareDelay: time.Millisecond})
+	defer s.Close()
+	api := slackgo.New(s.Options().BotToken, slackgo.OptionAPIURL(s.APIURL()), slackgo.OptionHTTPClient(bearer{}))
+	ctx := context.Background()
+	ch := s.CreateChannel("c", true)
+
+	s.Inject("chat.postMessage", Fault{Status: 503}, Fault{Status: 429, RetryAfter: 2 * time.Second})
+	_, _, err := api.PostMessageContext(ctx, ch, slackgo.MsgOptionText("hi", false))
+	var sc slackgo.StatusCodeError
+	if !errors.As(err, &sc) || sc.Code != 503 {
+		t.Errorf("first post: %v, want a 503", err)
+	}
+	_, _, err = api.PostMessageContext(ctx, ch, slackgo.MsgOptionText("hi", false))
+	var rl *slackgo.RateLimitedError
+	if !errors.As(err, &rl) || rl.RetryAfter != 2*time.Second {
+		t.Errorf("second post: %v, want a 429 asking for 2s", err)
+	}
+	_, ts, err := api.PostMessageContext(ctx, ch, slackgo.MsgOptionText("hi", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := api.DeleteMessageContext(ctx, ch, ts); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = api.DeleteMessageContext(ctx, ch, ts)
+	var se slackgo.SlackErrorResponse
+	if !errors.As(err, &se) || se.Err != "message_not_found" {
+		t.Errorf("second delete: %v, want message_not_found", err)
+	}
+	if n := s.Deletes(ch, ts); n != 2 {
+		t.Errorf("Deletes: %d, want 2", n)
+	}
+
+	// A completion that shares the file and answers 500.
+	s.Inject("files.completeUploadExternal", Fault{Status: 500, Applied: true})
+	_, err = api.UploadFileContext(ctx, slackgo.UploadFileParameters{Reader: strings.NewReader("abc"), FileSize: 3, Filename: "a.txt", Channel: ch})
+	if !errors.As(err, &sc) || sc.Code != 500 {
+		t.Errorf("upload: %v, want a 500", err)
+	}
+	if !s.Wait(2*time.Second, func() bool { return len(s.TopLevel(ch)) == 1 }) {
+		t.Fatal("the failed completion did not share the file")
+	}
+	if _, _, err := api.PostMessageContext(ctx, ch, slackgo.MsgOptionText("later", false)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := api.GetConversationHistoryContext(ctx, &slackgo.GetConversationHistoryParameters{ChannelID: ch, Limit: 1})
+	if err != nil || len(res.Messages) != 1 || !res.HasMore || res.Messages[0].Text != "later" {
+		t.Fatalf("history: %v %v, want the newest message and more", res, err)
+	}
+	res, err = api.GetConversationHistoryContext(ctx, &slackgo.GetConversationHistoryParameters{ChannelID: ch, Limit: 1, Cursor: res.ResponseMetaData.NextCursor})
+	if err != nil || len(res.Messages) != 1 || res.HasMore || len(res.Messages[0].Files) != 1 || res.Messages[0].Files[0].Name != "a.txt" {
+		t.Errorf("history, page 2: %v %v, want the file's message, the last", res, err)
+	}
+	if _, err = api.GetConversationHistoryContext(ctx, &slackgo.GetConversationHistoryParameters{ChannelID: ch, Oldest: "x"}); err == nil {
+		t.Error("history with a bad oldest: no error")
+	}
+
+	// A stub reaches events without name or URL; files.info has it.
+	stub := s.StubFile("U1", "p.png", "image/png", []byte("png"), "")
+	hidden := s.StubFile("U1", "q.png", "image/png", []byte("png"), "file_not_found")
+	msg := s.Say("U1", ch, "", "look", stub)
+	s.mu.Lock()
+	files := s.messageJSON(s.findMsg(ch, msg.TS))["files"].([]map[string]any)
+	s.mu.Unlock()
+	if files[0]["file_access"] != "check_file_info" || files[0]["url_private"] != nil || files[0]["name"] != nil {
+		t.Errorf("stub in the event: %v", files[0])
+	}
+	if f, _, _, err := api.GetFileInfoContext(ctx, stub.ID, 100, 1); err != nil || f.Name != "p.png" || f.URLPrivate == "" {
+		t.Errorf("files.info of a stub: %+v %v", f, err)
+	}
+	if _, _, _, err := api.GetFileInfoContext(ctx, hidden.ID, 100, 1); !errors.As(err, &se) || se.Err != "file_not_found" {
+		t.Errorf("files.info of a file not shared with the bot: %v", err)
+	}
+	before := len(s.Problems())
+	_, _, _, _ = api.GetFileInfoContext(ctx, stub.ID, 0, 0)
+	if p := s.Problems()[before:]; len(p) != 2 || !strings.Contains(p[0], "count") {
+		t.Errorf("files.info count=0&page=0: problems %q", p)
+	}
+
+	// JSON without charset: read, with Slack's warning, and recorded.
+	before = len(s.Problems())
+	req, _ := http.NewRequest(http.MethodPost, s.APIURL()+"auth.test", strings.NewReader("{}"))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+s.Options().BotToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `"warning":"missing_charset"`) || len(s.Problems()) != before+1 {
+		t.Errorf("JSON without charset: %s, problems %q", body, s.Problems()[before:])
+	}
+	http.DefaultClient.CloseIdleConnections()
 }

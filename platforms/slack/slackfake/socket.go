@@ -30,6 +30,7 @@ type Envelope struct {
 	status int // HTTP mode: the bot's answer
 	body   []byte
 	done   chan struct{}
+	retry  bool // a retry of an earlier event (Resend)
 }
 
 // Acked waits up to timeout for the bot's acknowledgement and reports
@@ -234,18 +235,37 @@ func (s *Server) acked(id string, status int, body []byte) {
 }
 
 // send queues an envelope for the bot.
-func (s *Server) send(typ string, payload any) *Envelope {
+func (s *Server) send(typ string, payload any) *Envelope { return s.sendRetry(typ, payload, false) }
+
+// sendRetry queues an envelope, marked as a retry of an earlier one when
+// retry is set.
+func (s *Server) sendRetry(typ string, payload any, retry bool) *Envelope {
+	s.mu.Lock()
+	e := s.queueLocked(typ, payload, retry)
+	s.mu.Unlock()
+	s.wake()
+	return e
+}
+
+// queueLocked queues an envelope; the caller holds s.mu and calls wake
+// after releasing it. A message and its event so appear together.
+func (s *Server) queueLocked(typ string, payload any, retry bool) *Envelope {
 	raw, err := json.Marshal(payload)
 	if err != nil {
 		panic(err)
 	}
-	s.mu.Lock()
-	e := &Envelope{ID: s.newID("env-"), Type: typ, Payload: raw, done: make(chan struct{})}
+	e := &Envelope{ID: s.newID("env-"), Type: typ, Payload: raw, done: make(chan struct{}), retry: retry}
 	s.envelopes = append(s.envelopes, e)
 	s.queue = append(s.queue, e)
-	s.mu.Unlock()
-	s.wake()
 	return e
+}
+
+// emitLocked queues an event_callback (nil: nothing) with s.mu held; call
+// wake after releasing it.
+func (s *Server) emitLocked(ev map[string]any) {
+	if ev != nil {
+		s.queueLocked("events_api", ev, false)
+	}
 }
 
 func (s *Server) wake() {
@@ -285,6 +305,9 @@ func (s *Server) sender() {
 			"accepts_response_payload": e.Type != "events_api"}
 		if e.Type == "events_api" {
 			env["retry_attempt"], env["retry_reason"] = 0, ""
+			if e.retry {
+				env["retry_attempt"], env["retry_reason"] = 1, "timeout"
+			}
 		}
 		if err := c.write(env); err != nil {
 			s.problem("Socket Mode: could not send envelope %s: %v", e.ID, err)
@@ -321,7 +344,11 @@ func (s *Server) post(target string, e *Envelope) {
 		body = []byte(url.Values{"payload": {string(e.Payload)}}.Encode())
 	}
 	s.markSent(e)
-	status, answer, err := s.SignedRequest(target+path, ctype, body, time.Now(), "")
+	var headers http.Header
+	if e.retry {
+		headers = http.Header{"X-Slack-Retry-Num": {"1"}, "X-Slack-Retry-Reason": {"timeout"}}
+	}
+	status, answer, err := s.signedRequest(target+path, ctype, body, time.Now(), "", headers)
 	if err != nil {
 		s.problem("HTTP mode: %s to %s: %v", e.Type, path, err)
 		return
@@ -346,9 +373,16 @@ func Sign(secret string, ts time.Time, body []byte) string {
 // sends no signature headers at all). It returns the bot's status and
 // body; the request must be answered within the ack timeout.
 func (s *Server) SignedRequest(u, contentType string, body []byte, ts time.Time, signature string) (int, []byte, error) {
+	return s.signedRequest(u, contentType, body, ts, signature, nil)
+}
+
+func (s *Server) signedRequest(u, contentType string, body []byte, ts time.Time, signature string, headers http.Header) (int, []byte, error) {
 	req, err := http.NewRequest(http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
 		return 0, nil, err
+	}
+	for k, v := range headers {
+		req.Header[k] = v
 	}
 	req.Header.Set("Content-Type", contentType)
 	req.Header.Set("User-Agent", "Slackbot 1.0 (+https://api.slack.com/robots)")

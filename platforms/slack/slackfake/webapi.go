@@ -85,7 +85,13 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 	auth := r.Header.Get("Authorization")
 	authed := auth == "Bearer "+want
 	s.mu.Lock()
-	s.calls = append(s.calls, Call{Method: method, At: time.Now(), Authed: authed})
+	recorded := params{}
+	for k, v := range p {
+		if k != "token" {
+			recorded[k] = v
+		}
+	}
+	s.calls = append(s.calls, Call{Method: method, At: time.Now(), Authed: authed, Params: recorded, ContentType: r.Header.Get("Content-Type")})
 	if _, inBody := p["token"]; inBody {
 		s.problemLocked("%s: the token was sent in the request body; send it as Authorization: Bearer", method)
 	}
@@ -108,6 +114,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		"chat.delete":                  s.delete,
 		"chat.postEphemeral":           s.postEphemeral,
 		"conversations.replies":        s.replies,
+		"conversations.history":        s.history,
 		"files.getUploadURLExternal":   s.getUploadURL,
 		"files.completeUploadExternal": s.completeUpload,
 		"files.info":                   s.fileInfo,
@@ -119,7 +126,37 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		slackErr(w, "unknown_method")
 		return
 	}
+	// A JSON body without a charset is read, with a warning (Slack's
+	// missing_charset).
+	if mt, ps, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt == "application/json" && !strings.EqualFold(ps["charset"], "utf-8") {
+		s.problem("%s: JSON body posted without charset=utf-8 (Content-Type %q): Slack warns missing_charset", method, r.Header.Get("Content-Type"))
+		w = &warnWriter{ResponseWriter: w, warning: "missing_charset"}
+	}
+	if f, ok := s.nextFault(method); ok {
+		s.serveFault(w, f, func(w http.ResponseWriter) { h(w, p) })
+		return
+	}
 	h(w, p)
+}
+
+// warnWriter adds Slack's warning fields to a JSON answer.
+type warnWriter struct {
+	http.ResponseWriter
+	warning string
+}
+
+func (w *warnWriter) Write(b []byte) (int, error) {
+	var m map[string]any
+	if json.Unmarshal(b, &m) != nil {
+		return w.ResponseWriter.Write(b)
+	}
+	m["warning"] = w.warning
+	m["response_metadata"] = map[string]any{"warnings": []string{w.warning}}
+	out, _ := json.Marshal(m)
+	if _, err := w.ResponseWriter.Write(append(out, '\n')); err != nil {
+		return 0, err
+	}
+	return len(b), nil
 }
 
 func (s *Server) authTest(w http.ResponseWriter, _ params) {
@@ -200,16 +237,15 @@ func (s *Server) postMessage(w http.ResponseWriter, p params) {
 	if code == "" {
 		m, code = s.addBotMessage(c, p.get("thread_ts"), p.get("text"), blocks, nil)
 	}
-	var ev map[string]any
 	if code == "" {
-		ev = s.messageEvent(c, m)
+		s.emitLocked(s.messageEvent(c, m))
 	}
 	s.mu.Unlock()
+	s.wake()
 	if code != "" {
 		slackErr(w, code)
 		return
 	}
-	s.emit(ev)
 	writeJSON(w, map[string]any{"ok": true, "channel": m.Channel, "ts": m.TS, "message": s.messageJSONUnlocked(m)})
 }
 
@@ -330,6 +366,11 @@ func (s *Server) getUploadURL(w http.ResponseWriter, p params) {
 // serveUpload is the upload URL: the file's bytes, raw or as the "file"
 // part of a multipart form.
 func (s *Server) serveUpload(w http.ResponseWriter, r *http.Request) {
+	if f, ok := s.nextFault(Upload); ok {
+		_, _ = io.Copy(io.Discard, io.LimitReader(r.Body, 64<<20))
+		s.serveFault(w, f, func(http.ResponseWriter) {})
+		return
+	}
 	id := r.PathValue("id")
 	var data []byte
 	var err error
@@ -446,27 +487,36 @@ func (s *Server) completeUpload(w http.ResponseWriter, p params) {
 			return
 		}
 		m, code := s.addBotMessage(c, thread, text, blocks, files)
-		var ev map[string]any
 		if code == "" {
 			for _, f := range files {
 				f.Shares = append(f.Shares, Share{Channel: c.id, TS: m.TS, ThreadTS: thread})
 			}
-			ev = s.messageEvent(c, m)
+			s.emitLocked(s.messageEvent(c, m))
 		}
 		s.mu.Unlock()
-		if ev != nil {
-			s.emit(ev)
-		}
+		s.wake()
 	})
 	s.timers = append(s.timers, t)
 }
 
 func (s *Server) fileInfo(w http.ResponseWriter, p params) {
+	// count and page (of the file's comments) default to 100 and 1.
+	for _, k := range []string{"count", "page"} {
+		if v, ok := p[k]; ok {
+			if n, err := strconv.Atoi(v); err != nil || n < 1 {
+				s.problem("files.info: %s=%q; it counts from 1 (default %s): leave it out or send a sane value", k, v, map[string]string{"count": "100", "page": "1"}[k])
+			}
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	f := s.files[p.get("file")]
 	if f == nil || !f.uploaded {
 		slackErr(w, "file_not_found")
+		return
+	}
+	if f.InfoError != "" {
+		slackErr(w, f.InfoError)
 		return
 	}
 	writeJSON(w, map[string]any{"ok": true, "file": s.fileJSON(f), "comments": []any{}, "paging": map[string]any{"count": 0, "total": 0, "page": 1, "pages": 0}})
