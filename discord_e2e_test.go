@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -889,7 +890,11 @@ func dcBigPhoto(t *testing.T, w, h, size int) []byte {
 // reported in the interaction's attachment_size_limit) a second Undo
 // posts the original's exact bytes.
 func TestDiscordUploadLimit(t *testing.T) {
-	h := dcStart(t, dcOptions{provider: kontexttest.Options{Pixels: 64 * 64}})
+	// The photo goes to the provider byte for byte (no shrinking of big
+	// inputs), so the provenance names the photo itself; this test is about
+	// posting it back to Discord.
+	h := dcStart(t, dcOptions{provider: kontexttest.Options{Pixels: 64 * 64},
+		env: map[string]string{"KONTEXT_INPUT_MAX_BYTES": strconv.Itoa(64 << 20)}})
 	photo := dcBigPhoto(t, 512, 512, 10<<20+512<<10)
 	if len(photo) <= discordtest.MaxUploadBytes || len(photo) > 20<<20 {
 		t.Fatalf("the photo is %d bytes: want between 10 and 20 MiB", len(photo))
