@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -54,9 +55,10 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 func openApp(cfg config, log *slog.Logger) (*app, error) {
 	db, err := store.Open(cfg.DB, store.Options{History: cfg.History})
 	if err != nil {
-		return nil, err
+		return nil, explainOpen(cfg.DB, err)
 	}
 	met := newMetrics()
+	met.budget.Set(cfg.Budget)
 	cc := cfg.clientConfig()
 	cc.Logger = log
 	cc.Observe = met.attempt
@@ -79,6 +81,19 @@ func openApp(cfg config, log *slog.Logger) (*app, error) {
 	a.sweeping.Add(1)
 	go a.sweepLoop(ctx)
 	return a, nil
+}
+
+// explainOpen turns a store that cannot be opened for lack of permission
+// into a sentence that says whose permission and how to fix it.
+func explainOpen(path string, err error) error {
+	if !errors.Is(err, fs.ErrPermission) {
+		return err
+	}
+	dir, _ := filepath.Abs(filepath.Dir(path))
+	return fmt.Errorf("cannot write the database %s: the folder %s is not writable by this process (uid %d). "+
+		"Make it writable by that user (in Docker the image runs as uid 65532: `chown -R 65532:65532` the host folder "+
+		"mounted on /data, or use a named volume such as -v kontextbot-data:/data), or set KONTEXT_DB to a writable path (%w)",
+		path, dir, os.Getuid(), err)
 }
 
 // sweepLoop removes idle conversations at start and then daily.
@@ -175,6 +190,7 @@ func runChat(ctx context.Context, args []string, env envFunc, stdin io.Reader, s
 		return errors.Join(err, a.close(context.Background()))
 	}
 	a.core.Register(chat)
+	a.met.watchPlatform(console.Platform, nil)
 	ids, err := a.core.Recover(ctx)
 	if err != nil {
 		return errors.Join(err, a.close(context.Background()))

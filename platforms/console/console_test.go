@@ -233,7 +233,7 @@ func TestTerminalHistoryRecall(t *testing.T) {
 	// Up recalls the last line; Enter sends it again.
 	s.typeKeys(t, up+enter)
 	s.screen.waitFor(t, `✓ `, 2)
-	if got := regexp.MustCompile(jobLine + `imagine "a red fox" \(seed 1\)`).FindAllString(s.screen.String(), -1); len(got) != 2 {
+	if got := regexp.MustCompile(jobLine+`imagine "a red fox" \(seed 1\)`).FindAllString(s.screen.String(), -1); len(got) != 2 {
 		t.Errorf("got %d jobs for the fox, want 2 (typed, then recalled):\n%s", len(got), s.screen.String())
 	}
 	// Up twice then down comes back to the last line; left and typing edit it in place.
