@@ -44,6 +44,18 @@ const Help = `Type a prompt to edit the current image, or:
   /usage         images today and spend this month
   /quit          wait for running jobs, then leave`
 
+// help is the answer to /help: the help every platform gives, then what
+// only the terminal has.
+var help = bot.Help(bot.HelpStyle{Imagine: "/imagine PROMPT", Edit: "/edit PROMPT", Usage: "/usage", Help: "/help",
+	Options: "Options: --ar 16:9, --seed N (same seed + same prompt = same image), --model pro.",
+	Thread: "this conversation"}) + `
+
+Only here:
+  /edit --image PATH PROMPT   edit a local image
+  /history   this conversation's images     /new   start a new conversation
+  /quit or Ctrl-D   wait for running jobs, then leave; Ctrl-C leaves at once
+  Up and down recall earlier lines; a pasted block of lines is one prompt.`
+
 // Core is what the console needs of the bot core.
 type Core interface {
 	Submit(ctx context.Context, req *bot.Request) (*bot.Job, error)
@@ -524,7 +536,7 @@ func (c *Chat) Line(ctx context.Context, line string) (quit bool) {
 			c.printf("%s", r.Text())
 		}
 	case "/help":
-		c.printf("%s", Help)
+		c.printf("%s", help)
 	case "/quit", "/exit":
 		return true
 	default:

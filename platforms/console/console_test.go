@@ -357,3 +357,21 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	defer s.mu.Unlock()
 	return s.w.Write(p)
 }
+
+// TestHelpCommand: /help gives the help every platform gives.
+func TestHelpCommand(t *testing.T) {
+	h := newHarness(t)
+	var out strings.Builder
+	chat, err := console.New(h.core, &syncWriter{w: &out}, h.dir, "ada", "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chat.Run(context.Background(), strings.NewReader("/help\n")); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{"/imagine PROMPT", "/reroll", "/undo", "/usage", "a lighthouse on a cliff at dusk", "/history", "Ctrl-C"} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("/help lacks %q:\n%s", w, out.String())
+		}
+	}
+}
