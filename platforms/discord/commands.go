@@ -75,9 +75,9 @@ func commands() []*discordgo.ApplicationCommand {
 			Options: []*discordgo.ApplicationCommandOption{prompt("What to change"), image, aspect(true), seed, model}},
 		{Name: cmdUsage, Description: "Your images today and this server's image spend this month",
 			Contexts: contexts, IntegrationTypes: install},
-		{Name: cmdHelp, Description: "What each command, button and the Edit image menu does, with an example",
-			Contexts: contexts, IntegrationTypes: install},
 		{Name: cmdEditImage, Type: discordgo.MessageApplicationCommand,
+			Contexts: contexts, IntegrationTypes: install},
+		{Name: cmdHelp, Description: "What each command, button and the Edit image menu does, with an example",
 			Contexts: contexts, IntegrationTypes: install},
 	}
 }
