@@ -226,7 +226,7 @@ func (b *Bot) startSocket(ctx context.Context) error {
 	runErr := make(chan error, 1)
 	if !b.spawn(func(context.Context) {
 		err := sm.RunContext(b.ctx)
-		if err != nil && b.ctx.Err() == nil {
+		if b.ctx.Err() == nil { // RunContext always returns an error
 			b.log.Error("slack: Socket Mode stopped", "err", err)
 			b.setDisconnected(err)
 		}

@@ -473,7 +473,7 @@ func TestDownload(t *testing.T) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ok.png", func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") != "Bearer xoxb-1" {
-			http.Error(w, "no", 403)
+			http.Error(w, "no", http.StatusForbidden)
 			return
 		}
 		w.Header().Set("Content-Type", "image/png")
@@ -490,7 +490,7 @@ func TestDownload(t *testing.T) {
 	mux.HandleFunc("/away.png", func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, foreign.URL+"/x.png", http.StatusFound)
 	})
-	mux.HandleFunc("/gone.png", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "gone", 403) })
+	mux.HandleFunc("/gone.png", func(w http.ResponseWriter, r *http.Request) { http.Error(w, "gone", http.StatusForbidden) })
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 	b, err := New(Config{BotToken: "xoxb-1", AppToken: "xapp-1", APIURL: srv.URL + "/api"}, &bot.Core{})

@@ -44,7 +44,7 @@ func (b *Bot) socketLoop(sm *socketmode.Client, ready chan<- struct{}) {
 				close(ready)
 			}
 		case socketmode.EventTypeDisconnect:
-			b.setDisconnected(errors.New("Slack asked to reconnect"))
+			b.setDisconnected(errors.New("reconnecting at Slack's request"))
 			b.log.Info("slack: Socket Mode reconnecting at Slack's request")
 		case socketmode.EventTypeIncomingError, socketmode.EventTypeErrorBadMessage, socketmode.EventTypeErrorWriteFailed:
 			// Only the cause at warn: a bad message's raw payload can carry

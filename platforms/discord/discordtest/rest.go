@@ -145,10 +145,9 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, seg []string) *ap
 }
 
 var (
-	chatName    = regexp.MustCompile(`^[-_\p{Ll}\p{N}]{1,32}$`)
-	mentionRe   = regexp.MustCompile(`<@!?(\d+)>`)
-	everyoneRe  = regexp.MustCompile(`@(everyone|here)`)
-	snowflakeRe = regexp.MustCompile(`^\d{1,20}$`)
+	chatName   = regexp.MustCompile(`^[-_\p{Ll}\p{N}]{1,32}$`)
+	mentionRe  = regexp.MustCompile(`<@!?(\d+)>`)
+	everyoneRe = regexp.MustCompile(`@(everyone|here)`)
 )
 
 // putCommands is a bulk overwrite, checked as Discord checks it.
