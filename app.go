@@ -5,12 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
 	"kontextbot/bot"
 	"kontextbot/kontext"
+	"kontextbot/kontext/kontexttest"
 	"kontextbot/platforms/console"
 	"kontextbot/store"
 )
@@ -51,9 +56,10 @@ func newLogger(cfg config, w io.Writer) *slog.Logger {
 func openApp(cfg config, log *slog.Logger) (*app, error) {
 	db, sweep, err := openStore(cfg, log)
 	if err != nil {
-		return nil, err
+		return nil, explainOpen(cfg.DB, err)
 	}
 	met := newMetrics()
+	met.budget.Set(cfg.Budget)
 	cc := cfg.clientConfig()
 	cc.Logger = log
 	cc.Observe = met.attempt
@@ -77,6 +83,19 @@ func openApp(cfg config, log *slog.Logger) (*app, error) {
 	a.sweeping.Add(1)
 	go a.sweepLoop(ctx)
 	return a, nil
+}
+
+// explainOpen turns a store that cannot be opened for lack of permission
+// into a sentence that says whose permission and how to fix it.
+func explainOpen(path string, err error) error {
+	if !errors.Is(err, fs.ErrPermission) {
+		return err
+	}
+	dir, _ := filepath.Abs(filepath.Dir(path))
+	return fmt.Errorf("cannot write the database %s: the folder %s is not writable by this process (uid %d). "+
+		"Make it writable by that user (in Docker the image runs as uid 65532: `chown -R 65532:65532` the host folder "+
+		"mounted on /data, or use a named volume such as -v kontextbot-data:/data), or set KONTEXT_DB to a writable path (%w)",
+		path, dir, os.Getuid(), err)
 }
 
 // sweepLoop removes idle conversations at start and then daily.
@@ -125,14 +144,23 @@ func (a *app) closeStore() error {
 	return a.db.Close()
 }
 
-// runChat holds one conversation in the terminal.
+// runChat holds one conversation in the terminal. With -fake it runs the
+// fake provider in the same process, with a database of its own, so it
+// needs no API key and never mixes fake jobs with real ones.
 func runChat(ctx context.Context, args []string, env envFunc, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := newFlagSet("chat", stderr)
-	out := fs.String("out", "out", "folder the images are written to")
+	out := fs.String("out", "out", "folder the images (and the log, chat.log) are written to")
 	conv := fs.String("conv", "default", "conversation to continue (\"default\" unless you name another)")
 	user := fs.String("user", "", "your name in usage figures (default: $USER)")
+	fake := fs.Bool("fake", false, "use a fake provider in this process: no API key needed, nothing is charged")
+	fakeLatency := fs.Duration("fake-latency", 2*time.Second, "with -fake: time each image takes")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *fake {
+		srv := kontexttest.NewServer(kontexttest.Options{Latency: *fakeLatency, Jitter: *fakeLatency / 2})
+		defer srv.Close() // after the app below has closed
+		env = withFakeProvider(env, srv.URL)
 	}
 	cfg, err := loadConfig(env)
 	if err != nil {
@@ -144,7 +172,17 @@ func runChat(ctx context.Context, args []string, env envFunc, stdin io.Reader, s
 	if *user == "" {
 		*user = "me"
 	}
-	log := newLogger(cfg, stderr)
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return fmt.Errorf("chat: %w", err)
+	}
+	// Log lines would interleave with the conversation: they go to a file.
+	logPath := filepath.Join(*out, "chat.log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("chat: log file: %w", err)
+	}
+	defer logFile.Close()
+	log := newLogger(cfg, logFile)
 	a, err := openApp(cfg, log)
 	if err != nil {
 		return err
@@ -154,28 +192,53 @@ func runChat(ctx context.Context, args []string, env envFunc, stdin io.Reader, s
 		return errors.Join(err, a.close(context.Background()))
 	}
 	a.core.Register(chat)
+	a.met.watchPlatform(console.Platform, nil)
 	ids, err := a.core.Recover(ctx)
 	if err != nil {
 		return errors.Join(err, a.close(context.Background()))
 	}
+	if *fake {
+		fmt.Fprintf(stdout, "using the fake provider (no API key, nothing charged; database %s)\n", cfg.DB)
+	}
+	fmt.Fprintf(stdout, "log: %s\n", logPath)
 	if len(ids) > 0 {
 		chat.Expect(ids...)
 		fmt.Fprintf(stdout, "resuming %d job(s) from before the restart\n", len(ids))
 	}
 	runErr := chat.Run(ctx, stdin)
-	if errors.Is(runErr, context.Canceled) {
+	interrupted := ctx.Err() != nil || errors.Is(runErr, console.ErrInterrupted)
+	if errors.Is(runErr, context.Canceled) || errors.Is(runErr, console.ErrInterrupted) {
 		runErr = nil // interrupted: unfinished jobs stay on disk for the next start
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout(ctx))
+	timeout := 10 * time.Minute
+	if interrupted {
+		timeout = 2 * time.Second
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	return errors.Join(runErr, a.close(sctx))
 }
 
-// shutdownTimeout is how long running jobs may finish: long on a normal
-// end, short once the user interrupted.
-func shutdownTimeout(ctx context.Context) time.Duration {
-	if ctx.Err() != nil {
-		return 2 * time.Second
+// withFakeProvider is env with the provider replaced by the fake at url: its key,
+// and a database of its own next to KONTEXT_DB, so that jobs made with
+// the fake are never resumed against the real provider, nor real ones
+// against the fake.
+func withFakeProvider(env envFunc, url string) envFunc {
+	db := env("KONTEXT_DB")
+	if db == "" {
+		db = "data/kontextbot.db"
 	}
-	return 10 * time.Minute
+	ext := filepath.Ext(db)
+	db = strings.TrimSuffix(db, ext) + "-fake" + ext
+	return func(k string) string {
+		switch k {
+		case "COMETAPI_BASE_URL":
+			return url
+		case "COMETAPI_API_KEY":
+			return kontexttest.DefaultAPIKey
+		case "KONTEXT_DB":
+			return db
+		}
+		return env(k)
+	}
 }

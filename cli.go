@@ -174,33 +174,39 @@ func extension(format string) string {
 }
 
 // runFakeAPI serves the fake CometAPI on a real address until ctx ends, so
-// anyone can run the bot end to end without an API key.
-func runFakeAPI(ctx context.Context, args []string, env envFunc, stdout, stderr io.Writer) error {
+// anyone can run the bot end to end without an API key. It accepts any
+// key unless -key names one, and never prints a key.
+func runFakeAPI(ctx context.Context, args []string, _ envFunc, stdout, stderr io.Writer) error {
 	fs := newFlagSet("fakeapi", stderr)
 	addr := fs.String("addr", "127.0.0.1:8787", "address to listen on")
 	latency := fs.Duration("latency", 3*time.Second, "time each prediction takes")
 	jitter := fs.Duration("jitter", time.Second, "extra random time per prediction, up to this")
-	slots := fs.Int("slots", 6, "active predictions allowed per key (the 7th gets 429)")
-	key := fs.String("key", "", "API key the fake accepts (default: COMETAPI_API_KEY, else \"test\")")
+	slots := fs.Int("slots", 6, "active predictions allowed at once (the next one gets 429)")
+	key := fs.String("key", "", "accept only this API key (default: any non-empty key)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *key == "" {
-		*key = env("COMETAPI_API_KEY")
-	}
-	if *key == "" {
-		*key = "test"
-	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
-	fake := kontexttest.New(kontexttest.Options{APIKey: *key, Slots: *slots, Latency: *latency, Jitter: *jitter, Logger: logger})
+	opts := kontexttest.Options{APIKey: *key, Slots: *slots, Latency: *latency, Jitter: *jitter, Logger: logger}
+	if *key == "" {
+		opts.APIKey = kontexttest.DefaultAPIKey
+	}
+	fake := kontexttest.New(opts)
 	defer fake.Close()
+	var h http.Handler = fake
+	keys, tryKey := "accepts any API key", "test"
+	if *key == "" {
+		h = acceptAnyKey(fake, opts.APIKey)
+	} else {
+		keys, tryKey = "accepts only the key given with -key", "YOUR-KEY"
+	}
 	ln, err := net.Listen("tcp", *addr)
 	if err != nil {
 		return fmt.Errorf("fakeapi: %w", err)
 	}
-	srv := &http.Server{Handler: fake, ReadHeaderTimeout: 10 * time.Second}
-	fmt.Fprintf(stdout, "fake CometAPI listening on http://%s (key %q, %d slots, latency %s + up to %s)\n", ln.Addr(), *key, *slots, *latency, *jitter)
-	fmt.Fprintf(stdout, "try: COMETAPI_BASE_URL=http://%s COMETAPI_API_KEY=%s kontextbot imagine -prompt \"a red fox\" -o fox.png\n", ln.Addr(), *key)
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	fmt.Fprintf(stdout, "fake CometAPI listening on http://%s (%s, %d slots, latency %s + up to %s)\n", ln.Addr(), keys, *slots, *latency, *jitter)
+	fmt.Fprintf(stdout, "try: COMETAPI_BASE_URL=http://%s COMETAPI_API_KEY=%s kontextbot imagine -prompt \"a red fox\" -o fox.png\n", ln.Addr(), tryKey)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -216,4 +222,19 @@ func runFakeAPI(ctx context.Context, args []string, env envFunc, stdout, stderr 
 	}
 	<-errc
 	return nil
+}
+
+// acceptAnyKey lets the fake take any key: a request carrying a non-empty
+// "Authorization: Bearer KEY" reaches the fake with the fake's own key. A
+// request without a key still reaches it unchanged and is refused, as
+// CometAPI refuses it.
+func acceptAnyKey(h http.Handler, key string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		scheme, k, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+		if ok && strings.EqualFold(scheme, "Bearer") && strings.TrimSpace(k) != "" {
+			r = r.Clone(r.Context())
+			r.Header.Set("Authorization", "Bearer "+key)
+		}
+		h.ServeHTTP(w, r)
+	})
 }

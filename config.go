@@ -74,6 +74,7 @@ type config struct {
 	LogFormat     string
 
 	HTTPAddr        string
+	MetricsAddr     string // "": /metrics is on HTTPAddr
 	ShutdownTimeout time.Duration
 	PostRetry       time.Duration
 
@@ -249,7 +250,7 @@ func (p *parser) err() error {
 func loadConfig(getenv envFunc) (config, error) {
 	p := &parser{getenv: getenv}
 	c := config{
-		APIKey:      p.required("COMETAPI_API_KEY", "set it to your CometAPI key (sk-...), or to the key of `kontextbot fakeapi` (test) to try the bot without one"),
+		APIKey:      p.required("COMETAPI_API_KEY", "set it to your CometAPI key (sk-...), or to try the bot without one run `kontextbot chat -fake`"),
 		BaseURL:     p.httpURL("COMETAPI_BASE_URL", "https://api.cometapi.com"),
 		Model:       p.oneOf("KONTEXT_MODEL", kontext.ModelMax, kontext.ModelMax, kontext.ModelPro),
 		Route:       p.oneOf("KONTEXT_ROUTE", kontext.RouteModels, kontext.RouteModels, kontext.RoutePredictions, kontext.RouteImages),
@@ -283,6 +284,7 @@ func loadConfig(getenv envFunc) (config, error) {
 	c.LogLevel = p.logLevel("LOG_LEVEL")
 	c.LogFormat = p.oneOf("LOG_FORMAT", "text", "text", "json")
 	c.HTTPAddr = p.str("HTTP_ADDR", "127.0.0.1:8080")
+	c.MetricsAddr = p.str("METRICS_ADDR", "")
 	c.ShutdownTimeout = p.duration("SHUTDOWN_TIMEOUT", 30*time.Second)
 	c.PostRetry = p.duration("KONTEXT_POST_RETRY", bot.DefaultPostRetry)
 	if c.PostRetry == 0 {

@@ -142,7 +142,7 @@ func (h *dcHarness) serve() {
 		scope = ""
 	}
 	h.wait("the bot to connect and register its commands", func() bool {
-		return h.dc.Ready() && len(h.dc.Commands(scope)) == 4 && strings.Contains(h.stdout.String(), "invite the bot")
+		return h.dc.Ready() && len(h.dc.Commands(scope)) == 5 && strings.Contains(h.stdout.String(), "invite the bot")
 	})
 }
 
@@ -751,7 +751,7 @@ func TestDiscordDirectMessages(t *testing.T) {
 		return ok && m.Ephemeral() && strings.Contains(m.Content, "You have made 2 images today")
 	})
 	// Guild commands are not registered: everything went global.
-	if len(h.dc.Commands("")) != 4 || len(h.dc.Commands(dcGuild)) != 0 {
+	if len(h.dc.Commands("")) != 5 || len(h.dc.Commands(dcGuild)) != 0 {
 		t.Errorf("commands: %d global, %d in the guild", len(h.dc.Commands("")), len(h.dc.Commands(dcGuild)))
 	}
 }

@@ -23,7 +23,18 @@ type metrics struct {
 	requests  *prometheus.CounterVec
 	retries   *prometheus.CounterVec
 	limited   prometheus.Counter
+	budget    prometheus.Gauge
 }
+
+// Label values known in advance: every series with these labels exists from
+// the start, at zero, so a dashboard or an alert sees it before its first
+// event (a rate over a series that does not exist yet is no data, not 0).
+var (
+	jobKinds    = []bot.Kind{bot.KindImagine, bot.KindEdit, bot.KindReroll}
+	jobOutcomes = []string{"delivered", "failed", "refused", "canceled", "kept"}
+	providerOps = []string{"create", "poll", "download", "images"}
+	models      = []string{kontext.ModelMax, kontext.ModelPro}
+)
 
 func newMetrics() *metrics {
 	m := &metrics{
@@ -54,10 +65,52 @@ func newMetrics() *metrics {
 		limited: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "kontextbot_provider_429_total", Help: "429 Too Many Requests answers from the provider.",
 		}),
+		budget: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "kontextbot_workspace_budget_usd", Help: "KONTEXT_WORKSPACE_BUDGET: spend allowed per workspace per UTC month in USD (0: no limit).",
+		}),
 	}
-	m.reg.MustRegister(m.jobs, m.delivered, m.spend, m.provider, m.queueWait, m.requests, m.retries, m.limited,
+	b := readBuildInfo()
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "kontextbot_build_info", Help: "Always 1; the labels say what this binary was built from.",
+		ConstLabels: prometheus.Labels{"version": b.Version, "revision": b.Revision, "goversion": b.GoVersion},
+	})
+	info.Set(1)
+	m.reg.MustRegister(m.jobs, m.delivered, m.spend, m.provider, m.queueWait, m.requests, m.retries, m.limited, m.budget, info,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, k := range jobKinds {
+		for _, o := range jobOutcomes {
+			m.jobs.WithLabelValues(string(k), o)
+		}
+	}
+	for _, o := range jobOutcomes {
+		m.provider.WithLabelValues(o)
+	}
+	for _, model := range models {
+		m.spend.WithLabelValues(model)
+	}
+	for _, op := range providerOps {
+		m.retries.WithLabelValues(op)
+		m.requests.WithLabelValues(op, "200")
+	}
 	return m
+}
+
+// watchPlatform exports whether the platform is connected, and starts its
+// count of delivered images at zero.
+func (m *metrics) watchPlatform(name string, healthy func() error) {
+	m.delivered.WithLabelValues(name)
+	if healthy == nil {
+		return
+	}
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "kontextbot_platform_up", Help: "1 while the chat platform is connected, else 0.",
+		ConstLabels: prometheus.Labels{"platform": name},
+	}, func() float64 {
+		if healthy() != nil {
+			return 0
+		}
+		return 1
+	}))
 }
 
 // watchQueue exports the queue's waiting jobs and busy slots.

@@ -32,12 +32,31 @@ var (
 	_ platform = (*slack.Bot)(nil)
 )
 
-// errNoPlatform is serve's answer when no chat platform is configured.
-var errNoPlatform = errors.New(`no chat platform is configured. Set, in the environment or .env:
-  Discord: DISCORD_BOT_TOKEN (and optionally DISCORD_GUILD_ID for instant commands in one server)
-  Slack:   SLACK_BOT_TOKEN (xoxb-...) and either SLACK_APP_TOKEN (xapp-..., Socket Mode)
-           or SLACK_SIGNING_SECRET (HTTP mode on HTTP_ADDR)
-To try the bot without either, run: kontextbot chat`)
+// noPlatform is serve's problem when no chat platform is configured.
+const noPlatform = `no chat platform is configured. Set, in the environment or .env:
+      Discord: DISCORD_BOT_TOKEN (and optionally DISCORD_GUILD_ID for instant commands in one server)
+      Slack:   SLACK_BOT_TOKEN (xoxb-...) and either SLACK_APP_TOKEN (xapp-..., Socket Mode)
+               or SLACK_SIGNING_SECRET (HTTP mode on HTTP_ADDR)
+    To try the bot without either, run: kontextbot chat -fake`
+
+// serveConfig is loadConfig plus what serve alone needs, a platform, with
+// every problem reported at once.
+func serveConfig(env envFunc) (config, error) {
+	cfg, err := loadConfig(env)
+	platformSet := false
+	for _, k := range []string{"DISCORD_BOT_TOKEN", "SLACK_BOT_TOKEN", "SLACK_APP_TOKEN", "SLACK_SIGNING_SECRET"} {
+		platformSet = platformSet || strings.TrimSpace(env(k)) != ""
+	}
+	if platformSet {
+		return cfg, err // what is missing for that platform is already said
+	}
+	var ce *configError
+	if errors.As(err, &ce) {
+		ce.problems = append(ce.problems, noPlatform)
+		return cfg, err
+	}
+	return cfg, errors.Join(err, &configError{problems: []string{noPlatform}})
+}
 
 // runServe runs the bot on every configured platform over one core, one
 // queue and one store, until ctx ends; then it shuts down in order.
@@ -46,12 +65,9 @@ func runServe(ctx context.Context, args []string, env envFunc, stdout, stderr io
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(env)
+	cfg, err := serveConfig(env)
 	if err != nil {
 		return err
-	}
-	if !cfg.discordEnabled() && !cfg.slackEnabled() {
-		return errNoPlatform
 	}
 	log := newLogger(cfg, stderr)
 	a, err := openApp(cfg, log)
@@ -64,10 +80,20 @@ func runServe(ctx context.Context, args []string, env envFunc, stdout, stderr io
 	}
 	for _, p := range platforms {
 		a.core.Register(p)
+		a.met.watchPlatform(p.Name(), p.Healthy)
 	}
-	srv, serveErr, err := listen(cfg.HTTPAddr, newMux(a, platforms, handlers), log)
+	srv, serveErr, err := listen("HTTP_ADDR", cfg.HTTPAddr, newMux(a, platforms, handlers, cfg.MetricsAddr == ""), log)
 	if err != nil {
 		return errors.Join(err, a.close(context.Background()))
+	}
+	servers := []*http.Server{srv}
+	var metricsErr <-chan error // nil, so never ready, without METRICS_ADDR
+	if cfg.MetricsAddr != "" {
+		msrv, errc, err := listen("METRICS_ADDR", cfg.MetricsAddr, newMux(a, platforms, nil, true), log)
+		if err != nil {
+			return errors.Join(err, srv.Close(), a.close(context.Background()))
+		}
+		servers, metricsErr = append(servers, msrv), errc
 	}
 	started := 0
 	for _, p := range platforms {
@@ -80,22 +106,24 @@ func runServe(ctx context.Context, args []string, env envFunc, stdout, stderr io
 	if err == nil {
 		var ids []string
 		if ids, err = a.core.Recover(ctx); err == nil {
-			log.Info("kontextbot ready", "platforms", names(platforms), "http", srv.Addr, "resumed_jobs", len(ids))
+			log.Info("kontextbot ready", "platforms", names(platforms), "http", srv.Addr, "metrics", servers[len(servers)-1].Addr, "resumed_jobs", len(ids))
 			select {
 			case <-ctx.Done():
 				log.Info("shutting down: no new requests; running jobs may finish", "timeout", cfg.ShutdownTimeout)
 			case err = <-serveErr:
 				err = fmt.Errorf("http listener: %w", err)
+			case err = <-metricsErr:
+				err = fmt.Errorf("metrics listener: %w", err)
 			}
 		}
 	}
-	return errors.Join(err, shutdown(a, platforms[:started], srv, cfg.ShutdownTimeout))
+	return errors.Join(err, shutdown(a, platforms[:started], servers, cfg.ShutdownTimeout))
 }
 
 // shutdown stops in order: the core takes no new work and running jobs get
 // timeout to finish (waiting ones stay on disk), then the platforms close,
-// then the HTTP listener, then the store.
-func shutdown(a *app, platforms []platform, srv *http.Server, timeout time.Duration) error {
+// then the HTTP listeners, then the store.
+func shutdown(a *app, platforms []platform, servers []*http.Server, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	errs := []error{a.drain(ctx)}
@@ -106,7 +134,10 @@ func shutdown(a *app, platforms []platform, srv *http.Server, timeout time.Durat
 	}
 	hctx, hcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer hcancel()
-	errs = append(errs, srv.Shutdown(hctx), a.closeStore())
+	for _, srv := range servers {
+		errs = append(errs, srv.Shutdown(hctx))
+	}
+	errs = append(errs, a.closeStore())
 	return errors.Join(errs...)
 }
 
@@ -149,8 +180,9 @@ func names(ps []platform) string {
 	return strings.Join(n, ",")
 }
 
-// newMux serves /healthz, /metrics and the platforms' own routes.
-func newMux(a *app, platforms []platform, handlers map[string]http.Handler) *http.ServeMux {
+// newMux serves /healthz, the platforms' own routes, and /metrics unless
+// METRICS_ADDR serves it apart.
+func newMux(a *app, platforms []platform, handlers map[string]http.Handler, withMetrics bool) *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if err := health(r.Context(), a, platforms); err != nil {
@@ -159,7 +191,9 @@ func newMux(a *app, platforms []platform, handlers map[string]http.Handler) *htt
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	mux.Handle("GET /metrics", a.met.handler())
+	if withMetrics {
+		mux.Handle("GET /metrics", a.met.handler())
+	}
 	for pattern, h := range handlers {
 		mux.Handle(pattern, h)
 	}
@@ -180,12 +214,12 @@ func health(ctx context.Context, a *app, platforms []platform) error {
 	return errors.Join(errs...)
 }
 
-// listen starts the HTTP listener on addr; its serve error arrives on the
-// returned channel.
-func listen(addr string, h http.Handler, log *slog.Logger) (*http.Server, <-chan error, error) {
+// listen starts an HTTP listener on addr, the value of the variable name;
+// its serve error arrives on the returned channel.
+func listen(name, addr string, h http.Handler, log *slog.Logger) (*http.Server, <-chan error, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, nil, fmt.Errorf("HTTP_ADDR %s: %w", addr, err)
+		return nil, nil, fmt.Errorf("%s %s: %w", name, addr, err)
 	}
 	srv := &http.Server{Addr: ln.Addr().String(), Handler: h, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}

@@ -209,6 +209,9 @@ var (
 	ErrBudget        = &UserError{Msg: "This workspace has spent its image budget for the month."}
 	ErrNotYours      = &UserError{Msg: "Only the person who asked for that image (or an admin) can cancel it."}
 	ErrJobGone       = &UserError{Msg: "That job has already started or finished, so it can no longer be cancelled."}
+	// ErrEmptyUndo answers an undo before any image; errors.Is also
+	// matches ErrNoImage.
+	ErrEmptyUndo = &UserError{Msg: "There is nothing to undo here: no image has been made in this conversation yet.", Err: ErrNoImage}
 )
 
 // Core is the platform-free bot: it turns requests into jobs, runs them
@@ -968,6 +971,9 @@ func (c *Core) Undo(ctx context.Context, req *Request) (*Delivery, error) {
 	t := conv.Current()
 	if req.Turn != "" {
 		t = conv.Turn(req.Turn)
+	}
+	if t == nil && req.Turn == "" {
+		return nil, ErrEmptyUndo
 	}
 	if t == nil {
 		return nil, ErrNoImage

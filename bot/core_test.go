@@ -1021,3 +1021,16 @@ func TestCloseStopsPostRetries(t *testing.T) {
 	}
 	h.fake.Close()
 }
+// TestUndoInEmptyConversation: /undo before any image says there is
+// nothing to undo, not that there is no image to edit.
+func TestUndoInEmptyConversation(t *testing.T) {
+	h := newHarness(t, bot.Config{}, kontexttest.Options{})
+	empty := bot.ConvKey{Platform: "test", Workspace: ws1, Channel: "empty"}
+	_, err := h.core.Undo(context.Background(), &bot.Request{Kind: bot.KindUndo, Conv: empty, User: "ada"})
+	if !errors.Is(err, bot.ErrEmptyUndo) {
+		t.Fatalf("got %v, want ErrEmptyUndo", err)
+	}
+	if got, want := bot.Explain(err), "There is nothing to undo here: no image has been made in this conversation yet."; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}

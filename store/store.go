@@ -50,6 +50,7 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	"kontextbot/bot"
 )
@@ -154,7 +155,7 @@ func Open(path string, opts Options) (*DB, error) {
 		}
 	}
 	b, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: opts.Timeout})
-	if errors.Is(err, bbolt.ErrTimeout) {
+	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("%w: the database %s is in use by another kontextbot process (only one may run per file); stop it or set KONTEXT_DB to another file", ErrLocked, path)
 	}
 	if err != nil {

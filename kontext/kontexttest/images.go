@@ -272,17 +272,18 @@ func (j *renderJob) draw() *image.RGBA {
 	scale := max(1, min(w/256, h/52))
 	pad := 4 * scale
 	lineH := 15 * scale
-	// Header: model and seed, small, on a prompt-coloured band.
+	// Header: model and seed, small, on a prompt-coloured band. The bands
+	// are opaque, so an edit's text never mixes with its input's.
 	hs := max(1, scale/2)
 	header := j.prov.Model + " seed " + strconv.FormatInt(j.prov.Seed, 10)
-	blendRect(img, image.Rect(0, 0, w, glyphHeight*hs+2*hs), accent, 200)
+	blendRect(img, image.Rect(0, 0, w, glyphHeight*hs+2*hs), accent, 256)
 	drawText(img, 2*hs, hs, header, hs, color.RGBA{0, 0, 0, 255})
-	// Caption: the prompt, on a darkened band at the bottom.
+	// Caption: the prompt, on a dark band at the bottom.
 	maxChars := max(1, (w-2*pad)/(glyphAdvance*scale))
 	maxLines := min(4, max(1, (h/3)/lineH))
 	lines := wrap(j.prov.Prompt, maxChars, maxLines)
 	bandH := len(lines)*lineH + 2*pad
-	blendRect(img, image.Rect(0, h-bandH, w, h), color.RGBA{0, 0, 0, 255}, 150)
+	blendRect(img, image.Rect(0, h-bandH, w, h), color.RGBA{24, 24, 24, 255}, 256)
 	for i, line := range lines {
 		drawText(img, pad, h-bandH+pad+i*lineH+scale, line, scale, color.RGBA{255, 255, 255, 255})
 	}

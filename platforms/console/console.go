@@ -7,7 +7,10 @@ package console
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -17,7 +20,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+	"unicode"
+
+	"golang.org/x/term"
 
 	"kontextbot/bot"
 )
@@ -36,6 +43,18 @@ const Help = `Type a prompt to edit the current image, or:
   /new           start a new conversation
   /usage         images today and spend this month
   /quit          wait for running jobs, then leave`
+
+// help is the answer to /help: the help every platform gives, then what
+// only the terminal has.
+var help = bot.Help(bot.HelpStyle{Imagine: "/imagine PROMPT", Edit: "/edit PROMPT", Usage: "/usage", Help: "/help",
+	Options: "Options: --ar 16:9, --seed N (same seed + same prompt = same image), --model pro.",
+	Thread:  "this conversation"}) + `
+
+Only here:
+  /edit --image PATH PROMPT   edit a local image
+  /history   this conversation's images     /new   start a new conversation
+  /quit or Ctrl-D   wait for running jobs, then leave; Ctrl-C leaves at once
+  Up and down recall earlier lines; a pasted block of lines is one prompt.`
 
 // Core is what the console needs of the bot core.
 type Core interface {
@@ -200,10 +219,32 @@ func (c *Chat) write(d *bot.Delivery) (string, error) {
 	return p, nil
 }
 
+// ErrInterrupted is what Run returns when the person pressed Ctrl-C at
+// the prompt: the chat ends at once, and jobs still running resume at the
+// next start.
+var ErrInterrupted = errors.New("console: interrupted")
+
 // Run reads lines from in until it ends or /quit, then waits for the jobs
-// the chat is waiting for (or for ctx to end).
+// the chat is waiting for (or for ctx to end). When in is a terminal the
+// chat edits lines in place, with history (up and down arrows), and a
+// pasted block of several lines becomes one prompt; otherwise in is read
+// line by line (a script).
 func (c *Chat) Run(ctx context.Context, in io.Reader) error {
+	if f, ok := in.(*os.File); ok && term.IsTerminal(fdOf(f)) {
+		if err := c.runTerminal(ctx, f); !errors.Is(err, errNotRaw) {
+			return err
+		}
+	}
+	return c.runLines(ctx, in)
+}
+
+func (c *Chat) banner() {
 	c.printf("kontextbot chat · conversation %q · images go to %s · /help for commands", c.key.Thread, c.dir)
+}
+
+// runLines reads in line by line.
+func (c *Chat) runLines(ctx context.Context, in io.Reader) error {
+	c.banner()
 	lines := make(chan string)
 	readErr := make(chan error, 1)
 	go func() {
@@ -237,6 +278,166 @@ func (c *Chat) Run(ctx context.Context, in io.Reader) error {
 	return c.settle(ctx)
 }
 
+var errNotRaw = errors.New("console: the terminal cannot be put in raw mode")
+
+// fdOf is f's descriptor, read without f.Fd, which would put f in
+// blocking mode (and a blocked read could then never be interrupted).
+func fdOf(f *os.File) int {
+	fd := -1
+	if rc, err := f.SyscallConn(); err == nil {
+		rc.Control(func(u uintptr) { fd = int(u) })
+	}
+	return fd
+}
+
+// keyReader is the terminal's input on its way to the line editor. It
+// notes whether the last read carried Ctrl-C, which term.Terminal reports
+// as the end of input like Ctrl-D, and it turns the arrow keys of a
+// terminal in application cursor mode (ESC O A) into the form the editor
+// knows (ESC [ A): the editor would otherwise take the "A" as typed text.
+type keyReader struct {
+	r     io.Reader
+	ctrlC atomic.Bool
+	carry []byte // the start of a sequence split across reads
+}
+
+func (k *keyReader) Read(p []byte) (int, error) {
+	if len(p) < 3 {
+		return k.r.Read(p)
+	}
+	m := copy(p, k.carry)
+	k.carry = k.carry[:0]
+	n, err := k.r.Read(p[m:])
+	k.ctrlC.Store(bytes.IndexByte(p[m:m+n], 3) >= 0)
+	n += m
+	b := p[:n]
+	for i := 0; i+2 < n; i++ {
+		if b[i] == 0x1b && b[i+1] == 'O' && strings.IndexByte("ABCDHF", b[i+2]) >= 0 {
+			b[i+1] = '['
+		}
+	}
+	if err == nil {
+		switch {
+		case n >= 2 && b[n-2] == 0x1b && b[n-1] == 'O':
+			k.carry, n = append(k.carry, b[n-2:]...), n-2
+		case n >= 1 && b[n-1] == 0x1b:
+			k.carry, n = append(k.carry, 0x1b), n-1
+		}
+	}
+	return n, err
+}
+
+// termInput is one line read from the terminal.
+type termInput struct {
+	line   string
+	pasted bool
+}
+
+const (
+	promptMain  = "> "
+	promptPaste = "… "
+)
+
+// runTerminal reads f through a line editor in raw mode. Output (the
+// chat's and the jobs' lines) goes through the editor too, so a job that
+// ends while someone types is printed above the line being typed.
+func (c *Chat) runTerminal(ctx context.Context, f *os.File) error {
+	fd := fdOf(f)
+	state, err := term.MakeRaw(fd)
+	if err != nil {
+		return errNotRaw
+	}
+	restore := sync.OnceFunc(func() { term.Restore(fd, state) })
+	defer restore()
+	src := &keyReader{r: f}
+	c.mu.Lock()
+	out := c.out
+	t := term.NewTerminal(struct {
+		io.Reader
+		io.Writer
+	}{src, out}, promptMain)
+	if w, h, err := term.GetSize(fd); err == nil {
+		t.SetSize(w, h)
+	}
+	t.SetBracketedPasteMode(true)
+	c.out = t
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		t.SetBracketedPasteMode(false)
+		c.out = out
+		c.mu.Unlock()
+	}()
+	c.banner()
+
+	ictx, interrupt := context.WithCancelCause(ctx)
+	defer interrupt(nil)
+	lines := make(chan termInput)
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		defer close(lines)
+		for {
+			line, err := t.ReadLine()
+			pasted := errors.Is(err, term.ErrPasteIndicator)
+			if err != nil && !pasted {
+				if errors.Is(err, io.EOF) && src.ctrlC.Load() {
+					interrupt(ErrInterrupted)
+				}
+				return
+			}
+			select {
+			case lines <- termInput{line, pasted}:
+			case <-done:
+				return
+			}
+		}
+	}()
+	var paste []string
+	for {
+		var in termInput
+		var ok bool
+		select {
+		case <-ictx.Done():
+		case in, ok = <-lines:
+		}
+		if errors.Is(context.Cause(ictx), ErrInterrupted) {
+			c.printf("interrupted: jobs still running resume at the next start")
+			return ErrInterrupted
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !ok { // Ctrl-D
+			break
+		}
+		if in.pasted {
+			// A pasted block arrives line by line: gather it, and send it
+			// as one prompt when Enter is pressed after the paste.
+			if s := strings.TrimSpace(in.line); s != "" {
+				paste = append(paste, s)
+			}
+			if len(paste) == 1 {
+				c.printf("(pasted text: press Enter to send it as one prompt)")
+			}
+			t.SetPrompt(promptPaste)
+			continue
+		}
+		line := in.line
+		if len(paste) > 0 {
+			line = strings.Join(append(paste, strings.TrimSpace(line)), " ")
+			paste = nil
+			t.SetPrompt(promptMain)
+		}
+		if c.Line(ictx, line) {
+			break
+		}
+	}
+	// Waiting for the last jobs: Ctrl-C interrupts as usual from here.
+	restore()
+	return c.settle(ctx)
+}
+
 // settle waits until every job the chat follows has ended, so commands
 // that read the current image (/undo, /reroll, /history, the end of input)
 // see the result of everything typed before them.
@@ -256,9 +457,38 @@ func (c *Chat) settle(ctx context.Context) error {
 	}
 }
 
+// newThread names a new conversation: the time, for people, and 40
+// random bits, so two /new in the same instant never share one.
+func newThread() string {
+	var b [5]byte
+	rand.Read(b[:])
+	return time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
+}
+
+// escapes matches terminal escape sequences: CSI (ESC [ ... final, the
+// arrow keys), SS3 (ESC O x), OSC (ESC ] ... BEL or ST) and two-byte ones.
+var escapes = regexp.MustCompile("\x1b(?:\\[[0-?]*[ -/]*[@-~]|O.|\\][^\x07\x1b]*(?:\x07|\x1b\\\\)|.)?|\u009b[0-?]*[ -/]*[@-~]")
+
+// clean removes escape sequences whole (never leaving "[A" of an arrow key
+// behind) and the remaining control characters but tabs.
+func clean(line string) string {
+	line = escapes.ReplaceAllString(line, "")
+	return strings.Map(func(r rune) rune {
+		if r == '\t' {
+			return ' '
+		}
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, line)
+}
+
 // Line handles one line of input; it reports whether the chat should end.
+// Escape sequences (arrow keys typed into a pipe, for instance) are
+// dropped whole, so they never become a prompt.
 func (c *Chat) Line(ctx context.Context, line string) (quit bool) {
-	line = strings.TrimSpace(line)
+	line = strings.TrimSpace(clean(line))
 	if line == "" || strings.HasPrefix(line, "#") {
 		return false
 	}
@@ -295,23 +525,24 @@ func (c *Chat) Line(ctx context.Context, line string) (quit bool) {
 			err = c.history(ctx)
 		}
 	case "/new":
+		thread := newThread()
 		c.mu.Lock()
-		c.key.Thread = time.Now().UTC().Format("20060102-150405.000")
+		c.key.Thread = thread
 		c.mu.Unlock()
-		c.printf("new conversation %q", c.key.Thread)
+		c.printf("new conversation %q", thread)
 	case "/usage":
 		var r bot.UsageReport
 		if r, err = c.core.Usage(ctx, req); err == nil {
 			c.printf("%s", r.Text())
 		}
 	case "/help":
-		c.printf("%s", Help)
+		c.printf("%s", help)
 	case "/quit", "/exit":
 		return true
 	default:
 		c.printf("✗ unknown command %s\n%s", cmd, Help)
 	}
-	if err != nil {
+	if err != nil && ctx.Err() == nil {
 		c.printf("✗ %s", bot.Explain(err))
 		var ue *bot.UserError
 		if !errors.As(err, &ue) {

@@ -18,8 +18,16 @@ const (
 	cmdImagine   = "imagine"
 	cmdEdit      = "edit"
 	cmdUsage     = "usage"
+	cmdHelp      = "help"
 	cmdEditImage = "Edit image" // message context menu
 )
+
+// helpText is the answer to /help, only to the person who asked.
+var helpText = bot.Help(bot.HelpStyle{Bold: "**%s**", Imagine: "/imagine prompt", Edit: "/edit prompt [image]",
+	Usage: "/usage", Help: "/help", Options: "Options: aspect_ratio, seed (same seed + same prompt = same image), model (max or pro).",
+	Menu: "Apps → Edit image on a message with an image: right-click, or long-press on mobile", Buttons: true,
+	Thread: "the picture's thread", Reply: "A reply to any message with an image edits that image.",
+	Mention: "**@kontextbot prompt**: makes a picture, also where slash commands are not at hand."})
 
 // maxSeed is the largest seed the commands accept.
 const maxSeed = math.MaxUint32
@@ -68,6 +76,8 @@ func commands() []*discordgo.ApplicationCommand {
 		{Name: cmdUsage, Description: "Your images today and this server's image spend this month",
 			Contexts: contexts, IntegrationTypes: install},
 		{Name: cmdEditImage, Type: discordgo.MessageApplicationCommand,
+			Contexts: contexts, IntegrationTypes: install},
+		{Name: cmdHelp, Description: "What each command, button and the Edit image menu does, with an example",
 			Contexts: contexts, IntegrationTypes: install},
 	}
 }

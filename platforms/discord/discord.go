@@ -266,11 +266,11 @@ func (b *Bot) Start(ctx context.Context) error {
 		}
 		return fmt.Errorf("discord: registering commands: %w", err)
 	}
-	where := "globally (new commands can take a few minutes to show up; set DISCORD_GUILD_ID to a test server's id for instant ones)"
+	where := "globally (a Discord app already open may need a reload, Ctrl+R, to list them; DISCORD_GUILD_ID registers them in one server, instantly)"
 	if b.cfg.GuildID != "" {
 		where = "in server " + b.cfg.GuildID
 	}
-	fmt.Fprintf(b.out, "Discord: connected as %s. Commands /imagine, /edit, /usage and \"Edit image\" registered %s.\n", name, where)
+	fmt.Fprintf(b.out, "Discord: connected as %s. Commands /imagine, /edit, /usage, /help and \"Edit image\" registered %s.\n", name, where)
 	fmt.Fprintf(b.out, "Discord: invite the bot to a server with (scopes bot + applications.commands, permissions %d):\n  %s\n", Permissions, InviteURL(appID))
 	b.log.Info("discord connected", "bot", name, "app", appID, "message_content", b.content, "guild", b.cfg.GuildID)
 	return nil

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/bwmarrin/discordgo"
 	"go.uber.org/goleak"
@@ -84,8 +85,11 @@ func TestParseSlash(t *testing.T) {
 
 func TestCommandsMatchTheProvider(t *testing.T) {
 	cmds := commands()
-	if len(cmds) != 4 {
+	if len(cmds) != 5 {
 		t.Fatalf("%d commands", len(cmds))
+	}
+	if h := cmds[4]; h.Name != cmdHelp || len(h.Options) != 0 || len(h.Description) > 100 || utf8.RuneCountInString(helpText) > 2000 {
+		t.Errorf("/help is %+v with %d characters of help", h, utf8.RuneCountInString(helpText))
 	}
 	for _, c := range cmds[:2] {
 		for _, o := range c.Options {

@@ -97,6 +97,10 @@ func (b *Bot) interaction(ctx context.Context, in *discordgo.Interaction, receiv
 			b.onSlash(ctx, in, data, bot.KindEdit, received)
 		case data.Name == cmdUsage:
 			b.onUsage(ctx, in)
+		case data.Name == cmdHelp:
+			if err := b.ephemeral(ctx, in, helpText); err != nil {
+				b.log.Warn("discord: answer /help", "err", err)
+			}
 		default:
 			b.answerError(ctx, in, bot.Userf("I do not know that command any more."))
 		}

@@ -20,14 +20,12 @@ import (
 
 func parseURL(s string) (*url.URL, error) { return url.Parse(s) }
 
-// Help is what the bot answers to /imagine without a prompt, and to a
-// mention it cannot act on.
-const Help = "*/imagine PROMPT* makes a picture (options: `--ar 16:9`, `--seed N`, `--model pro`); " +
-	"its message starts a thread where every message you send edits it. " +
-	"*/edit PROMPT* edits this channel's latest picture. " +
-	"Mention me with an image attached (or in a thread below one) to edit that image, " +
-	"or use the *Edit image* shortcut (⋯ on a message). *Reroll*, *Undo* and *Edit* sit under every picture. " +
-	"*/usage* shows what you have used."
+// Help is what the bot answers to /imagine help (or without a prompt), and
+// to a mention it cannot act on: the same help as Discord's /help.
+var Help = bot.Help(bot.HelpStyle{Bold: "*%s*", Imagine: "/imagine PROMPT", Edit: "/edit PROMPT", Usage: "/usage",
+	Help: "/imagine help", Options: "Options: `--ar 16:9`, `--seed N` (same seed + same prompt = same image), `--model pro`. Its message starts the picture's thread.",
+	Menu: "⋯ More actions on a message with an image", Buttons: true, Thread: "the picture's thread",
+	Mention: "*@kontextbot PROMPT* with an image attached, or in a thread below one: edits that image."})
 
 // handleEvent handles one Events API event, already acknowledged. A retry
 // of an event this process saw is dropped at once; the messages the bot
