@@ -141,8 +141,11 @@ func (h *dcHarness) serve() {
 	if h.env["DISCORD_GUILD_ID"] == "" {
 		scope = ""
 	}
+	// After a restart the fake still lists the first run's commands and
+	// stdout still holds its banner: wait for this run's own banner.
+	banners := strings.Count(h.stdout.String(), "invite the bot")
 	h.wait("the bot to connect and register its commands", func() bool {
-		return h.dc.Ready() && len(h.dc.Commands(scope)) == 5 && strings.Contains(h.stdout.String(), "invite the bot")
+		return h.dc.Ready() && len(h.dc.Commands(scope)) == 5 && strings.Count(h.stdout.String(), "invite the bot") > banners
 	})
 }
 
