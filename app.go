@@ -77,9 +77,20 @@ func openApp(cfg config, log *slog.Logger) (*app, error) {
 	return a, nil
 }
 
-// sweepLoop removes idle conversations at start and then daily.
+// firstSweepDelay is how long after start the first retention sweep
+// begins: startup and the first answers come first. The sweep works in
+// small transactions, so writes never wait for more than one of them.
+const firstSweepDelay = 10 * time.Second
+
+// sweepLoop removes idle conversations, finished jobs and expired claims
+// shortly after start and then daily.
 func (a *app) sweepLoop(ctx context.Context) {
 	defer a.sweeping.Done()
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(firstSweepDelay):
+	}
 	t := time.NewTicker(24 * time.Hour)
 	defer t.Stop()
 	for {
@@ -88,7 +99,7 @@ func (a *app) sweepLoop(ctx context.Context) {
 		if err != nil && ctx.Err() == nil {
 			a.log.Error("retention sweep", "err", err)
 		} else if st != (store.SweepStats{}) {
-			a.log.Info("retention sweep", "conversations", st.Conversations, "images", st.Images, "jobs", st.Jobs, "messages", st.Messages)
+			a.log.Info("retention sweep", "conversations", st.Conversations, "images", st.Images, "jobs", st.Jobs, "messages", st.Messages, "claims", st.Claims)
 		}
 		select {
 		case <-ctx.Done():

@@ -549,4 +549,3 @@ func TestMigrateSchema1Fails(t *testing.T) {
 		t.Error(err)
 	}
 }
-
