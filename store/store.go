@@ -45,7 +45,10 @@
 // one transaction that builds the indexes from the conversations and jobs.
 //
 // Every write is one bbolt read-write transaction committed with fsync, so
-// it is durable when the method returns. Only one process may hold the file.
+// it is durable when the method returns; the retention sweep is the one
+// exception: it works in many small transactions, each of which keeps
+// every invariant, so that no write waits behind it for long. Only one
+// process may hold the file.
 package store
 
 import (

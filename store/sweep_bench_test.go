@@ -368,3 +368,53 @@ func fixturePutConv(tx *bbolt.Tx, c *bot.Conversation) error {
 	}
 	return indexConv(tx, c.Key, time.Time{}, false, c.Updated)
 }
+
+// BenchmarkMigrate100k opens a schema 1 file holding 100,000
+// conversations and 1,000,000 finished jobs: the one-time migration that
+// builds the schema 2 indexes. migrate_ms is Open's duration.
+func BenchmarkMigrate100k(b *testing.B) {
+	f := newFixture(fixture{convs: 100_000, idleConvs: 3_333, jobs: 1_000_000, live: 10})
+	dir := b.TempDir()
+	tmpl := filepath.Join(dir, "template.db")
+	f.build(b, tmpl)
+	tb := bbolt.Options{}
+	bb, err := bbolt.Open(tmpl, 0o600, &tb)
+	if err != nil {
+		b.Fatal(err)
+	}
+	err = bb.Update(func(tx *bbolt.Tx) error {
+		for _, name := range [][]byte{bucketConvIdx, bucketJobsLive, bucketJobsDone} {
+			if err := tx.DeleteBucket(name); err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(bucketMeta).Put(keySchema, []byte("1"))
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := bb.Close(); err != nil {
+		b.Fatal(err)
+	}
+	var total time.Duration
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		path := filepath.Join(dir, "work.db")
+		copyFile(b, tmpl, path)
+		b.StartTimer()
+		start := time.Now()
+		db, err := Open(path, Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		total += time.Since(start)
+		b.StopTimer()
+		if jobs, err := db.LiveJobs(context.Background()); err != nil || len(jobs) != f.live {
+			b.Fatalf("LiveJobs after the migration: %d jobs, %v; want %d", len(jobs), err, f.live)
+		}
+		if err := db.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(total.Microseconds())/1e3/float64(b.N), "migrate_ms")
+}
