@@ -138,6 +138,11 @@ type DB struct {
 	path    string
 	history int
 	now     func() time.Time
+
+	// sweepHeld, when set (by benchmarks), is told how long each sweep
+	// transaction held the write lock: its work, and in all, commit
+	// included.
+	sweepHeld func(work, held time.Duration)
 }
 
 // SweepStats is what one Sweep removed.
@@ -655,10 +660,16 @@ func (db *DB) Claim(ctx context.Context, key string, ttl time.Duration) (bool, e
 
 // Sweep batch bounds: a batch ends after this many records or once it
 // has worked this long, whichever comes first, so that a write never waits
-// behind maintenance for longer than one small transaction.
+// behind maintenance for longer than one small transaction. The record
+// counts bound the pages a batch dirties, and so its commit: removing a
+// conversation touches about five pages (the conversation, its images,
+// their counts, its message mappings, its index entry) in scattered
+// places, a finished job two, a claim one.
 const (
-	sweepBatch     = 256
-	sweepBatchTime = 5 * time.Millisecond
+	sweepConvBatch  = 16
+	sweepJobBatch   = 64
+	sweepClaimBatch = 128
+	sweepBatchTime  = 3 * time.Millisecond
 )
 
 // Sweep is the retention pass. It removes every conversation whose Updated
@@ -668,7 +679,7 @@ const (
 // that has expired. Usage records are kept. It reads only what is idle,
 // through the conv_updated and jobs_done indexes (claims are scanned).
 //
-// It works in small transactions (at most sweepBatch records or about
+// It works in small transactions (a few dozen records or about
 // sweepBatchTime of work each), so other writes wait for one batch at
 // most, never for the whole pass. Each batch keeps every invariant of the
 // file: a conversation goes with its mappings and references in one
@@ -691,7 +702,7 @@ func (db *DB) Sweep(ctx context.Context, idleBefore time.Time) (SweepStats, erro
 			}
 			var done bool
 			var batch SweepStats
-			err := db.bolt.Update(func(tx *bbolt.Tx) error {
+			err := db.sweepTx(func(tx *bbolt.Tx) error {
 				batch = SweepStats{}
 				var err error
 				done, err = step(tx, cut, &batch)
@@ -713,7 +724,7 @@ func (db *DB) Sweep(ctx context.Context, idleBefore time.Time) (SweepStats, erro
 			return st, wrap(err)
 		}
 		n := 0
-		err := db.bolt.Update(func(tx *bbolt.Tx) error {
+		err := db.sweepTx(func(tx *bbolt.Tx) error {
 			var err error
 			n, from, err = sweepClaims(tx, from, now)
 			return err
@@ -728,6 +739,22 @@ func (db *DB) Sweep(ctx context.Context, idleBefore time.Time) (SweepStats, erro
 	}
 }
 
+// sweepTx runs one sweep batch in its own write transaction.
+func (db *DB) sweepTx(fn func(*bbolt.Tx) error) error {
+	var held time.Time
+	var work time.Duration
+	err := db.bolt.Update(func(tx *bbolt.Tx) error {
+		held = time.Now()
+		err := fn(tx)
+		work = time.Since(held)
+		return err
+	})
+	if db.sweepHeld != nil && !held.IsZero() {
+		db.sweepHeld(work, time.Since(held))
+	}
+	return err
+}
+
 func (s *SweepStats) add(o SweepStats) {
 	s.Conversations += o.Conversations
 	s.Images += o.Images
@@ -739,7 +766,7 @@ func (s *SweepStats) add(o SweepStats) {
 // sweepConvs removes one batch of the conversations idle before cut (a
 // timeKey), oldest first, and reports whether none is left.
 func sweepConvs(tx *bbolt.Tx, cut []byte, st *SweepStats) (bool, error) {
-	keys, done := idleKeys(tx.Bucket(bucketConvIdx), cut)
+	keys, done := idleKeys(tx.Bucket(bucketConvIdx), cut, sweepConvBatch)
 	start := time.Now()
 	for i, k := range keys {
 		if i > 0 && time.Since(start) > sweepBatchTime {
@@ -788,7 +815,7 @@ func sweepConvs(tx *bbolt.Tx, cut []byte, st *SweepStats) (bool, error) {
 // sweepJobs removes one batch of the finished jobs idle before cut,
 // oldest first, and reports whether none is left.
 func sweepJobs(tx *bbolt.Tx, cut []byte, st *SweepStats) (bool, error) {
-	keys, done := idleKeys(tx.Bucket(bucketJobsDone), cut)
+	keys, done := idleKeys(tx.Bucket(bucketJobsDone), cut, sweepJobBatch)
 	start := time.Now()
 	for i, k := range keys {
 		if i > 0 && time.Since(start) > sweepBatchTime {
@@ -820,16 +847,16 @@ func sweepJobs(tx *bbolt.Tx, cut []byte, st *SweepStats) (bool, error) {
 	return done, nil
 }
 
-// idleKeys returns up to sweepBatch keys of index b that sort before cut,
+// idleKeys returns up to limit keys of index b that sort before cut,
 // first ones first, and whether they are all there are. A key too short
 // to hold a time counts as idle, so that the caller drops it.
-func idleKeys(b *bbolt.Bucket, cut []byte) (keys [][]byte, all bool) {
+func idleKeys(b *bbolt.Bucket, cut []byte, limit int) (keys [][]byte, all bool) {
 	c := b.Cursor()
 	for k, _ := c.First(); k != nil; k, _ = c.Next() {
 		if len(k) >= timeKeyLen && bytes.Compare(k[:timeKeyLen], cut) >= 0 {
 			return keys, true
 		}
-		if len(keys) == sweepBatch {
+		if len(keys) == limit {
 			return keys, false
 		}
 		keys = append(keys, bytes.Clone(k))
@@ -850,7 +877,7 @@ func sweepClaims(tx *bbolt.Tx, from []byte, now uint64) (int, []byte, error) {
 	var expired [][]byte
 	var next []byte
 	for n := 0; k != nil; k, v = c.Next() {
-		if n++; n > 4*sweepBatch {
+		if n++; n > sweepClaimBatch {
 			next = bytes.Clone(k)
 			break
 		}

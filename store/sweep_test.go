@@ -238,7 +238,7 @@ func fillSweep(t *testing.T, db *DB, clock *fakeClock, n int) {
 		}
 	}
 	clock.Set(t0.Add(72 * time.Hour))
-	for i := range 5 * sweepBatch {
+	for i := range 5 * sweepClaimBatch {
 		ttl := time.Hour
 		if i%2 == 0 {
 			ttl = -time.Hour
@@ -274,7 +274,7 @@ func (c *countingCtx) Err() error {
 func TestSweepBatches(t *testing.T) {
 	clock := newClock(t0)
 	db := openTest(t, Options{Now: clock.Now})
-	const n = 2*sweepBatch + 10
+	const n = 2*sweepJobBatch + 10
 	fillSweep(t, db, clock, n)
 	checkStore(t, db)
 
@@ -301,7 +301,7 @@ func TestSweepBatches(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (SweepStats{Conversations: n, Images: n, Jobs: n, Messages: 2 * n, Claims: 5 * sweepBatch / 2}); st != want {
+	if want := (SweepStats{Conversations: n, Images: n, Jobs: n, Messages: 2 * n, Claims: 5 * sweepClaimBatch / 2}); st != want {
 		t.Errorf("SweepStats: got %+v, want %+v", st, want)
 	}
 	if writes < 3 {
@@ -311,7 +311,7 @@ func TestSweepBatches(t *testing.T) {
 	for _, c := range []struct {
 		bucket []byte
 		want   int
-	}{{bucketConvs, n}, {bucketImages, n + 1}, {bucketMessages, 2 * n}, {bucketJobs, 2*n + writes}, {bucketClaims, 5 * sweepBatch / 2}} {
+	}{{bucketConvs, n}, {bucketImages, n + 1}, {bucketMessages, 2 * n}, {bucketJobs, 2*n + writes}, {bucketClaims, 5 * sweepClaimBatch / 2}} {
 		if got := db.countKeys(t, c.bucket); got != c.want {
 			t.Errorf("keys in %s after the sweep: got %d, want %d", c.bucket, got, c.want)
 		}
@@ -334,7 +334,7 @@ func TestSweepBatches(t *testing.T) {
 func TestSweepCancelledMidway(t *testing.T) {
 	clock := newClock(t0)
 	db := openTest(t, Options{Now: clock.Now})
-	const n = 2*sweepBatch + 10
+	const n = 2*sweepJobBatch + 10
 	fillSweep(t, db, clock, n)
 	cut := t0.Add(24 * time.Hour)
 
@@ -358,7 +358,7 @@ func TestSweepCancelledMidway(t *testing.T) {
 	var total SweepStats
 	total.add(first)
 	total.add(rest)
-	if want := (SweepStats{Conversations: n, Images: n, Jobs: n, Messages: 2 * n, Claims: 5 * sweepBatch / 2}); total != want {
+	if want := (SweepStats{Conversations: n, Images: n, Jobs: n, Messages: 2 * n, Claims: 5 * sweepClaimBatch / 2}); total != want {
 		t.Errorf("both sweeps: got %+v, want %+v", total, want)
 	}
 	checkStore(t, db)
@@ -496,7 +496,7 @@ func TestMigrateSchema1(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (SweepStats{Conversations: 20, Images: 20, Jobs: 20, Messages: 40, Claims: 5 * sweepBatch / 2}); st != want {
+	if want := (SweepStats{Conversations: 20, Images: 20, Jobs: 20, Messages: 40, Claims: 5 * sweepClaimBatch / 2}); st != want {
 		t.Errorf("Sweep after the migration: got %+v, want %+v", st, want)
 	}
 	checkStore(t, db)
