@@ -194,6 +194,11 @@ func copyFile(tb testing.TB, from, to string) {
 	if _, err := io.Copy(dst, src); err != nil {
 		tb.Fatal(err)
 	}
+	// On disk before the clock starts, as a file is at a real start: else
+	// the first fsync of Open would write the whole copy out.
+	if err := dst.Sync(); err != nil {
+		tb.Fatal(err)
+	}
 	if err := dst.Close(); err != nil {
 		tb.Fatal(err)
 	}
