@@ -670,6 +670,7 @@ const (
 	sweepJobBatch   = 64
 	sweepClaimBatch = 128
 	sweepBatchTime  = 3 * time.Millisecond
+	sweepPause      = time.Millisecond // between batches
 )
 
 // Sweep is the retention pass. It removes every conversation whose Updated
@@ -715,6 +716,7 @@ func (db *DB) Sweep(ctx context.Context, idleBefore time.Time) (SweepStats, erro
 			if done {
 				break
 			}
+			pause(ctx)
 		}
 	}
 	now := uint64(db.now().UnixNano())
@@ -736,6 +738,19 @@ func (db *DB) Sweep(ctx context.Context, idleBefore time.Time) (SweepStats, erro
 		if from == nil {
 			return st, nil
 		}
+		pause(ctx)
+	}
+}
+
+// pause lets the writes that queued behind a sweep batch go first: without
+// it the sweep, still running, could take the write lock again before
+// they wake.
+func pause(ctx context.Context) {
+	t := time.NewTimer(sweepPause)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
 	}
 }
 
