@@ -73,7 +73,8 @@ import (
 )
 
 // SchemaVersion is the version of the file layout this code reads and
-// writes. Open refuses a file recorded with any other version.
+// writes. Open migrates a version 1 file (adding the indexes) and refuses
+// any other version.
 const SchemaVersion = 2
 
 // MaxMessagesPerTurn bounds how many platform message ids a turn remembers;
