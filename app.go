@@ -98,9 +98,20 @@ func explainOpen(path string, err error) error {
 		path, dir, os.Getuid(), err)
 }
 
-// sweepLoop removes idle conversations at start and then daily.
+// firstSweepDelay is how long after start the first retention sweep
+// begins: startup and the first answers come first. The sweep works in
+// small transactions, so writes never wait for more than one of them.
+const firstSweepDelay = 10 * time.Second
+
+// sweepLoop removes idle conversations, finished jobs and expired claims
+// shortly after start and then daily.
 func (a *app) sweepLoop(ctx context.Context) {
 	defer a.sweeping.Done()
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(firstSweepDelay):
+	}
 	t := time.NewTicker(24 * time.Hour)
 	defer t.Stop()
 	for {

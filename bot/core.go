@@ -35,7 +35,10 @@ type Scheduler interface {
 // from. Queued and Running must not block: adapters throttle and post in
 // the background.
 type Reporter interface {
-	// Queued says the job waits, pos-th in line (1 is next).
+	// Queued says the job waits, pos-th in line (1 is next). Places are
+	// exact up to kontext.ExactPositions; further back pos is
+	// kontext.PositionBeyond, which InLine and QueuedText render as "over
+	// 50 in line".
 	Queued(job *Job, pos int)
 	// Running says the provider is making the image.
 	Running(job *Job)

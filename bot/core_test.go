@@ -1021,6 +1021,7 @@ func TestCloseStopsPostRetries(t *testing.T) {
 	}
 	h.fake.Close()
 }
+
 // TestUndoInEmptyConversation: /undo before any image says there is
 // nothing to undo, not that there is no image to edit.
 func TestUndoInEmptyConversation(t *testing.T) {

@@ -5,6 +5,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"kontextbot/kontext"
 )
 
 // Ordinal writes n as "1st", "2nd", "3rd", "4th", "11th", "21st", ...
@@ -22,8 +24,18 @@ func Ordinal(n int) string {
 	return strconv.Itoa(n) + suffix
 }
 
-// QueuedText is the status shown while a job waits: "Queued · 3rd in line".
-func QueuedText(pos int) string { return "Queued · " + Ordinal(pos) + " in line" }
+// InLine is a waiting job's place as shown to people: "3rd in line", or
+// "over 50 in line" for kontext.PositionBeyond (and anything further).
+func InLine(pos int) string {
+	if pos >= kontext.PositionBeyond {
+		return "over " + strconv.Itoa(kontext.ExactPositions) + " in line"
+	}
+	return Ordinal(pos) + " in line"
+}
+
+// QueuedText is the status shown while a job waits: "Queued · 3rd in line"
+// or "Queued · over 50 in line".
+func QueuedText(pos int) string { return "Queued · " + InLine(pos) }
 
 // CleanPrompt is the one cleaner and check every prompt passes, whatever
 // the entry point (chat platforms, the terminal chat, the command line),

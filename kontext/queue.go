@@ -44,11 +44,24 @@ import (
 // user's jobs in submission order; for FIFO, submission order. The
 // simulation ignores UserRunning and Serial: a user at their running cap, or
 // a job behind a busy Serial, keeps its place although it may be passed over
-// when a slot frees. Positions are computed in one O(waiting) pass, lazily:
-// Ticket.Position recomputes only when something changed, and the notifier
-// goroutine that calls Job.Position runs at most one pass per round of
-// callbacks, so any burst of changes that arrives while it is busy costs one
-// more pass.
+// when a slot frees. Positions are exact up to ExactPositions; a job placed
+// further back is at PositionBeyond ("over 50 in line"): nobody can use the
+// difference between 700th and 701st, and telling it would cost a callback
+// to every waiting job at every start (O(waiting²) to drain a long line).
+// So a position pass walks only the first ExactPositions jobs of the order
+// (O(ExactPositions), whatever the number waiting or of users), and tells a
+// change to the jobs in that head, to those that just left it, and to new
+// jobs (PositionBeyond, once, if they land beyond it). Passes run on the
+// notifier goroutine, at most one per round of callbacks, so any burst of
+// changes that arrives while it is busy costs one more pass.
+
+// ExactPositions is how far back a waiting job's position is exact.
+const ExactPositions = 50
+
+// PositionBeyond is the position of a waiting job placed after the first
+// ExactPositions: "over ExactPositions in line". Ticket.Position returns it
+// and a Job's Position callback is told it for such a job.
+const PositionBeyond = ExactPositions + 1
 
 // Policy selects how a Queue picks the next job.
 type Policy int
@@ -106,7 +119,9 @@ type Job struct {
 	// when it starts: a waiting job holds only this struct.
 	Run func(ctx context.Context) error
 	// Position, when set, is told the job's 1-based place among the waiting
-	// jobs whenever it changes, and 0 once the job starts. It is called from
+	// jobs whenever it changes, and 0 once the job starts. Places up to
+	// ExactPositions are exact; a job further back is told PositionBeyond
+	// (once, until it moves within ExactPositions). It is called from
 	// a single notifier goroutine, never with the queue's lock held, in order
 	// for one job; values may be coalesced (the latest wins). A slow callback
 	// delays later notifications, never the scheduler. It is not called for
@@ -205,8 +220,9 @@ type Ticket struct {
 	s        *serial
 	seq      uint64    // submission order
 	ready    bool      // waiting and not blocked by its Serial
-	pos      int       // last computed position (q.mu)
+	pos      int       // position at the last notifier pass (q.mu)
 	told     int       // last position handed to the notifier (q.mu)
+	mark     uint64    // the notifier pass that last placed it in the head (q.mu)
 	enqueued time.Time // for logs
 
 	unext, uprev *Ticket // user's waiting list
@@ -229,7 +245,7 @@ type user struct {
 	inRing       bool
 	head, tail   *Ticket // waiting jobs in submission order
 	rnext, rprev *user
-	cur          *Ticket // scratch for the position simulation
+	cur          *Ticket // scratch for the position walk
 }
 
 // serial is the per-Serial state, present while a job of it waits or runs.
@@ -271,13 +287,15 @@ type Queue struct {
 	shutDone chan struct{} // closed when the first Shutdown returns
 
 	// Positions and the notifier.
-	posDirty     bool // positions need recomputing
 	notifyDirty  bool // the notifier must look for changed positions
 	posCallbacks int  // waiting jobs with a Position callback
 	started      []notice
 	notifying    bool          // a notifier goroutine is running
 	notifierExit chan struct{} // closed by the notifier when it exits, if set
 	passes       int           // position passes run by the notifier (tests)
+	shown        []*Ticket     // the head of the line at the last pass, in order
+	spareShown   []*Ticket     // the buffer for the next pass's head
+	fresh        []*Ticket     // jobs with a Position callback queued since the last pass
 	scratch      []*user       // for visitOrder
 }
 
@@ -390,6 +408,7 @@ func (q *Queue) enqueue(t *Ticket) {
 	q.waiting++
 	if t.job.Position != nil {
 		q.posCallbacks++
+		q.fresh = append(q.fresh, t)
 	}
 	ready := true
 	if s != nil {
@@ -456,7 +475,14 @@ func (q *Queue) unlinkWaiting(t *Ticket) {
 	u.waiting--
 	q.waiting--
 	if t.job.Position != nil {
-		q.posCallbacks--
+		if q.posCallbacks--; q.posCallbacks == 0 {
+			// No pass runs until a job with a callback waits again, and
+			// none of these would be told anything: let them go.
+			clear(q.fresh)
+			q.fresh = q.fresh[:0]
+			clear(q.shown)
+			q.shown = q.shown[:0]
+		}
 	}
 	if u.waiting == 0 {
 		q.ringRemove(u)
@@ -896,8 +922,9 @@ func (t *Ticket) Err() error {
 }
 
 // Position is the job's current 1-based place among the waiting jobs (see
-// the package notes on how it is computed), and 0 once the job has started
-// or is no longer waiting.
+// the package notes on how it is computed): exact up to ExactPositions,
+// PositionBeyond further back, and 0 once the job has started or is no
+// longer waiting. It costs O(ExactPositions).
 func (t *Ticket) Position() int {
 	q := t.q
 	q.mu.Lock()
@@ -905,13 +932,20 @@ func (t *Ticket) Position() int {
 	if t.state.Load() != stWaiting {
 		return 0
 	}
-	q.recompute()
-	return t.pos
+	pos, n := PositionBeyond, 0
+	q.visitOrder(ExactPositions, func(o *Ticket) bool {
+		n++
+		if o == t {
+			pos = n
+			return false
+		}
+		return true
+	})
+	return pos
 }
 
 // changed records that the waiting set or the turn order changed.
 func (q *Queue) changed() {
-	q.posDirty = true
 	q.notifyDirty = true
 	q.kickNotifier()
 }
@@ -939,14 +973,7 @@ func (q *Queue) notifier() {
 		batch, q.started = q.started, spare[:0]
 		if q.notifyDirty && q.posCallbacks > 0 {
 			q.notifyDirty = false
-			q.recompute()
-			q.passes++
-			for t := q.whead; t != nil; t = t.gnext {
-				if t.job.Position != nil && t.pos != t.told {
-					t.told = t.pos
-					batch = append(batch, notice{t: t, fn: t.job.Position, pos: t.pos})
-				}
-			}
+			batch = q.positionPass(batch)
 		}
 		if len(batch) == 0 {
 			q.notifying = false
@@ -970,6 +997,56 @@ func (q *Queue) notifier() {
 	}
 }
 
+// positionPass places the head of the line afresh and appends to batch a
+// notice for every job with a Position callback whose position changed:
+// the jobs now in the head, those that were in it at the last pass and
+// are now beyond it, and the jobs queued since (beyond it, unless they
+// landed in the head). Every other waiting job was beyond the head at the
+// last pass and still is, so its position (PositionBeyond) did not
+// change. It costs O(ExactPositions + jobs queued since the last pass).
+func (q *Queue) positionPass(batch []notice) []notice {
+	q.passes++
+	pass := uint64(q.passes)
+	old := q.shown
+	head := q.spareShown[:0] // old is still read below
+	q.visitOrder(ExactPositions, func(t *Ticket) bool {
+		head = append(head, t)
+		t.mark = pass
+		t.pos = len(head)
+		return true
+	})
+	tell := func(t *Ticket) {
+		if t.state.Load() != stWaiting || t.job.Position == nil {
+			return
+		}
+		if t.mark != pass {
+			t.pos = PositionBeyond
+		}
+		if t.pos != t.told {
+			t.told = t.pos
+			batch = append(batch, notice{t: t, fn: t.job.Position, pos: t.pos})
+		}
+	}
+	for _, t := range head {
+		tell(t)
+	}
+	for _, t := range old {
+		if t.mark != pass {
+			tell(t)
+		}
+	}
+	for _, t := range q.fresh {
+		if t.mark != pass {
+			tell(t)
+		}
+	}
+	clear(q.fresh)
+	q.fresh = q.fresh[:0]
+	clear(old)
+	q.shown, q.spareShown = head, old[:0]
+	return batch
+}
+
 // tell makes one Position call; a panic in it is logged, not fatal.
 func (q *Queue) tell(n notice) {
 	defer func() {
@@ -980,53 +1057,64 @@ func (q *Queue) tell(n notice) {
 	n.fn(n.pos)
 }
 
-// recompute refreshes every waiting ticket's pos, if anything changed.
-func (q *Queue) recompute() {
-	if !q.posDirty {
-		return
-	}
-	q.posDirty = false
-	pos := 0
-	q.visitOrder(func(t *Ticket) {
-		pos++
-		t.pos = pos
-	})
-}
-
 // dispatchOrder returns the waiting tickets in the order they would start.
 func (q *Queue) dispatchOrder() []*Ticket {
 	order := make([]*Ticket, 0, q.waiting)
-	q.visitOrder(func(t *Ticket) { order = append(order, t) })
+	q.visitOrder(q.waiting, func(t *Ticket) bool {
+		order = append(order, t)
+		return true
+	})
 	return order
 }
 
-// visitOrder calls fn for every waiting ticket, in the order the dispatcher
-// would start them if nothing else arrived (ignoring UserRunning and
-// Serial), in O(waiting).
-func (q *Queue) visitOrder(fn func(*Ticket)) {
+// visitOrder calls fn for the first limit waiting tickets, in the order
+// the dispatcher would start them if nothing else arrived (ignoring
+// UserRunning and Serial), until fn returns false. It costs O(limit):
+// round-robin rounds are walked lazily, the first round over the ring
+// only as far as it goes before limit tickets are visited.
+func (q *Queue) visitOrder(limit int, fn func(*Ticket) bool) {
+	if limit <= 0 {
+		return
+	}
+	n := 0
 	if q.opts.Policy == FIFO {
-		for t := q.whead; t != nil; t = t.gnext {
-			fn(t)
+		for t := q.whead; t != nil && n < limit; t = t.gnext {
+			n++
+			if !fn(t) {
+				return
+			}
 		}
 		return
 	}
+	// Round one: each user in ring order gives its oldest job; users with
+	// more are kept, in ring order, for the next rounds.
 	active := q.scratch[:0]
+	defer func() {
+		clear(active)
+		q.scratch = active[:0]
+	}()
 	for u := q.ringHead; u != nil; u = u.rnext {
-		u.cur = u.head
-		active = append(active, u)
+		n++
+		if !fn(u.head) || n == limit {
+			return
+		}
+		if u.cur = u.head.unext; u.cur != nil {
+			active = append(active, u)
+		}
 	}
 	for len(active) > 0 {
-		n := 0
+		k := 0
 		for _, u := range active {
-			fn(u.cur)
-			u.cur = u.cur.unext
-			if u.cur != nil {
-				active[n] = u
-				n++
+			n++
+			if !fn(u.cur) || n == limit {
+				return
+			}
+			if u.cur = u.cur.unext; u.cur != nil {
+				active[k] = u
+				k++
 			}
 		}
-		clear(active[n:])
-		active = active[:n]
+		clear(active[k:])
+		active = active[:k]
 	}
-	q.scratch = active[:0]
 }

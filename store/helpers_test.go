@@ -4,7 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -70,4 +72,46 @@ func shaOf(b []byte) string {
 func turn(id string) bot.Turn {
 	return bot.Turn{ID: id, Kind: bot.KindImagine, Prompt: "prompt " + id, Format: "png", Width: 8, Height: 8,
 		Created: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
+}
+
+// fakeClock is an injectable clock for Options.Now.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newClock(t time.Time) *fakeClock { return &fakeClock{now: t} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = t
+}
+
+// Two conversations in different workspaces.
+var (
+	keyA = bot.ConvKey{Platform: "discord", Workspace: "guildA", Channel: "chan1", Thread: "th1"}
+	keyB = bot.ConvKey{Platform: "discord", Workspace: "guildB", Channel: "chan1", Thread: "th1"}
+)
+
+// turnID names the i-th test turn.
+func turnID(i int) string { return fmt.Sprintf("t%02d", i) }
+
+// refs is the stored reference count of an image.
+func (db *DB) refs(tb testing.TB, sha string) uint64 {
+	tb.Helper()
+	var n uint64
+	if err := db.bolt.View(func(tx *bbolt.Tx) error {
+		n = refCount(tx.Bucket(bucketRefs).Get([]byte(sha)))
+		return nil
+	}); err != nil {
+		tb.Fatalf("refs %s: %v", sha, err)
+	}
+	return n
 }

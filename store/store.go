@@ -7,15 +7,24 @@
 // The file holds these top-level buckets; every value is JSON except the
 // image bytes and the reference counts.
 //
-//	meta           "schema" -> decimal schema version (currently 1)
+//	meta           "schema" -> decimal schema version (currently 2)
 //	conversations  ConvKey.String() -> bot.Conversation (turns oldest first)
+//	conv_updated   time(Updated) + ConvKey.String() -> empty: conversations by last use
 //	images         sha256 hex -> the raw image bytes
 //	image_refs     sha256 hex -> 8-byte big-endian count of turns that use it
 //	messages       platform/workspace/msgID -> {"key": ConvKey, "turn": id}
 //	jobs           job id -> bot.Job
+//	jobs_live      job id -> empty: the jobs whose State is live
+//	jobs_done      time(Updated) + job id -> empty: the other jobs, by last change
 //	usage_day      platform/workspace/user/2006-01-02 (UTC) -> bot.Usage
 //	usage_month    platform/workspace/2006-01 (UTC) -> bot.Usage
 //	claims         claim key -> 8-byte big-endian Unix nanoseconds it expires at
+//
+// time(t) is 12 bytes that sort as t does: the Unix seconds as a
+// big-endian int64 with its sign bit flipped, then the nanoseconds as a
+// big-endian uint32. The three index buckets let the retention sweep read
+// only what is idle and LiveJobs only what is live, whatever the number of
+// conversations and finished jobs kept.
 //
 // Invariants, kept inside the one transaction of every write:
 //
@@ -28,9 +37,18 @@
 //     (the oldest mapping is dropped past that), and pruning or sweeping a
 //     turn drops its mappings. Because the key starts with the platform and
 //     workspace, a lookup from one workspace can never find another's message.
+//   - conv_updated holds exactly one entry per conversation, at its Updated;
+//     jobs_live holds exactly the live jobs, jobs_done every other job at
+//     its Updated.
+//
+// Schema 1 files (without the three indexes) are migrated on Open, once, in
+// one transaction that builds the indexes from the conversations and jobs.
 //
 // Every write is one bbolt read-write transaction committed with fsync, so
-// it is durable when the method returns. Only one process may hold the file.
+// it is durable when the method returns; the retention sweep is the one
+// exception: it works in many small transactions, each of which keeps
+// every invariant, so that no write waits behind it for long. Only one
+// process may hold the file.
 package store
 
 import (
@@ -56,8 +74,9 @@ import (
 )
 
 // SchemaVersion is the version of the file layout this code reads and
-// writes. Open refuses a file recorded with any other version.
-const SchemaVersion = 1
+// writes. Open migrates a version 1 file (adding the indexes) and refuses
+// any other version.
+const SchemaVersion = 2
 
 // MaxMessagesPerTurn bounds how many platform message ids a turn remembers;
 // past it the oldest id and its mapping are dropped.
@@ -91,9 +110,13 @@ var (
 	bucketUsageDay   = []byte("usage_day")
 	bucketUsageMonth = []byte("usage_month")
 	bucketClaims     = []byte("claims")
+	bucketConvIdx    = []byte("conv_updated")
+	bucketJobsLive   = []byte("jobs_live")
+	bucketJobsDone   = []byte("jobs_done")
 
 	allBuckets = [][]byte{bucketMeta, bucketConvs, bucketImages, bucketRefs,
-		bucketMessages, bucketJobs, bucketUsageDay, bucketUsageMonth, bucketClaims}
+		bucketMessages, bucketJobs, bucketUsageDay, bucketUsageMonth, bucketClaims,
+		bucketConvIdx, bucketJobsLive, bucketJobsDone}
 
 	keySchema = []byte("schema")
 )
@@ -117,6 +140,11 @@ type DB struct {
 	path    string
 	history int
 	now     func() time.Time
+
+	// sweepHeld, when set (by benchmarks), is told how long each sweep
+	// transaction held the write lock: its work, and in all, commit
+	// included.
+	sweepHeld func(work, held time.Duration)
 }
 
 // SweepStats is what one Sweep removed.
@@ -179,7 +207,13 @@ func initSchema(tx *bbolt.Tx, path string) error {
 		if err != nil {
 			return fmt.Errorf("%w: the database %s records schema version %q, which this kontextbot (version %d) cannot read; set KONTEXT_DB to another file", ErrSchema, path, raw, SchemaVersion)
 		}
-		if v != SchemaVersion {
+		switch v {
+		case SchemaVersion:
+		case 1:
+			if err := migrate1to2(tx, path); err != nil {
+				return err
+			}
+		default:
 			return schemaError(path, v)
 		}
 	default:
@@ -327,12 +361,14 @@ func (db *DB) AddTurn(ctx context.Context, key bot.ConvKey, t bot.Turn, data []b
 	var out *bot.Conversation
 	err := db.bolt.Update(func(tx *bbolt.Tx) error {
 		c, err := getConv(tx, key)
+		existed := err == nil
 		switch {
 		case errors.Is(err, bot.ErrNotFound):
 			c = &bot.Conversation{Key: key}
 		case err != nil:
 			return err
 		}
+		prev := c.Updated
 		if c.Turn(t.ID) != nil {
 			return fmt.Errorf("turn %s is already in the conversation", t.ID)
 		}
@@ -351,6 +387,9 @@ func (db *DB) AddTurn(ctx context.Context, key bot.ConvKey, t bot.Turn, data []b
 			return err
 		}
 		if out, err = putConv(tx, c); err != nil {
+			return err
+		}
+		if err := indexConv(tx, key, prev, existed, c.Updated); err != nil {
 			return err
 		}
 		if job != nil {
@@ -407,10 +446,13 @@ func (db *DB) SetHead(ctx context.Context, key bot.ConvKey, id string) (*bot.Con
 		if c.Turn(id) == nil {
 			return fmt.Errorf("turn: %w", bot.ErrNotFound)
 		}
+		prev := c.Updated
 		c.Head = id
 		c.Updated = db.now()
-		out, err = putConv(tx, c)
-		return err
+		if out, err = putConv(tx, c); err != nil {
+			return err
+		}
+		return indexConv(tx, key, prev, true, c.Updated)
 	})
 	if err != nil {
 		return nil, wrap(err)
@@ -530,8 +572,9 @@ func (db *DB) Job(ctx context.Context, id string) (*bot.Job, error) {
 	return &j, nil
 }
 
-// LiveJobs returns every waiting or submitted job, ordered by Created and
-// then by ID. It reads the whole jobs bucket, which Sweep keeps small.
+// LiveJobs returns every waiting, submitted or posting job, ordered by
+// Created and then by ID. It reads only the live jobs (through the
+// jobs_live index), however many finished ones are kept.
 func (db *DB) LiveJobs(ctx context.Context) ([]*bot.Job, error) {
 	wrap := func(err error) error { return fmt.Errorf("store: live jobs: %w", err) }
 	if err := ctx.Err(); err != nil {
@@ -539,7 +582,12 @@ func (db *DB) LiveJobs(ctx context.Context) ([]*bot.Job, error) {
 	}
 	var jobs []*bot.Job
 	err := db.bolt.View(func(tx *bbolt.Tx) error {
-		return tx.Bucket(bucketJobs).ForEach(func(k, v []byte) error {
+		all := tx.Bucket(bucketJobs)
+		return tx.Bucket(bucketJobsLive).ForEach(func(k, _ []byte) error {
+			v := all.Get(k)
+			if v == nil {
+				return fmt.Errorf("job %s is indexed as live but not stored", k)
+			}
 			var j bot.Job
 			if err := json.Unmarshal(v, &j); err != nil {
 				return fmt.Errorf("decode job %s: %w", k, err)
@@ -612,119 +660,254 @@ func (db *DB) Claim(ctx context.Context, key string, ttl time.Duration) (bool, e
 	return first, nil
 }
 
+// Sweep batch bounds: a batch ends after this many records or once it
+// has worked this long, whichever comes first, so that a write never waits
+// behind maintenance for longer than one small transaction. The record
+// counts bound the pages a batch dirties, and so its commit: removing a
+// conversation touches about five pages (the conversation, its images,
+// their counts, its message mappings, its index entry) in scattered
+// places, a finished job two, a claim one.
+const (
+	sweepConvBatch  = 16
+	sweepJobBatch   = 64
+	sweepClaimBatch = 128
+	sweepBatchTime  = 3 * time.Millisecond
+	sweepPause      = time.Millisecond // between batches
+)
+
 // Sweep is the retention pass. It removes every conversation whose Updated
 // is before idleBefore, with its message mappings and its references to
-// images (deleting images nothing refers to any more), and every job that
-// is no longer live and whose Updated is before idleBefore. Usage records
-// are kept. It runs in one transaction: on error (including ctx being
-// cancelled midway) nothing is removed. The file does not shrink; the
-// freed pages are reused by later writes.
+// images (deleting images nothing refers to any more), every job that is
+// no longer live and whose Updated is before idleBefore, and every claim
+// that has expired. Usage records are kept. It reads only what is idle,
+// through the conv_updated and jobs_done indexes (claims are scanned).
+//
+// It works in small transactions (a few dozen records or about
+// sweepBatchTime of work each), so other writes wait for one batch at
+// most, never for the whole pass. Each batch keeps every invariant of the
+// file: a conversation goes with its mappings and references in one
+// batch. On error (including ctx ending midway) the batches already
+// committed stay done and are counted in the returned stats; running
+// Sweep again finishes the work. The file does not shrink; the freed
+// pages are reused by later writes.
 func (db *DB) Sweep(ctx context.Context, idleBefore time.Time) (SweepStats, error) {
 	wrap := func(err error) error {
 		return fmt.Errorf("store: sweep before %s: %w", idleBefore.Format(time.RFC3339), err)
 	}
-	if err := ctx.Err(); err != nil {
-		return SweepStats{}, wrap(err)
-	}
 	var st SweepStats
-	err := db.bolt.Update(func(tx *bbolt.Tx) error {
-		st = SweepStats{}
-		// Collect first: deleting under a live cursor skips keys.
-		var idle []*bot.Conversation
-		var idleKeys [][]byte
-		n := 0
-		err := tx.Bucket(bucketConvs).ForEach(func(k, v []byte) error {
-			if n++; n%1024 == 0 {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
+	cut := timeKey(idleBefore)
+	for _, step := range []func(*bbolt.Tx, []byte, *SweepStats) (bool, error){
+		sweepConvs, sweepJobs,
+	} {
+		for {
+			if err := ctx.Err(); err != nil {
+				return st, wrap(err)
 			}
-			var c bot.Conversation
-			if err := json.Unmarshal(v, &c); err != nil {
-				return fmt.Errorf("decode conversation %s: %w", k, err)
-			}
-			if c.Updated.Before(idleBefore) {
-				idle = append(idle, &c)
-				idleKeys = append(idleKeys, bytes.Clone(k))
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for i, c := range idle {
-			for _, t := range c.Turns {
-				gone, err := dropRef(tx, t.SHA256)
-				if err != nil {
-					return err
-				}
-				if gone {
-					st.Images++
-				}
-				m, err := dropMessages(tx, c.Key, t)
-				if err != nil {
-					return err
-				}
-				st.Messages += m
-			}
-			if err := tx.Bucket(bucketConvs).Delete(idleKeys[i]); err != nil {
+			var done bool
+			var batch SweepStats
+			err := db.sweepTx(func(tx *bbolt.Tx) error {
+				batch = SweepStats{}
+				var err error
+				done, err = step(tx, cut, &batch)
 				return err
+			})
+			if err != nil {
+				return st, wrap(err)
 			}
-			st.Conversations++
+			st.add(batch)
+			if done {
+				break
+			}
+			pause(ctx)
 		}
-
-		var done [][]byte
-		err = tx.Bucket(bucketJobs).ForEach(func(k, v []byte) error {
-			if n++; n%1024 == 0 {
-				if err := ctx.Err(); err != nil {
-					return err
-				}
-			}
-			var j struct {
-				State   bot.JobState `json:"state"`
-				Updated time.Time    `json:"updated"`
-			}
-			if err := json.Unmarshal(v, &j); err != nil {
-				return fmt.Errorf("decode job %s: %w", k, err)
-			}
-			if !j.State.Live() && j.Updated.Before(idleBefore) {
-				done = append(done, bytes.Clone(k))
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, k := range done {
-			if err := tx.Bucket(bucketJobs).Delete(k); err != nil {
-				return err
-			}
-			st.Jobs++
-		}
-
-		var expired [][]byte
-		now := uint64(db.now().UnixNano())
-		err = tx.Bucket(bucketClaims).ForEach(func(k, v []byte) error {
-			if len(v) != 8 || binary.BigEndian.Uint64(v) <= now {
-				expired = append(expired, bytes.Clone(k))
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		for _, k := range expired {
-			if err := tx.Bucket(bucketClaims).Delete(k); err != nil {
-				return err
-			}
-			st.Claims++
-		}
-		return ctx.Err()
-	})
-	if err != nil {
-		return SweepStats{}, wrap(err)
 	}
-	return st, nil
+	now := uint64(db.now().UnixNano())
+	var from []byte
+	for {
+		if err := ctx.Err(); err != nil {
+			return st, wrap(err)
+		}
+		n := 0
+		err := db.sweepTx(func(tx *bbolt.Tx) error {
+			var err error
+			n, from, err = sweepClaims(tx, from, now)
+			return err
+		})
+		if err != nil {
+			return st, wrap(err)
+		}
+		st.Claims += n
+		if from == nil {
+			return st, nil
+		}
+		pause(ctx)
+	}
+}
+
+// pause lets the writes that queued behind a sweep batch go first: without
+// it the sweep, still running, could take the write lock again before
+// they wake.
+func pause(ctx context.Context) {
+	t := time.NewTimer(sweepPause)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// sweepTx runs one sweep batch in its own write transaction.
+func (db *DB) sweepTx(fn func(*bbolt.Tx) error) error {
+	var held time.Time
+	var work time.Duration
+	err := db.bolt.Update(func(tx *bbolt.Tx) error {
+		held = time.Now()
+		err := fn(tx)
+		work = time.Since(held)
+		return err
+	})
+	if db.sweepHeld != nil && !held.IsZero() {
+		db.sweepHeld(work, time.Since(held))
+	}
+	return err
+}
+
+func (s *SweepStats) add(o SweepStats) {
+	s.Conversations += o.Conversations
+	s.Images += o.Images
+	s.Jobs += o.Jobs
+	s.Messages += o.Messages
+	s.Claims += o.Claims
+}
+
+// sweepConvs removes one batch of the conversations idle before cut (a
+// timeKey), oldest first, and reports whether none is left.
+func sweepConvs(tx *bbolt.Tx, cut []byte, st *SweepStats) (bool, error) {
+	keys, done := idleKeys(tx.Bucket(bucketConvIdx), cut, sweepConvBatch)
+	start := time.Now()
+	for i, k := range keys {
+		if i > 0 && time.Since(start) > sweepBatchTime {
+			return false, nil
+		}
+		if err := tx.Bucket(bucketConvIdx).Delete(k); err != nil {
+			return false, err
+		}
+		if len(k) < timeKeyLen {
+			continue // malformed: dropped
+		}
+		ck := k[timeKeyLen:]
+		v := tx.Bucket(bucketConvs).Get(ck)
+		if v == nil {
+			continue // an index entry without its conversation: dropped above
+		}
+		var c bot.Conversation
+		if err := json.Unmarshal(v, &c); err != nil {
+			return false, fmt.Errorf("decode conversation %s: %w", ck, err)
+		}
+		if !bytes.Equal(timeKey(c.Updated), k[:timeKeyLen]) {
+			continue // a stale entry: the conversation has its own, later one
+		}
+		for _, t := range c.Turns {
+			gone, err := dropRef(tx, t.SHA256)
+			if err != nil {
+				return false, err
+			}
+			if gone {
+				st.Images++
+			}
+			m, err := dropMessages(tx, c.Key, t)
+			if err != nil {
+				return false, err
+			}
+			st.Messages += m
+		}
+		if err := tx.Bucket(bucketConvs).Delete(ck); err != nil {
+			return false, err
+		}
+		st.Conversations++
+	}
+	return done, nil
+}
+
+// sweepJobs removes one batch of the finished jobs idle before cut,
+// oldest first, and reports whether none is left.
+func sweepJobs(tx *bbolt.Tx, cut []byte, st *SweepStats) (bool, error) {
+	keys, done := idleKeys(tx.Bucket(bucketJobsDone), cut, sweepJobBatch)
+	start := time.Now()
+	for i, k := range keys {
+		if i > 0 && time.Since(start) > sweepBatchTime {
+			return false, nil
+		}
+		if err := tx.Bucket(bucketJobsDone).Delete(k); err != nil {
+			return false, err
+		}
+		if len(k) < timeKeyLen {
+			continue // malformed: dropped
+		}
+		id := k[timeKeyLen:]
+		v := tx.Bucket(bucketJobs).Get(id)
+		if v == nil {
+			continue
+		}
+		var j jobIndexFields
+		if err := json.Unmarshal(v, &j); err != nil {
+			return false, fmt.Errorf("decode job %s: %w", id, err)
+		}
+		if j.State.Live() || !bytes.Equal(timeKey(j.Updated), k[:timeKeyLen]) {
+			continue // a stale entry
+		}
+		if err := tx.Bucket(bucketJobs).Delete(id); err != nil {
+			return false, err
+		}
+		st.Jobs++
+	}
+	return done, nil
+}
+
+// idleKeys returns up to limit keys of index b that sort before cut,
+// first ones first, and whether they are all there are. A key too short
+// to hold a time counts as idle, so that the caller drops it.
+func idleKeys(b *bbolt.Bucket, cut []byte, limit int) (keys [][]byte, all bool) {
+	c := b.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		if len(k) >= timeKeyLen && bytes.Compare(k[:timeKeyLen], cut) >= 0 {
+			return keys, true
+		}
+		if len(keys) == limit {
+			return keys, false
+		}
+		keys = append(keys, bytes.Clone(k))
+	}
+	return keys, true
+}
+
+// sweepClaims removes the expired claims among one batch of claims from
+// key from on (nil: the first), and returns how many it removed and the
+// key to go on from (nil when it reached the end).
+func sweepClaims(tx *bbolt.Tx, from []byte, now uint64) (int, []byte, error) {
+	b := tx.Bucket(bucketClaims)
+	c := b.Cursor()
+	k, v := c.First()
+	if from != nil {
+		k, v = c.Seek(from)
+	}
+	var expired [][]byte
+	var next []byte
+	for n := 0; k != nil; k, v = c.Next() {
+		if n++; n > sweepClaimBatch {
+			next = bytes.Clone(k)
+			break
+		}
+		if len(v) != 8 || binary.BigEndian.Uint64(v) <= now {
+			expired = append(expired, bytes.Clone(k))
+		}
+	}
+	for _, k := range expired {
+		if err := b.Delete(k); err != nil {
+			return 0, nil, err
+		}
+	}
+	return len(expired), next, nil
 }
 
 // --- helpers that run inside a transaction ---
@@ -764,12 +947,131 @@ func putConv(tx *bbolt.Tx, c *bot.Conversation) (*bot.Conversation, error) {
 	return &out, nil
 }
 
+// timeKeyLen is the length of a timeKey.
+const timeKeyLen = 12
+
+// timeKey encodes t in 12 bytes that sort as t does (see the package
+// comment), for any t, the zero time included.
+func timeKey(t time.Time) []byte {
+	k := make([]byte, timeKeyLen, timeKeyLen+64)
+	binary.BigEndian.PutUint64(k, uint64(t.Unix())^(1<<63))
+	binary.BigEndian.PutUint32(k[8:], uint32(t.Nanosecond()))
+	return k
+}
+
+// indexConv moves the conv_updated entry of the conversation at key from
+// prev (when it existed) to updated.
+func indexConv(tx *bbolt.Tx, key bot.ConvKey, prev time.Time, existed bool, updated time.Time) error {
+	b := tx.Bucket(bucketConvIdx)
+	ks := key.String()
+	if existed {
+		if prev.Equal(updated) {
+			return nil // the same key
+		}
+		if err := b.Delete(append(timeKey(prev), ks...)); err != nil {
+			return fmt.Errorf("unindex conversation: %w", err)
+		}
+	}
+	if err := b.Put(append(timeKey(updated), ks...), nil); err != nil {
+		return fmt.Errorf("index conversation: %w", err)
+	}
+	return nil
+}
+
+// jobIndexFields are the fields of a stored job its index entry depends on.
+type jobIndexFields struct {
+	State   bot.JobState `json:"state"`
+	Updated time.Time    `json:"updated"`
+}
+
+// putJob stores j and moves its index entry (jobs_live or jobs_done).
 func putJob(tx *bbolt.Tx, j *bot.Job) error {
 	v, err := json.Marshal(j)
 	if err != nil {
 		return fmt.Errorf("encode job %s: %w", j.ID, err)
 	}
-	return tx.Bucket(bucketJobs).Put([]byte(j.ID), v)
+	jobs := tx.Bucket(bucketJobs)
+	id := []byte(j.ID)
+	if old := jobs.Get(id); old != nil {
+		var o jobIndexFields
+		if err := json.Unmarshal(old, &o); err != nil {
+			return fmt.Errorf("decode job %s: %w", j.ID, err)
+		}
+		if err := unindexJob(tx, id, o); err != nil {
+			return err
+		}
+	}
+	if err := jobs.Put(id, v); err != nil {
+		return err
+	}
+	return indexJob(tx, id, jobIndexFields{State: j.State, Updated: j.Updated})
+}
+
+func indexJob(tx *bbolt.Tx, id []byte, f jobIndexFields) error {
+	var err error
+	if f.State.Live() {
+		err = tx.Bucket(bucketJobsLive).Put(id, nil)
+	} else {
+		err = tx.Bucket(bucketJobsDone).Put(append(timeKey(f.Updated), id...), nil)
+	}
+	if err != nil {
+		return fmt.Errorf("index job %s: %w", id, err)
+	}
+	return nil
+}
+
+func unindexJob(tx *bbolt.Tx, id []byte, f jobIndexFields) error {
+	var err error
+	if f.State.Live() {
+		err = tx.Bucket(bucketJobsLive).Delete(id)
+	} else {
+		err = tx.Bucket(bucketJobsDone).Delete(append(timeKey(f.Updated), id...))
+	}
+	if err != nil {
+		return fmt.Errorf("unindex job %s: %w", id, err)
+	}
+	return nil
+}
+
+// migrate1to2 adds the schema 2 indexes to a schema 1 file, building them
+// from every conversation and job, and records version 2; it runs inside
+// Open's transaction, so a failure leaves the file at version 1.
+func migrate1to2(tx *bbolt.Tx, path string) error {
+	wrap := func(err error) error {
+		return fmt.Errorf("store: open %s: migrate schema 1 to 2: %w", path, err)
+	}
+	for _, name := range allBuckets {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return wrap(fmt.Errorf("create bucket %s: %w", name, err))
+		}
+	}
+	convIdx := tx.Bucket(bucketConvIdx)
+	err := tx.Bucket(bucketConvs).ForEach(func(k, v []byte) error {
+		var c struct {
+			Updated time.Time `json:"updated"`
+		}
+		if err := json.Unmarshal(v, &c); err != nil {
+			return fmt.Errorf("decode conversation %s: %w", k, err)
+		}
+		return convIdx.Put(append(timeKey(c.Updated), k...), nil)
+	})
+	if err != nil {
+		return wrap(err)
+	}
+	err = tx.Bucket(bucketJobs).ForEach(func(k, v []byte) error {
+		var f jobIndexFields
+		if err := json.Unmarshal(v, &f); err != nil {
+			return fmt.Errorf("decode job %s: %w", k, err)
+		}
+		return indexJob(tx, k, f)
+	})
+	if err != nil {
+		return wrap(err)
+	}
+	if err := tx.Bucket(bucketMeta).Put(keySchema, []byte(strconv.Itoa(SchemaVersion))); err != nil {
+		return wrap(err)
+	}
+	return nil
 }
 
 // addRef stores data under sha if it is new and counts one more reference

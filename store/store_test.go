@@ -2,8 +2,10 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -103,17 +105,17 @@ func TestOpenSchema(t *testing.T) {
 	}{
 		{
 			name:  "current version",
-			setup: func(tx *bbolt.Tx) error { return putSchema(tx, "1") },
+			setup: func(tx *bbolt.Tx) error { return putSchema(tx, strconv.Itoa(SchemaVersion)) },
 		},
 		{
 			name:  "newer version",
-			setup: func(tx *bbolt.Tx) error { return putSchema(tx, "2") },
-			want:  []string{"schema version 2", "uses version 1", "newer kontextbot"},
+			setup: func(tx *bbolt.Tx) error { return putSchema(tx, strconv.Itoa(SchemaVersion+1)) },
+			want:  []string{fmt.Sprint("schema version ", SchemaVersion+1), fmt.Sprint("uses version ", SchemaVersion), "newer kontextbot"},
 		},
 		{
 			name:  "unreadable version",
 			setup: func(tx *bbolt.Tx) error { return putSchema(tx, "x") },
-			want:  []string{`"x"`, "version 1"},
+			want:  []string{`"x"`, fmt.Sprint("version ", SchemaVersion)},
 		},
 		{
 			name: "foreign file without a version",
@@ -121,7 +123,7 @@ func TestOpenSchema(t *testing.T) {
 				_, err := tx.CreateBucket([]byte("somebody-else"))
 				return err
 			},
-			want: []string{"schema version 0", "uses version 1", "KONTEXT_DB"},
+			want: []string{"schema version 0", fmt.Sprint("uses version ", SchemaVersion), "KONTEXT_DB"},
 		},
 	}
 	for _, tc := range tests {

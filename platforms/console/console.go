@@ -166,7 +166,7 @@ func (c *Chat) Queued(job *bot.Job, pos int) {
 	c.lastPos[job.ID] = pos
 	c.mu.Unlock()
 	if changed {
-		c.printf("… %s: queued · %s in line", job.ID, bot.Ordinal(pos))
+		c.printf("… %s: queued · %s", job.ID, bot.InLine(pos))
 	}
 }
 
