@@ -296,12 +296,23 @@ func (c *Client) Run(ctx context.Context, req Request) (*Result, error) {
 		return c.runImages(ctx, model, req)
 	}
 	start := time.Now()
+	if err := ctx.Err(); err != nil {
+		return nil, c.ctxError(ctx, "create", "")
+	}
 	p, err := c.create(ctx, model, req)
 	if err != nil {
 		return nil, err
 	}
 	if req.OnCreated != nil {
 		req.OnCreated(p.ID)
+	}
+	if ctx.Err() != nil {
+		// The job ended while the create was in flight: the prediction
+		// exists. At shutdown it is recorded and followed by the next
+		// process; otherwise nobody will receive it, so it is cancelled.
+		err := c.ctxError(ctx, "create", p.ID)
+		c.abandon(ctx, p.ID, err)
+		return nil, err
 	}
 	// The first poll comes FirstPoll after the create was sent: at once
 	// after a held create that ran out, on schedule when the provider
@@ -770,9 +781,20 @@ func (c *Client) call(ctx context.Context, op, method, u string, body []byte, id
 		timeout += c.cfg.Wait
 		prefer = "wait=" + strconv.Itoa(max(1, int((c.cfg.Wait+time.Second-1)/time.Second)))
 	}
+	// A create once sent is never cut short by the caller: cutting it
+	// would leave a prediction the provider may have made and nobody could
+	// cancel. It runs to its answer or its own timeout; the caller's end
+	// is seen before the next attempt, and Run cancels what it created.
+	reqCtx := ctx
+	if create {
+		reqCtx = context.WithoutCancel(ctx)
+	}
 	for attempt := 1; ; attempt++ {
+		if create && attempt > 1 && ctx.Err() != nil {
+			return nil, c.ctxError(ctx, op, id)
+		}
 		start := time.Now()
-		r := c.once(ctx, method, u, body, timeout, prefer)
+		r := c.once(reqCtx, method, u, body, timeout, prefer)
 		ok := r.err == nil && r.status >= 200 && r.status < 300
 		var d decision
 		if !ok && ctx.Err() == nil {

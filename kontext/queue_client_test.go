@@ -139,3 +139,53 @@ func TestQueueCancelRunningCancelsPrediction(t *testing.T) {
 	}
 	q.Shutdown(context.Background())
 }
+
+// TestCancelDuringCreate: the job ends while the create is in flight,
+// after the provider has made the prediction but before its answer
+// arrived. The create is not cut short (its id would be lost with a paid
+// prediction running); once it answers, the prediction is recorded, and
+// cancelled unless the process is shutting down (then the next process
+// follows it by id). Nothing is created twice.
+func TestCancelDuringCreate(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		cause       error
+		wantCancels int
+	}{
+		{"CancelledByAPerson", nil, 1},
+		{"Shutdown", ErrShutdown, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			verifyNoLeaks(t)
+			s := newFake(t, kontexttest.Options{Latency: 10 * time.Second})
+			s.Inject(kontexttest.Create, kontexttest.Fault{SlowAnswer: 300 * time.Millisecond})
+			c := newTestClient(t, s, func(c *Config) { c.Wait = -1 })
+			ctx, cancel := context.WithCancelCause(context.Background())
+			var recorded atomic.Value
+			done := make(chan error, 1)
+			go func() {
+				_, err := c.Run(ctx, Request{Prompt: "a fox", OnCreated: func(id string) { recorded.Store(id) }})
+				done <- err
+			}()
+			for s.Stats().Created == 0 {
+				time.Sleep(2 * time.Millisecond)
+			}
+			cancel(tc.cause) // the prediction exists; its answer is on the way
+			select {
+			case err := <-done:
+				if !errors.Is(err, context.Canceled) {
+					t.Errorf("Run: got %v, want context.Canceled", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("Run did not end after the cancel")
+			}
+			if id, _ := recorded.Load().(string); id == "" {
+				t.Error("OnCreated was not called: the prediction's id was lost")
+			}
+			c.Close() // waits for the background cancel
+			if st := s.Stats(); st.Creates != 1 || st.Cancels != tc.wantCancels {
+				t.Errorf("provider saw %d creates and %d cancels, want 1 and %d", st.Creates, st.Cancels, tc.wantCancels)
+			}
+		})
+	}
+}

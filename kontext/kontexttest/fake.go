@@ -40,6 +40,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"net/http"
@@ -174,6 +175,11 @@ type Fault struct {
 	// answering: the client has sent everything and never learns the
 	// outcome.
 	Reset bool
+	// SlowAnswer handles the request for real at once (a create makes its
+	// prediction, which runs and is billed) and sends the answer only after
+	// this delay, as a slow network or gateway would: a client that gives
+	// up meanwhile never learns the prediction's id.
+	SlowAnswer time.Duration
 	// MalformedJSON answers 200 with a truncated JSON body. On Download it
 	// serves the first half of the result image instead (when there is one).
 	MalformedJSON bool
@@ -409,6 +415,25 @@ func (f *Fake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Handle the request for real, then cut the connection unanswered.
 		defer func() { panic(http.ErrAbortHandler) }()
 		w = &discardWriter{header: http.Header{}}
+	}
+	if hasFault && fault.SlowAnswer > 0 {
+		// Handle the request for real, then hold the answer.
+		rec := httptest.NewRecorder()
+		defer func(w http.ResponseWriter) {
+			t := time.NewTimer(fault.SlowAnswer)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-f.done:
+				panic(http.ErrAbortHandler)
+			case <-r.Context().Done():
+				return
+			}
+			maps.Copy(w.Header(), rec.Header())
+			w.WriteHeader(rec.Code)
+			w.Write(rec.Body.Bytes())
+		}(w)
+		w = rec
 	}
 	var key string
 	if ep != Download {
