@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 )
 
 // Route names a kind of REST request, for Inject.
@@ -42,6 +43,9 @@ type Fault struct {
 	// then fails with Status or Reset: the client cannot tell it from a
 	// failure.
 	After bool
+	// Files makes the fault apply only to a request that uploads a file
+	// (multipart/form-data); other requests of the route pass it by.
+	Files bool
 }
 
 // Inject makes the next requests of route fail, one fault per request,
@@ -50,6 +54,13 @@ func (s *Server) Inject(r Route, faults ...Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.faults[r] = append(s.faults[r], faults...)
+}
+
+// ClearFaults drops every fault not applied yet.
+func (s *Server) ClearFaults() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	clear(s.faults)
 }
 
 // Faulted is how many injected faults were applied.
@@ -78,12 +89,15 @@ func routeOf(method string, seg []string) Route {
 	return ""
 }
 
-// fault takes the next fault injected for route, if any.
-func (s *Server) fault(route Route) (Fault, bool) {
+// fault takes the next fault injected for route that applies to r, if any.
+func (s *Server) fault(route Route, r *http.Request) (Fault, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	q := s.faults[route]
 	if route == "" || len(q) == 0 {
+		return Fault{}, false
+	}
+	if q[0].Files && !strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data") {
 		return Fault{}, false
 	}
 	f := q[0]

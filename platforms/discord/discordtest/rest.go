@@ -102,7 +102,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, rest string) {
 			writeErr(w, e)
 		}
 	}
-	if f, ok := s.fault(routeOf(r.Method, seg)); ok {
+	if f, ok := s.fault(routeOf(r.Method, seg), r); ok {
 		serveFault(w, r, f, serve)
 		return
 	}
