@@ -51,16 +51,29 @@ func (h *dcHarness) dcNoHeld() {
 var dcPostFaults = []struct {
 	name  string
 	fault discordtest.Fault
+	n     int // times in a row; 0 is once
 }{
-	{"500 JSON", discordtest.Fault{Status: http.StatusInternalServerError}},
-	{"502 from Cloudflare", discordtest.Fault{Status: http.StatusBadGateway, HTML: true}},
-	{"503 from Cloudflare", discordtest.Fault{Status: http.StatusServiceUnavailable, HTML: true}},
-	{"connection reset", discordtest.Fault{Reset: true}},
-	{"done but answered 500", discordtest.Fault{Status: http.StatusInternalServerError, After: true}},
+	{"three 503s in a row", discordtest.Fault{Status: http.StatusServiceUnavailable}, 3},
+	{"500 JSON", discordtest.Fault{Status: http.StatusInternalServerError}, 0},
+	{"502 from Cloudflare", discordtest.Fault{Status: http.StatusBadGateway, HTML: true}, 0},
+	{"503 from Cloudflare", discordtest.Fault{Status: http.StatusServiceUnavailable, HTML: true}, 0},
+	{"connection reset", discordtest.Fault{Reset: true}, 0},
+	{"done but answered 500", discordtest.Fault{Status: http.StatusInternalServerError, After: true}, 0},
+}
+
+// dcInject injects fault n times (0: once) on the route's requests that
+// upload a file, and returns how many.
+func (h *dcHarness) dcInject(r discordtest.Route, f discordtest.Fault, n int) int {
+	n = max(n, 1)
+	f.Files = true
+	for range n {
+		h.dc.Inject(r, f)
+	}
+	return n
 }
 
 // TestDiscordPostRetriesInProcess: the edit of the interaction's response
-// that carries the image fails once (a server error, Cloudflare's HTML
+// that carries the image fails (three 503s in a row, or once: a server error, Cloudflare's HTML
 // page, a reset connection, or an edit that landed but answered 500):
 // the core tries again in the process, the response says "Posting is
 // delayed" once in between, and the image is there once, made and
@@ -70,15 +83,13 @@ func TestDiscordPostRetriesInProcess(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := dcStart(t, dcOptions{env: map[string]string{"KONTEXT_POST_RETRY": "30s"},
 				provider: kontexttest.Options{Pixels: 64 * 64}})
-			f := tc.fault
-			f.Files = true
-			h.dc.Inject(discordtest.RouteWebhookEdit, f)
+			n := h.dcInject(discordtest.RouteWebhookEdit, tc.fault, tc.n)
 			in := h.slash(dcArt, dcAda, "imagine", discordtest.String("prompt", "a stubborn kite"))
 			r := h.result(in)
 			h.thread(r.ID) // opened once the post is settled
 			r, _ = h.dc.Original(in.ID)
-			if got := h.dc.Faulted(); got != 1 {
-				t.Fatalf("%d faults applied, want 1 (the test did not test the retry)", got)
+			if got := h.dc.Faulted(); got != n {
+				t.Fatalf("%d faults applied, want %d (the test did not test the retry)", got, n)
 			}
 			if p := dcProv(t, r); p.Prompt != "a stubborn kite" {
 				t.Errorf("provenance %+v", p)
@@ -123,14 +134,12 @@ func TestDiscordPostRetriesMessageCreate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h := dcStart(t, dcOptions{env: map[string]string{"KONTEXT_POST_RETRY": "30s"},
 				provider: kontexttest.Options{Pixels: 64 * 64}})
-			f := tc.fault
-			f.Files = true
-			h.dc.Inject(discordtest.RouteMessageCreate, f)
+			n := h.dcInject(discordtest.RouteMessageCreate, tc.fault, tc.n)
 			in := h.dcLate(dcAda, "a late kite")
 			r := h.waitImages(dcArt, 1)[0]
 			h.thread(r.ID)
-			if got := h.dc.Faulted(); got != 1 {
-				t.Fatalf("%d faults applied, want 1 (the test did not test the retry)", got)
+			if got := h.dc.Faulted(); got != n {
+				t.Fatalf("%d faults applied, want %d (the test did not test the retry)", got, n)
 			}
 			orig, _ := h.dc.Original(in.ID)
 			if r.ReplyTo != orig.ID || dcProv(t, r).Prompt != "a late kite" {
@@ -248,4 +257,42 @@ func TestDiscordPostHeldThenRestart(t *testing.T) {
 			h.dcCharged(dcAda, 1)
 		})
 	}
+}
+
+// TestDiscordPostRetriesStatusEdit: a request in a picture's thread is
+// answered by editing the bot's status message; when that edit fails
+// with a server error, it is tried again in the process: the status says
+// "Posting is delayed" once, then becomes the image, posted once.
+func TestDiscordPostRetriesStatusEdit(t *testing.T) {
+	h := dcStart(t, dcOptions{env: map[string]string{"KONTEXT_POST_RETRY": "30s"},
+		provider: kontexttest.Options{Pixels: 64 * 64}})
+	_, th := h.dcPicture(dcAda, "a lighthouse")
+	n := h.dcInject(discordtest.RouteMessageEdit, discordtest.Fault{Status: http.StatusInternalServerError}, 1)
+	ask := h.say(discordtest.Say{ChannelID: th.ID, UserID: dcAda, Content: "add a moon"})
+	img := h.waitImages(th.ID, 1)[0]
+	if p := dcProv(t, img); p.Prompt != "add a moon" {
+		t.Errorf("thread edit %+v", p)
+	}
+	h.wait("the post to settle", func() bool {
+		m, _ := h.dc.Message(img.ID)
+		return strings.Contains(m.Content, "add a moon")
+	})
+	if got := h.dc.Faulted(); got != n {
+		t.Fatalf("%d faults applied, want %d", got, n)
+	}
+	img, _ = h.dc.Message(img.ID)
+	if img.ReplyTo != ask.ID {
+		t.Errorf("the image replies to %s, want the request %s", img.ReplyTo, ask.ID)
+	}
+	if got := dcCount(img.History, bot.PostDelayedText); got != 1 {
+		t.Errorf("the status showed %q %d times, want once; history %q", bot.PostDelayedText, got, img.History)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if got := len(h.images(th.ID)); got != 1 {
+		t.Errorf("%d images in the thread, want 1", got)
+	}
+	if got := h.prov.Stats().Creates; got != 2 {
+		t.Errorf("%d predictions, want 2", got)
+	}
+	h.dcCharged(dcAda, 2)
 }
