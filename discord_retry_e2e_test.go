@@ -204,7 +204,8 @@ func TestDiscordRepostPastNonceWindow(t *testing.T) {
 // TestDiscordPostHeldThenRestart: posting keeps failing past a short
 // KONTEXT_POST_RETRY, so the image is held (the response says so once);
 // the next start posts it once, also when the first create had landed
-// and Discord's nonce window has passed by then.
+// (and the retries could not look for it) and Discord's nonce window has
+// passed by then: the next start finds it and does not post it again.
 func TestDiscordPostHeldThenRestart(t *testing.T) {
 	for _, landed := range []bool{false, true} {
 		t.Run(fmt.Sprintf("first create landed %v", landed), func(t *testing.T) {
@@ -218,6 +219,13 @@ func TestDiscordPostHeldThenRestart(t *testing.T) {
 				faults = append(faults, discordtest.Fault{Status: http.StatusServiceUnavailable, HTML: true, Files: true})
 			}
 			h.dc.Inject(discordtest.RouteMessageCreate, faults...)
+			if landed {
+				// The retries' lookups fail too, so the image is held
+				// although it was posted.
+				for range 20 {
+					h.dc.Inject(discordtest.RouteMessageList, discordtest.Fault{Status: http.StatusServiceUnavailable, HTML: true})
+				}
+			}
 			in := h.dcLate(dcAda, "a held kite")
 			h.wait("the image to be held", func() bool {
 				orig, _ := h.dc.Original(in.ID)
