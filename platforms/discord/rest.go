@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -215,7 +216,19 @@ type deliveryError struct {
 	temporary bool
 }
 
-func (e *deliveryError) Error() string   { return e.err.Error() }
+// Error is the failure, without the interaction token a webhook URL
+// carries (a network error names the URL it failed on).
+func (e *deliveryError) Error() string {
+	var ue *url.Error
+	if errors.As(e.err, &ue) {
+		return ue.Op + " " + webhookToken.ReplaceAllString(ue.URL, "/webhooks/$1/…") + ": " + ue.Err.Error()
+	}
+	return e.err.Error()
+}
+
+// webhookToken finds the token in a webhook URL, for redaction.
+var webhookToken = regexp.MustCompile(`/webhooks/([0-9]+)/[^/?]+`)
+
 func (e *deliveryError) Unwrap() error   { return e.err }
 func (e *deliveryError) Temporary() bool { return e.temporary }
 
