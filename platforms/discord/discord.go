@@ -206,7 +206,8 @@ func (t *rewriter) RoundTrip(r *http.Request) (*http.Response, error) {
 	return t.next.RoundTrip(r)
 }
 
-// limits hides the rate-limit headers of a 429 from discordgo. Its
+// limits turns a 502 answer to a write into an error (badGatewayError),
+// and hides the rate-limit headers of a 429 from discordgo. Its
 // ratelimiter would otherwise hold the route's next request in a sleep
 // that no context ends (as long as X-RateLimit-Reset-After says, minutes
 // on some routes); the adapter waits out a 429 itself instead (retry),
@@ -216,6 +217,12 @@ type limits struct{ next http.RoundTripper }
 
 func (t *limits) RoundTrip(r *http.Request) (*http.Response, error) {
 	resp, err := t.next.RoundTrip(r)
+	if err == nil && resp.StatusCode == http.StatusBadGateway && r.Method != http.MethodGet {
+		// See badGatewayError.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		_ = resp.Body.Close()
+		return nil, &badGatewayError{method: r.Method}
+	}
 	if err == nil && resp.StatusCode == http.StatusTooManyRequests {
 		for _, h := range []string{"X-RateLimit-Remaining", "X-RateLimit-Reset", "X-RateLimit-Reset-After", "X-RateLimit-Global"} {
 			resp.Header.Del(h)

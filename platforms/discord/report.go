@@ -3,6 +3,7 @@ package discord
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +29,11 @@ type reporter struct {
 	user string
 	o    origin
 	ok   bool
+	// notice is a message Delayed or Held posted when the job's status
+	// could not be edited (the interaction's token had expired): the
+	// retries of one job run in order, on one reporter, so it needs no
+	// lock. A restart forgets it; the message then stays.
+	notice, noticeIn string
 }
 
 // Reporter reports on job in Discord, from what job.Origin says.
@@ -272,10 +278,15 @@ func (b *Bot) sendProgress(t *tracker, txt string, cancel bool) {
 // same channel or thread. A result in a text channel opens a thread named
 // after the prompt, which becomes the picture's conversation. An image
 // over the channel's upload limit is posted as a smaller copy. A failure
-// says through Temporary() whether trying again later may help.
+// says through Temporary() whether trying again later may help, and a
+// temporary one is bot.Transient: the core tries again (a Repost), so
+// server errors are not retried here. A Repost whose post may be a new
+// message looks for the message an earlier attempt may have made (see
+// earlier) before posting it.
 func (r *reporter) Deliver(ctx context.Context, job *bot.Job, d *bot.Delivery) (bot.Posted, error) {
 	release := r.b.finish(r.job)
 	defer release()
+	ctx = withCallerRetries(ctx)
 	if !r.ok {
 		// Nowhere to post (a damaged record): the image stays the
 		// conversation's head; retrying at every start would not help.
@@ -287,9 +298,19 @@ func (r *reporter) Deliver(ctx context.Context, job *bot.Job, d *bot.Delivery) (
 	if err != nil {
 		return bot.Posted{}, err
 	}
-	posted, p, err := r.post(ctx, "r", m, file)
+	var since time.Time
+	if d.Repost {
+		since = job.Created
+	}
+	posted, p, err := r.post(ctx, "r", m, file, since)
 	if err != nil {
 		return bot.Posted{}, classify(err)
+	}
+	if r.notice != "" && r.notice != posted.ID {
+		if err := r.b.deleteMessage(ctx, r.noticeIn, r.notice); err != nil {
+			r.b.log.Debug("discord: could not remove the delay notice", "job", r.job, "err", err)
+		}
+		r.notice = ""
 	}
 	out := bot.Posted{MessageID: posted.ID}
 	// Record where the image lives as soon as that is settled (a reply or
@@ -364,7 +385,7 @@ func (r *reporter) Fail(ctx context.Context, _ *bot.Job, msg string) {
 	if !r.ok {
 		return
 	}
-	if _, _, err := r.post(ctx, "f", text(msg), nil); err != nil {
+	if _, _, err := r.post(ctx, "f", text(msg), nil, time.Time{}); err != nil {
 		r.b.log.Warn("discord: could not report a failed job", "job", r.job, "err", err)
 	}
 }
@@ -373,8 +394,11 @@ func (r *reporter) Fail(ctx context.Context, _ *bot.Job, msg string) {
 // response, or the status message), else as a new reply; in the parent
 // channel when the job's thread is gone. It returns the place it posted in.
 // A new message is created once per job and kind ("r" result, "f"
-// failure): posting again after an unknown outcome returns the first.
-func (r *reporter) post(ctx context.Context, kind string, m outMessage, file *outFile) (*discordgo.Message, place, error) {
+// failure): posting again after an unknown outcome returns the first
+// within Discord's nonce window; past it (a retry after a restart), a
+// non-zero since makes post look for a message of the bot's made since
+// then with file first (see earlier).
+func (r *reporter) post(ctx context.Context, kind string, m outMessage, file *outFile, since time.Time) (*discordgo.Message, place, error) {
 	b, o := r.b, r.o
 	if o.Mode == "i" && b.tokenValid(o) {
 		msg, err := b.editOriginal(ctx, o, m, file, true)
@@ -407,11 +431,24 @@ func (r *reporter) post(ctx context.Context, kind string, m outMessage, file *ou
 	} else if r.user != "" {
 		m.Content = truncate("<@"+r.user+"> "+m.Content, 2000) // names them; allowed mentions keep it silent
 	}
-	msg, p, err := b.sendIn(ctx, o.Place, once(m, kind, r.job), file)
-	if err != nil {
-		return nil, p, err
+	var msg *discordgo.Message
+	p := o.Place
+	if !since.IsZero() && file != nil {
+		var err error
+		if msg, p, err = b.earlier(ctx, o.Place, since, file.Name); err != nil {
+			return nil, p, err
+		}
+		if msg != nil {
+			b.log.Info("discord: an earlier attempt posted this result; not posting it again", "job", r.job, "message", msg.ID)
+		}
 	}
-	if o.Mode == "i" && o.Msg != "" && p == o.Place {
+	if msg == nil {
+		var err error
+		if msg, p, err = b.sendIn(ctx, o.Place, once(m, kind, r.job), file); err != nil {
+			return nil, p, err
+		}
+	}
+	if o.Mode == "i" && o.Msg != "" && p == o.Place && msg.ID != o.Msg {
 		// The old response still says "Generating…": point it at the result.
 		if _, err := b.edit(ctx, o.Place.Channel, o.Msg, text("Finished after Discord's 15-minute limit for updating this message: the result is in the reply below."), nil, false); err != nil {
 			b.log.Debug("discord: could not update the expired response", "err", err)
@@ -453,4 +490,154 @@ func resultButtons(t bot.Turn) []discordgo.MessageComponent {
 		bs = append(bs, discordgo.Button{Label: "Undo", Style: discordgo.SecondaryButton, CustomID: customID(actUndo, t.ID)})
 	}
 	return []discordgo.MessageComponent{discordgo.ActionsRow{Components: bs}}
+}
+
+// Delayed shows bot.PostDelayedText on the job's status (the interaction's
+// response, or the status message); when that cannot be edited any more,
+// in a message of its own, removed once the result is posted.
+func (r *reporter) Delayed(ctx context.Context, _ *bot.Job) {
+	r.b.finish(r.job)() // progress edits stop: the status is ours now
+	if r.ok {
+		r.notify(ctx, "d", bot.PostDelayedText)
+	}
+}
+
+// Held shows msg (the image waits for the next start) where Delayed would.
+// Nothing the next Deliver needs goes: the status message stays and
+// becomes the result, and a notice message stays too.
+func (r *reporter) Held(ctx context.Context, _ *bot.Job, msg string) {
+	r.b.finish(r.job)()
+	if r.ok {
+		r.notify(ctx, "h", msg)
+	}
+}
+
+var _ bot.DelayReporter = (*reporter)(nil)
+
+// notify shows txt on the job's status, once and without waiting: the
+// interaction's response through its token while it lives, else the
+// status message (or the expired response) through the bot's token, else
+// a message of its own. A failure is only logged (posting is failing
+// already).
+func (r *reporter) notify(ctx context.Context, kind, txt string) {
+	b, o := r.b, r.o
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	ctx = withCallerRetries(ctx)
+	m := text(txt)
+	var err error
+	if o.Mode == "i" && b.tokenValid(o) {
+		if _, err = b.editOriginal(ctx, o, m, nil, false); err == nil || !tokenGone(err) {
+			r.logNotify(err)
+			return
+		}
+	}
+	if o.Msg != "" && b.live(o.Place) == o.Place {
+		if _, err = b.edit(ctx, o.Place.Channel, o.Msg, m, nil, false); err == nil || !unknownMessage(err) && !threadGone(err) {
+			r.logNotify(err)
+			return
+		}
+	}
+	if r.notice != "" {
+		_, err = b.edit(ctx, r.noticeIn, r.notice, m, nil, false)
+		r.logNotify(err)
+		return
+	}
+	if o.Mode == "c" && o.Ref != "" {
+		f := false
+		m.Reference = &discordgo.MessageReference{MessageID: o.Ref, ChannelID: o.Place.Channel, FailIfNotExists: &f}
+	}
+	var msg *discordgo.Message
+	if msg, _, err = b.sendIn(ctx, o.Place, once(m, kind, r.job), nil); err == nil {
+		r.notice, r.noticeIn = msg.ID, msg.ChannelID
+	}
+	r.logNotify(err)
+}
+
+func (r *reporter) logNotify(err error) {
+	if err != nil {
+		r.b.log.Warn("discord: could not show that posting is delayed", "job", r.job, "err", err)
+	}
+}
+
+// earlier finds the message an earlier attempt at a result may have made
+// in place p (its thread, or the parent channel when the thread is gone):
+// the bot's message, made since (less a minute for clocks that disagree),
+// that carries the file named name (the turn's id names it, so no other
+// post has it). Discord returns nonces only in a create's answer, so the
+// file is the mark. It returns nil when there is none. A lookup that
+// fails temporarily is an error (the core tries again); one Discord
+// refuses (no Read Message History) is logged, and the post goes ahead
+// under its nonce.
+func (b *Bot) earlier(ctx context.Context, p place, since time.Time, name string) (*discordgo.Message, place, error) {
+	p = b.live(p)
+	m, err := b.findPost(ctx, p.Channel, since, name)
+	if err != nil && p.Kind == kindThread && p.Parent != "" && threadGone(err) {
+		p = place{Guild: p.Guild, Channel: p.Parent, Kind: kindText}
+		m, err = b.findPost(ctx, p.Channel, since, name)
+	}
+	switch {
+	case err == nil:
+		return m, p, nil
+	case Temporary(err):
+		return nil, p, err
+	}
+	b.log.Warn("discord: could not look for an earlier post of a result; posting it (it may show twice)", "channel", p.Channel, "err", err)
+	return nil, p, nil
+}
+
+// lookupPages bounds the messages earlier reads: 100 a page.
+const lookupPages = 10
+
+// discordEpoch is the first millisecond of 2015, where snowflakes start.
+const discordEpoch = 1420070400000
+
+// idAt is the smallest snowflake Discord gives to something made at t.
+func idAt(t time.Time) string {
+	ms := max(t.UnixMilli()-discordEpoch, 0)
+	return strconv.FormatUint(uint64(ms)<<22, 10)
+}
+
+func (b *Bot) findPost(ctx context.Context, channelID string, since time.Time, name string) (*discordgo.Message, error) {
+	_, botID := b.ids()
+	after := idAt(since.Add(-time.Minute))
+	for range lookupPages {
+		var page []*discordgo.Message
+		err := b.retry(ctx, "list messages", true, func(opts []discordgo.RequestOption) error {
+			var err error
+			page, err = b.s.ChannelMessages(channelID, 100, "", after, "", opts...)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range page {
+			if m.Author == nil || m.Author.ID != botID {
+				continue
+			}
+			for _, a := range m.Attachments {
+				if a != nil && a.Filename == name {
+					return m, nil
+				}
+			}
+		}
+		if len(page) < 100 {
+			return nil, nil
+		}
+		after = page[0].ID // newest first: go on after the newest
+		for _, m := range page {
+			if newer(m.ID, after) {
+				after = m.ID
+			}
+		}
+	}
+	b.log.Warn("discord: stopped looking for an earlier post of a result after many messages", "channel", channelID)
+	return nil, nil
+}
+
+// newer reports whether snowflake a is after snowflake b.
+func newer(a, b string) bool {
+	x, _ := strconv.ParseUint(a, 10, 64)
+	y, _ := strconv.ParseUint(b, 10, 64)
+	return x > y
 }

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strconv"
 	"time"
 	"unicode/utf8"
@@ -150,7 +151,7 @@ func (b *Bot) retry(ctx context.Context, what string, idempotent bool, f func(op
 				return err
 			}
 			b.log.Info("discord: rate limited; retrying", "what", what, "after", wait)
-		case idempotent && transient(err) && attempt < 4:
+		case idempotent && transient(err) && attempt < 4 && !callerRetries(ctx):
 			wait = time.Duration(attempt) * 500 * time.Millisecond
 			b.log.Info("discord: transient error; retrying", "what", what, "after", wait, "err", err)
 		default:
@@ -215,17 +216,66 @@ type deliveryError struct {
 	temporary bool
 }
 
-func (e *deliveryError) Error() string   { return e.err.Error() }
+// Error is the failure, without the interaction token a webhook URL
+// carries (a network error names the URL it failed on).
+func (e *deliveryError) Error() string {
+	var ue *url.Error
+	if errors.As(e.err, &ue) {
+		return ue.Op + " " + webhookToken.ReplaceAllString(ue.URL, "/webhooks/$1/…") + ": " + ue.Err.Error()
+	}
+	return e.err.Error()
+}
+
+// webhookToken finds the token in a webhook URL, for redaction.
+var webhookToken = regexp.MustCompile(`/webhooks/([0-9]+)/[^/?]+`)
+
 func (e *deliveryError) Unwrap() error   { return e.err }
 func (e *deliveryError) Temporary() bool { return e.temporary }
 
-// classify wraps a failed post's error with its classification.
+// classify wraps a failed post's error with its classification; a
+// temporary one is also marked bot.Transient, with the wait a rate limit
+// asked for, so the core tries the post again in the process.
 func classify(err error) error {
 	if err == nil {
 		return nil
 	}
-	return &deliveryError{err: err, temporary: Temporary(err)}
+	de := &deliveryError{err: err, temporary: Temporary(err)}
+	if !de.temporary {
+		return de
+	}
+	after, _ := rateLimited(err)
+	return bot.Transient(de, after)
 }
+
+type callerRetriesKey struct{}
+
+// withCallerRetries marks ctx as that of a caller that retries transient
+// server errors itself (the core, posting a result, with its backoff and
+// a status line): calls under it return such errors at once instead of
+// trying again a few times. Rate limits are still waited out as Discord
+// asks.
+func withCallerRetries(ctx context.Context) context.Context {
+	return context.WithValue(ctx, callerRetriesKey{}, true)
+}
+
+func callerRetries(ctx context.Context) bool {
+	v, _ := ctx.Value(callerRetriesKey{}).(bool)
+	return v
+}
+
+// badGatewayError is a 502 from Discord's edge (Cloudflare) to a request
+// that is not a GET. The transport reports it as an error, before
+// discordgo sees it: discordgo would send the request again by itself
+// (a message create too, with no way to tell whether the first one
+// landed), then return an error no errors.As can classify.
+type badGatewayError struct{ method string }
+
+func (e *badGatewayError) Error() string {
+	return "discord: " + e.method + ": 502 Bad Gateway"
+}
+
+// Temporary reports that a 502 may pass.
+func (e *badGatewayError) Temporary() bool { return true }
 
 // status is the HTTP status of a REST error, or 0.
 func status(err error) int {
@@ -410,6 +460,18 @@ func (b *Bot) startThread(ctx context.Context, channelID, messageID, name string
 	b.remember(chanInfo{ID: th.ID, Guild: th.GuildID, Parent: channelID, Owner: b.botID, Type: th.Type})
 	b.mu.Unlock()
 	return th, nil
+}
+
+// deleteMessage removes one of the bot's channel messages; one already
+// gone counts as removed.
+func (b *Bot) deleteMessage(ctx context.Context, channelID, messageID string) error {
+	err := b.retry(ctx, "delete message", true, func(opts []discordgo.RequestOption) error {
+		return b.s.ChannelMessageDelete(channelID, messageID, opts...)
+	})
+	if unknownMessage(err) {
+		return nil
+	}
+	return err
 }
 
 // message fetches one message.

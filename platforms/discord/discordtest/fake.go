@@ -313,6 +313,8 @@ type Server struct {
 	holdNext     time.Duration  // the next message write starts a hold this long
 	lostAnswers  int            // message creates to answer 500 after creating them
 	nonceHits    int            // creates answered with an earlier message (enforce_nonce)
+	faults       map[Route][]Fault
+	faulted      int
 }
 
 type message struct {
@@ -350,7 +352,7 @@ func New(opts Options) *Server {
 		history: map[string][]string{}, messages: map[string]*message{}, interactions: map[string]*interaction{},
 		byToken: map[string]*interaction{}, files: map[string]*Attachment{}, commands: map[string][]Command{},
 		conns: map[*gwConn]bool{}, edits: map[string][]time.Time{}, cdnHits: map[string]int{}, timers: map[*time.Timer]bool{},
-		uploadLimits: map[string]int{}}
+		uploadLimits: map[string]int{}, faults: map[Route][]Fault{}}
 	if !opts.NoMessageContent {
 		s.flags = FlagGatewayMessageContent
 	}

@@ -97,9 +97,16 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request, rest string) {
 		writeErr(w, errf(http.StatusUnauthorized, 0, "401: Unauthorized"))
 		return
 	}
-	if e := s.route(w, r, seg); e != nil {
-		writeErr(w, e)
+	serve := func(w http.ResponseWriter) {
+		if e := s.route(w, r, seg); e != nil {
+			writeErr(w, e)
+		}
 	}
+	if f, ok := s.fault(routeOf(r.Method, seg), r); ok {
+		serveFault(w, r, f, serve)
+		return
+	}
+	serve(w)
 }
 
 func (s *Server) route(w http.ResponseWriter, r *http.Request, seg []string) *apiErr {
@@ -624,20 +631,7 @@ func (s *Server) channelRoute(w http.ResponseWriter, r *http.Request, seg []stri
 		s.mu.Unlock()
 		writeJSON(w, 200, j)
 	case len(seg) == 2 && seg[1] == "messages" && m == "GET":
-		limit := 50
-		if l, err := strconv.Atoi(r.URL.Query().Get("limit")); err == nil && l > 0 && l <= 100 {
-			limit = l
-		}
-		s.mu.Lock()
-		var out []any
-		ids := s.history[ch.ID]
-		for i := len(ids) - 1; i >= 0 && len(out) < limit; i-- {
-			if msg := s.messages[ids[i]]; !msg.Deleted && msg.Flags&FlagEphemeral == 0 {
-				out = append(out, s.msgJSON(msg, true, s.contentIntent()))
-			}
-		}
-		s.mu.Unlock()
-		writeJSON(w, 200, out)
+		return s.listMessages(w, r, ch)
 	case len(seg) == 2 && seg[1] == "messages" && m == "POST":
 		return s.postMessage(w, r, ch)
 	case len(seg) == 3 && seg[1] == "messages":
@@ -711,6 +705,7 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request, ch *Channel
 		for _, id := range s.history[ch.ID] {
 			if old := s.messages[id]; old.nonce == nonce && old.Author.ID == s.botID && s.now().Sub(old.Created) < NonceWindow {
 				j := s.msgJSON(old, true, true)
+				j["nonce"] = old.nonce
 				s.nonceHits++
 				s.changed()
 				s.mu.Unlock()
@@ -746,6 +741,9 @@ func (s *Server) postMessage(w http.ResponseWriter, r *http.Request, ch *Channel
 	}
 	s.addMessage(msg)
 	j := s.msgJSON(msg, true, true)
+	if nonce != "" {
+		j["nonce"] = nonce
+	}
 	lost := s.lostAnswers > 0
 	if lost {
 		s.lostAnswers--
@@ -1170,9 +1168,6 @@ func (s *Server) msgJSON(m *message, withRef, content bool) map[string]any {
 	if m.GuildID != "" {
 		j["guild_id"] = m.GuildID
 	}
-	if m.nonce != "" {
-		j["nonce"] = m.nonce
-	}
 	if m.Interaction != "" {
 		j["webhook_id"] = s.appID
 		j["application_id"] = s.appID
@@ -1234,6 +1229,73 @@ func (s *Server) dispatchMessage(id string) {
 		need = IntentDirectMessages
 	}
 	_ = s.dispatch("MESSAGE_CREATE", need, func(intents int) any {
-		return s.msgJSON(m, true, intents&IntentMessageContent != 0)
+		j := s.msgJSON(m, true, intents&IntentMessageContent != 0)
+		if m.nonce != "" {
+			j["nonce"] = m.nonce // only the create's answer and its event carry it
+		}
+		return j
 	})
+}
+
+// listMessages serves GET /channels/{channel}/messages as Discord
+// documents it: at most one of around, before and after (message ids),
+// limit 1 to 100 (default 50), newest message first. With after, the
+// messages right after that id are returned (the oldest of them, newest
+// first); with before or none, the newest before it. Messages are read
+// as the session's intents allow; message nonces are not returned (only
+// a create's answer and its MESSAGE_CREATE carry one).
+func (s *Server) listMessages(w http.ResponseWriter, r *http.Request, ch *Channel) *apiErr {
+	q := r.URL.Query()
+	limit := 50
+	if v := q.Get("limit"); v != "" {
+		l, err := strconv.Atoi(v)
+		if err != nil || l < 1 || l > 100 {
+			return invalidForm("limit: int value should be less than or equal to 100 and greater than or equal to 1.")
+		}
+		limit = l
+	}
+	var anchor string
+	var mode string
+	for _, k := range []string{"around", "before", "after"} {
+		if v := q.Get(k); v != "" {
+			if mode != "" {
+				return invalidForm("%s: only one of around, before and after may be set", k)
+			}
+			if _, err := strconv.ParseUint(v, 10, 64); err != nil {
+				return invalidForm("%s: Value \"%s\" is not snowflake.", k, v)
+			}
+			mode, anchor = k, v
+		}
+	}
+	if mode == "around" {
+		return errf(http.StatusNotImplemented, 0, "discordtest: around is not implemented")
+	}
+	a, _ := strconv.ParseUint(anchor, 10, 64)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var picked []*message
+	ids := s.history[ch.ID]
+	visible := func(msg *message) bool { return !msg.Deleted && msg.Flags&FlagEphemeral == 0 }
+	if mode == "after" {
+		for _, id := range ids { // oldest first
+			n, _ := strconv.ParseUint(id, 10, 64)
+			if msg := s.messages[id]; n > a && visible(msg) && len(picked) < limit {
+				picked = append(picked, msg)
+			}
+		}
+		slices.Reverse(picked)
+	} else {
+		for i := len(ids) - 1; i >= 0 && len(picked) < limit; i-- {
+			n, _ := strconv.ParseUint(ids[i], 10, 64)
+			if msg := s.messages[ids[i]]; (mode == "" || n < a) && visible(msg) {
+				picked = append(picked, msg)
+			}
+		}
+	}
+	out := []any{}
+	for _, msg := range picked {
+		out = append(out, s.msgJSON(msg, true, s.contentIntent()))
+	}
+	writeJSON(w, 200, out)
+	return nil
 }
