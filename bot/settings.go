@@ -70,20 +70,28 @@ func (s WorkspaceSettings) Validate() error {
 	return nil
 }
 
-// Effective is what applies in a workspace: each value from the
-// workspace's overrides when set, else from the environment.
-type Effective struct {
+// Defaults are the environment's values of the settings.
+type Defaults struct {
 	DailyLimit int
 	Budget     float64
 	Channels   []string
 	Model      string
+}
+
+// Effective is what applies in a workspace: each value from the
+// workspace's overrides when set, else from the environment.
+type Effective struct {
+	Defaults
 	// Overrides are the workspace's stored overrides (zero when none).
 	Overrides WorkspaceSettings
+	// Env are the environment's values, which apply where Overrides has none.
+	Env Defaults
 }
 
 // effective reads the settings that apply to platform/workspace.
 func (c *Core) effective(ctx context.Context, platform, workspace string) (Effective, error) {
-	e := Effective{DailyLimit: c.cfg.UserDaily, Budget: c.cfg.WorkspaceBudget, Channels: c.cfg.Channels, Model: c.cfg.Model}
+	env := Defaults{DailyLimit: c.cfg.UserDaily, Budget: c.cfg.WorkspaceBudget, Channels: c.cfg.Channels, Model: c.cfg.Model}
+	e := Effective{Defaults: env, Env: env}
 	if workspace == "" {
 		return e, nil
 	}
