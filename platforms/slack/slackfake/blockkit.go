@@ -392,7 +392,7 @@ func (s *Server) usersInfo(w http.ResponseWriter, p params) {
 	writeJSON(w, map[string]any{"ok": true, "user": map[string]any{
 		"id": id, "team_id": s.opts.TeamID, "name": name, "real_name": name, "deleted": false, "color": "9f69e7",
 		"tz": "Europe/London", "tz_label": "Greenwich Mean Time", "tz_offset": 0,
-		"profile": map[string]any{"real_name": name, "display_name": name, "team": s.opts.TeamID},
+		"profile":  map[string]any{"real_name": name, "display_name": name, "team": s.opts.TeamID},
 		"is_admin": role.Admin, "is_owner": role.Owner, "is_primary_owner": role.PrimaryOwner,
 		"is_restricted": false, "is_ultra_restricted": false, "is_bot": false, "is_app_user": false,
 		"updated": 1712345678, "is_email_confirmed": true, "who_can_share_contact_card": "EVERYONE"}})
