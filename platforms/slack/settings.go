@@ -3,6 +3,7 @@ package slack
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"regexp"
@@ -42,27 +43,45 @@ type settingsMeta struct {
 // (users.info: is_admin, is_owner or is_primary_owner). A person of
 // another organisation (Slack Connect) is not this workspace's admin.
 // When Slack cannot say, the answer is no (KONTEXT_ADMINS still apply).
-func (b *Bot) workspaceAdmin(ctx context.Context, team, user string) bool {
+func (b *Bot) workspaceAdmin(ctx context.Context, team, user string) (bool, error) {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
 	u, err := b.api.GetUserInfoContext(ctx, user)
 	if err != nil {
 		b.log.Warn("slack: users.info", "user", user, "err", err)
-		return false
+		return false, err
 	}
 	if u.Deleted || u.IsBot || u.IsStranger || (u.TeamID != "" && team != "" && u.TeamID != team) {
-		return false
+		return false, nil
 	}
-	return u.IsAdmin || u.IsOwner || u.IsPrimaryOwner
+	return u.IsAdmin || u.IsOwner || u.IsPrimaryOwner, nil
+}
+
+// errNoUsersRead explains a refusal that came from not being able to ask.
+var errNoUsersRead = &bot.UserError{Msg: "I can't check who is a workspace admin: the Slack app lacks the users:read scope. Add it under OAuth & Permissions and reinstall the app, or list admins in KONTEXT_ADMINS."}
+
+// settingsRequest is the request of user at p, with Slack's word on
+// whether they administer the workspace. When Slack could not say
+// because of a missing scope, a refusal names the scope.
+func (b *Bot) settingsRequest(ctx context.Context, p place) (*bot.Request, func(error) error) {
+	admin, err := b.workspaceAdmin(ctx, p.team, p.user)
+	explain := func(e error) error {
+		var se slackgo.SlackErrorResponse
+		if errors.Is(e, bot.ErrNotSettingsAdmin) && errors.As(err, &se) && se.Err == "missing_scope" {
+			return errNoUsersRead
+		}
+		return e
+	}
+	return &bot.Request{Conv: p.conv(), User: p.user, Admin: admin}, explain
 }
 
 // openSettings answers /imagine settings: the settings modal for an
 // admin, a sentence saying who may change settings for anyone else.
 func (b *Bot) openSettings(ctx context.Context, p place, trigger string) {
-	req := &bot.Request{Conv: p.conv(), User: p.user, Admin: b.workspaceAdmin(ctx, p.team, p.user)}
+	req, explain := b.settingsRequest(ctx, p)
 	eff, err := b.core.Settings(ctx, req)
 	if err != nil {
-		b.reply(ctx, p, err)
+		b.reply(ctx, p, explain(err))
 		return
 	}
 	if _, err := b.api.OpenViewContext(ctx, trigger, settingsModal(settingsMeta{Team: p.team, Channel: p.channel}, eff)); err != nil {
@@ -148,10 +167,10 @@ func (b *Bot) onSettingsSubmit(ctx context.Context, cb slackgo.InteractionCallba
 		b.reply(ctx, p, err)
 		return
 	}
-	req := &bot.Request{Conv: p.conv(), User: p.user, Admin: b.workspaceAdmin(ctx, p.team, p.user)}
+	req, explain := b.settingsRequest(ctx, p)
 	eff, err := b.core.SetSettings(ctx, req, s)
 	if err != nil {
-		b.reply(ctx, p, err)
+		b.reply(ctx, p, explain(err))
 		return
 	}
 	b.ephemeral(ctx, p, "Saved: the settings apply from the next request.\n"+eff.Text())

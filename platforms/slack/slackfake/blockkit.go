@@ -377,6 +377,10 @@ func (s *Server) elementState(e *element, given any, set bool) (st map[string]an
 
 // usersInfo is users.info: the person with their workspace role.
 func (s *Server) usersInfo(w http.ResponseWriter, p params) {
+	if s.opts.NoUsersRead {
+		writeJSON(w, map[string]any{"ok": false, "error": "missing_scope", "needed": "users:read", "provided": "commands,chat:write"})
+		return
+	}
 	id := p.get("user")
 	s.mu.Lock()
 	name, known := s.users[id]

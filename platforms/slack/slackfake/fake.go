@@ -54,6 +54,9 @@ type Options struct {
 	// NoFilesRead makes url_private answer Slack's HTML sign-in page even
 	// with the right token, as when the app lacks the files:read scope.
 	NoFilesRead bool
+	// NoUsersRead is an app installed without the users:read scope:
+	// users.info answers missing_scope.
+	NoUsersRead bool
 }
 
 func (o *Options) defaults() {
