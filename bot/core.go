@@ -212,7 +212,7 @@ var (
 	ErrNoImage       = &UserError{Msg: "There is no image to edit here. Reply to an image, attach one, or /imagine first."}
 	ErrNothingToUndo = &UserError{Msg: "Nothing to undo: this is the first image of this conversation that I still have."}
 	ErrNoReroll      = &UserError{Msg: "That image was uploaded, not generated, so there is nothing to reroll."}
-	ErrChannel       = &UserError{Msg: "I'm not enabled in this channel. Ask an admin to add it to KONTEXT_CHANNELS."}
+	ErrChannel       = &UserError{Msg: "I'm not enabled in this channel. Ask an admin to allow it (/kontext settings on Discord, /imagine settings on Slack, or KONTEXT_CHANNELS)."}
 	ErrDailyLimit    = &UserError{Msg: "You have reached your daily image limit. It resets at midnight UTC."}
 	ErrBudget        = &UserError{Msg: "This workspace has spent its image budget for the month."}
 	ErrNotYours      = &UserError{Msg: "Only the person who asked for that image (or an admin) can cancel it."}

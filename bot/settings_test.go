@@ -142,3 +142,29 @@ func TestSettingsValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestSettingsBudget: a budget override applies to the next request; a
+// zero override lifts the environment's budget.
+func TestSettingsBudget(t *testing.T) {
+	ctx := context.Background()
+	h := newHarness(t, bot.Config{WorkspaceBudget: 0.01}, kontexttest.Options{})
+	admin := &bot.Request{Conv: conv, User: "mod", Admin: true}
+	if _, err := h.core.Submit(ctx, &bot.Request{Kind: bot.KindImagine, Prompt: "x", Conv: conv, User: "ada"}); !errors.Is(err, bot.ErrBudget) {
+		t.Fatalf("under the environment's budget: got %v, want ErrBudget", err)
+	}
+	if _, err := h.core.SetSettings(ctx, admin, bot.WorkspaceSettings{Budget: floatp(0)}); err != nil {
+		t.Fatal(err)
+	}
+	h.mustDeliver(h.submit(&bot.Request{Kind: bot.KindImagine, Prompt: "free"}).ID)
+	if _, err := h.core.SetSettings(ctx, admin, bot.WorkspaceSettings{Budget: floatp(0.10)}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := h.core.Submit(ctx, &bot.Request{Kind: bot.KindImagine, Prompt: "y", Conv: conv, User: "bob"})
+	var ue *bot.UserError
+	if !errors.Is(err, bot.ErrBudget) || !errors.As(err, &ue) || !strings.Contains(ue.Msg, "$0.10") {
+		t.Errorf("0.08 spent of a 0.10 budget, another 0.08: got %v, want the budget sentence naming $0.10", err)
+	}
+	if got := h.fake.Stats().Creates; got != 1 {
+		t.Errorf("creates: got %d, want 1", got)
+	}
+}
