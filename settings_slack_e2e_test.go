@@ -37,8 +37,17 @@ func (e *slEnv) settingsView(user, ch string) slackfake.View {
 // change settings too; the settings survive a restart.
 func TestSettingsSlack(t *testing.T) {
 	slNoLeaks(t)
+	for _, mode := range []string{"socket", "http"} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			testSettingsSlack(t, mode)
+		})
+	}
+}
+
+func testSettingsSlack(t *testing.T, mode string) {
 	const root = "U0ROOT"
-	e := slStart(t, "socket", map[string]string{"KONTEXT_USER_DAILY": "5", "KONTEXT_ADMINS": root})
+	e := slStart(t, mode, map[string]string{"KONTEXT_USER_DAILY": "5", "KONTEXT_ADMINS": root})
 	e.slack.AddUser(slAda, "ada")
 	e.slack.AddUser(slBob, "bob")
 	e.slack.AddUser(root, "root")
