@@ -148,6 +148,11 @@ type Request struct {
 	Turn string
 	// Origin is the adapter's note of where to answer; stored with the job.
 	Origin map[string]string
+	// Admin is set by the adapter when the platform says the user
+	// administers the workspace (Discord Manage Server, Slack admin or
+	// owner): they may change its settings. Limits still apply to them;
+	// only KONTEXT_ADMINS are exempt.
+	Admin bool
 }
 
 // Config is the core's configuration.
@@ -207,7 +212,7 @@ var (
 	ErrNoImage       = &UserError{Msg: "There is no image to edit here. Reply to an image, attach one, or /imagine first."}
 	ErrNothingToUndo = &UserError{Msg: "Nothing to undo: this is the first image of this conversation that I still have."}
 	ErrNoReroll      = &UserError{Msg: "That image was uploaded, not generated, so there is nothing to reroll."}
-	ErrChannel       = &UserError{Msg: "I'm not enabled in this channel. Ask an admin to add it to KONTEXT_CHANNELS."}
+	ErrChannel       = &UserError{Msg: "I'm not enabled in this channel. Ask an admin to allow it (/kontext settings on Discord, /imagine settings on Slack, or KONTEXT_CHANNELS)."}
 	ErrDailyLimit    = &UserError{Msg: "You have reached your daily image limit. It resets at midnight UTC."}
 	ErrBudget        = &UserError{Msg: "This workspace has spent its image budget for the month."}
 	ErrNotYours      = &UserError{Msg: "Only the person who asked for that image (or an admin) can cancel it."}
@@ -352,7 +357,11 @@ func (c *Core) prepare(ctx context.Context, req *Request) (*Job, []byte, error) 
 		return nil, nil, fmt.Errorf("bot: submit: invalid conversation key %q", req.Conv)
 	}
 	admin := c.isAdmin(req.User)
-	if len(c.cfg.Channels) > 0 && !admin && !slices.Contains(c.cfg.Channels, req.Conv.Channel) {
+	eff, err := c.effective(ctx, req.Conv.Platform, req.Conv.Workspace)
+	if err != nil {
+		return nil, nil, err
+	}
+	if !admin && !eff.allowedIn(req.Conv.Channel) {
 		return nil, nil, ErrChannel
 	}
 	now := c.now()
@@ -362,7 +371,7 @@ func (c *Core) prepare(ctx context.Context, req *Request) (*Job, []byte, error) 
 		State: JobWaiting, Created: now, Updated: now,
 	}
 	if job.Model == "" {
-		job.Model = c.cfg.Model
+		job.Model = eff.Model
 	}
 	if !kontext.ValidModel(job.Model) {
 		return nil, nil, Userf("Unknown model %q: use %s or %s.", job.Model, kontext.ModelMax, kontext.ModelPro)
@@ -384,7 +393,7 @@ func (c *Core) prepare(ctx context.Context, req *Request) (*Job, []byte, error) 
 			}
 		}
 	case KindReroll:
-		if err := c.resolveReroll(ctx, req, job); err != nil {
+		if err := c.resolveReroll(ctx, req, job, eff.Model); err != nil {
 			return nil, nil, err
 		}
 	default:
@@ -396,7 +405,7 @@ func (c *Core) prepare(ctx context.Context, req *Request) (*Job, []byte, error) 
 		job.Seed = mrand.Int64N(1 << 32)
 	}
 	if !admin {
-		if err := c.checkLimits(ctx, job, now); err != nil {
+		if err := c.checkLimits(ctx, job, now, eff); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -448,7 +457,7 @@ func (c *Core) resolveBase(ctx context.Context, req *Request, job *Job) ([]byte,
 
 // resolveReroll makes job repeat a turn: same prompt, parent, model and
 // aspect, new seed.
-func (c *Core) resolveReroll(ctx context.Context, req *Request, job *Job) error {
+func (c *Core) resolveReroll(ctx context.Context, req *Request, job *Job, model string) error {
 	conv, err := c.conversation(ctx, req.Conv)
 	if err != nil {
 		return fmt.Errorf("bot: reroll: %w", err)
@@ -486,8 +495,8 @@ func (c *Core) hasLiveJob(key ConvKey) bool {
 
 // checkLimits refuses a job past the user's daily cap or the workspace's
 // monthly budget, counting jobs still in flight as if they were delivered.
-func (c *Core) checkLimits(ctx context.Context, job *Job, now time.Time) error {
-	if c.cfg.UserDaily <= 0 && c.cfg.WorkspaceBudget <= 0 {
+func (c *Core) checkLimits(ctx context.Context, job *Job, now time.Time, eff Effective) error {
+	if eff.DailyLimit <= 0 && eff.Budget <= 0 {
 		return nil
 	}
 	day, month, err := c.store.Usage(ctx, job.Conv.Platform, job.Conv.Workspace, job.User, now)
@@ -509,11 +518,11 @@ func (c *Core) checkLimits(ctx context.Context, job *Job, now time.Time) error {
 			month.Spend += c.cfg.Prices[l.Model]
 		}
 	}
-	if c.cfg.UserDaily > 0 && day.Images >= c.cfg.UserDaily {
-		return &UserError{Msg: fmt.Sprintf("You have used your %d images for today. The limit resets at midnight UTC.", c.cfg.UserDaily), Err: ErrDailyLimit}
+	if eff.DailyLimit > 0 && day.Images >= eff.DailyLimit {
+		return &UserError{Msg: fmt.Sprintf("You have used your %d images for today. The limit resets at midnight UTC.", eff.DailyLimit), Err: ErrDailyLimit}
 	}
-	if price := c.cfg.Prices[job.Model]; c.cfg.WorkspaceBudget > 0 && month.Spend+price > c.cfg.WorkspaceBudget+1e-9 {
-		return &UserError{Msg: fmt.Sprintf("This workspace has spent its $%.2f image budget for %s.", c.cfg.WorkspaceBudget, now.UTC().Format("January")), Err: ErrBudget}
+	if price := c.cfg.Prices[job.Model]; eff.Budget > 0 && month.Spend+price > eff.Budget+1e-9 {
+		return &UserError{Msg: fmt.Sprintf("This workspace has spent its $%.2f image budget for %s.", eff.Budget, now.UTC().Format("January")), Err: ErrBudget}
 	}
 	return nil
 }
@@ -1006,6 +1015,8 @@ type UsageReport struct {
 	Budget     float64
 	Admin      bool
 	At         time.Time
+	// Settings are the workspace's effective settings.
+	Settings Effective
 }
 
 // Text is the report as one short message.
@@ -1022,6 +1033,9 @@ func (u UsageReport) Text() string {
 	b.WriteString(".")
 	if u.Admin {
 		b.WriteString(" You are an admin: limits do not apply to you.")
+	}
+	if u.Settings.Model != "" {
+		b.WriteString("\n\nSettings here:\n" + u.Settings.Text())
 	}
 	return b.String()
 }
@@ -1041,7 +1055,11 @@ func (c *Core) Usage(ctx context.Context, req *Request) (UsageReport, error) {
 	if err != nil {
 		return UsageReport{}, fmt.Errorf("bot: usage: %w", err)
 	}
-	return UsageReport{Today: day, Month: month, DailyLimit: c.cfg.UserDaily, Budget: c.cfg.WorkspaceBudget, Admin: c.isAdmin(req.User), At: now}, nil
+	eff, err := c.effective(ctx, req.Conv.Platform, req.Conv.Workspace)
+	if err != nil {
+		return UsageReport{}, fmt.Errorf("bot: usage: %w", err)
+	}
+	return UsageReport{Today: day, Month: month, DailyLimit: eff.DailyLimit, Budget: eff.Budget, Admin: c.isAdmin(req.User), At: now, Settings: eff}, nil
 }
 
 // Recover runs on every job an earlier process left live: waiting jobs are

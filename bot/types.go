@@ -211,4 +211,9 @@ type Store interface {
 	// retries, a second replica); only the first claimant acts on it.
 	// Claims outlive a restart and are swept once expired.
 	Claim(ctx context.Context, key string, ttl time.Duration) (first bool, err error)
+	// Settings returns the workspace's stored overrides; the zero value
+	// when none are stored.
+	Settings(ctx context.Context, platform, workspace string) (WorkspaceSettings, error)
+	// PutSettings replaces the workspace's overrides (a zero value removes them).
+	PutSettings(ctx context.Context, platform, workspace string, s WorkspaceSettings) error
 }

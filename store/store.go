@@ -19,6 +19,7 @@
 //	usage_day      platform/workspace/user/2006-01-02 (UTC) -> bot.Usage
 //	usage_month    platform/workspace/2006-01 (UTC) -> bot.Usage
 //	claims         claim key -> 8-byte big-endian Unix nanoseconds it expires at
+//	settings       platform/workspace -> bot.WorkspaceSettings (absent: none)
 //
 // time(t) is 12 bytes that sort as t does: the Unix seconds as a
 // big-endian int64 with its sign bit flipped, then the nanoseconds as a
@@ -113,10 +114,11 @@ var (
 	bucketConvIdx    = []byte("conv_updated")
 	bucketJobsLive   = []byte("jobs_live")
 	bucketJobsDone   = []byte("jobs_done")
+	bucketSettings   = []byte("settings")
 
 	allBuckets = [][]byte{bucketMeta, bucketConvs, bucketImages, bucketRefs,
 		bucketMessages, bucketJobs, bucketUsageDay, bucketUsageMonth, bucketClaims,
-		bucketConvIdx, bucketJobsLive, bucketJobsDone}
+		bucketConvIdx, bucketJobsLive, bucketJobsDone, bucketSettings}
 
 	keySchema = []byte("schema")
 )
@@ -658,6 +660,66 @@ func (db *DB) Claim(ctx context.Context, key string, ttl time.Duration) (bool, e
 		return false, wrap(err)
 	}
 	return first, nil
+}
+
+// Settings returns the workspace's stored overrides, or the zero value.
+func (db *DB) Settings(ctx context.Context, platform, workspace string) (bot.WorkspaceSettings, error) {
+	wrap := func(err error) error { return fmt.Errorf("store: settings %s/%s: %w", platform, workspace, err) }
+	var s bot.WorkspaceSettings
+	if err := ctx.Err(); err != nil {
+		return s, wrap(err)
+	}
+	k, err := settingsKey(platform, workspace)
+	if err != nil {
+		return s, wrap(err)
+	}
+	err = db.bolt.View(func(tx *bbolt.Tx) error {
+		// A file made before the bucket existed and opened read-only has none.
+		if b := tx.Bucket(bucketSettings); b != nil {
+			if v := b.Get(k); v != nil {
+				return json.Unmarshal(v, &s)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return bot.WorkspaceSettings{}, wrap(err)
+	}
+	return s, nil
+}
+
+// PutSettings replaces the workspace's overrides; an empty value deletes them.
+func (db *DB) PutSettings(ctx context.Context, platform, workspace string, s bot.WorkspaceSettings) error {
+	wrap := func(err error) error { return fmt.Errorf("store: put settings %s/%s: %w", platform, workspace, err) }
+	if err := ctx.Err(); err != nil {
+		return wrap(err)
+	}
+	k, err := settingsKey(platform, workspace)
+	if err != nil {
+		return wrap(err)
+	}
+	v, err := json.Marshal(s)
+	if err != nil {
+		return wrap(err)
+	}
+	err = db.bolt.Update(func(tx *bbolt.Tx) error {
+		b := tx.Bucket(bucketSettings)
+		if s.Empty() {
+			return b.Delete(k)
+		}
+		return b.Put(k, v)
+	})
+	if err != nil {
+		return wrap(err)
+	}
+	return nil
+}
+
+func settingsKey(platform, workspace string) ([]byte, error) {
+	if platform == "" || strings.Contains(platform, "/") || strings.Contains(workspace, "/") {
+		return nil, errors.New("invalid platform or workspace")
+	}
+	return []byte(platform + "/" + workspace), nil
 }
 
 // Sweep batch bounds: a batch ends after this many records or once it

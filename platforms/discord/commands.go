@@ -20,6 +20,7 @@ const (
 	cmdUsage     = "usage"
 	cmdHelp      = "help"
 	cmdEditImage = "Edit image" // message context menu
+	cmdKontext   = "kontext"    // /kontext settings show|set|reset
 )
 
 // helpText is the answer to /help, only to the person who asked.
@@ -79,6 +80,7 @@ func commands() []*discordgo.ApplicationCommand {
 			Contexts: contexts, IntegrationTypes: install},
 		{Name: cmdHelp, Description: "What each command, button and the Edit image menu does, with an example",
 			Contexts: contexts, IntegrationTypes: install},
+		settingsCommand(install),
 	}
 }
 

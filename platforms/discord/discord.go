@@ -76,6 +76,8 @@ type Core interface {
 	Submit(ctx context.Context, req *bot.Request) (*bot.Job, error)
 	Undo(ctx context.Context, req *bot.Request) (*bot.Delivery, error)
 	Usage(ctx context.Context, req *bot.Request) (bot.UsageReport, error)
+	Settings(ctx context.Context, req *bot.Request) (bot.Effective, error)
+	SetSettings(ctx context.Context, req *bot.Request, s bot.WorkspaceSettings) (bot.Effective, error)
 	Cancel(ctx context.Context, jobID, userID string) error
 	RecordPost(ctx context.Context, key bot.ConvKey, turnID string, posted bot.Posted) error
 	Store() bot.Store
@@ -277,7 +279,7 @@ func (b *Bot) Start(ctx context.Context) error {
 	if b.cfg.GuildID != "" {
 		where = "in server " + b.cfg.GuildID
 	}
-	fmt.Fprintf(b.out, "Discord: connected as %s. Commands /imagine, /edit, /usage, /help and \"Edit image\" registered %s.\n", name, where)
+	fmt.Fprintf(b.out, "Discord: connected as %s. Commands /imagine, /edit, /usage, /help, /kontext and \"Edit image\" registered %s.\n", name, where)
 	fmt.Fprintf(b.out, "Discord: invite the bot to a server with (scopes bot + applications.commands, permissions %d):\n  %s\n", Permissions, InviteURL(appID))
 	b.log.Info("discord connected", "bot", name, "app", appID, "message_content", b.content, "guild", b.cfg.GuildID)
 	return nil

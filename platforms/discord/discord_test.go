@@ -85,7 +85,7 @@ func TestParseSlash(t *testing.T) {
 
 func TestCommandsMatchTheProvider(t *testing.T) {
 	cmds := commands()
-	if len(cmds) != 5 {
+	if len(cmds) != 6 {
 		t.Fatalf("%d commands", len(cmds))
 	}
 	if h := cmds[4]; h.Name != cmdHelp || len(h.Options) != 0 || len(h.Description) > 100 || utf8.RuneCountInString(helpText) > 2000 {
@@ -286,6 +286,12 @@ func (stubCore) Usage(context.Context, *bot.Request) (bot.UsageReport, error) {
 	return bot.UsageReport{}, nil
 }
 func (stubCore) Cancel(context.Context, string, string) error { return bot.ErrJobGone }
+func (stubCore) Settings(context.Context, *bot.Request) (bot.Effective, error) {
+	return bot.Effective{}, bot.ErrNotSettingsAdmin
+}
+func (stubCore) SetSettings(context.Context, *bot.Request, bot.WorkspaceSettings) (bot.Effective, error) {
+	return bot.Effective{}, bot.ErrNotSettingsAdmin
+}
 func (stubCore) RecordPost(context.Context, bot.ConvKey, string, bot.Posted) error {
 	return nil
 }

@@ -97,6 +97,8 @@ func (b *Bot) interaction(ctx context.Context, in *discordgo.Interaction, receiv
 			b.onSlash(ctx, in, data, bot.KindEdit, received)
 		case data.Name == cmdUsage:
 			b.onUsage(ctx, in)
+		case data.Name == cmdKontext:
+			b.onKontext(ctx, in, data)
 		case data.Name == cmdHelp:
 			if err := b.ephemeral(ctx, in, helpText); err != nil {
 				b.log.Warn("discord: answer /help", "err", err)

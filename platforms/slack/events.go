@@ -375,6 +375,8 @@ func (b *Bot) handleSlash(ctx context.Context, cmd slackgo.SlashCommand) {
 	text := strings.TrimSpace(unescape(cmd.Text))
 	name := strings.TrimPrefix(cmd.Command, "/")
 	switch {
+	case strings.HasSuffix(name, "imagine") && strings.EqualFold(text, "settings"):
+		b.openSettings(ctx, p, cmd.TriggerID)
 	case strings.HasSuffix(name, "usage") || strings.HasSuffix(name, "imagine") && strings.EqualFold(text, "usage"):
 		b.usage(ctx, p)
 	case strings.HasSuffix(name, "imagine") && (text == "" || strings.EqualFold(text, "help")):
@@ -434,8 +436,11 @@ func (b *Bot) handleInteraction(ctx context.Context, cb slackgo.InteractionCallb
 			b.onShortcut(ctx, team, cb)
 		}
 	case slackgo.InteractionTypeViewSubmission:
-		if cb.View.CallbackID == cbEditModal {
+		switch cb.View.CallbackID {
+		case cbEditModal:
 			b.onEditSubmit(ctx, cb)
+		case cbSettings:
+			b.onSettingsSubmit(ctx, cb)
 		}
 	}
 }

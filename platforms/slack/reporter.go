@@ -604,7 +604,7 @@ func (p place) conv() bot.ConvKey {
 func (b *Bot) ephemeral(ctx context.Context, p place, text string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), callTimeout)
 	defer cancel()
-	opts := []slackgo.MsgOption{slackgo.MsgOptionText(escape(text), false)}
+	opts := []slackgo.MsgOption{slackgo.MsgOptionText(escapeLinks(text), false)}
 	if p.thread != "" {
 		opts = append(opts, slackgo.MsgOptionTS(p.thread))
 	}
@@ -614,7 +614,7 @@ func (b *Bot) ephemeral(ctx context.Context, p place, text string) {
 	}
 	if p.responseURL != "" {
 		if u, perr := parseURL(p.responseURL); perr == nil && b.mayReceiveToken(u) {
-			_, _, rerr := b.api.PostMessageContext(ctx, p.channel, slackgo.MsgOptionText(escape(text), false),
+			_, _, rerr := b.api.PostMessageContext(ctx, p.channel, slackgo.MsgOptionText(escapeLinks(text), false),
 				slackgo.MsgOptionResponseURL(p.responseURL, slackgo.ResponseTypeEphemeral))
 			if rerr == nil {
 				return

@@ -66,6 +66,8 @@ type Core interface {
 	Submit(ctx context.Context, req *bot.Request) (*bot.Job, error)
 	Undo(ctx context.Context, req *bot.Request) (*bot.Delivery, error)
 	Usage(ctx context.Context, req *bot.Request) (bot.UsageReport, error)
+	Settings(ctx context.Context, req *bot.Request) (bot.Effective, error)
+	SetSettings(ctx context.Context, req *bot.Request, s bot.WorkspaceSettings) (bot.Effective, error)
 	Cancel(ctx context.Context, jobID, userID string) error
 	RecordPost(ctx context.Context, key bot.ConvKey, turnID string, posted bot.Posted) error
 	Check(ctx context.Context, req *bot.Request) error

@@ -50,13 +50,15 @@ type harnessOpts struct {
 	slots   int
 	tweak   func(*Bot)
 	noStart bool
+	slack   slackfake.Options // PingInterval is set
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
 	t.Helper()
 	ignore := goleak.IgnoreCurrent()
 	kx := kontexttest.NewServer(kontexttest.Options{APIKey: "k", Latency: 20 * time.Millisecond, Pixels: 96 * 96})
-	fake := slackfake.New(slackfake.Options{PingInterval: 500 * time.Millisecond})
+	o.slack.PingInterval = 500 * time.Millisecond
+	fake := slackfake.New(o.slack)
 	db, err := store.Open(filepath.Join(t.TempDir(), "k.db"), store.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -623,7 +625,7 @@ func TestManifestListsWhatTheBotUses(t *testing.T) {
 		}
 	}
 	for _, scope := range []string{"commands", "chat:write", "files:write", "files:read", "app_mentions:read",
-		"channels:history", "groups:history", "im:history", "mpim:history"} {
+		"channels:history", "groups:history", "im:history", "mpim:history", "users:read"} {
 		if !strings.Contains(m, "      - "+scope+" ") {
 			t.Errorf("manifest.yaml lacks the scope %s", scope)
 		}

@@ -113,6 +113,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"Jobs", testJobs},
 		{"Usage", testUsage},
 		{"Sweep", testSweep},
+		{"Settings", testSettings},
 		{"Claim", testClaim},
 		{"ClaimConcurrent", testClaimConcurrent},
 		{"Concurrent", testConcurrent},

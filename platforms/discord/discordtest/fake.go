@@ -102,7 +102,20 @@ type User struct {
 	ID   string
 	Name string
 	Bot  bool
+	// Permissions are the member's computed permissions in guild
+	// channels (interaction member.permissions); DefaultPermissions
+	// unless SetPermissions changed them.
+	Permissions uint64
 }
+
+// Permission bits (Discord's permissions bitfield).
+const (
+	PermAdministrator uint64 = 1 << 3
+	PermManageGuild   uint64 = 1 << 5
+	// DefaultPermissions are an ordinary member's: no Administrator,
+	// no Manage Server.
+	DefaultPermissions uint64 = 2248473465835073
+)
 
 // Channel is a channel, thread or DM.
 type Channel struct {
@@ -246,6 +259,11 @@ type Command struct {
 	Name        string          `json:"name"`
 	Description string          `json:"description"`
 	Options     []CommandOption `json:"options"`
+	// DefaultMemberPermissions is the permission bitfield (a string in
+	// JSON) a member needs to see and use the command; nil: everyone.
+	DefaultMemberPermissions *uint64 `json:"-"`
+	// RawPermissions is default_member_permissions as sent.
+	RawPermissions json.RawMessage `json:"default_member_permissions"`
 }
 
 // CommandOption is an option of a registered command.
@@ -258,6 +276,10 @@ type CommandOption struct {
 	MinValue    *float64 `json:"min_value"`
 	MaxValue    *float64 `json:"max_value"`
 	MaxLength   int      `json:"max_length"`
+	// ChannelTypes limits a channel option (type 7) to these channel types.
+	ChannelTypes []int `json:"channel_types"`
+	// Options are a subcommand's options or a group's subcommands.
+	Options []CommandOption `json:"options"`
 }
 
 // Choice is a fixed choice of an option.
@@ -293,6 +315,7 @@ type Server struct {
 	byToken      map[string]*interaction
 	files        map[string]*Attachment // CDN path -> file
 	commands     map[string][]Command   // "" global, else guild id
+	overridden   map[string]bool        // commands every member may use (OverrideCommandPermissions)
 	conns        map[*gwConn]bool
 	session      *gwConn
 	gatewayDown  bool // refuse gateway connections (SetGatewayDown)
@@ -350,7 +373,7 @@ func New(opts Options) *Server {
 	s := &Server{opts: opts, token: opts.Token, log: log, done: make(chan struct{}),
 		notify: make(chan struct{}), users: map[string]*User{}, channels: map[string]*Channel{},
 		history: map[string][]string{}, messages: map[string]*message{}, interactions: map[string]*interaction{},
-		byToken: map[string]*interaction{}, files: map[string]*Attachment{}, commands: map[string][]Command{},
+		byToken: map[string]*interaction{}, files: map[string]*Attachment{}, commands: map[string][]Command{}, overridden: map[string]bool{},
 		conns: map[*gwConn]bool{}, edits: map[string][]time.Time{}, cdnHits: map[string]int{}, timers: map[*time.Timer]bool{},
 		uploadLimits: map[string]int{}, faults: map[Route][]Fault{}}
 	if !opts.NoMessageContent {
@@ -460,13 +483,30 @@ func (s *Server) Wait(timeout time.Duration, cond func() bool) bool {
 func (s *Server) AddUser(id, name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.users[id] = &User{ID: id, Name: name}
+	s.users[id] = &User{ID: id, Name: name, Permissions: DefaultPermissions}
+}
+
+// SetPermissions sets a member's computed permissions, e.g. with
+// PermManageGuild for a server manager.
+func (s *Server) SetPermissions(userID string, perms uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.user(userID).Permissions = perms
+}
+
+// OverrideCommandPermissions lets every member use the command name, as a
+// server admin can in Server Settings → Integrations, whatever its
+// default_member_permissions.
+func (s *Server) OverrideCommandPermissions(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.overridden[name] = true
 }
 
 func (s *Server) user(id string) *User {
 	u := s.users[id]
 	if u == nil {
-		u = &User{ID: id, Name: "user" + id}
+		u = &User{ID: id, Name: "user" + id, Permissions: DefaultPermissions}
 		s.users[id] = u
 	}
 	return u

@@ -5,7 +5,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strconv"
 	"time"
 	"unicode/utf8"
 )
@@ -16,6 +18,25 @@ type Option struct {
 	Type       int
 	Value      any
 	attachment *Attachment
+	// Options are a subcommand's options or a group's subcommand.
+	Options []Option
+}
+
+// Sub is a subcommand (type 1) with its options.
+func Sub(name string, opts ...Option) Option { return Option{Name: name, Type: 1, Options: opts} }
+
+// Group is a subcommand group (type 2) holding one subcommand.
+func Group(name string, sub Option) Option {
+	return Option{Name: name, Type: 2, Options: []Option{sub}}
+}
+
+// Number is a number option (type 10).
+func Number(name string, v float64) Option { return Option{Name: name, Type: 10, Value: v} }
+
+// ChannelOption is a channel option (type 7): its value is the channel's
+// id, the channel itself goes in data.resolved.channels.
+func ChannelOption(name, channelID string) Option {
+	return Option{Name: name, Type: 7, Value: channelID}
 }
 
 // String is a string option.
@@ -91,39 +112,26 @@ func (s *Server) Slash(channelID, userID, command string, opts ...Option) (Inter
 		s.mu.Unlock()
 		return Interaction{}, err
 	}
-	var options []any
-	attachments := map[string]any{}
-	for _, o := range opts {
-		def := findOption(cmd, o.Name)
-		if def == nil {
-			s.mu.Unlock()
-			return Interaction{}, fmt.Errorf("discordtest: /%s has no option %q", command, o.Name)
-		}
-		if def.Type != o.Type {
-			s.mu.Unlock()
-			return Interaction{}, fmt.Errorf("discordtest: /%s option %q has type %d, not %d", command, o.Name, def.Type, o.Type)
-		}
-		if err := checkValue(def, o.Value); err != nil {
-			s.mu.Unlock()
-			return Interaction{}, fmt.Errorf("discordtest: /%s: %w", command, err)
-		}
-		options = append(options, map[string]any{"name": o.Name, "type": o.Type, "value": o.Value})
-		if o.attachment != nil {
-			attachments[o.attachment.ID] = s.attachmentJSON(*o.attachment)
-		}
+	if err := s.usable(ch, cmd, userID); err != nil {
+		s.mu.Unlock()
+		return Interaction{}, err
 	}
-	for _, def := range cmd.Options {
-		if def.Required && !slices.ContainsFunc(opts, func(o Option) bool { return o.Name == def.Name }) {
-			s.mu.Unlock()
-			return Interaction{}, fmt.Errorf("discordtest: /%s needs option %q", command, def.Name)
-		}
-	}
-	if options == nil {
-		options = []any{}
+	attachments, channels := map[string]any{}, map[string]any{}
+	options, err := s.options("/"+command, cmd.Options, opts, attachments, channels)
+	if err != nil {
+		s.mu.Unlock()
+		return Interaction{}, err
 	}
 	data := map[string]any{"id": cmd.ID, "name": cmd.Name, "type": 1, "options": options}
+	resolved := map[string]any{}
 	if len(attachments) > 0 {
-		data["resolved"] = map[string]any{"attachments": attachments}
+		resolved["attachments"] = attachments
+	}
+	if len(channels) > 0 {
+		resolved["channels"] = channels
+	}
+	if len(resolved) > 0 {
+		data["resolved"] = resolved
 	}
 	if ch.GuildID != "" {
 		data["guild_id"] = ch.GuildID
@@ -223,10 +231,79 @@ func (s *Server) findCommand(ch *Channel, typ int, name string) (*Command, error
 	return nil, fmt.Errorf("discordtest: no command %q of type %d is registered for channel %s", name, typ, ch.ID)
 }
 
-func findOption(c *Command, name string) *CommandOption {
-	for i := range c.Options {
-		if c.Options[i].Name == name {
-			return &c.Options[i]
+// usable refuses a command the member cannot see: Discord hides a
+// command whose default_member_permissions the member lacks (members with
+// Administrator see everything) unless a server admin has overridden it;
+// with s.mu held.
+func (s *Server) usable(ch *Channel, cmd *Command, userID string) error {
+	need := cmd.DefaultMemberPermissions
+	if ch.GuildID == "" || need == nil || s.overridden[cmd.Name] {
+		return nil
+	}
+	p := s.user(userID).Permissions
+	if p&PermAdministrator != 0 || p&*need == *need {
+		return nil
+	}
+	return fmt.Errorf("discordtest: /%s needs permissions %d, which %s lacks: Discord does not show it to them", cmd.Name, *need, userID)
+}
+
+// options checks what a person filled in against the definitions of one
+// level and returns the interaction's options JSON; with s.mu held.
+func (s *Server) options(where string, defs []CommandOption, opts []Option, attachments, channels map[string]any) ([]any, error) {
+	out := []any{}
+	subs := 0
+	for _, o := range opts {
+		def := findOption(defs, o.Name)
+		if def == nil {
+			return nil, fmt.Errorf("discordtest: %s has no option %q", where, o.Name)
+		}
+		if def.Type != o.Type {
+			return nil, fmt.Errorf("discordtest: %s option %q has type %d, not %d", where, o.Name, def.Type, o.Type)
+		}
+		if o.Type == 1 || o.Type == 2 {
+			subs++
+			inner, err := s.options(where+" "+o.Name, def.Options, o.Options, attachments, channels)
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, map[string]any{"name": o.Name, "type": o.Type, "options": inner})
+			continue
+		}
+		if err := checkValue(def, o.Value); err != nil {
+			return nil, fmt.Errorf("discordtest: %s: %w", where, err)
+		}
+		if o.Type == 7 {
+			id, _ := o.Value.(string)
+			c := s.channels[id]
+			if c == nil {
+				return nil, fmt.Errorf("discordtest: %s option %q: no channel %s", where, o.Name, id)
+			}
+			if len(def.ChannelTypes) > 0 && !slices.Contains(def.ChannelTypes, c.Type) {
+				return nil, fmt.Errorf("discordtest: %s option %q: channel type %d is not offered", where, o.Name, c.Type)
+			}
+			channels[id] = s.channelJSON(c)
+		}
+		out = append(out, map[string]any{"name": o.Name, "type": o.Type, "value": o.Value})
+		if o.attachment != nil {
+			attachments[o.attachment.ID] = s.attachmentJSON(*o.attachment)
+		}
+	}
+	hasSubs := slices.ContainsFunc(defs, func(d CommandOption) bool { return d.Type == 1 || d.Type == 2 })
+	if hasSubs && subs != 1 {
+		return nil, fmt.Errorf("discordtest: %s takes exactly one subcommand, got %d", where, subs)
+	}
+	for _, def := range defs {
+		if def.Required && !slices.ContainsFunc(opts, func(o Option) bool { return o.Name == def.Name }) {
+			return nil, fmt.Errorf("discordtest: %s needs option %q", where, def.Name)
+		}
+	}
+	return out, nil
+}
+
+func findOption(defs []CommandOption, name string) *CommandOption {
+	for i := range defs {
+		if defs[i].Name == name {
+			return &defs[i]
 		}
 	}
 	return nil
@@ -244,6 +321,18 @@ func checkValue(def *CommandOption, v any) error {
 		}
 		if len(def.Choices) > 0 && !slices.ContainsFunc(def.Choices, func(c Choice) bool { return c.Value == str }) {
 			return fmt.Errorf("option %q: %q is not one of its choices", def.Name, str)
+		}
+	case 7:
+		if _, ok := v.(string); !ok {
+			return fmt.Errorf("option %q wants a channel id", def.Name)
+		}
+	case 10:
+		f, ok := v.(float64)
+		if !ok || math.IsNaN(f) || math.IsInf(f, 0) {
+			return fmt.Errorf("option %q wants a number", def.Name)
+		}
+		if def.MinValue != nil && f < *def.MinValue || def.MaxValue != nil && f > *def.MaxValue {
+			return fmt.Errorf("option %q: %v is out of range", def.Name, f)
 		}
 	case 4:
 		n, ok := v.(int64)
@@ -276,7 +365,7 @@ func (s *Server) newInteraction(typ int, ch *Channel, userID string, data map[st
 	if ch.GuildID != "" {
 		j["guild_id"] = ch.GuildID
 		j["guild_locale"] = "en-US"
-		j["member"] = map[string]any{"user": u, "roles": []any{}, "permissions": "2248473465835073",
+		j["member"] = map[string]any{"user": u, "roles": []any{}, "permissions": strconv.FormatUint(s.user(userID).Permissions, 10),
 			"joined_at": "2024-01-01T00:00:00Z", "deaf": false, "mute": false}
 		j["context"] = 0
 		j["authorizing_integration_owners"] = map[string]any{"0": ch.GuildID}

@@ -243,38 +243,11 @@ func (s *Server) putCommands(w http.ResponseWriter, r *http.Request, guild strin
 		default:
 			return invalidForm("commands.%d.type: unknown type %d", i, c.Type)
 		}
-		if len(c.Options) > 25 {
-			return invalidForm("commands.%d.options: at most 25", i)
+		if err := checkPermissions(c); err != nil {
+			return invalidForm("commands.%d.default_member_permissions: %v", i, err)
 		}
-		optional := false
-		names := map[string]bool{}
-		for j, o := range c.Options {
-			where := fmt.Sprintf("commands.%d.options.%d", i, j)
-			if !chatName.MatchString(o.Name) || names[o.Name] {
-				return invalidForm("%s.name: invalid or duplicate %q", where, o.Name)
-			}
-			names[o.Name] = true
-			if l := utf8.RuneCountInString(o.Description); l < 1 || l > 100 {
-				return invalidForm("%s.description: must be 1 to 100 characters", where)
-			}
-			if o.Type < 3 || o.Type > 11 {
-				return invalidForm("%s.type: unsupported option type %d", where, o.Type)
-			}
-			if o.Required && optional {
-				return invalidForm("%s.required: required options must be placed before non-required options", where)
-			}
-			optional = optional || !o.Required
-			if len(o.Choices) > 25 || (len(o.Choices) > 0 && o.Type != 3 && o.Type != 4 && o.Type != 10) {
-				return invalidForm("%s.choices: invalid", where)
-			}
-			for k, ch := range o.Choices {
-				if l := utf8.RuneCountInString(ch.Name); l < 1 || l > 100 {
-					return invalidForm("%s.choices.%d.name: must be 1 to 100 characters", where, k)
-				}
-				if _, isString := ch.Value.(string); isString != (o.Type == 3) {
-					return invalidForm("%s.choices.%d.value: wrong type", where, k)
-				}
-			}
+		if err := checkOptions(fmt.Sprintf("commands.%d.options", i), c.Options, 0); err != nil {
+			return err
 		}
 	}
 	s.mu.Lock()
@@ -288,6 +261,114 @@ func (s *Server) putCommands(w http.ResponseWriter, r *http.Request, guild strin
 	s.changed()
 	s.mu.Unlock()
 	writeJSON(w, 200, out)
+	return nil
+}
+
+// checkPermissions reads default_member_permissions: null or a string
+// holding a decimal permission bitfield (discord-api-spec: "?string").
+func checkPermissions(c *Command) error {
+	raw := c.RawPermissions
+	if !present(raw) {
+		return nil
+	}
+	var str string
+	if err := json.Unmarshal(raw, &str); err != nil {
+		return fmt.Errorf("must be a string bitfield, not %s", raw)
+	}
+	v, err := strconv.ParseUint(str, 10, 64)
+	if err != nil {
+		return fmt.Errorf("%q is not a permission bitfield", str)
+	}
+	c.DefaultMemberPermissions = &v
+	return nil
+}
+
+// checkOptions checks a command's options as Discord does: at most 25;
+// subcommands (type 1) and groups (type 2) never mixed with other options
+// at one level; a group holds only subcommands, a subcommand no
+// subcommands or groups; choices, ranges, lengths and channel types only
+// on the option types that take them. depth is 0 for the command's own
+// options, 1 in a subcommand or group, 2 in a group's subcommand.
+func checkOptions(where string, opts []CommandOption, depth int) *apiErr {
+	if len(opts) > 25 {
+		return invalidForm("%s: at most 25", where)
+	}
+	optional := false
+	names := map[string]bool{}
+	subs := 0
+	for _, o := range opts {
+		if o.Type == 1 || o.Type == 2 {
+			subs++
+		}
+	}
+	if subs > 0 && subs != len(opts) {
+		return invalidForm("%s: subcommands and groups cannot be mixed with other options", where)
+	}
+	for j, o := range opts {
+		at := fmt.Sprintf("%s.%d", where, j)
+		if !chatName.MatchString(o.Name) || names[o.Name] {
+			return invalidForm("%s.name: invalid or duplicate %q", at, o.Name)
+		}
+		names[o.Name] = true
+		if l := utf8.RuneCountInString(o.Description); l < 1 || l > 100 {
+			return invalidForm("%s.description: must be 1 to 100 characters", at)
+		}
+		if o.Type < 1 || o.Type > 11 {
+			return invalidForm("%s.type: unsupported option type %d", at, o.Type)
+		}
+		switch o.Type {
+		case 1:
+			if depth > 1 {
+				return invalidForm("%s.type: a subcommand cannot hold subcommands", at)
+			}
+			if err := checkOptions(at+".options", o.Options, 2); err != nil {
+				return err
+			}
+		case 2:
+			if depth > 0 {
+				return invalidForm("%s.type: groups cannot be nested", at)
+			}
+			if len(o.Options) == 0 {
+				return invalidForm("%s.options: a group needs subcommands", at)
+			}
+			for k, sub := range o.Options {
+				if sub.Type != 1 {
+					return invalidForm("%s.options.%d.type: a group holds only subcommands", at, k)
+				}
+			}
+			if err := checkOptions(at+".options", o.Options, 1); err != nil {
+				return err
+			}
+		default:
+			if len(o.Options) > 0 {
+				return invalidForm("%s.options: only subcommands and groups have options", at)
+			}
+		}
+		if o.Required && optional {
+			return invalidForm("%s.required: required options must be placed before non-required options", at)
+		}
+		optional = optional || !o.Required
+		if len(o.ChannelTypes) > 0 && o.Type != 7 {
+			return invalidForm("%s.channel_types: only channel options take channel types", at)
+		}
+		if (o.MinValue != nil || o.MaxValue != nil) && o.Type != 4 && o.Type != 10 {
+			return invalidForm("%s.min_value: only integer and number options take a range", at)
+		}
+		if o.MaxLength != 0 && (o.Type != 3 || o.MaxLength < 1 || o.MaxLength > 6000) {
+			return invalidForm("%s.max_length: only string options, 1 to 6000", at)
+		}
+		if len(o.Choices) > 25 || (len(o.Choices) > 0 && o.Type != 3 && o.Type != 4 && o.Type != 10) {
+			return invalidForm("%s.choices: invalid", at)
+		}
+		for k, ch := range o.Choices {
+			if l := utf8.RuneCountInString(ch.Name); l < 1 || l > 100 {
+				return invalidForm("%s.choices.%d.name: must be 1 to 100 characters", at, k)
+			}
+			if _, isString := ch.Value.(string); isString != (o.Type == 3) {
+				return invalidForm("%s.choices.%d.value: wrong type", at, k)
+			}
+		}
+	}
 	return nil
 }
 

@@ -54,6 +54,9 @@ type Options struct {
 	// NoFilesRead makes url_private answer Slack's HTML sign-in page even
 	// with the right token, as when the app lacks the files:read scope.
 	NoFilesRead bool
+	// NoUsersRead is an app installed without the users:read scope:
+	// users.info answers missing_scope.
+	NoUsersRead bool
 }
 
 func (o *Options) defaults() {
@@ -96,6 +99,7 @@ type Server struct {
 	channels   map[string]*channel
 	order      []string // channel ids in creation order
 	users      map[string]string
+	roles      map[string]Role // users.info is_admin / is_owner
 	files      map[string]*File
 	triggers   map[string]trigger
 	responses  map[string]trigger // response_url id -> who asked
@@ -232,7 +236,7 @@ type Download struct {
 // New starts a fake Slack.
 func New(opts Options) *Server {
 	opts.defaults()
-	s := &Server{opts: opts, changed: make(chan struct{}), channels: map[string]*channel{}, users: map[string]string{},
+	s := &Server{opts: opts, changed: make(chan struct{}), channels: map[string]*channel{}, users: map[string]string{}, roles: map[string]Role{},
 		files: map[string]*File{}, triggers: map[string]trigger{}, responses: map[string]trigger{},
 		noFiles: opts.NoFilesRead, queueWake: make(chan struct{}, 1), stop: make(chan struct{}),
 		httpc: &http.Client{Timeout: opts.AckTimeout, Transport: &http.Transport{}}}
@@ -397,6 +401,23 @@ func (s *Server) AddUser(id, name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.users[id] = name
+}
+
+// Role is what users.info says of a person's place in the workspace.
+type Role struct {
+	Admin, Owner, PrimaryOwner bool
+}
+
+// SetRole makes a person a workspace admin or owner (users.info
+// is_admin, is_owner, is_primary_owner). An owner is an admin too, as
+// Slack reports it.
+func (s *Server) SetRole(id string, r Role) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r.Owner || r.PrimaryOwner {
+		r.Admin, r.Owner = true, true
+	}
+	s.roles[id] = r
 }
 
 func (s *Server) userName(id string) string {

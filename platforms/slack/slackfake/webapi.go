@@ -119,6 +119,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		"files.completeUploadExternal": s.completeUpload,
 		"files.info":                   s.fileInfo,
 		"views.open":                   s.viewsOpen,
+		"users.info":                   s.usersInfo,
 	}[method]
 	if !ok {
 		s.problem("unknown or unexpected Web API method %s", method)
@@ -528,6 +529,8 @@ func (s *Server) viewsOpen(w http.ResponseWriter, p params) {
 		CallbackID      string          `json:"callback_id"`
 		PrivateMetadata string          `json:"private_metadata"`
 		Title           json.RawMessage `json:"title"`
+		Submit          json.RawMessage `json:"submit"`
+		Close           json.RawMessage `json:"close"`
 		Blocks          json.RawMessage `json:"blocks"`
 	}
 	if err := json.Unmarshal([]byte(p.get("view")), &view); err != nil || view.Type != "modal" {
@@ -546,6 +549,16 @@ func (s *Server) viewsOpen(w http.ResponseWriter, p params) {
 	_ = json.Unmarshal(view.Title, &title)
 	if n := len([]rune(title.Text)); n == 0 || n > 24 {
 		s.problem("views.open: title %q must have 1 to 24 characters", title.Text)
+		slackErr(w, "invalid_arguments")
+		return
+	}
+	if len(view.CallbackID) > 255 {
+		s.problem("views.open: callback_id is %d characters (max 255)", len(view.CallbackID))
+		slackErr(w, "invalid_arguments")
+		return
+	}
+	if err := checkModal(view.Blocks, view.Submit, view.Close); err != nil {
+		s.problem("views.open: %v", err)
 		slackErr(w, "invalid_arguments")
 		return
 	}
