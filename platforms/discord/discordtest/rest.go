@@ -1233,7 +1233,7 @@ func (s *Server) dispatchMessage(id string) {
 	if m.GuildID == "" {
 		need = IntentDirectMessages
 	}
-	_ = s.dispatch("MESSAGE_CREATE", need, func(intents int) any {
+	_ = s.dispatch("MESSAGE_CREATE", m.GuildID, need, func(intents int) any {
 		return s.msgJSON(m, true, intents&IntentMessageContent != 0)
 	})
 }
