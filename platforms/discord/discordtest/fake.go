@@ -302,10 +302,10 @@ type Server struct {
 	files        map[string]*Attachment // CDN path -> file
 	commands     map[string][]Command   // "" global, else guild id
 	conns        map[*gwConn]bool
-	session      *gwConn           // the latest identified connection
-	live         map[*gwConn]bool  // identified connections
-	overlaps     int               // identifies while another session of the same shard was live
-	gatewayDown  bool // refuse gateway connections (SetGatewayDown)
+	session      *gwConn          // the latest identified connection
+	live         map[*gwConn]bool // identified connections
+	overlaps     int              // identifies while another session of the same shard was live
+	gatewayDown  bool             // refuse gateway connections (SetGatewayDown)
 	identifies   []Identify
 	failed       []string
 	violations   []string
