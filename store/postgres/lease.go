@@ -27,6 +27,11 @@ import (
 // dropped a few Checks later, well after the holder gave up. The next
 // TryAcquire connects again.
 //
+// A lease is granted only 2*Check after its lock was taken: a previous
+// holder whose connection the server dropped (server restart, an
+// administrator's pg_terminate_backend) has noticed its loss and stopped
+// by then, so two replicas never act on one lease at the same time.
+//
 // The same connection holds a shared "presence" lock, so Peers counts the
 // replicas holding a Leases on the schema (to spread shards evenly).
 //
@@ -42,7 +47,7 @@ const (
 
 // DefaultLeaseCheck is how often a Leases checks its connection when
 // LeaseOptions.Check is not set.
-const DefaultLeaseCheck = 2 * time.Second
+const DefaultLeaseCheck = time.Second
 
 // LeaseOptions configures Leases.
 type LeaseOptions struct {
@@ -169,8 +174,9 @@ func (l *Leases) dropLocked() {
 	l.conn = nil
 }
 
-// TryAcquire takes the lease name when no replica holds it. It returns
-// ok false when another one does (or this Leases already does). lost
+// TryAcquire takes the lease name when no replica holds it, waiting
+// 2*Check before it returns the grant (see above). It returns ok false at
+// once when another replica holds it (or this Leases already does). lost
 // closes when the lease is lost (the connection failed); release gives it
 // up (it may be called more than once, and after a loss).
 func (l *Leases) TryAcquire(ctx context.Context, name string) (lost <-chan struct{}, release func(), ok bool, err error) {
@@ -199,7 +205,21 @@ func (l *Leases) TryAcquire(ctx context.Context, name string) (lost <-chan struc
 	}
 	ch := make(chan struct{})
 	l.held[name] = ch
-	return ch, func() { l.release(name, ch) }, true, nil
+	release = func() { l.release(name, ch) }
+	// The grace (see above), without holding l.mu: the pinger keeps
+	// checking the connection meanwhile.
+	l.mu.Unlock()
+	t := time.NewTimer(2 * l.check)
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+		t.Stop()
+		release()
+		l.mu.Lock()
+		return nil, nil, false, fmt.Errorf("postgres: lease %s: %w", name, ctx.Err())
+	}
+	l.mu.Lock()
+	return ch, release, true, nil
 }
 
 // release unlocks the lease name if ch is still its grant.

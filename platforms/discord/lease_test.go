@@ -1,0 +1,245 @@
+package discord
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"kontextbot/bot"
+	"kontextbot/platforms/discord/discordtest"
+	"kontextbot/store/postgres"
+	"kontextbot/store/postgres/pgtest"
+)
+
+// Lease timings of these tests: a lost connection is noticed within
+// 2*leaseCheck, and a free lease taken within leaseRetry + 2*leaseCheck
+// (the grant's grace) + the gateway handshake.
+const (
+	leaseCheck = 100 * time.Millisecond
+	leaseRetry = 100 * time.Millisecond
+	// takeover bounds the wait for another replica to connect.
+	takeover = 5 * time.Second
+)
+
+// replica is one adapter with its own connections to the database, as a
+// replica process has.
+type replica struct {
+	name   string
+	db     *postgres.DB
+	leases *postgres.Leases
+	b      *Bot
+}
+
+// replicas starts n adapters, each with a PostgreSQL lease holder of its
+// own on one schema, against one fake Discord.
+func replicas(t *testing.T, dc *discordtest.Server, n, shards int) []*replica {
+	t.Helper()
+	url := pgtest.Schema(t)
+	var rs []*replica
+	for i := range n {
+		db, err := postgres.Open(context.Background(), url, postgres.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &replica{name: fmt.Sprintf("r%d", i), db: db}
+		leases := db.Leases(postgres.LeaseOptions{Check: leaseCheck, Replica: r.name})
+		r.leases = leases
+		r.b, err = New(Config{Token: dc.Token(), GuildID: "1", APIURL: dc.URL, Shards: shards,
+			Leaser: leases, LeaseRetry: leaseRetry}, stubCore{submitted: make(chan *bot.Request, 10)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.b.Start(context.Background()); err != nil {
+			t.Fatalf("%s: Start: %v", r.name, err)
+		}
+		t.Cleanup(func() {
+			r.b.Close()
+			leases.Close()
+			db.Close()
+		})
+		rs = append(rs, r)
+	}
+	return rs
+}
+
+// shardsOf lists the shards r holds.
+func (r *replica) shardsOf() []int {
+	r.b.mu.Lock()
+	defer r.b.mu.Unlock()
+	var ids []int
+	for _, sh := range r.b.shards {
+		if sh.s != nil {
+			ids = append(ids, sh.id)
+		}
+	}
+	return ids
+}
+
+// kill ends r's lease connection from the server's side, as when r's
+// process dies: the server releases its locks.
+func (r *replica) kill(t *testing.T) {
+	t.Helper()
+	var n int
+	err := r.db.Pool().QueryRow(context.Background(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE application_name = $1`, "kontextbot-leases/"+r.name).Scan(&n)
+	if err != nil || n != 1 {
+		t.Fatalf("kill %s: %d connections ended, %v", r.name, n, err)
+	}
+}
+
+// die is r's death: the server drops its lease connection, and nothing
+// of r comes back.
+func (r *replica) die(t *testing.T) {
+	t.Helper()
+	r.kill(t)
+	r.leases.Close()
+	r.b.Close()
+}
+
+// holders maps each shard to the replicas holding it.
+func holders(rs []*replica) map[int][]string {
+	m := map[int][]string{}
+	for _, r := range rs {
+		for _, id := range r.shardsOf() {
+			m[id] = append(m[id], r.name)
+		}
+	}
+	return m
+}
+
+// TestGatewayLeaseOneHolder: two replicas on one database connect one
+// gateway session between them; when the holder dies the other connects
+// within the takeover bound, never while the first still is; the replica
+// without the gateway is healthy and delivers over REST.
+func TestGatewayLeaseOneHolder(t *testing.T) {
+	dc := discordtest.New(discordtest.Options{})
+	t.Cleanup(dc.Close) // after the replicas' cleanups
+	dc.AddTextChannel("1", "10", "art")
+	rs := replicas(t, dc, 2, 1)
+
+	if !dc.Wait(takeover, func() bool { return len(dc.Sessions()) == 1 }) {
+		t.Fatalf("sessions = %v, want 1", dc.Sessions())
+	}
+	h := holders(rs)
+	if len(h[0]) != 1 {
+		t.Fatalf("shard 0 held by %v, want one replica", h[0])
+	}
+	holder, standby := rs[0], rs[1]
+	if h[0][0] == rs[1].name {
+		holder, standby = rs[1], rs[0]
+	}
+	for _, r := range rs {
+		if err := r.b.Healthy(); err != nil {
+			t.Errorf("%s: Healthy = %v", r.name, err)
+		}
+	}
+
+	t.Run("the standby delivers over REST", func(t *testing.T) {
+		in, err := dc.Slash("10", "5", "imagine", discordtest.String("prompt", "a lighthouse"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var req *bot.Request
+		select {
+		case req = <-holder.b.core.(stubCore).submitted:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the gateway holder did not take the command")
+		}
+		select {
+		case <-standby.b.core.(stubCore).submitted:
+			t.Fatal("the standby received the command too")
+		default:
+		}
+		job := &bot.Job{ID: "j1", User: "5", Prompt: "a lighthouse", Origin: req.Origin}
+		d := &bot.Delivery{Job: job, Turn: bot.Turn{ID: "i1", Prompt: "a lighthouse", Format: "png"}, Image: testPNG(t)}
+		posted, err := standby.b.Reporter(job).Deliver(context.Background(), job, d)
+		if err != nil {
+			t.Fatalf("standby Deliver: %v", err)
+		}
+		if msg, ok := dc.Message(posted.MessageID); !ok || len(msg.Attachments) != 1 {
+			t.Errorf("delivered %+v, want the image", msg)
+		}
+		_ = in
+	})
+
+	t.Run("the holder dies and the standby takes over", func(t *testing.T) {
+		before := len(dc.Identifies())
+		holder.kill(t)
+		if !dc.Wait(takeover, func() bool {
+			h := holders(rs)
+			return len(dc.Sessions()) == 1 && len(h[0]) == 1 && h[0][0] == standby.name
+		}) {
+			t.Fatalf("after the holder died: sessions %v, holders %v; want the standby alone", dc.Sessions(), holders(rs))
+		}
+		if n := len(dc.Identifies()); n != before+1 {
+			t.Errorf("%d identifies after the takeover, want 1", n-before)
+		}
+		if n := dc.Overlaps(); n != 0 {
+			t.Errorf("%d sessions of one shard overlapped", n)
+		}
+		// Messages now reach the new holder only.
+		if _, err := dc.Slash("10", "5", "imagine", discordtest.String("prompt", "after")); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-standby.b.core.(stubCore).submitted:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the new holder did not take the command")
+		}
+		for _, r := range rs {
+			if err := r.b.Healthy(); err != nil {
+				t.Errorf("%s: Healthy = %v", r.name, err)
+			}
+		}
+	})
+
+	t.Run("a closed holder hands over", func(t *testing.T) {
+		standby.b.Close()
+		if !dc.Wait(takeover, func() bool {
+			h := holders(rs)
+			return len(dc.Sessions()) == 1 && len(h[0]) == 1 && h[0][0] == holder.name
+		}) {
+			t.Fatalf("after Close: sessions %v, holders %v; want %s alone", dc.Sessions(), holders(rs), holder.name)
+		}
+		if n := dc.Overlaps(); n != 0 {
+			t.Errorf("%d sessions of one shard overlapped", n)
+		}
+	})
+}
+
+// TestGatewayLeaseShards: with 2 shards and 2 replicas each holds one,
+// whichever started first; when one dies the other holds both.
+func TestGatewayLeaseShards(t *testing.T) {
+	dc := discordtest.New(discordtest.Options{})
+	t.Cleanup(dc.Close) // after the replicas' cleanups
+	rs := replicas(t, dc, 2, 2)
+
+	spread := func() bool {
+		s := dc.Sessions()
+		return len(s) == 2 && s[0] == discordtest.Session{Shard: 0, Shards: 2} && s[1] == discordtest.Session{Shard: 1, Shards: 2} &&
+			len(rs[0].shardsOf()) == 1 && len(rs[1].shardsOf()) == 1
+	}
+	if !dc.Wait(takeover, spread) {
+		t.Fatalf("sessions %v, holders %v; want one shard each", dc.Sessions(), holders(rs))
+	}
+	for _, id := range dc.Identifies() {
+		if len(id.Shard) != 2 || id.Shard[1] != 2 {
+			t.Errorf("identify with shard %v, want [id 2]", id.Shard)
+		}
+	}
+	if n := dc.Overlaps(); n != 0 {
+		t.Errorf("%d sessions of one shard overlapped", n)
+	}
+
+	rs[0].die(t)
+	if !dc.Wait(takeover, func() bool {
+		return len(dc.Sessions()) == 2 && slices.Equal(rs[1].shardsOf(), []int{0, 1}) && len(rs[0].shardsOf()) == 0
+	}) {
+		t.Fatalf("after r0 died: sessions %v, holders %v; want r1 holding both", dc.Sessions(), holders(rs))
+	}
+	if n := dc.Overlaps(); n != 0 {
+		t.Errorf("%d sessions of one shard overlapped", n)
+	}
+}
