@@ -73,6 +73,12 @@ type config struct {
 	DiscordToken  string
 	DiscordGuild  string
 	DiscordAPIURL string
+	DiscordShards int   // DISCORD_SHARDS: gateway shards, spread over the replicas
+	DiscordShard  []int // DISCORD_SHARD_ID: the one shard this replica may hold; nil: any
+
+	ReplicaID  string        // KONTEXT_REPLICA_ID, else the host name: names this process
+	LeaseRetry time.Duration // KONTEXT_LEASE_RETRY: how often a free gateway lease is tried
+	LeaseCheck time.Duration // KONTEXT_LEASE_CHECK: how often the lease connection is checked
 
 	SlackBotToken      string
 	SlackAppToken      string
@@ -271,6 +277,19 @@ func loadConfig(getenv envFunc) (config, error) {
 	c.DiscordToken = strings.TrimPrefix(p.str("DISCORD_BOT_TOKEN", ""), "Bot ")
 	c.DiscordGuild = p.str("DISCORD_GUILD_ID", "")
 	c.DiscordAPIURL = p.optionalURL("DISCORD_API_URL")
+	c.DiscordShards = p.intIn("DISCORD_SHARDS", 1, 1, 4096)
+	if p.str("DISCORD_SHARD_ID", "") != "" {
+		c.DiscordShard = []int{p.intIn("DISCORD_SHARD_ID", 0, 0, c.DiscordShards-1)}
+	}
+	c.ReplicaID = p.str("KONTEXT_REPLICA_ID", "")
+	if c.ReplicaID == "" {
+		c.ReplicaID, _ = os.Hostname()
+	}
+	if c.ReplicaID == "" {
+		c.ReplicaID = "kontextbot"
+	}
+	c.LeaseRetry = p.duration("KONTEXT_LEASE_RETRY", 3*time.Second)
+	c.LeaseCheck = p.duration("KONTEXT_LEASE_CHECK", time.Second)
 	c.SlackBotToken = p.str("SLACK_BOT_TOKEN", "")
 	c.SlackAppToken = p.str("SLACK_APP_TOKEN", "")
 	c.SlackSigningSecret = p.str("SLACK_SIGNING_SECRET", "")

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"maps"
+	"strings"
+	"time"
+	"testing"
+
+	"kontextbot/kontext/kontexttest"
+	"kontextbot/store/postgres"
+	"kontextbot/store/postgres/pgtest"
+)
+
+// TestServeMetricsPerReplica scrapes /metrics of serve on PostgreSQL: the
+// replica's info series names it, and the shared queue's depth and busy
+// slots are what the database holds, jobs submitted by another replica
+// included.
+func TestServeMetricsPerReplica(t *testing.T) {
+	url := pgtest.Schema(t)
+	b := bothStart(t, kontexttest.Options{}, map[string]string{
+		"KONTEXT_DATABASE_URL": url, "KONTEXT_REPLICA_ID": "replica-a", "KONTEXT_SLOTS": "4",
+	})
+	m := b.metrics()
+	if got := value(m, "kontextbot_replica_info", map[string]string{"replica": "replica-a", "backend": "postgres"}); got != 1 {
+		t.Errorf("kontextbot_replica_info{replica=replica-a,backend=postgres} = %v, want 1", got)
+	}
+	for name, want := range map[string]float64{"kontextbot_shared_queue_up": 1, "kontextbot_shared_slots": 4,
+		"kontextbot_shared_queue_waiting": 0, "kontextbot_shared_slots_busy": 0} {
+		if got := value(m, name, nil); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+
+	// Another replica's jobs: three submitted, one of them started.
+	other, err := postgres.Open(context.Background(), url, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	q := other.Queue("replica-b", postgres.QueueOptions{Slots: 4})
+	for i := range 3 {
+		if _, err := q.Submit(context.Background(), fmt.Sprintf("job%d", i), "u1", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if j, err := q.Next(context.Background()); err != nil || j == nil {
+		t.Fatalf("Next: %v, %v", j, err)
+	}
+	m = b.metrics()
+	for name, want := range map[string]float64{"kontextbot_shared_queue_up": 1, "kontextbot_shared_queue_waiting": 2, "kontextbot_shared_slots_busy": 1} {
+		if got := value(m, name, nil); got != want {
+			t.Errorf("after another replica's jobs: %s = %v, want %v", name, got, want)
+		}
+	}
+}
+
+// TestSharedQueueMetricsWithoutDatabase: when the database does not
+// answer within the timeout, the scrape still succeeds and says so with
+// kontextbot_shared_queue_up 0 and no stale figures.
+func TestSharedQueueMetricsWithoutDatabase(t *testing.T) {
+	m := newMetrics()
+	m.watchSharedQueue(func(ctx context.Context) (sharedQueueStats, error) {
+		<-ctx.Done() // a database that never answers
+		return sharedQueueStats{}, ctx.Err()
+	}, 50*time.Millisecond, slog.New(slog.DiscardHandler))
+	fams, err := m.reg.Gather()
+	if err != nil {
+		t.Fatalf("Gather: %v", err)
+	}
+	got := map[string]float64{}
+	for _, f := range fams {
+		if strings.HasPrefix(f.GetName(), "kontextbot_shared_") {
+			got[f.GetName()] = f.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	if want := map[string]float64{"kontextbot_shared_queue_up": 0}; !maps.Equal(got, want) {
+		t.Errorf("got %v, want %v", got, want)
+	}
+}
