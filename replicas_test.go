@@ -6,8 +6,8 @@ import (
 	"log/slog"
 	"maps"
 	"strings"
-	"time"
 	"testing"
+	"time"
 
 	"kontextbot/kontext/kontexttest"
 	"kontextbot/store/postgres"
