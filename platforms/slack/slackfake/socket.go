@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -25,6 +26,8 @@ type Envelope struct {
 	Payload json.RawMessage
 
 	mu     sync.Mutex
+	conn   int // Socket Mode: the number of the connection it went out on
+	retry  int // retry_attempt
 	sent   time.Time
 	acked  time.Time
 	status int // HTTP mode: the bot's answer
@@ -63,6 +66,14 @@ func (e *Envelope) Latency() time.Duration {
 	return e.acked.Sub(e.sent)
 }
 
+// Connection is the number (1 for the first opened, and so on) of the
+// Socket Mode connection the envelope went out on; 0 before it is sent.
+func (e *Envelope) Connection() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.conn
+}
+
 // Status is the HTTP status the bot answered (HTTP mode).
 func (e *Envelope) Status() int {
 	e.mu.Lock()
@@ -88,8 +99,14 @@ func (e *Envelope) ack(status int, body []byte) bool {
 	return true
 }
 
+// MaxConnections is how many Socket Mode connections Slack keeps open for
+// one app at once ("up to 10"); envelopes are spread over them, each going
+// out on one connection only.
+const MaxConnections = 10
+
 // wsConn is one Socket Mode connection.
 type wsConn struct {
+	n    int // its number, from 1
 	ws   *websocket.Conn
 	wmu  sync.Mutex
 	once sync.Once
@@ -134,16 +151,21 @@ func (s *Server) serveSocket(w http.ResponseWriter, r *http.Request) {
 		ws.Close()
 		return
 	}
-	old := s.conn
-	s.conn = c
+	if len(s.socks) >= MaxConnections {
+		s.mu.Unlock()
+		s.problem("Socket Mode: more than %d connections open at once", MaxConnections)
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "too many connections"), time.Now().Add(time.Second))
+		ws.Close()
+		return
+	}
 	s.conns++
 	n := s.conns
+	c.n = n
+	s.socks = append(s.socks, c)
+	open := len(s.socks)
 	s.notify()
 	s.mu.Unlock()
-	if old != nil {
-		old.close() // Slack may keep several; one at a time is enough here
-	}
-	_ = c.write(map[string]any{"type": "hello", "num_connections": 1,
+	_ = c.write(map[string]any{"type": "hello", "num_connections": open,
 		"debug_info":      map[string]any{"host": "applink-fake-" + strconv.Itoa(n), "build_number": 1, "approximate_connection_time": 18060},
 		"connection_info": map[string]any{"app_id": s.opts.AppID}})
 	s.wake()
@@ -166,8 +188,8 @@ func (s *Server) serveSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	c.close()
 	s.mu.Lock()
-	if s.conn == c {
-		s.conn = nil
+	if i := slices.Index(s.socks, c); i >= 0 {
+		s.socks = slices.Delete(s.socks, i, i+1)
 		s.notify()
 	}
 	s.mu.Unlock()
@@ -195,16 +217,36 @@ func (s *Server) pinger(c *wsConn) {
 	}
 }
 
-// Disconnect asks the Socket Mode client to reconnect, as Slack does
+// Disconnect asks every Socket Mode client to reconnect, as Slack does
 // every few hours.
 func (s *Server) Disconnect() {
 	s.mu.Lock()
-	c := s.conn
+	socks := slices.Clone(s.socks)
 	s.mu.Unlock()
-	if c != nil {
+	for _, c := range socks {
 		_ = c.write(map[string]any{"type": "disconnect", "reason": "refresh_requested",
 			"debug_info": map[string]any{"host": "applink-fake"}})
 	}
+}
+
+// Redeliver sends an Events API envelope's event again as a new envelope
+// with the next retry_attempt (reason "timeout"), as Slack retries events;
+// with several connections it goes out on the next one, so usually to
+// another replica. The event (and its event_id) is the same.
+func (s *Server) Redeliver(e *Envelope) *Envelope {
+	e.mu.Lock()
+	retry := e.retry + 1
+	e.mu.Unlock()
+	if e.Type != "events_api" {
+		s.problem("Redeliver: Slack retries Events API envelopes only, not %s", e.Type)
+	}
+	s.mu.Lock()
+	r := &Envelope{ID: s.newID("env-"), Type: e.Type, Payload: e.Payload, retry: retry, done: make(chan struct{})}
+	s.envelopes = append(s.envelopes, r)
+	s.queue = append(s.queue, r)
+	s.mu.Unlock()
+	s.wake()
+	return r
 }
 
 func (s *Server) acked(id string, status int, body []byte) {
@@ -262,10 +304,17 @@ func (s *Server) sender() {
 	for {
 		s.mu.Lock()
 		var e *Envelope
-		target, c := s.httpTarget, s.conn
-		if len(s.queue) > 0 && (target != "" || c != nil) {
+		var c *wsConn
+		target := s.httpTarget
+		if len(s.queue) > 0 && (target != "" || len(s.socks) > 0) {
 			e = s.queue[0]
 			s.queue = s.queue[1:]
+			if target == "" {
+				// Slack sends each envelope on one of the app's
+				// connections; round-robin here, so tests can tell.
+				c = s.socks[s.next%len(s.socks)]
+				s.next++
+			}
 		}
 		s.mu.Unlock()
 		if e == nil {
@@ -280,11 +329,18 @@ func (s *Server) sender() {
 			s.post(target, e)
 			continue
 		}
+		e.mu.Lock()
+		e.conn = c.n
+		retry := e.retry
+		e.mu.Unlock()
 		s.markSent(e)
 		env := map[string]any{"envelope_id": e.ID, "type": e.Type, "payload": e.Payload,
 			"accepts_response_payload": e.Type != "events_api"}
 		if e.Type == "events_api" {
-			env["retry_attempt"], env["retry_reason"] = 0, ""
+			env["retry_attempt"], env["retry_reason"] = retry, ""
+			if retry > 0 {
+				env["retry_reason"] = "timeout"
+			}
 		}
 		if err := c.write(env); err != nil {
 			s.problem("Socket Mode: could not send envelope %s: %v", e.ID, err)
