@@ -28,6 +28,7 @@ type Envelope struct {
 	mu     sync.Mutex
 	conn   int // Socket Mode: the number of the connection it went out on
 	retry  int // retry_attempt
+	avoid  int // a redelivery: the connection the first delivery used
 	sent   time.Time
 	acked  time.Time
 	status int // HTTP mode: the bot's answer
@@ -230,18 +231,20 @@ func (s *Server) Disconnect() {
 }
 
 // Redeliver sends an Events API envelope's event again as a new envelope
-// with the next retry_attempt (reason "timeout"), as Slack retries events;
-// with several connections it goes out on the next one, so usually to
-// another replica. The event (and its event_id) is the same.
+// with the next retry_attempt (reason "timeout"), as Slack retries events.
+// Slack may send a retry on any of the app's connections; this one goes
+// out on another connection than e did when there is one (another
+// replica: the case de-duplication must handle). The event (and its
+// event_id) is the same.
 func (s *Server) Redeliver(e *Envelope) *Envelope {
 	e.mu.Lock()
-	retry := e.retry + 1
+	retry, avoid := e.retry+1, e.conn
 	e.mu.Unlock()
 	if e.Type != "events_api" {
 		s.problem("Redeliver: Slack retries Events API envelopes only, not %s", e.Type)
 	}
 	s.mu.Lock()
-	r := &Envelope{ID: s.newID("env-"), Type: e.Type, Payload: e.Payload, retry: retry, done: make(chan struct{})}
+	r := &Envelope{ID: s.newID("env-"), Type: e.Type, Payload: e.Payload, retry: retry, avoid: avoid, done: make(chan struct{})}
 	s.envelopes = append(s.envelopes, r)
 	s.queue = append(s.queue, r)
 	s.mu.Unlock()
@@ -314,6 +317,9 @@ func (s *Server) sender() {
 				// connections; round-robin here, so tests can tell.
 				c = s.socks[s.next%len(s.socks)]
 				s.next++
+				for i := 0; c.n == e.avoid && i < len(s.socks); i++ {
+					c = s.socks[(s.next+i)%len(s.socks)]
+				}
 			}
 		}
 		s.mu.Unlock()
@@ -451,4 +457,11 @@ func (s *Server) CheckAcks() []string {
 		}
 	}
 	return s.Problems()
+}
+
+// Envelopes lists every envelope sent so far, oldest first.
+func (s *Server) Envelopes() []*Envelope {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.envelopes)
 }
