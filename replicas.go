@@ -36,7 +36,7 @@ func setupReplica(cfg config, a *app, log *slog.Logger) (discord.Leaser, func())
 		st, err := q.Stats(ctx)
 		return sharedQueueStats{Slots: st.Slots, Running: st.Running, Waiting: st.Waiting}, err
 	}, sharedScrapeTimeout, log)
-	leases := pg.Leases(postgres.LeaseOptions{Check: cfg.LeaseCheck, Replica: cfg.ReplicaID,
+	leases := pg.Leases(postgres.LeaseOptions{Check: cfg.GatewayCheck, Replica: cfg.ReplicaID,
 		Logger: log.With("component", "leases")})
 	return leases, func() { leases.Close() }
 }

@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
+	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -78,5 +81,58 @@ func TestSharedQueueMetricsWithoutDatabase(t *testing.T) {
 	}
 	if want := map[string]float64{"kontextbot_shared_queue_up": 0}; !maps.Equal(got, want) {
 		t.Errorf("got %v, want %v", got, want)
+	}
+}
+
+// TestReplicaConfig reads the variables of running as several replicas.
+func TestReplicaConfig(t *testing.T) {
+	host, _ := os.Hostname()
+	tests := []struct {
+		name         string
+		env          map[string]string
+		wantProblems []string
+		check        func(t *testing.T, c config)
+	}{
+		{name: "defaults", env: map[string]string{}, check: func(t *testing.T, c config) {
+			if c.DiscordShards != 1 || c.DiscordShard != nil || c.GatewayRetry != 3*time.Second || c.GatewayCheck != time.Second {
+				t.Errorf("got shards %d, shard %v, retry %s, check %s; want 1, any, 3s, 1s", c.DiscordShards, c.DiscordShard, c.GatewayRetry, c.GatewayCheck)
+			}
+			if host != "" && c.ReplicaID != host {
+				t.Errorf("replica id %q, want the host name %q", c.ReplicaID, host)
+			}
+		}},
+		{name: "all set", env: map[string]string{"DISCORD_SHARDS": "4", "DISCORD_SHARD_ID": "3", "KONTEXT_REPLICA_ID": "bot-a",
+			"DISCORD_GATEWAY_RETRY": "500ms", "DISCORD_GATEWAY_CHECK": "2s"}, check: func(t *testing.T, c config) {
+			if c.DiscordShards != 4 || !slices.Equal(c.DiscordShard, []int{3}) || c.ReplicaID != "bot-a" ||
+				c.GatewayRetry != 500*time.Millisecond || c.GatewayCheck != 2*time.Second {
+				t.Errorf("got %d %v %q %s %s", c.DiscordShards, c.DiscordShard, c.ReplicaID, c.GatewayRetry, c.GatewayCheck)
+			}
+		}},
+		{name: "shard id past the shards", env: map[string]string{"DISCORD_SHARDS": "2", "DISCORD_SHARD_ID": "2"}, wantProblems: []string{"DISCORD_SHARD_ID"}},
+		{name: "no shards", env: map[string]string{"DISCORD_SHARDS": "0"}, wantProblems: []string{"DISCORD_SHARDS"}},
+		{name: "zero retry and a bad check", env: map[string]string{"DISCORD_GATEWAY_RETRY": "0s", "DISCORD_GATEWAY_CHECK": "soon"},
+			wantProblems: []string{"DISCORD_GATEWAY_RETRY", "DISCORD_GATEWAY_CHECK"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.env["COMETAPI_API_KEY"] = "k"
+			c, err := loadConfig(envMap(tt.env))
+			if len(tt.wantProblems) == 0 {
+				if err != nil {
+					t.Fatalf("loadConfig: %v", err)
+				}
+				tt.check(t, c)
+				return
+			}
+			var ce *configError
+			if !errors.As(err, &ce) || len(ce.problems) != len(tt.wantProblems) {
+				t.Fatalf("got %v, want problems naming %v", err, tt.wantProblems)
+			}
+			for i, name := range tt.wantProblems {
+				if !strings.HasPrefix(ce.problems[i], name) {
+					t.Errorf("problem %d: got %q, want it to name %s", i, ce.problems[i], name)
+				}
+			}
+		})
 	}
 }

@@ -124,7 +124,7 @@ func newPlatforms(cfg config, core *bot.Core, leaser discord.Leaser, log *slog.L
 	if cfg.discordEnabled() {
 		d, err := discord.New(discord.Config{Token: cfg.DiscordToken, GuildID: cfg.DiscordGuild, APIURL: cfg.DiscordAPIURL,
 			Logger: log.With("platform", discord.Platform), Out: out, Wait: discordWait,
-			Shards: cfg.DiscordShards, ShardIDs: cfg.DiscordShard, Leaser: leaser, LeaseRetry: cfg.LeaseRetry}, core)
+			Shards: cfg.DiscordShards, ShardIDs: cfg.DiscordShard, Leaser: leaser, LeaseRetry: cfg.GatewayRetry}, core)
 		if err != nil {
 			return nil, nil, err
 		}
