@@ -408,7 +408,7 @@ func (b *Bot) Close() error {
 	var err error
 	b.closeOnce.Do(func() {
 		b.mu.Lock()
-		b.closed = true
+		b.closed, b.started = true, false
 		b.mu.Unlock()
 		b.cancel()
 		close(b.done)

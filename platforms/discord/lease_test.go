@@ -206,6 +206,9 @@ func TestGatewayLeaseOneHolder(t *testing.T) {
 		if n := dc.Overlaps(); n != 0 {
 			t.Errorf("%d sessions of one shard overlapped", n)
 		}
+		if err := standby.b.Healthy(); err == nil {
+			t.Error("a closed adapter reports healthy")
+		}
 	})
 }
 
