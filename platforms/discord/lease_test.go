@@ -46,7 +46,7 @@ func replicas(t *testing.T, dc *discordtest.Server, n, shards int) []*replica {
 		r := &replica{name: fmt.Sprintf("r%d", i), db: db}
 		leases := db.Leases(postgres.LeaseOptions{Check: leaseCheck, Replica: r.name})
 		r.leases = leases
-		r.b, err = New(Config{Token: dc.Token(), GuildID: "1", APIURL: dc.URL, Shards: shards,
+		r.b, err = New(Config{Token: dc.Token(), APIURL: dc.URL, Shards: shards, // global commands: every guild
 			Leaser: leases, LeaseRetry: leaseRetry}, stubCore{submitted: make(chan *bot.Request, 10)})
 		if err != nil {
 			t.Fatal(err)
@@ -213,10 +213,15 @@ func TestGatewayLeaseOneHolder(t *testing.T) {
 }
 
 // TestGatewayLeaseShards: with 2 shards and 2 replicas each holds one,
-// whichever started first; when one dies the other holds both.
+// though the first one started took both (it hands one over when the
+// second arrives); each guild's commands reach only the replica holding
+// its shard; when one replica dies the other holds both.
 func TestGatewayLeaseShards(t *testing.T) {
 	dc := discordtest.New(discordtest.Options{})
 	t.Cleanup(dc.Close) // after the replicas' cleanups
+	const guild0, guild1 = "1", "4194304" // shards (id >> 22) % 2: 0 and 1
+	dc.AddTextChannel(guild0, "10", "zero")
+	dc.AddTextChannel(guild1, "11", "one")
 	rs := replicas(t, dc, 2, 2)
 
 	spread := func() bool {
@@ -234,6 +239,40 @@ func TestGatewayLeaseShards(t *testing.T) {
 	}
 	if n := dc.Overlaps(); n != 0 {
 		t.Errorf("%d sessions of one shard overlapped", n)
+	}
+	for shardID, channel := range []string{"10", "11"} {
+		if _, err := dc.Slash(channel, "5", "imagine", discordtest.String("prompt", "shard "+channel)); err != nil {
+			t.Fatal(err)
+		}
+		// Wait for the first submission, then a moment more for a second
+		// one (a duplicate would come as fast).
+		var got []string
+		var quiet <-chan time.Time
+		deadline := time.After(5 * time.Second)
+	collect:
+		for {
+			for _, r := range rs {
+				select {
+				case req := <-r.b.core.(stubCore).submitted:
+					got = append(got, r.name+":"+req.Prompt)
+					if quiet == nil {
+						quiet = time.After(500 * time.Millisecond)
+					}
+				default:
+				}
+			}
+			select {
+			case <-quiet:
+				break collect
+			case <-deadline:
+				break collect
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		holder := holders(rs)[shardID]
+		if len(got) != 1 || len(holder) != 1 || got[0] != holder[0]+":shard "+channel {
+			t.Errorf("the command in channel %s (shard %d, held by %v) reached %v, want its holder once", channel, shardID, holder, got)
+		}
 	}
 
 	rs[0].die(t)
