@@ -17,15 +17,28 @@ import (
 	"kontextbot/store/postgres/pgtest"
 )
 
-// TestServeMetricsPerReplica scrapes /metrics of serve on PostgreSQL: the
-// replica's info series names it, and the shared queue's depth and busy
-// slots are what the database holds, jobs submitted by another replica
-// included.
+// TestServeMetricsPerReplica runs serve on PostgreSQL: Discord's gateway
+// is connected under the replica's lease (an advisory lock on its lease
+// connection), and /metrics names the replica and shows the shared
+// queue's depth and busy slots as the database holds them, jobs submitted
+// by another replica included.
 func TestServeMetricsPerReplica(t *testing.T) {
 	url := pgtest.Schema(t)
 	b := bothStart(t, kontexttest.Options{}, map[string]string{
 		"KONTEXT_DATABASE_URL": url, "KONTEXT_REPLICA_ID": "replica-a", "KONTEXT_SLOTS": "4",
 	})
+	// Discord's gateway is held under the replica's lease.
+	b.wait("the gateway", func() bool { return len(b.dc.Sessions()) == 1 })
+	other0, err := postgres.Open(context.Background(), url, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var holders int
+	if err := other0.Pool().QueryRow(context.Background(), `SELECT count(*) FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
+		WHERE a.application_name = 'kontextbot-leases/replica-a' AND l.locktype = 'advisory' AND l.mode = 'ExclusiveLock' AND l.granted`).Scan(&holders); err != nil || holders != 1 {
+		t.Errorf("advisory locks held by replica-a's lease connection: %d (%v), want 1 (Discord's shard)", holders, err)
+	}
+	other0.Close()
 	m := b.metrics()
 	if got := value(m, "kontextbot_replica_info", map[string]string{"replica": "replica-a", "backend": "postgres"}); got != 1 {
 		t.Errorf("kontextbot_replica_info{replica=replica-a,backend=postgres} = %v, want 1", got)
