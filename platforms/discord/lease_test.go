@@ -218,7 +218,7 @@ func TestGatewayLeaseOneHolder(t *testing.T) {
 // its shard; when one replica dies the other holds both.
 func TestGatewayLeaseShards(t *testing.T) {
 	dc := discordtest.New(discordtest.Options{})
-	t.Cleanup(dc.Close) // after the replicas' cleanups
+	t.Cleanup(dc.Close)                   // after the replicas' cleanups
 	const guild0, guild1 = "1", "4194304" // shards (id >> 22) % 2: 0 and 1
 	dc.AddTextChannel(guild0, "10", "zero")
 	dc.AddTextChannel(guild1, "11", "one")
