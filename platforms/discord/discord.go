@@ -186,14 +186,14 @@ func New(cfg Config, core Core) (*Bot, error) {
 	b.shardCount = max(cfg.Shards, 1)
 	if len(cfg.ShardIDs) == 0 {
 		for i := range b.shardCount {
-			b.shards = append(b.shards, &shard{id: i})
+			b.shards = append(b.shards, &shard{id: i, wake: make(chan struct{}, 1)})
 		}
 	}
 	for _, id := range cfg.ShardIDs {
 		if id < 0 || id >= b.shardCount {
 			return nil, fmt.Errorf("discord: shard %d is not one of the %d shards (DISCORD_SHARD_ID must be from 0 to DISCORD_SHARDS-1)", id, b.shardCount)
 		}
-		b.shards = append(b.shards, &shard{id: id})
+		b.shards = append(b.shards, &shard{id: id, wake: make(chan struct{}, 1)})
 	}
 	b.intents = baseIntents | discordgo.IntentMessageContent
 	transport := http.DefaultTransport.(*http.Transport).Clone()

@@ -63,8 +63,11 @@ type shard struct {
 	s       *discordgo.Session
 	lost    <-chan struct{}
 	release func()
-	// down is set when s lost its connection; keep opens it again.
-	down bool
+	// down is set when s lost its connection; keep opens it again, at
+	// once when wake says so (the first try after a loss), else at its
+	// next tick. quiet is set while keep closes s itself.
+	down, quiet bool
+	wake        chan struct{}
 }
 
 // leaseName names the lease of a shard.
@@ -91,8 +94,12 @@ func (b *Bot) newGateway(sh *shard) *discordgo.Session {
 	s.ShouldReconnectOnError = false
 	s.AddHandler(func(s *discordgo.Session, _ *discordgo.Disconnect) {
 		b.mu.Lock()
-		if sh.s == s {
+		if sh.s == s && !sh.quiet {
 			sh.down = true
+			select {
+			case sh.wake <- struct{}{}:
+			default:
+			}
 		}
 		b.mu.Unlock()
 	})
@@ -205,6 +212,11 @@ func (b *Bot) keep(sh *shard) {
 			b.log.Warn("discord: gateway lease lost; disconnecting this shard", "shard", sh.id)
 			b.dropShard(sh)
 			continue
+		case <-sh.wake:
+			b.mu.Lock()
+			s, down = sh.s, sh.down
+			connected = s != nil
+			b.mu.Unlock()
 		case <-t.C:
 		}
 		if connected && down {
@@ -236,8 +248,12 @@ func (b *Bot) reopen(sh *shard, s *discordgo.Session) {
 		b.log.Info("discord: gateway reconnected", "shard", sh.id)
 		return
 	}
-	_ = s.Close() // emits Disconnect: the next tick tries again
 	b.mu.Lock()
+	sh.quiet = true // our own Close: try again at the next tick, not at once
+	b.mu.Unlock()
+	_ = s.Close()
+	b.mu.Lock()
+	sh.quiet = false
 	if sh.s == s {
 		sh.down = true
 	}

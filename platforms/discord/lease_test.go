@@ -285,3 +285,43 @@ func TestGatewayLeaseShards(t *testing.T) {
 		t.Errorf("%d sessions of one shard overlapped", n)
 	}
 }
+
+// TestGatewayLeaseNoZombieAfterOutage: the holder loses its lease while
+// Discord's gateway is down (its session is reconnecting); when the
+// gateway comes back exactly one replica connects. discordgo's own
+// reconnect loop would keep reopening the dropped session after Close.
+func TestGatewayLeaseNoZombieAfterOutage(t *testing.T) {
+	dc := discordtest.New(discordtest.Options{})
+	t.Cleanup(dc.Close)
+	rs := replicas(t, dc, 2, 1)
+	if !dc.Wait(takeover, func() bool { return len(dc.Sessions()) == 1 && len(holders(rs)[0]) == 1 }) {
+		t.Fatalf("sessions %v, holders %v", dc.Sessions(), holders(rs))
+	}
+	holder := rs[0]
+	if holders(rs)[0][0] == rs[1].name {
+		holder = rs[1]
+	}
+	dc.SetGatewayDown(true)
+	if !dc.Wait(takeover, func() bool { return holder.b.Healthy() != nil }) {
+		t.Fatal("the holder reports healthy while the gateway is down")
+	}
+	holder.kill(t)
+	if !dc.Wait(takeover, func() bool { return len(holder.shardsOf()) == 0 }) {
+		t.Fatal("the holder kept the shard after losing its lease")
+	}
+	before := len(dc.Identifies())
+	dc.SetGatewayDown(false)
+	if !dc.Wait(takeover, func() bool { return len(dc.Sessions()) == 1 && len(holders(rs)[0]) == 1 }) {
+		t.Fatalf("after the outage: sessions %v, holders %v; want one", dc.Sessions(), holders(rs))
+	}
+	// Give a zombie reconnect (discordgo backs off 1, 2, 4 s) time to show.
+	time.Sleep(2500 * time.Millisecond)
+	if s := dc.Sessions(); len(s) != 1 || dc.Overlaps() != 0 || len(dc.Identifies()) != before+1 {
+		t.Errorf("sessions %v, overlaps %d, identifies %d since the outage; want 1, 0, 1", s, dc.Overlaps(), len(dc.Identifies())-before)
+	}
+	for _, r := range rs {
+		if err := r.b.Healthy(); err != nil {
+			t.Errorf("%s: %v", r.name, err)
+		}
+	}
+}

@@ -219,6 +219,11 @@ func (l *Leases) TryAcquire(ctx context.Context, name string) (lost <-chan struc
 		return nil, nil, false, fmt.Errorf("postgres: lease %s: %w", name, ctx.Err())
 	}
 	l.mu.Lock()
+	select {
+	case <-ch: // the connection was lost meanwhile, and the lease with it
+		return nil, nil, false, nil
+	default:
+	}
 	return ch, release, true, nil
 }
 
