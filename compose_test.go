@@ -117,10 +117,11 @@ func TestDockerCompose(t *testing.T) {
 			if err != nil || grace <= defaults.ShutdownTimeout {
 				t.Errorf("stop_grace_period %q, want more than SHUTDOWN_TIMEOUT's default %s", s.StopGracePeriod, defaults.ShutdownTimeout)
 			}
-			if s.Hostname == "" || hosts[s.Hostname] {
-				t.Errorf("hostname %q: every replica needs its own (it is the replica id)", s.Hostname)
+			id := s.Environment["KONTEXT_REPLICA_ID"]
+			if id == "" || hosts[id] {
+				t.Errorf("KONTEXT_REPLICA_ID %q: every replica needs its own (.env must not decide it for both)", id)
 			}
-			hosts[s.Hostname] = true
+			hosts[id] = true
 			env := map[string]string{"COMETAPI_API_KEY": "k", "DISCORD_BOT_TOKEN": "t"}
 			for k, v := range s.Environment {
 				env[k] = interpolate(v)

@@ -348,7 +348,12 @@ func (b *Bot) explainStart(err error) error {
 	if status(err) == http.StatusUnauthorized || closeCode(err) == 4004 {
 		return fmt.Errorf("discord: DISCORD_BOT_TOKEN was refused (%w): copy it again from the Developer Portal (your app → Bot → Reset Token)", err)
 	}
-	if code := closeCode(err); code != 0 {
+	switch code := closeCode(err); code {
+	case 0:
+	case 4010, 4011:
+		// Invalid shard; sharding required (too many servers for one).
+		return fmt.Errorf("discord: the gateway refused the shard (close code %d: %w): set DISCORD_SHARDS to the number Discord recommends (GET /gateway/bot, \"shards\"), the same on every replica", code, err)
+	default:
 		return fmt.Errorf("discord: the gateway closed the connection with code %d: %w", code, err)
 	}
 	return fmt.Errorf("discord: connecting to the gateway: %w", err)

@@ -2,10 +2,14 @@ package discord
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/gorilla/websocket"
 
 	"kontextbot/bot"
 	"kontextbot/platforms/discord/discordtest"
@@ -323,5 +327,31 @@ func TestGatewayLeaseNoZombieAfterOutage(t *testing.T) {
 		if err := r.b.Healthy(); err != nil {
 			t.Errorf("%s: %v", r.name, err)
 		}
+	}
+}
+
+// TestExplainGatewayCloses: a refused shard names DISCORD_SHARDS; a
+// refused token names DISCORD_BOT_TOKEN.
+func TestExplainGatewayCloses(t *testing.T) {
+	b := &Bot{}
+	for _, tc := range []struct {
+		code int
+		want string
+	}{
+		{4011, "DISCORD_SHARDS"},
+		{4010, "DISCORD_SHARDS"},
+		{4004, "DISCORD_BOT_TOKEN was refused"},
+		{4000, "code 4000"},
+	} {
+		t.Run(fmt.Sprint(tc.code), func(t *testing.T) {
+			err := b.explainStart(&websocket.CloseError{Code: tc.code})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want it to say %q", err, tc.want)
+			}
+			var ce *websocket.CloseError
+			if !errors.As(err, &ce) || ce.Code != tc.code {
+				t.Errorf("the close error is not wrapped: %v", err)
+			}
+		})
 	}
 }
