@@ -68,7 +68,18 @@ type shard struct {
 	// next tick. quiet is set while keep closes s itself.
 	down, quiet bool
 	wake        chan struct{}
+	// extra is set while sh is held beyond this replica's share, taken
+	// because no replica with room took it (replicas pinned with
+	// DISCORD_SHARD_ID can leave a shard to the others): never handed
+	// over for the share's sake. refrained counts the ticks this replica
+	// left sh alone while at its share. Both are keep's alone.
+	extra     bool
+	refrained int
 }
+
+// strandedAfter is how many retries a replica at its share leaves a free
+// shard to the others before it takes the shard itself.
+const strandedAfter = 3
 
 // leaseName names the lease of a shard.
 func leaseName(id int) string { return "discord/gateway/" + strconv.Itoa(id) }
@@ -156,7 +167,7 @@ func (b *Bot) tryShard(ctx context.Context, sh *shard) (bool, error) {
 func (b *Bot) dropShard(sh *shard) {
 	b.mu.Lock()
 	s, release := sh.s, sh.release
-	sh.s, sh.lost, sh.release = nil, nil, nil
+	sh.s, sh.lost, sh.release, sh.extra = nil, nil, nil, false
 	b.mu.Unlock()
 	if s == nil {
 		return
@@ -165,7 +176,8 @@ func (b *Bot) dropShard(sh *shard) {
 	release()
 }
 
-// held counts the shards this replica holds, and the highest of them.
+// held counts the shards this replica holds, and the highest of them it
+// may hand over (not held as extra; -1 if none).
 func (b *Bot) held() (n, highest int) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -173,7 +185,9 @@ func (b *Bot) held() (n, highest int) {
 	for _, sh := range b.shards {
 		if sh.s != nil {
 			n++
-			highest = sh.id
+			if !sh.extra {
+				highest = sh.id
+			}
 		}
 	}
 	return n, highest
@@ -193,8 +207,9 @@ func (b *Bot) fairShare(ctx context.Context) int {
 
 // keep holds shard sh for as long as the adapter runs: it disconnects when
 // the lease is lost, takes the lease again when it is free and this
-// replica holds less than its share, and hands its highest shard over
-// when it holds more than its share (a replica joined).
+// replica holds less than its share (or when the shard stayed free for
+// strandedAfter retries anyway), and hands its highest shard over when it
+// holds more than its share (a replica joined).
 func (b *Bot) keep(sh *shard) {
 	defer b.wg.Done()
 	t := time.NewTicker(b.leaseRetry)
@@ -229,10 +244,21 @@ func (b *Bot) keep(sh *shard) {
 		case connected && n > fair && highest == sh.id:
 			b.log.Info("discord: handing a gateway shard over to another replica", "shard", sh.id, "held", n, "share", fair)
 			b.dropShard(sh)
-		case !connected && n < fair:
-			if _, err := b.tryShard(b.ctx, sh); err != nil && b.ctx.Err() == nil {
+			sh.refrained = 0
+		case connected:
+		case n < fair || sh.refrained >= strandedAfter:
+			ok, err := b.tryShard(b.ctx, sh)
+			if err != nil && b.ctx.Err() == nil {
 				b.log.Warn("discord: connecting to the gateway", "shard", sh.id, "err", b.explainStart(err))
 			}
+			b.mu.Lock()
+			sh.extra = ok && n >= fair
+			b.mu.Unlock()
+			if ok {
+				sh.refrained = 0
+			}
+		default:
+			sh.refrained++
 		}
 	}
 }

@@ -40,6 +40,14 @@ type replica struct {
 // own on one schema, against one fake Discord.
 func replicas(t *testing.T, dc *discordtest.Server, n, shards int) []*replica {
 	t.Helper()
+	return replicasPinned(t, dc, make([][]int, n), shards)
+}
+
+// replicasPinned starts one adapter per entry of pins, each allowed the
+// shards its entry lists (nil: any).
+func replicasPinned(t *testing.T, dc *discordtest.Server, pins [][]int, shards int) []*replica {
+	t.Helper()
+	n := len(pins)
 	url := pgtest.Schema(t)
 	var rs []*replica
 	for i := range n {
@@ -50,7 +58,7 @@ func replicas(t *testing.T, dc *discordtest.Server, n, shards int) []*replica {
 		r := &replica{name: fmt.Sprintf("r%d", i), db: db}
 		leases := db.Leases(postgres.LeaseOptions{Check: leaseCheck, Replica: r.name})
 		r.leases = leases
-		r.b, err = New(Config{Token: dc.Token(), APIURL: dc.URL, Shards: shards, // global commands: every guild
+		r.b, err = New(Config{Token: dc.Token(), APIURL: dc.URL, Shards: shards, ShardIDs: pins[i], // global commands: every guild
 			Leaser: leases, LeaseRetry: leaseRetry}, stubCore{submitted: make(chan *bot.Request, 10)})
 		if err != nil {
 			t.Fatal(err)
@@ -353,5 +361,30 @@ func TestExplainGatewayCloses(t *testing.T) {
 				t.Errorf("the close error is not wrapped: %v", err)
 			}
 		})
+	}
+}
+
+// TestGatewayLeasePinnedShard: a replica pinned to shard 0
+// (DISCORD_SHARD_ID) joins one that holds both shards; the first hands a
+// shard over for the share's sake, the pinned one cannot take it, so the
+// first takes it back after a few retries rather than leave it
+// unconnected, and gives the pinned one shard 0.
+func TestGatewayLeasePinnedShard(t *testing.T) {
+	dc := discordtest.New(discordtest.Options{})
+	t.Cleanup(dc.Close)
+	rs := replicasPinned(t, dc, [][]int{nil, {0}}, 2)
+	if !dc.Wait(3*takeover, func() bool {
+		return len(dc.Sessions()) == 2 && slices.Equal(rs[0].shardsOf(), []int{1}) && slices.Equal(rs[1].shardsOf(), []int{0})
+	}) {
+		t.Fatalf("sessions %v, holders %v; want r1 (pinned) on shard 0, r0 on shard 1", dc.Sessions(), holders(rs))
+	}
+	if n := dc.Overlaps(); n != 0 {
+		t.Errorf("%d sessions of one shard overlapped", n)
+	}
+	// Stable: nothing moves any more.
+	before := len(dc.Identifies())
+	time.Sleep(20 * leaseRetry)
+	if n := len(dc.Identifies()); n != before || len(dc.Sessions()) != 2 {
+		t.Errorf("%d identifies after settling, sessions %v; want none and 2", n-before, dc.Sessions())
 	}
 }
