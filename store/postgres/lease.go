@@ -45,6 +45,9 @@ const (
 	presenceClass int32 = 0x6b707265 // "kpre"
 )
 
+// connectTimeout bounds opening the lease connection.
+const connectTimeout = 10 * time.Second
+
 // DefaultLeaseCheck is how often a Leases checks its connection when
 // LeaseOptions.Check is not set.
 const DefaultLeaseCheck = time.Second
@@ -189,12 +192,21 @@ func (l *Leases) TryAcquire(ctx context.Context, name string) (lost <-chan struc
 		return nil, nil, false, nil
 	}
 	if l.conn == nil {
-		if err := l.connect(ctx); err != nil {
+		// No lease is held without a connection: nothing waits on l.mu
+		// meanwhile but other tries.
+		cctx, cancel := context.WithTimeout(ctx, connectTimeout)
+		err := l.connect(cctx)
+		cancel()
+		if err != nil {
 			return nil, nil, false, fmt.Errorf("postgres: lease %s: connect: %w", name, err)
 		}
 	}
 	conn := l.conn
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext(current_schema() || '/' || $2))`, leaseClass, name).Scan(&ok); err != nil {
+	// Bounded like a ping: l.mu is held, and the pinger must not wait
+	// longer than that to notice a lost connection.
+	qctx, cancel := context.WithTimeout(ctx, l.check)
+	defer cancel()
+	if err := conn.QueryRow(qctx, `SELECT pg_try_advisory_lock($1, hashtext(current_schema() || '/' || $2))`, leaseClass, name).Scan(&ok); err != nil {
 		if conn.IsClosed() || ctx.Err() == nil {
 			l.dropLocked() // the session's state is unknown: start afresh
 		}
@@ -266,6 +278,14 @@ func (l *Leases) Peers(ctx context.Context) (int, error) {
 func (l *Leases) Close() error {
 	l.mu.Lock()
 	l.closed = true
+	if l.conn != nil && len(l.held) > 0 {
+		// Unlock before closing: the server releases a closed session's
+		// locks only once its backend has exited, a moment later; another
+		// replica trying right away would find them still held.
+		ctx, cancel := context.WithTimeout(context.Background(), l.check)
+		_, _ = l.conn.Exec(ctx, `SELECT pg_advisory_unlock_all()`)
+		cancel()
+	}
 	l.dropLocked()
 	l.mu.Unlock()
 	l.wg.Wait()
