@@ -388,3 +388,28 @@ func TestGatewayLeasePinnedShard(t *testing.T) {
 		t.Errorf("%d identifies after settling, sessions %v; want none and 2", n-before, dc.Sessions())
 	}
 }
+
+// TestGatewayShardsOneProcess: without a Leaser (bbolt, one process) Start
+// connects every shard before it returns, each identifying its own shard.
+func TestGatewayShardsOneProcess(t *testing.T) {
+	dc := discordtest.New(discordtest.Options{})
+	t.Cleanup(dc.Close)
+	b, err := New(Config{Token: dc.Token(), APIURL: dc.URL, Shards: 3}, stubCore{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	if err := b.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := []discordtest.Session{{Shard: 0, Shards: 3}, {Shard: 1, Shards: 3}, {Shard: 2, Shards: 3}}
+	if got := dc.Sessions(); !slices.Equal(got, want) {
+		t.Errorf("sessions %v, want %v", got, want)
+	}
+	if err := b.Healthy(); err != nil {
+		t.Errorf("Healthy: %v", err)
+	}
+	if _, err := New(Config{Token: dc.Token(), Shards: 2, ShardIDs: []int{2}}, stubCore{}); err == nil || !strings.Contains(err.Error(), "DISCORD_SHARD_ID") {
+		t.Errorf("shard 2 of 2: got %v, want an error naming DISCORD_SHARD_ID", err)
+	}
+}
