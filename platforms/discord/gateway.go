@@ -158,6 +158,15 @@ func (b *Bot) tryShard(ctx context.Context, sh *shard) (bool, error) {
 	b.mu.Lock()
 	sh.s, sh.lost, sh.release, sh.down = s, lost, release, false
 	b.mu.Unlock()
+	// A connection lost before sh.s was set went unflagged: look.
+	s.RLock()
+	ready := s.DataReady
+	s.RUnlock()
+	if !ready {
+		b.mu.Lock()
+		sh.down = true
+		b.mu.Unlock()
+	}
 	b.log.Info("discord: gateway connected under the lease", "shard", sh.id, "shards", b.shardCount)
 	return true, nil
 }
