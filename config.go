@@ -81,6 +81,12 @@ type config struct {
 	DiscordToken  string
 	DiscordGuild  string
 	DiscordAPIURL string
+	DiscordShards int   // DISCORD_SHARDS: gateway shards, spread over the replicas
+	DiscordShard  []int // DISCORD_SHARD_ID: the one shard this replica may hold; nil: any
+
+	ReplicaID    string        // KONTEXT_REPLICA_ID, else the host name: names this process in metrics and pg_stat_activity
+	GatewayRetry time.Duration // DISCORD_GATEWAY_RETRY: how often a replica tries to take a free gateway shard
+	GatewayCheck time.Duration // DISCORD_GATEWAY_CHECK: how often the connection holding the gateway leases is checked
 
 	SlackBotToken      string
 	SlackAppToken      string
@@ -200,6 +206,20 @@ func (p *parser) duration(name string, def time.Duration) time.Duration {
 	return d
 }
 
+// positiveDuration reads a duration that must be more than zero.
+func (p *parser) positiveDuration(name string, def time.Duration) time.Duration {
+	v := p.str(name, "")
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		p.fail("%s=%q is not valid: use a duration above zero such as 3s or 500ms (default %s)", name, v, def)
+		return def
+	}
+	return d
+}
+
 // optionalURL reads an http(s) URL that may be left unset.
 func (p *parser) optionalURL(name string) string {
 	if p.str(name, "") == "" {
@@ -293,6 +313,19 @@ func loadConfig(getenv envFunc) (config, error) {
 	c.DiscordToken = strings.TrimPrefix(p.str("DISCORD_BOT_TOKEN", ""), "Bot ")
 	c.DiscordGuild = p.str("DISCORD_GUILD_ID", "")
 	c.DiscordAPIURL = p.optionalURL("DISCORD_API_URL")
+	c.DiscordShards = p.intIn("DISCORD_SHARDS", 1, 1, 4096)
+	if p.str("DISCORD_SHARD_ID", "") != "" {
+		c.DiscordShard = []int{p.intIn("DISCORD_SHARD_ID", 0, 0, c.DiscordShards-1)}
+	}
+	c.ReplicaID = p.str("KONTEXT_REPLICA_ID", "")
+	if c.ReplicaID == "" {
+		c.ReplicaID, _ = os.Hostname()
+	}
+	if c.ReplicaID == "" {
+		c.ReplicaID = "kontextbot"
+	}
+	c.GatewayRetry = p.positiveDuration("DISCORD_GATEWAY_RETRY", 3*time.Second)
+	c.GatewayCheck = p.positiveDuration("DISCORD_GATEWAY_CHECK", time.Second)
 	c.SlackBotToken = p.str("SLACK_BOT_TOKEN", "")
 	c.SlackAppToken = p.str("SLACK_APP_TOKEN", "")
 	c.SlackSigningSecret = p.str("SLACK_SIGNING_SECRET", "")

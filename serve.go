@@ -74,7 +74,9 @@ func runServe(ctx context.Context, args []string, env envFunc, stdout, stderr io
 	if err != nil {
 		return err
 	}
-	platforms, handlers, err := newPlatforms(cfg, a.core, log, stdout)
+	leaser, closeLeases := setupReplica(cfg, a, log)
+	defer closeLeases() // after shutdown: the platforms are closed by then
+	platforms, handlers, err := newPlatforms(cfg, a.core, leaser, log, stdout)
 	if err != nil {
 		return errors.Join(err, a.close(context.Background()))
 	}
@@ -147,12 +149,13 @@ var discordWait func(ctx context.Context, d time.Duration) error
 
 // newPlatforms builds the adapter of every configured platform, and the
 // HTTP routes of those that serve some.
-func newPlatforms(cfg config, core *bot.Core, log *slog.Logger, out io.Writer) ([]platform, map[string]http.Handler, error) {
+func newPlatforms(cfg config, core *bot.Core, leaser discord.Leaser, log *slog.Logger, out io.Writer) ([]platform, map[string]http.Handler, error) {
 	var ps []platform
 	handlers := map[string]http.Handler{}
 	if cfg.discordEnabled() {
 		d, err := discord.New(discord.Config{Token: cfg.DiscordToken, GuildID: cfg.DiscordGuild, APIURL: cfg.DiscordAPIURL,
-			Logger: log.With("platform", discord.Platform), Out: out, Wait: discordWait}, core)
+			Logger: log.With("platform", discord.Platform), Out: out, Wait: discordWait,
+			Shards: cfg.DiscordShards, ShardIDs: cfg.DiscordShard, Leaser: leaser, LeaseRetry: cfg.GatewayRetry}, core)
 		if err != nil {
 			return nil, nil, err
 		}

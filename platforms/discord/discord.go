@@ -69,6 +69,19 @@ type Config struct {
 	// real timer. Tests pass a fake clock so a long retry_after costs no
 	// time.
 	Wait func(ctx context.Context, d time.Duration) error
+	// Shards is the number of gateway shards (DISCORD_SHARDS); zero means
+	// one. Each shard is a lease: with several replicas each holds its
+	// share of the shards.
+	Shards int
+	// ShardIDs, when set, are the only shards this replica may hold
+	// (DISCORD_SHARD_ID); by default any.
+	ShardIDs []int
+	// Leaser grants the gateway's leases across replicas; nil means this
+	// process holds every shard (one process).
+	Leaser Leaser
+	// LeaseRetry is how often a replica without a shard's lease tries to
+	// take it; zero means DefaultLeaseRetry.
+	LeaseRetry time.Duration
 }
 
 // Core is what the adapter needs of the bot core; *bot.Core is one.
@@ -87,15 +100,20 @@ var _ Core = (*bot.Core)(nil)
 
 // Bot is the Discord adapter.
 type Bot struct {
-	cfg   Config
-	core  Core
-	log   *slog.Logger
-	out   io.Writer
-	now   func() time.Time
-	wait  func(ctx context.Context, d time.Duration) error
-	s     *discordgo.Session
-	api   *url.URL     // Config.APIURL parsed, or nil
-	fetch *http.Client // attachment downloads: never carries the token
+	cfg  Config
+	core Core
+	log  *slog.Logger
+	out  io.Writer
+	now  func() time.Time
+	wait func(ctx context.Context, d time.Duration) error
+	s    *discordgo.Session // REST; the gateway's sessions are per shard
+	api  *url.URL           // Config.APIURL parsed, or nil
+
+	leaser     Leaser
+	leaseRetry time.Duration
+	shardCount int
+	shards     []*shard
+	fetch      *http.Client // attachment downloads: never carries the token
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -109,6 +127,8 @@ type Bot struct {
 	botName  string
 	appFlags int
 	content  bool // the Message Content intent is in use
+	intents  discordgo.Intent
+	started  bool
 	warned   bool
 	channels map[string]chanInfo
 	trackers map[string]*tracker
@@ -157,6 +177,27 @@ func New(cfg Config, core Core) (*Bot, error) {
 	if b.wait == nil {
 		b.wait = sleep
 	}
+	b.leaser = cfg.Leaser
+	if b.leaser == nil {
+		b.leaser = &localLeaser{held: map[string]bool{}}
+	}
+	b.leaseRetry = cfg.LeaseRetry
+	if b.leaseRetry <= 0 {
+		b.leaseRetry = DefaultLeaseRetry
+	}
+	b.shardCount = max(cfg.Shards, 1)
+	if len(cfg.ShardIDs) == 0 {
+		for i := range b.shardCount {
+			b.shards = append(b.shards, &shard{id: i, wake: make(chan struct{}, 1)})
+		}
+	}
+	for _, id := range cfg.ShardIDs {
+		if id < 0 || id >= b.shardCount {
+			return nil, fmt.Errorf("discord: shard %d is not one of the %d shards (DISCORD_SHARD_ID must be from 0 to DISCORD_SHARDS-1)", id, b.shardCount)
+		}
+		b.shards = append(b.shards, &shard{id: id, wake: make(chan struct{}, 1)})
+	}
+	b.intents = baseIntents | discordgo.IntentMessageContent
 	transport := http.DefaultTransport.(*http.Transport).Clone()
 	var rt http.RoundTripper = &limits{next: transport}
 	if cfg.APIURL != "" {
@@ -179,10 +220,6 @@ func New(cfg Config, core Core) (*Bot, error) {
 	s.SyncEvents = true // events arrive in order; handlers return at once
 	s.ShouldRetryOnRateLimit = false
 	s.MaxRestRetries = 2
-	s.Identify.Intents = baseIntents | discordgo.IntentMessageContent
-	s.AddHandler(b.onReady)
-	s.AddHandler(b.onEvent)
-	s.AddHandler(b.onMessage)
 	b.s = s
 	b.fetch = &http.Client{Timeout: downloadTimeout, Transport: transport, CheckRedirect: b.checkRedirect}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
@@ -236,39 +273,47 @@ func (t *limits) RoundTrip(r *http.Request) (*http.Response, error) {
 // Name is the platform name.
 func (b *Bot) Name() string { return Platform }
 
-// Start connects to the gateway, registers the commands and returns once
-// events flow.
+// Start connects to the gateway of every shard whose lease is free,
+// reads who the bot is, registers the commands and returns; shards held
+// elsewhere are taken in the background when their holder goes. With no
+// Leaser (one process) every shard is connected when Start returns.
 func (b *Bot) Start(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	err := b.s.Open()
-	if closeCode(err) == 4014 {
-		// Disallowed intents: Message Content is not enabled for the app.
-		b.noMessageContent("the gateway refused it (close code 4014, disallowed intents)")
-		b.s.Identify.Intents = baseIntents
-		err = b.s.Open()
+	for _, sh := range b.shards {
+		if _, err := b.tryShard(ctx, sh); err != nil {
+			b.dropShards()
+			return b.explainStart(err)
+		}
 	}
-	if err != nil {
-		return b.explainStart(err)
+	b.mu.Lock()
+	appID := b.appID
+	b.mu.Unlock()
+	if appID == "" {
+		// No shard here: READY never came; ask REST.
+		if err := b.whoAmI(ctx); err != nil {
+			b.dropShards()
+			return b.explainStart(err)
+		}
 	}
 	b.mu.Lock()
 	flags, appID, name := b.appFlags, b.appID, b.botName
-	b.content = b.s.Identify.Intents&discordgo.IntentMessageContent != 0
+	b.content = b.intents&discordgo.IntentMessageContent != 0
 	b.mu.Unlock()
 	if b.content && flags&(flagGatewayMessageContent|flagGatewayMessageContentLimited) == 0 {
 		b.noMessageContent("the application's flags say it is not enabled")
 	}
 	if appID == "" {
-		_ = b.s.Close()
+		b.dropShards()
 		return errors.New("discord: the gateway's READY carried no application id")
 	}
-	err = b.retry(ctx, "register commands", true, func(opts []discordgo.RequestOption) error {
+	err := b.retry(ctx, "register commands", true, func(opts []discordgo.RequestOption) error {
 		_, err := b.s.ApplicationCommandBulkOverwrite(appID, b.cfg.GuildID, commands(), opts...)
 		return err
 	})
 	if err != nil {
-		_ = b.s.Close()
+		b.dropShards()
 		if status(err) == http.StatusForbidden && b.cfg.GuildID != "" {
 			return fmt.Errorf("discord: registering commands in server %s was refused (%w): invite the bot to that server with the URL below, with the applications.commands scope, or check DISCORD_GUILD_ID\n  %s",
 				b.cfg.GuildID, err, InviteURL(appID))
@@ -282,7 +327,23 @@ func (b *Bot) Start(ctx context.Context) error {
 	fmt.Fprintf(b.out, "Discord: connected as %s. Commands /imagine, /edit, /usage, /help, /kontext and \"Edit image\" registered %s.\n", name, where)
 	fmt.Fprintf(b.out, "Discord: invite the bot to a server with (scopes bot + applications.commands, permissions %d):\n  %s\n", Permissions, InviteURL(appID))
 	b.log.Info("discord connected", "bot", name, "app", appID, "message_content", b.content, "guild", b.cfg.GuildID)
+	b.mu.Lock()
+	b.started = true
+	if !b.closed {
+		for _, sh := range b.shards {
+			b.wg.Add(1)
+			go b.keep(sh)
+		}
+	}
+	b.mu.Unlock()
 	return nil
+}
+
+// dropShards disconnects every shard and gives up its lease.
+func (b *Bot) dropShards() {
+	for _, sh := range b.shards {
+		b.dropShard(sh)
+	}
 }
 
 // InviteURL is the OAuth2 URL that adds the bot to a server with the
@@ -296,7 +357,12 @@ func (b *Bot) explainStart(err error) error {
 	if status(err) == http.StatusUnauthorized || closeCode(err) == 4004 {
 		return fmt.Errorf("discord: DISCORD_BOT_TOKEN was refused (%w): copy it again from the Developer Portal (your app → Bot → Reset Token)", err)
 	}
-	if code := closeCode(err); code != 0 {
+	switch code := closeCode(err); code {
+	case 0:
+	case 4010, 4011:
+		// Invalid shard; sharding required (too many servers for one).
+		return fmt.Errorf("discord: the gateway refused the shard (close code %d: %w): set DISCORD_SHARDS to the number Discord recommends (GET /gateway/bot, \"shards\"), the same on every replica", code, err)
+	default:
 		return fmt.Errorf("discord: the gateway closed the connection with code %d: %w", code, err)
 	}
 	return fmt.Errorf("discord: connecting to the gateway: %w", err)
@@ -355,29 +421,22 @@ func (b *Bot) ids() (appID, botID string) {
 func (b *Bot) Close() error {
 	var err error
 	b.closeOnce.Do(func() {
-		err = b.s.Close()
 		b.mu.Lock()
-		b.closed = true
+		b.closed, b.started = true, false
 		b.mu.Unlock()
 		b.cancel()
 		close(b.done)
 		b.wg.Wait()
+		b.dropShards() // those Start took, when it failed or no keeper ran
 		b.s.Client.CloseIdleConnections()
 		b.fetch.CloseIdleConnections()
 	})
 	return err
 }
 
-// Healthy is nil while the gateway connection is up.
-func (b *Bot) Healthy() error {
-	b.s.RLock()
-	ready := b.s.DataReady
-	b.s.RUnlock()
-	if !ready {
-		return errors.New("discord: not connected to the gateway")
-	}
-	return nil
-}
+// Healthy is nil once started while the gateway connection of every
+// shard this replica holds is up (a replica holding none is a standby).
+func (b *Bot) Healthy() error { return b.gatewayHealth() }
 
 // spawn runs f in a goroutine Close waits for; false once closed.
 func (b *Bot) spawn(f func(ctx context.Context)) bool {

@@ -250,6 +250,14 @@ type Modal struct {
 type Identify struct {
 	Token   string
 	Intents int
+	// Shard is the identify's shard [shard_id, num_shards]; nil when it
+	// sent none (one shard).
+	Shard []int
+}
+
+// Session is an identified gateway connection.
+type Session struct {
+	Shard, Shards int
 }
 
 // Command is one registered application command.
@@ -317,8 +325,10 @@ type Server struct {
 	commands     map[string][]Command   // "" global, else guild id
 	overridden   map[string]bool        // commands every member may use (OverrideCommandPermissions)
 	conns        map[*gwConn]bool
-	session      *gwConn
-	gatewayDown  bool // refuse gateway connections (SetGatewayDown)
+	session      *gwConn          // the latest identified connection
+	live         map[*gwConn]bool // identified connections
+	overlaps     int              // identifies while another session of the same shard was live
+	gatewayDown  bool             // refuse gateway connections (SetGatewayDown)
 	identifies   []Identify
 	failed       []string
 	violations   []string
@@ -374,7 +384,7 @@ func New(opts Options) *Server {
 		notify: make(chan struct{}), users: map[string]*User{}, channels: map[string]*Channel{},
 		history: map[string][]string{}, messages: map[string]*message{}, interactions: map[string]*interaction{},
 		byToken: map[string]*interaction{}, files: map[string]*Attachment{}, commands: map[string][]Command{}, overridden: map[string]bool{},
-		conns: map[*gwConn]bool{}, edits: map[string][]time.Time{}, cdnHits: map[string]int{}, timers: map[*time.Timer]bool{},
+		conns: map[*gwConn]bool{}, live: map[*gwConn]bool{}, edits: map[string][]time.Time{}, cdnHits: map[string]int{}, timers: map[*time.Timer]bool{},
 		uploadLimits: map[string]int{}, faults: map[Route][]Fault{}}
 	if !opts.NoMessageContent {
 		s.flags = FlagGatewayMessageContent
@@ -771,6 +781,27 @@ func (s *Server) SetGatewayDown(down bool) {
 			c.close(1001, "going away")
 		}
 	}
+}
+
+// Sessions lists the identified gateway connections, each with its shard.
+func (s *Server) Sessions() []Session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Session
+	for c := range s.live {
+		out = append(out, Session{Shard: c.shard, Shards: c.shards})
+	}
+	slices.SortFunc(out, func(a, b Session) int { return a.Shard - b.Shard })
+	return out
+}
+
+// Overlaps counts the Identifies made while another session of the same
+// shard was connected. Discord accepts them and sends each event of the
+// shard to every such session, so a bot would handle it twice.
+func (s *Server) Overlaps() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.overlaps
 }
 
 // Ready reports whether a client is identified on the gateway.

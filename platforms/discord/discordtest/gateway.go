@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -19,6 +21,8 @@ type gwConn struct {
 	seq     int64
 	intents int
 	closed  bool
+	// shard and shards are the identify's shard pair (0 of 1 without one).
+	shard, shards int
 }
 
 var upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
@@ -91,8 +95,15 @@ func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request) {
 		c.close(1000, "")
 		s.mu.Lock()
 		delete(s.conns, c)
+		if s.live[c] {
+			delete(s.live, c)
+			s.changed()
+		}
 		if s.session == c {
 			s.session = nil
+			for o := range s.live {
+				s.session = o
+			}
 			s.changed()
 		}
 		s.mu.Unlock()
@@ -151,6 +162,7 @@ func (s *Server) identify(c *gwConn, raw json.RawMessage) bool {
 	var id struct {
 		Token   string `json:"token"`
 		Intents *int   `json:"intents"`
+		Shard   []int  `json:"shard"`
 	}
 	if err := json.Unmarshal(raw, &id); err != nil {
 		c.close(4002, "Decode error")
@@ -161,7 +173,7 @@ func (s *Server) identify(c *gwConn, raw json.RawMessage) bool {
 	if id.Intents != nil {
 		intents = *id.Intents
 	}
-	s.identifies = append(s.identifies, Identify{Token: id.Token, Intents: intents})
+	s.identifies = append(s.identifies, Identify{Token: id.Token, Intents: intents, Shard: slices.Clone(id.Shard)})
 	s.changed()
 	s.mu.Unlock()
 	switch {
@@ -174,12 +186,24 @@ func (s *Server) identify(c *gwConn, raw json.RawMessage) bool {
 	case intents&IntentMessageContent != 0 && s.flags&(FlagGatewayMessageContent|FlagGatewayMessageContentLimited) == 0:
 		c.close(4014, "Disallowed intent(s).")
 		return false
+	case id.Shard != nil && (len(id.Shard) != 2 || id.Shard[1] < 1 || id.Shard[0] < 0 || id.Shard[0] >= id.Shard[1]):
+		c.close(4010, "Invalid shard.")
+		return false
 	}
 	s.mu.Lock()
 	c.intents = intents
-	if old := s.session; old != nil && old != c {
-		defer old.close(4000, "replaced by a new session")
+	c.shard, c.shards = 0, 1
+	if id.Shard != nil {
+		c.shard, c.shards = id.Shard[0], id.Shard[1]
 	}
+	// Discord keeps every session: a second one of the same shard gets
+	// the shard's events too.
+	for o := range s.live {
+		if o.shard == c.shard && o.shards == c.shards {
+			s.overlaps++
+		}
+	}
+	s.live[c] = true
 	s.session = c
 	bot := s.userJSON(s.users[s.botID])
 	session := s.newID()
@@ -197,20 +221,44 @@ func (s *Server) identify(c *gwConn, raw json.RawMessage) bool {
 
 func (s *Server) wsURL() string { return "ws" + strings.TrimPrefix(s.URL, "http") + "/ws" }
 
-// dispatch sends an event to the identified session. need is the intent
-// the event requires (0: none); d builds the payload with s.mu held.
-func (s *Server) dispatch(t string, need int, d func(intents int) any) error {
+// shardOf is the shard a guild's events go to, as Discord computes it:
+// (guild_id >> 22) % num_shards; direct messages go to shard 0.
+func shardOf(guildID string, shards int) int {
+	id, err := strconv.ParseUint(guildID, 10, 64)
+	if guildID == "" || err != nil || shards <= 1 {
+		return 0
+	}
+	return int((id >> 22) % uint64(shards))
+}
+
+// dispatch sends an event of guildID ("" for a DM) to every identified
+// session of its shard, as Discord does. need is the intent the event
+// requires (0: none); d builds the payload with s.mu held.
+func (s *Server) dispatch(t, guildID string, need int, d func(intents int) any) error {
+	type out struct {
+		c       *gwConn
+		payload any
+	}
+	var outs []out
 	s.mu.Lock()
-	c := s.session
-	if c == nil {
-		s.mu.Unlock()
-		return errors.New("discordtest: no bot is connected to the gateway")
+	found := false
+	for c := range s.live {
+		if shardOf(guildID, c.shards) != c.shard {
+			continue
+		}
+		found = true
+		if need != 0 && c.intents&need == 0 {
+			continue
+		}
+		outs = append(outs, out{c, d(c.intents)})
 	}
-	if need != 0 && c.intents&need == 0 {
-		s.mu.Unlock()
-		return nil
-	}
-	payload := d(c.intents)
 	s.mu.Unlock()
-	return c.send(0, t, payload)
+	if !found {
+		return errors.New("discordtest: no bot is connected to the gateway for this event's shard")
+	}
+	var errs []error
+	for _, o := range outs {
+		errs = append(errs, o.c.send(0, t, o.payload))
+	}
+	return errors.Join(errs...)
 }

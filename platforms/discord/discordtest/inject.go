@@ -91,7 +91,7 @@ func (s *Server) Say(m Say) (Message, error) {
 	if ch.GuildID == "" {
 		need = IntentDirectMessages
 	}
-	err := s.dispatch("MESSAGE_CREATE", need, func(intents int) any {
+	err := s.dispatch("MESSAGE_CREATE", ch.GuildID, need, func(intents int) any {
 		return s.msgJSON(msg, true, intents&IntentMessageContent != 0)
 	})
 	return c, err
@@ -397,6 +397,7 @@ func (s *Server) newInteraction(typ int, ch *Channel, userID string, data map[st
 
 // deliver sends INTERACTION_CREATE.
 func (s *Server) deliver(in *interaction) (Interaction, error) {
-	err := s.dispatch("INTERACTION_CREATE", 0, func(int) any { return in.data })
+	guild, _ := in.data["guild_id"].(string)
+	err := s.dispatch("INTERACTION_CREATE", guild, 0, func(int) any { return in.data })
 	return s.Interaction(in.ID), err
 }

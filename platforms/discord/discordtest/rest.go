@@ -1309,7 +1309,7 @@ func (s *Server) dispatchMessage(id string) {
 	if m.GuildID == "" {
 		need = IntentDirectMessages
 	}
-	_ = s.dispatch("MESSAGE_CREATE", need, func(intents int) any {
+	_ = s.dispatch("MESSAGE_CREATE", m.GuildID, need, func(intents int) any {
 		j := s.msgJSON(m, true, intents&IntentMessageContent != 0)
 		if m.nonce != "" {
 			j["nonce"] = m.nonce // only the create's answer and its event carry it

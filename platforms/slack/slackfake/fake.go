@@ -114,9 +114,10 @@ type Server struct {
 	lastTS     int64              // microseconds of the last ts handed out
 
 	// Delivery to the bot.
-	httpTarget string // HTTP mode: the bot's base URL; "" for Socket Mode
-	conn       *wsConn
-	conns      int // connections opened so far
+	httpTarget string    // HTTP mode: the bot's base URL; "" for Socket Mode
+	socks      []*wsConn // open Socket Mode connections, oldest first
+	next       int       // round-robin over socks
+	conns      int       // connections opened so far
 	queue      []*Envelope
 	queueWake  chan struct{}
 	httpc      *http.Client
@@ -277,10 +278,10 @@ func (s *Server) Close() {
 			s.wg.Done()
 		}
 	}
-	c := s.conn
-	s.conn = nil
+	socks := s.socks
+	s.socks = nil
 	s.mu.Unlock()
-	if c != nil {
+	for _, c := range socks {
 		c.close()
 	}
 	s.srv.CloseClientConnections()
@@ -577,5 +578,12 @@ func (s *Server) Connections() int {
 func (s *Server) Connected() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.conn != nil
+	return len(s.socks) > 0
+}
+
+// OpenConnections is the number of Socket Mode connections open now.
+func (s *Server) OpenConnections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.socks)
 }

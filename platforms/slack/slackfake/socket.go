@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -25,12 +26,14 @@ type Envelope struct {
 	Payload json.RawMessage
 
 	mu     sync.Mutex
+	conn   int // Socket Mode: the number of the connection it went out on
+	retry  int // retry_attempt
+	avoid  int // a redelivery: the connection the first delivery used
 	sent   time.Time
 	acked  time.Time
 	status int // HTTP mode: the bot's answer
 	body   []byte
 	done   chan struct{}
-	retry  bool // a retry of an earlier event (Resend)
 }
 
 // Acked waits up to timeout for the bot's acknowledgement and reports
@@ -64,6 +67,14 @@ func (e *Envelope) Latency() time.Duration {
 	return e.acked.Sub(e.sent)
 }
 
+// Connection is the number (1 for the first opened, and so on) of the
+// Socket Mode connection the envelope went out on; 0 before it is sent.
+func (e *Envelope) Connection() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.conn
+}
+
 // Status is the HTTP status the bot answered (HTTP mode).
 func (e *Envelope) Status() int {
 	e.mu.Lock()
@@ -89,8 +100,14 @@ func (e *Envelope) ack(status int, body []byte) bool {
 	return true
 }
 
+// MaxConnections is how many Socket Mode connections Slack keeps open for
+// one app at once ("up to 10"); envelopes are spread over them, each going
+// out on one connection only.
+const MaxConnections = 10
+
 // wsConn is one Socket Mode connection.
 type wsConn struct {
+	n    int // its number, from 1
 	ws   *websocket.Conn
 	wmu  sync.Mutex
 	once sync.Once
@@ -135,16 +152,21 @@ func (s *Server) serveSocket(w http.ResponseWriter, r *http.Request) {
 		ws.Close()
 		return
 	}
-	old := s.conn
-	s.conn = c
+	if len(s.socks) >= MaxConnections {
+		s.mu.Unlock()
+		s.problem("Socket Mode: more than %d connections open at once", MaxConnections)
+		_ = ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "too many connections"), time.Now().Add(time.Second))
+		ws.Close()
+		return
+	}
 	s.conns++
 	n := s.conns
+	c.n = n
+	s.socks = append(s.socks, c)
+	open := len(s.socks)
 	s.notify()
 	s.mu.Unlock()
-	if old != nil {
-		old.close() // Slack may keep several; one at a time is enough here
-	}
-	_ = c.write(map[string]any{"type": "hello", "num_connections": 1,
+	_ = c.write(map[string]any{"type": "hello", "num_connections": open,
 		"debug_info":      map[string]any{"host": "applink-fake-" + strconv.Itoa(n), "build_number": 1, "approximate_connection_time": 18060},
 		"connection_info": map[string]any{"app_id": s.opts.AppID}})
 	s.wake()
@@ -167,8 +189,8 @@ func (s *Server) serveSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	c.close()
 	s.mu.Lock()
-	if s.conn == c {
-		s.conn = nil
+	if i := slices.Index(s.socks, c); i >= 0 {
+		s.socks = slices.Delete(s.socks, i, i+1)
 		s.notify()
 	}
 	s.mu.Unlock()
@@ -196,16 +218,38 @@ func (s *Server) pinger(c *wsConn) {
 	}
 }
 
-// Disconnect asks the Socket Mode client to reconnect, as Slack does
+// Disconnect asks every Socket Mode client to reconnect, as Slack does
 // every few hours.
 func (s *Server) Disconnect() {
 	s.mu.Lock()
-	c := s.conn
+	socks := slices.Clone(s.socks)
 	s.mu.Unlock()
-	if c != nil {
+	for _, c := range socks {
 		_ = c.write(map[string]any{"type": "disconnect", "reason": "refresh_requested",
 			"debug_info": map[string]any{"host": "applink-fake"}})
 	}
+}
+
+// Redeliver sends an Events API envelope's event again as a new envelope
+// with the next retry_attempt (reason "timeout"), as Slack retries events.
+// Slack may send a retry on any of the app's connections; this one goes
+// out on another connection than e did when there is one (another
+// replica: the case de-duplication must handle). The event (and its
+// event_id) is the same.
+func (s *Server) Redeliver(e *Envelope) *Envelope {
+	e.mu.Lock()
+	retry, avoid := e.retry+1, e.conn
+	e.mu.Unlock()
+	if e.Type != "events_api" {
+		s.problem("Redeliver: Slack retries Events API envelopes only, not %s", e.Type)
+	}
+	s.mu.Lock()
+	r := &Envelope{ID: s.newID("env-"), Type: e.Type, Payload: e.Payload, retry: retry, avoid: avoid, done: make(chan struct{})}
+	s.envelopes = append(s.envelopes, r)
+	s.queue = append(s.queue, r)
+	s.mu.Unlock()
+	s.wake()
+	return r
 }
 
 func (s *Server) acked(id string, status int, body []byte) {
@@ -254,7 +298,10 @@ func (s *Server) queueLocked(typ string, payload any, retry bool) *Envelope {
 	if err != nil {
 		panic(err)
 	}
-	e := &Envelope{ID: s.newID("env-"), Type: typ, Payload: raw, done: make(chan struct{}), retry: retry}
+	e := &Envelope{ID: s.newID("env-"), Type: typ, Payload: raw, done: make(chan struct{})}
+	if retry {
+		e.retry = 1
+	}
 	s.envelopes = append(s.envelopes, e)
 	s.queue = append(s.queue, e)
 	return e
@@ -282,10 +329,20 @@ func (s *Server) sender() {
 	for {
 		s.mu.Lock()
 		var e *Envelope
-		target, c := s.httpTarget, s.conn
-		if len(s.queue) > 0 && (target != "" || c != nil) {
+		var c *wsConn
+		target := s.httpTarget
+		if len(s.queue) > 0 && (target != "" || len(s.socks) > 0) {
 			e = s.queue[0]
 			s.queue = s.queue[1:]
+			if target == "" {
+				// Slack sends each envelope on one of the app's
+				// connections; round-robin here, so tests can tell.
+				c = s.socks[s.next%len(s.socks)]
+				s.next++
+				for i := 0; c.n == e.avoid && i < len(s.socks); i++ {
+					c = s.socks[(s.next+i)%len(s.socks)]
+				}
+			}
 		}
 		s.mu.Unlock()
 		if e == nil {
@@ -300,13 +357,17 @@ func (s *Server) sender() {
 			s.post(target, e)
 			continue
 		}
+		e.mu.Lock()
+		e.conn = c.n
+		retry := e.retry
+		e.mu.Unlock()
 		s.markSent(e)
 		env := map[string]any{"envelope_id": e.ID, "type": e.Type, "payload": e.Payload,
 			"accepts_response_payload": e.Type != "events_api"}
 		if e.Type == "events_api" {
-			env["retry_attempt"], env["retry_reason"] = 0, ""
-			if e.retry {
-				env["retry_attempt"], env["retry_reason"] = 1, "timeout"
+			env["retry_attempt"], env["retry_reason"] = retry, ""
+			if retry > 0 {
+				env["retry_reason"] = "timeout"
 			}
 		}
 		if err := c.write(env); err != nil {
@@ -345,8 +406,11 @@ func (s *Server) post(target string, e *Envelope) {
 	}
 	s.markSent(e)
 	var headers http.Header
-	if e.retry {
-		headers = http.Header{"X-Slack-Retry-Num": {"1"}, "X-Slack-Retry-Reason": {"timeout"}}
+	e.mu.Lock()
+	retry := e.retry
+	e.mu.Unlock()
+	if retry > 0 {
+		headers = http.Header{"X-Slack-Retry-Num": {strconv.Itoa(retry)}, "X-Slack-Retry-Reason": {"timeout"}}
 	}
 	status, answer, err := s.signedRequest(target+path, ctype, body, time.Now(), "", headers)
 	if err != nil {
@@ -429,4 +493,11 @@ func (s *Server) CheckAcks() []string {
 		}
 	}
 	return s.Problems()
+}
+
+// Envelopes lists every envelope sent so far, oldest first.
+func (s *Server) Envelopes() []*Envelope {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.envelopes)
 }
