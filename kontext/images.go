@@ -13,8 +13,6 @@ import (
 	"net/http"
 	"strings"
 
-	"golang.org/x/image/draw"
-
 	// Decoders for every format the provider may return or a user may send.
 	_ "image/gif"
 
@@ -228,7 +226,10 @@ func (c *Client) shrinkInput(img []byte, limit int) (string, error) {
 }
 
 // scaleDown returns src scaled to at most pixels in area, keeping its
-// aspect ratio (src itself when it is small enough).
+// aspect ratio (src itself when it is small enough), averaging the area
+// each new pixel covers. (x/image/draw's kernel scalers keep a float
+// buffer of the new width times the old height: 84 MB for an 18 MiB
+// input, 200 MB for a 40 MP one.)
 func scaleDown(src image.Image, pixels int) image.Image {
 	b := src.Bounds()
 	w, h := b.Dx(), b.Dy()
@@ -237,7 +238,5 @@ func scaleDown(src image.Image, pixels int) image.Image {
 	}
 	f := math.Sqrt(float64(pixels) / float64(w*h))
 	nw, nh := max(1, int(float64(w)*f)), max(1, int(float64(h)*f))
-	dst := image.NewRGBA(image.Rect(0, 0, nw, nh))
-	draw.CatmullRom.Scale(dst, dst.Rect, src, b, draw.Src, nil)
-	return dst
+	return scaleArea(src, nw, nh)
 }
