@@ -2,6 +2,7 @@ package kontext
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -171,27 +172,55 @@ func decodeWithin(img []byte, budget int64) (image.Image, error) {
 	return decoded, err
 }
 
-// inputURI returns the data URI to send for an input image: the bytes as
-// they are when the URI fits limit, else a downscaled re-encoding.
-func (c *Client) inputURI(img []byte, limit int) (string, error) {
-	if format := Sniff(img); format != "" && len("data:image/"+format+";base64,")+base64.StdEncoding.EncodedLen(len(img)) <= limit {
-		return dataURI(format, img), nil
-	}
-	return c.shrinkInput(img, limit)
+// encodedInput is an input image as it is sent: its format and bytes.
+type encodedInput struct {
+	format string
+	data   []byte
 }
 
-// shrinkInput decodes img (within MaxDecodeBytes), scales it down to at
-// most InputPixels, and encodes it as JPEG quality 92 (PNG when it has
-// transparency); while the data URI passes limit it scales down further,
-// by the ratio of the sizes.
-func (c *Client) shrinkInput(img []byte, limit int) (string, error) {
+func (in *encodedInput) uriHeader() string { return "data:image/" + in.format + ";base64," }
+
+// uriLen is the length of its data URI.
+func (in *encodedInput) uriLen() int {
+	return len(in.uriHeader()) + base64.StdEncoding.EncodedLen(len(in.data))
+}
+
+// input returns the input image to send: the bytes as they are when their
+// data URI fits limit, else a downscaled re-encoding.
+func (c *Client) input(ctx context.Context, img []byte, limit int) (*encodedInput, error) {
+	if format := Sniff(img); format != "" {
+		if in := (&encodedInput{format: format, data: img}); in.uriLen() <= limit {
+			return in, nil
+		}
+	}
+	return c.shrinkInput(ctx, img, limit)
+}
+
+// shrinkInput decodes img (within MaxDecodeBytes, and within the Budget:
+// it waits for its share), scales it down to at most InputPixels, and
+// encodes it as JPEG quality 92 (PNG when it has transparency); while the
+// data URI passes limit it scales down further, by the ratio of the sizes.
+func (c *Client) shrinkInput(ctx context.Context, img []byte, limit int) (*encodedInput, error) {
+	need, err := DecodeMemory(img)
+	if err != nil {
+		return nil, &APIError{Op: "create", Kind: ErrInvalidRequest, Message: "the input image cannot be read as an image", Err: err}
+	}
+	// The decoded image, the scaled one (4 bytes a pixel) and its encoding.
+	release, err := c.cfg.Budget.Acquire(ctx, need+5*int64(c.cfg.InputPixels))
+	switch {
+	case errors.Is(err, ErrOverBudget):
+		return nil, &APIError{Op: "create", Kind: ErrInvalidRequest, Message: "the input image is too large to process; send one with fewer pixels", Err: err}
+	case err != nil:
+		return nil, c.ctxError(ctx, "create", "")
+	}
+	defer release()
 	src, err := decodeWithin(img, c.cfg.MaxDecodeBytes)
 	if err != nil {
 		msg := "the input image cannot be read as an image"
 		if errors.Is(err, errInputBudget) {
 			msg = "the input image is too large to process; send one of at most about 30 megapixels"
 		}
-		return "", &APIError{Op: "create", Kind: ErrInvalidRequest, Message: msg, Err: err}
+		return nil, &APIError{Op: "create", Kind: ErrInvalidRequest, Message: msg, Err: err}
 	}
 	opaque := false
 	if o, ok := src.(interface{ Opaque() bool }); ok {
@@ -209,20 +238,20 @@ func (c *Client) shrinkInput(img []byte, limit int) (string, error) {
 			err = png.Encode(&buf, scaled)
 		}
 		if err != nil {
-			return "", &APIError{Op: "create", Kind: ErrInvalidRequest, Message: "the input image cannot be re-encoded", Err: err}
+			return nil, &APIError{Op: "create", Kind: ErrInvalidRequest, Message: "the input image cannot be re-encoded", Err: err}
 		}
-		uri := dataURI(format, buf.Bytes())
+		in := &encodedInput{format: format, data: buf.Bytes()}
 		b := scaled.Bounds()
 		c.log.Debug("kontext: input image re-encoded", "from_bytes", len(img), "to_bytes", buf.Len(), "width", b.Dx(), "height", b.Dy(), "format", format, "limit", limit)
-		if len(uri) <= limit {
-			return uri, nil
+		if in.uriLen() <= limit {
+			return in, nil
 		}
-		pixels = int(float64(b.Dx()*b.Dy()) * float64(limit) / float64(len(uri)) * 0.9)
+		pixels = int(float64(b.Dx()*b.Dy()) * float64(limit) / float64(in.uriLen()) * 0.9)
 		if pixels < 32*32 {
 			break
 		}
 	}
-	return "", &APIError{Op: "create", Kind: ErrInvalidRequest, Message: "the input image is too large to send, even made smaller"}
+	return nil, &APIError{Op: "create", Kind: ErrInvalidRequest, Message: "the input image is too large to send, even made smaller"}
 }
 
 // scaleDown returns src scaled to at most pixels in area, keeping its
