@@ -55,7 +55,8 @@ func heavyPNG40MP(tb testing.TB) []byte {
 
 // BenchmarkHeavyInputs runs six edits at once of the same large input,
 // each uploaded with its request, through the real core, store, queue and
-// provider client against the fake provider (in this process: its own
+// provider client (sharing the default image Budget, as the app does)
+// against the fake provider (in this process: its own
 // decoding of the 1 MP inputs it receives counts too), and reports the
 // peak heap above the start while they run (peak_heap_mb, sampled every
 // millisecond: HeapAlloc, garbage not yet collected included), that peak
@@ -97,14 +98,15 @@ func heavyRun(b *testing.B, data []byte, jobs int) uint64 {
 		b.Fatal(err)
 	}
 	defer db.Close()
-	client, err := kontext.NewClient(kontext.Config{BaseURL: fake.URL, APIKey: "k", Wait: -1,
+	images := kontext.NewBudget(kontext.DefaultImageMemory) // as the app shares it
+	client, err := kontext.NewClient(kontext.Config{BaseURL: fake.URL, APIKey: "k", Wait: -1, Budget: images,
 		PollInterval: 10 * time.Millisecond, MaxPollInterval: 20 * time.Millisecond, RetryBase: 5 * time.Millisecond})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer client.Close()
 	queue := kontext.NewQueue(kontext.QueueOptions{Slots: jobs, UserRunning: jobs})
-	core := bot.New(bot.Config{Prices: map[string]float64{kontext.ModelMax: 0.08}}, db, client, queue)
+	core := bot.New(bot.Config{Prices: map[string]float64{kontext.ModelMax: 0.08}, ImageBudget: images}, db, client, queue)
 	rec := newRecorder()
 	core.Register(rec)
 	defer func() {

@@ -2,6 +2,8 @@ package bot
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"image"
 	"net/http"
@@ -41,8 +43,16 @@ var (
 // MaxDecodeBytes to decode (see DecodeMemory), and that decodes completely.
 // The size, pixel format and memory are read from the headers before
 // anything is decoded, so a decompression bomb, or a small file of 16-bit
-// pixels, is refused without allocating its pixels.
+// pixels, is refused without allocating its pixels. It decodes without
+// any shared bound: see CheckImageWithin.
 func CheckImage(data []byte) error {
+	return CheckImageWithin(context.Background(), data, nil)
+}
+
+// CheckImageWithin is CheckImage with the full decode inside budget: it
+// waits (until ctx ends) for the image's DecodeMemory to be free, and
+// refuses with a sentence an image that needs more than the whole budget.
+func CheckImageWithin(ctx context.Context, data []byte, budget *kontext.Budget) error {
 	if len(data) > MaxImageBytes {
 		return ErrImageTooLarge
 	}
@@ -68,6 +78,16 @@ func CheckImage(data []byte) error {
 			"That image is too large to open: %d×%d pixels in this format need %d MiB of memory, and the limit is %d MiB. Send a smaller version (fewer pixels, or 8 bits per channel).",
 			cfg.Width, cfg.Height, (mem+(1<<20)-1)>>20, MaxDecodeBytes>>20)}
 	}
+	release, err := budget.Acquire(ctx, mem)
+	switch {
+	case errors.Is(err, kontext.ErrOverBudget):
+		return &UserError{Err: ErrImageMemory, Msg: fmt.Sprintf(
+			"That image is too large to open here: %d×%d pixels in this format need %d MiB of memory, more than this bot may use for images (%d MiB). Send a smaller version (fewer pixels, or 8 bits per channel).",
+			cfg.Width, cfg.Height, (mem+(1<<20)-1)>>20, budget.Size()>>20)}
+	case err != nil:
+		return fmt.Errorf("bot: check image: %w", err)
+	}
+	defer release()
 	if _, _, err := image.Decode(bytes.NewReader(data)); err != nil {
 		return fmt.Errorf("%w: decode: %w", ErrImageBroken, err)
 	}
