@@ -52,6 +52,8 @@ func CheckImage(data []byte) error {
 // CheckImageWithin is CheckImage with the full decode inside budget: it
 // waits (until ctx ends) for the image's DecodeMemory to be free, and
 // refuses with a sentence an image that needs more than the whole budget.
+// A PNG that is not interlaced is not decoded whole: it is read through
+// row by row (kontext.CheckPNG), taking no budget.
 func CheckImageWithin(ctx context.Context, data []byte, budget *kontext.Budget) error {
 	if len(data) > MaxImageBytes {
 		return ErrImageTooLarge
@@ -59,7 +61,7 @@ func CheckImageWithin(ctx context.Context, data []byte, budget *kontext.Budget) 
 	if kontext.Sniff(data) == "" {
 		return ErrNotImage
 	}
-	cfg, _, err := image.DecodeConfig(bytes.NewReader(data))
+	cfg, format, err := image.DecodeConfig(bytes.NewReader(data))
 	if err != nil {
 		return fmt.Errorf("%w: decode config (%s): %w", ErrImageBroken, http.DetectContentType(data), err)
 	}
@@ -77,6 +79,17 @@ func CheckImageWithin(ctx context.Context, data []byte, budget *kontext.Budget) 
 		return &UserError{Err: ErrImageMemory, Msg: fmt.Sprintf(
 			"That image is too large to open: %d×%d pixels in this format need %d MiB of memory, and the limit is %d MiB. Send a smaller version (fewer pixels, or 8 bits per channel).",
 			cfg.Width, cfg.Height, (mem+(1<<20)-1)>>20, MaxDecodeBytes>>20)}
+	}
+	if format == "png" {
+		// Read through without holding the pixels; only an interlaced PNG
+		// needs the full decode below.
+		err := kontext.CheckPNG(data)
+		if !errors.Is(err, kontext.ErrInterlaced) {
+			if err != nil {
+				return fmt.Errorf("%w: decode: %w", ErrImageBroken, err)
+			}
+			return nil
+		}
 	}
 	release, err := budget.Acquire(ctx, mem)
 	switch {

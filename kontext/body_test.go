@@ -160,7 +160,7 @@ func TestShrinkWaitsForTheBudget(t *testing.T) {
 	})
 	t.Run("TooBigForTheWholeBudget", func(t *testing.T) {
 		s := newFake(t, kontexttest.Options{})
-		c := newTestClient(t, s, func(c *Config) { setInputLimits(c, 64<<10, 128*128, 0); c.Budget = NewBudget(need / 2) })
+		c := newTestClient(t, s, func(c *Config) { setInputLimits(c, 64<<10, 128*128, 0); c.Budget = NewBudget(64 << 10) }) // less than the scaled image alone
 		_, err := c.Run(context.Background(), Request{Prompt: "x", InputImage: big})
 		if !errors.Is(err, ErrInvalidRequest) || !strings.Contains(userMessage(err), "too large") {
 			t.Errorf("got %v (%q), want ErrInvalidRequest saying it is too large", err, userMessage(err))
