@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"image"
+	"io"
 	"net/http"
 
 	// Decoders for every input format the bot accepts.
@@ -105,4 +106,26 @@ func CheckImageWithin(ctx context.Context, data []byte, budget *kontext.Budget) 
 		return fmt.Errorf("%w: decode: %w", ErrImageBroken, err)
 	}
 	return nil
+}
+
+// ReadImage reads a downloaded image of at most MaxImageBytes (more is
+// ErrImageTooLarge) into one buffer: sized from size, the response's
+// Content-Length, when it is known, so the bytes are never copied to a
+// doubled buffer on the way (io.ReadAll's growth holds up to twice the
+// file). A size of -1 means unknown.
+func ReadImage(r io.Reader, size int64) ([]byte, error) {
+	if size > MaxImageBytes {
+		return nil, ErrImageTooLarge
+	}
+	var buf bytes.Buffer
+	if size > 0 {
+		buf.Grow(int(size) + bytes.MinRead) // ReadFrom wants MinRead free to read the end
+	}
+	if _, err := buf.ReadFrom(io.LimitReader(r, MaxImageBytes+1)); err != nil {
+		return nil, err
+	}
+	if buf.Len() > MaxImageBytes {
+		return nil, ErrImageTooLarge
+	}
+	return buf.Bytes(), nil
 }

@@ -69,3 +69,21 @@ func (b *Budget) Acquire(ctx context.Context, n int64) (release func(), err erro
 		}
 	}, nil
 }
+
+// TryAcquire takes n bytes when they are free now, without waiting; ok
+// reports whether it did (then call release once).
+func (b *Budget) TryAcquire(n int64) (release func(), ok bool) {
+	if b == nil || n <= 0 {
+		return func() {}, true
+	}
+	if n > b.size || !b.sem.TryAcquire(n) {
+		return nil, false
+	}
+	released := false
+	return func() {
+		if !released {
+			released = true
+			b.sem.Release(n)
+		}
+	}, true
+}
