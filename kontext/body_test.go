@@ -2,10 +2,16 @@ package kontext
 
 import (
 	"bytes"
+	"compress/zlib"
 	"context"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"hash/crc32"
+	"image"
+	"image/jpeg"
+	"image/png"
 	"net/http"
 	"strings"
 	"testing"
@@ -52,6 +58,8 @@ func TestStreamedBodyMatchesMarshal(t *testing.T) {
 		{name: "TrickyPromptAndOptions", route: RouteModels, req: Request{Prompt: tricky, InputImage: small, AspectRatio: "16:9", Seed: seed(42), OutputFormat: "png", SafetyTolerance: &tolerance}, asIs: true},
 		{name: "PredictionsRoute", route: RoutePredictions, req: Request{Prompt: tricky, InputImage: small, Seed: seed(0)}, asIs: true},
 		{name: "ShrunkInput", route: RouteModels, req: Request{Prompt: "autumn", InputImage: big}, shrink: true},
+		{name: "ShrunkJPEGInput", route: RouteModels, req: Request{Prompt: "autumn", InputImage: toJPEG(t, big)}, shrink: true},
+		{name: "ShrunkInterlacedPNGInput", route: RouteModels, req: Request{Prompt: "autumn", InputImage: interlacedPNG(t, 330, 300)}, shrink: true},
 		{name: "TextToImage", route: RouteModels, req: Request{Prompt: tricky, Seed: seed(7)}},
 	}
 	for _, tt := range tests {
@@ -89,6 +97,9 @@ func TestStreamedBodyMatchesMarshal(t *testing.T) {
 			case tt.shrink:
 				if !strings.HasPrefix(uri, "data:image/jpeg;base64,") {
 					t.Fatalf("got input_image %.40q, want a re-encoded JPEG", uri)
+				}
+				if _, w, h, _ := rec.sentInput(t, 0); w*h > 128*128 {
+					t.Fatalf("sent %dx%d, want it downscaled to at most %d pixels", w, h, 128*128)
 				}
 			case uri != "":
 				t.Fatalf("got input_image %.40q for text-to-image", uri)
@@ -231,4 +242,63 @@ func TestBudget(t *testing.T) {
 	} else {
 		r()
 	}
+}
+
+// toJPEG re-encodes an image as a JPEG: a format the client decodes whole.
+func toJPEG(t *testing.T, data []byte) []byte {
+	t.Helper()
+	img, _, err := image.Decode(bytes.NewReader(data))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: 95}); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// interlacedPNG is a w×h 8-bit RGB PNG in Adam7 passes (Go's encoder
+// never interlaces), of noisy pixels: an input the client decodes whole.
+func interlacedPNG(t *testing.T, w, h int) []byte {
+	t.Helper()
+	passes := [7][4]int{{0, 0, 8, 8}, {4, 0, 8, 8}, {0, 4, 4, 8}, {2, 0, 4, 4}, {0, 2, 2, 4}, {1, 0, 2, 2}, {0, 1, 1, 2}}
+	var raw bytes.Buffer
+	for _, p := range passes {
+		for y := p[1]; y < h; y += p[3] {
+			if p[0] >= w {
+				break
+			}
+			raw.WriteByte(0) // filter: none
+			for x := p[0]; x < w; x += p[2] {
+				raw.Write([]byte{byte(x*y + x), byte(y*3 ^ x*5), byte((x + y) * 7)})
+			}
+		}
+	}
+	var z bytes.Buffer
+	zw := zlib.NewWriter(&z)
+	zw.Write(raw.Bytes())
+	zw.Close()
+	var out bytes.Buffer
+	out.WriteString("\x89PNG\r\n\x1a\n")
+	chunk := func(typ string, data []byte) {
+		var n [4]byte
+		binary.BigEndian.PutUint32(n[:], uint32(len(data)))
+		out.Write(n[:])
+		out.WriteString(typ)
+		out.Write(data)
+		binary.BigEndian.PutUint32(n[:], crc32.ChecksumIEEE(append([]byte(typ), data...)))
+		out.Write(n[:])
+	}
+	ihdr := make([]byte, 13)
+	binary.BigEndian.PutUint32(ihdr, uint32(w))
+	binary.BigEndian.PutUint32(ihdr[4:], uint32(h))
+	ihdr[8], ihdr[9], ihdr[12] = 8, 2, 1
+	chunk("IHDR", ihdr)
+	chunk("IDAT", z.Bytes())
+	chunk("IEND", nil)
+	if _, err := png.Decode(bytes.NewReader(out.Bytes())); err != nil {
+		t.Fatalf("the interlaced test PNG does not decode: %v", err)
+	}
+	return out.Bytes()
 }
