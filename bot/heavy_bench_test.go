@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"image"
+	"image/jpeg"
 	"image/png"
 	"path/filepath"
 	"testing"
@@ -54,6 +55,25 @@ func heavyPNG40MP(tb testing.TB) []byte {
 	return buf.Bytes()
 }
 
+// heavyJPEG40MP is a baseline 4:2:0 JPEG of 7300×5479 pixels (60 MB
+// decoded as YCbCr): a format decoded whole, to check it and to
+// downscale it, inside the image budget.
+func heavyJPEG40MP(tb testing.TB) []byte {
+	tb.Helper()
+	img := image.NewYCbCr(image.Rect(0, 0, 7300, 5479), image.YCbCrSubsampleRatio420)
+	for i := range img.Y {
+		img.Y[i] = byte(i/29 + i%7300/31)
+	}
+	for i := range img.Cb {
+		img.Cb[i], img.Cr[i] = byte(i/97), byte(i%3650)
+	}
+	var buf bytes.Buffer
+	if err := jpeg.Encode(&buf, img, &jpeg.Options{Quality: 85}); err != nil {
+		tb.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
 // BenchmarkHeavyInputs runs six edits at once of the same large input,
 // each uploaded with its request, through the real core, store, queue and
 // provider client (sharing the default image Budget, as the app does)
@@ -70,6 +90,7 @@ func BenchmarkHeavyInputs(b *testing.B) {
 	}{
 		{"18MiB", heavyPNG18MiB},
 		{"40MP", heavyPNG40MP},
+		{"40MPJPEG", heavyJPEG40MP},
 	}
 	for _, c := range cases {
 		b.Run(c.name, func(b *testing.B) {
