@@ -63,6 +63,8 @@ func openApp(cfg config, log *slog.Logger) (*app, error) {
 	cc := cfg.clientConfig()
 	cc.Logger = log
 	cc.Observe = met.attempt
+	images := kontext.NewBudget(int64(cfg.ImageMemory)) // shared: the core's checks and the client's re-encoding
+	cc.Budget = images
 	client, err := kontext.NewClient(cc)
 	if err != nil {
 		db.Close()
@@ -74,7 +76,7 @@ func openApp(cfg config, log *slog.Logger) (*app, error) {
 	core := bot.New(bot.Config{
 		Model: cfg.Model, Prices: cfg.Prices, UserDaily: cfg.UserDaily, WorkspaceBudget: cfg.Budget,
 		Channels: cfg.Channels, Admins: cfg.Admins, Logger: log, OnJobEnd: met.jobEnd,
-		PostRetry: cfg.PostRetry,
+		PostRetry: cfg.PostRetry, ImageBudget: images,
 	}, db, client, queue)
 	met.watchQueue(queue)
 	a := &app{cfg: cfg, log: log, db: db, sweep: sweep, client: client, queue: queue, core: core, met: met}

@@ -55,6 +55,7 @@ type config struct {
 	JobTimeout     time.Duration
 	FirstPoll      time.Duration
 	InputMaxBytes  int
+	ImageMemory    int
 
 	Slots       int
 	UserRunning int
@@ -289,6 +290,7 @@ func loadConfig(getenv envFunc) (config, error) {
 	}
 	c.FirstPoll = p.duration("KONTEXT_FIRST_POLL", 0)
 	c.InputMaxBytes = p.intIn("KONTEXT_INPUT_MAX_BYTES", kontext.DefaultInputMaxBytes, 64<<10, 64<<20)
+	c.ImageMemory = p.intIn("KONTEXT_IMAGE_MEMORY", kontext.DefaultImageMemory, 64<<20, 64<<30)
 	c.DB = p.str("KONTEXT_DB", "data/kontextbot.db")
 	c.DatabaseURL = p.databaseURL("KONTEXT_DATABASE_URL")
 	c.History = p.intIn("KONTEXT_HISTORY", 20, 2, 1000)

@@ -153,6 +153,10 @@ type Request struct {
 	// owner): they may change its settings. Limits still apply to them;
 	// only KONTEXT_ADMINS are exempt.
 	Admin bool
+
+	// checked is the image Check accepted, so Submit with the same
+	// request does not decode it again.
+	checked []byte
 }
 
 // Config is the core's configuration.
@@ -183,6 +187,10 @@ type Config struct {
 	// PostRetryBase is the first wait between two posting attempts; it
 	// doubles up to MaxPostBackoff, with jitter. 0 means one second.
 	PostRetryBase time.Duration
+	// ImageBudget, shared with the provider client, bounds the memory the
+	// checks of people's images take at once (see CheckImageWithin); nil
+	// means no bound.
+	ImageBudget *kontext.Budget
 }
 
 // DefaultPostRetry is how long posting a finished image is retried in
@@ -412,13 +420,27 @@ func (c *Core) prepare(ctx context.Context, req *Request) (*Job, []byte, error) 
 	return job, upload, nil
 }
 
+// checkImage checks a person's image within the image budget, once per
+// request: a Submit after a Check of the same request and image does not
+// decode it again.
+func (c *Core) checkImage(ctx context.Context, req *Request, img []byte) error {
+	if len(img) > 0 && len(req.checked) == len(img) && &req.checked[0] == &img[0] {
+		return nil
+	}
+	if err := CheckImageWithin(ctx, img, c.cfg.ImageBudget); err != nil {
+		return err
+	}
+	req.checked = img
+	return nil
+}
+
 // resolveBase finds the image an edit starts from: an image attached to
 // the request, else the image of the message replied to or targeted, else
 // the conversation's current image. It returns bytes to store as an upload
 // turn when the base is a person's image.
 func (c *Core) resolveBase(ctx context.Context, req *Request, job *Job) ([]byte, error) {
 	if req.Image != nil {
-		return req.Image, CheckImage(req.Image)
+		return req.Image, c.checkImage(ctx, req, req.Image)
 	}
 	if req.Turn != "" {
 		conv, err := c.conversation(ctx, req.Conv)
@@ -442,7 +464,7 @@ func (c *Core) resolveBase(ctx context.Context, req *Request, job *Job) ([]byte,
 		}
 	}
 	if req.ReplyImage != nil {
-		return req.ReplyImage, CheckImage(req.ReplyImage)
+		return req.ReplyImage, c.checkImage(ctx, req, req.ReplyImage)
 	}
 	conv, err := c.conversation(ctx, req.Conv)
 	if err != nil {

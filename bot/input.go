@@ -2,8 +2,11 @@ package bot
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"image"
+	"io"
 	"net/http"
 
 	// Decoders for every input format the bot accepts.
@@ -41,15 +44,25 @@ var (
 // MaxDecodeBytes to decode (see DecodeMemory), and that decodes completely.
 // The size, pixel format and memory are read from the headers before
 // anything is decoded, so a decompression bomb, or a small file of 16-bit
-// pixels, is refused without allocating its pixels.
+// pixels, is refused without allocating its pixels. It decodes without
+// any shared bound: see CheckImageWithin.
 func CheckImage(data []byte) error {
+	return CheckImageWithin(context.Background(), data, nil)
+}
+
+// CheckImageWithin is CheckImage with the full decode inside budget: it
+// waits (until ctx ends) for the image's DecodeMemory to be free, and
+// refuses with a sentence an image that needs more than the whole budget.
+// A PNG that is not interlaced is not decoded whole: it is read through
+// row by row (kontext.CheckPNG), taking no budget.
+func CheckImageWithin(ctx context.Context, data []byte, budget *kontext.Budget) error {
 	if len(data) > MaxImageBytes {
 		return ErrImageTooLarge
 	}
 	if kontext.Sniff(data) == "" {
 		return ErrNotImage
 	}
-	cfg, _, err := image.DecodeConfig(bytes.NewReader(data))
+	cfg, format, err := image.DecodeConfig(bytes.NewReader(data))
 	if err != nil {
 		return fmt.Errorf("%w: decode config (%s): %w", ErrImageBroken, http.DetectContentType(data), err)
 	}
@@ -68,8 +81,51 @@ func CheckImage(data []byte) error {
 			"That image is too large to open: %d×%d pixels in this format need %d MiB of memory, and the limit is %d MiB. Send a smaller version (fewer pixels, or 8 bits per channel).",
 			cfg.Width, cfg.Height, (mem+(1<<20)-1)>>20, MaxDecodeBytes>>20)}
 	}
+	if format == "png" {
+		// Read through without holding the pixels; only an interlaced PNG
+		// needs the full decode below.
+		err := kontext.CheckPNG(data)
+		if !errors.Is(err, kontext.ErrInterlaced) {
+			if err != nil {
+				return fmt.Errorf("%w: decode: %w", ErrImageBroken, err)
+			}
+			return nil
+		}
+	}
+	release, err := budget.Acquire(ctx, mem)
+	switch {
+	case errors.Is(err, kontext.ErrOverBudget):
+		return &UserError{Err: ErrImageMemory, Msg: fmt.Sprintf(
+			"That image is too large to open here: %d×%d pixels in this format need %d MiB of memory, more than this bot may use for images (%d MiB). Send a smaller version (fewer pixels, or 8 bits per channel).",
+			cfg.Width, cfg.Height, (mem+(1<<20)-1)>>20, budget.Size()>>20)}
+	case err != nil:
+		return fmt.Errorf("bot: check image: %w", err)
+	}
+	defer release()
 	if _, _, err := image.Decode(bytes.NewReader(data)); err != nil {
 		return fmt.Errorf("%w: decode: %w", ErrImageBroken, err)
 	}
 	return nil
+}
+
+// ReadImage reads a downloaded image of at most MaxImageBytes (more is
+// ErrImageTooLarge) into one buffer: sized from size, the response's
+// Content-Length, when it is known, so the bytes are never copied to a
+// doubled buffer on the way (io.ReadAll's growth holds up to twice the
+// file). A size of -1 means unknown.
+func ReadImage(r io.Reader, size int64) ([]byte, error) {
+	if size > MaxImageBytes {
+		return nil, ErrImageTooLarge
+	}
+	var buf bytes.Buffer
+	if size > 0 {
+		buf.Grow(int(size) + bytes.MinRead) // ReadFrom wants MinRead free to read the end
+	}
+	if _, err := buf.ReadFrom(io.LimitReader(r, MaxImageBytes+1)); err != nil {
+		return nil, err
+	}
+	if buf.Len() > MaxImageBytes {
+		return nil, ErrImageTooLarge
+	}
+	return buf.Bytes(), nil
 }

@@ -134,6 +134,10 @@ type Config struct {
 	// MaxDecodeBytes is the memory budget for decoding one input image that
 	// must be re-encoded; default DefaultMaxDecodeBytes.
 	MaxDecodeBytes int64
+	// Budget, when set, is shared with everything else that decodes
+	// people's images: re-encoding an input takes its share (DecodeMemory
+	// plus the scaled image) and waits while it is spent. nil: no bound.
+	Budget *Budget
 	// Logger receives debug lines for every call; nil discards. Prompts and
 	// keys are never logged.
 	Logger *slog.Logger
@@ -363,29 +367,29 @@ var errJobDeadline = errors.New("kontext: the job's overall deadline passed")
 // InputMaxBytes, downscaled and re-encoded otherwise; a 413 (nothing was
 // created) makes it smaller and sends it once more.
 func (c *Client) create(ctx context.Context, model string, req Request) (*prediction, error) {
-	var uri string
+	var in *encodedInput
 	if req.InputImage != nil {
 		var err error
-		if uri, err = c.inputURI(req.InputImage, c.cfg.InputMaxBytes); err != nil {
+		if in, err = c.input(ctx, req.InputImage, c.cfg.InputMaxBytes); err != nil {
 			return nil, err
 		}
 	}
 	for shrunk := false; ; shrunk = true {
-		body, err := c.createBody(model, req, uri)
+		body, err := c.createBody(model, req, in)
 		if err != nil {
 			return nil, err
 		}
 		raw, err := c.call(ctx, "create", http.MethodPost, c.createURL(model), body, "")
 		var ae *APIError
 		if errors.As(err, &ae) && ae.StatusCode == http.StatusRequestEntityTooLarge {
-			if !shrunk && uri != "" {
-				c.log.Info("kontext: the provider refused the request as too large; sending the input image smaller, once", "body_bytes", len(body))
-				if uri, err = c.shrinkInput(req.InputImage, len(uri)/2); err != nil {
+			if !shrunk && in != nil {
+				c.log.Info("kontext: the provider refused the request as too large; sending the input image smaller, once", "body_bytes", body.size)
+				if in, err = c.shrinkInput(ctx, req.InputImage, in.uriLen()/2); err != nil {
 					return nil, err
 				}
 				continue
 			}
-			if uri != "" {
+			if in != nil {
 				ae.Message = "the input image is too large for the provider, even made smaller"
 			}
 			return nil, err
@@ -528,19 +532,78 @@ type input struct {
 	SafetyTolerance *int   `json:"safety_tolerance,omitempty"`
 }
 
-// createBody is the create request's JSON; imageURI is the input image as
-// a data URI, "" for text-to-image.
-func (c *Client) createBody(model string, req Request, imageURI string) ([]byte, error) {
-	in := input{Prompt: req.Prompt, AspectRatio: req.AspectRatio, Seed: req.Seed, OutputFormat: req.OutputFormat,
-		SafetyTolerance: req.SafetyTolerance, InputImage: imageURI}
-	body := struct {
+// createBody is the create request's JSON; in is the input image, nil
+// for text-to-image. The body is json.Marshal's, byte for byte, but the
+// input image's data URI is never built: its base64 is encoded as the
+// body is sent, a few KiB at a time, from the image's bytes.
+func (c *Client) createBody(model string, req Request, in *encodedInput) (*body, error) {
+	fields := input{Prompt: req.Prompt, AspectRatio: req.AspectRatio, Seed: req.Seed, OutputFormat: req.OutputFormat,
+		SafetyTolerance: req.SafetyTolerance}
+	if in != nil {
+		fields.InputImage = "@"
+	}
+	v := struct {
 		Model string `json:"model,omitempty"`
 		Input input  `json:"input"`
-	}{Input: in}
+	}{Input: fields}
 	if c.cfg.Route == RoutePredictions {
-		body.Model = replicateOwner + model
+		v.Model = replicateOwner + model
 	}
-	return json.Marshal(body)
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("kontext: create body: %w", err)
+	}
+	if in == nil {
+		return bytesBody(raw), nil
+	}
+	// The key, quotes included, occurs once: quotes inside strings are
+	// escaped.
+	const key = `"input_image":"`
+	at := bytes.Index(raw, []byte(key+`@"`))
+	if at < 0 {
+		return nil, errors.New("kontext: create body: no input_image in the JSON")
+	}
+	head := string(raw[:at+len(key)]) + in.uriHeader()
+	tail := string(raw[at+len(key)+1:])
+	data := in.data
+	return &body{
+		size: int64(len(head)) + int64(base64.StdEncoding.EncodedLen(len(data))) + int64(len(tail)),
+		open: func() io.Reader {
+			return io.MultiReader(strings.NewReader(head), &base64Reader{src: data}, strings.NewReader(tail))
+		},
+	}, nil
+}
+
+// body is a request body that can be sent again: open returns a new
+// reader of its size bytes each time.
+type body struct {
+	size int64
+	open func() io.Reader
+}
+
+func bytesBody(b []byte) *body {
+	return &body{size: int64(len(b)), open: func() io.Reader { return bytes.NewReader(b) }}
+}
+
+// base64Reader reads src encoded in standard base64, with padding, 3 KiB
+// of src at a time.
+type base64Reader struct {
+	src, out []byte
+	buf      [4096]byte
+}
+
+func (r *base64Reader) Read(p []byte) (int, error) {
+	if len(r.out) == 0 {
+		if len(r.src) == 0 {
+			return 0, io.EOF
+		}
+		n := min(len(r.src), 3072) // a multiple of 3: padding only at the very end
+		base64.StdEncoding.Encode(r.buf[:], r.src[:n])
+		r.out, r.src = r.buf[:base64.StdEncoding.EncodedLen(n)], r.src[n:]
+	}
+	k := copy(p, r.out)
+	r.out = r.out[k:]
+	return k, nil
 }
 
 // prediction is the Replicate-style prediction object.
@@ -646,7 +709,7 @@ func (c *Client) runImages(ctx context.Context, model string, req Request) (*Res
 	if err != nil {
 		return nil, fmt.Errorf("kontext: images: %w", err)
 	}
-	raw, err := c.call(ctx, "images", http.MethodPost, c.endpoint("v1/images/generations"), body, "")
+	raw, err := c.call(ctx, "images", http.MethodPost, c.endpoint("v1/images/generations"), bytesBody(body), "")
 	if err != nil {
 		return nil, err
 	}
@@ -774,7 +837,7 @@ const maxJSONBytes = 64 << 20 // b64_json answers carry a whole image
 // call sends one API request with retries (see decide) and returns the
 // body of its 2xx answer; any other outcome is an *APIError, or the
 // context's error.
-func (c *Client) call(ctx context.Context, op, method, u string, body []byte, id string) ([]byte, error) {
+func (c *Client) call(ctx context.Context, op, method, u string, body *body, id string) ([]byte, error) {
 	create := op == "create" || op == "images"
 	timeout, prefer := c.cfg.RequestTimeout, ""
 	if op == "create" && c.cfg.Wait > 0 {
@@ -831,7 +894,9 @@ func (c *Client) call(ctx context.Context, op, method, u string, body []byte, id
 
 // once makes a single HTTP request to the provider, with the API key, and
 // reads the whole answer. prefer, when set, is sent as the Prefer header.
-func (c *Client) once(ctx context.Context, method, u string, body []byte, timeout time.Duration, prefer string) reply {
+// The body is read afresh for each request (GetBody too, for the
+// transport's own resends of a request it never wrote).
+func (c *Client) once(ctx context.Context, method, u string, body *body, timeout time.Duration, prefer string) reply {
 	if timeout <= 0 {
 		timeout = c.cfg.RequestTimeout
 	}
@@ -845,11 +910,15 @@ func (c *Client) once(ctx context.Context, method, u string, body []byte, timeou
 	}})
 	var rd io.Reader
 	if body != nil {
-		rd = bytes.NewReader(body)
+		rd = body.open()
 	}
 	req, err := http.NewRequestWithContext(rctx, method, u, rd)
 	if err != nil {
 		return reply{err: err}
+	}
+	if body != nil {
+		req.ContentLength = body.size
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(body.open()), nil }
 	}
 	req.Header.Set("Authorization", "Bearer "+c.cfg.APIKey)
 	req.Header.Set("Accept", "application/json")

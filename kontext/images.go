@@ -2,6 +2,7 @@ package kontext
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -12,8 +13,6 @@ import (
 	"math"
 	"net/http"
 	"strings"
-
-	"golang.org/x/image/draw"
 
 	// Decoders for every format the provider may return or a user may send.
 	_ "image/gif"
@@ -173,35 +172,44 @@ func decodeWithin(img []byte, budget int64) (image.Image, error) {
 	return decoded, err
 }
 
-// inputURI returns the data URI to send for an input image: the bytes as
-// they are when the URI fits limit, else a downscaled re-encoding.
-func (c *Client) inputURI(img []byte, limit int) (string, error) {
-	if format := Sniff(img); format != "" && len("data:image/"+format+";base64,")+base64.StdEncoding.EncodedLen(len(img)) <= limit {
-		return dataURI(format, img), nil
-	}
-	return c.shrinkInput(img, limit)
+// encodedInput is an input image as it is sent: its format and bytes.
+type encodedInput struct {
+	format string
+	data   []byte
 }
 
-// shrinkInput decodes img (within MaxDecodeBytes), scales it down to at
-// most InputPixels, and encodes it as JPEG quality 92 (PNG when it has
-// transparency); while the data URI passes limit it scales down further,
-// by the ratio of the sizes.
-func (c *Client) shrinkInput(img []byte, limit int) (string, error) {
-	src, err := decodeWithin(img, c.cfg.MaxDecodeBytes)
-	if err != nil {
-		msg := "the input image cannot be read as an image"
-		if errors.Is(err, errInputBudget) {
-			msg = "the input image is too large to process; send one of at most about 30 megapixels"
+func (in *encodedInput) uriHeader() string { return "data:image/" + in.format + ";base64," }
+
+// uriLen is the length of its data URI.
+func (in *encodedInput) uriLen() int {
+	return len(in.uriHeader()) + base64.StdEncoding.EncodedLen(len(in.data))
+}
+
+// input returns the input image to send: the bytes as they are when their
+// data URI fits limit, else a downscaled re-encoding.
+func (c *Client) input(ctx context.Context, img []byte, limit int) (*encodedInput, error) {
+	if format := Sniff(img); format != "" {
+		if in := (&encodedInput{format: format, data: img}); in.uriLen() <= limit {
+			return in, nil
 		}
-		return "", &APIError{Op: "create", Kind: ErrInvalidRequest, Message: msg, Err: err}
 	}
-	opaque := false
-	if o, ok := src.(interface{ Opaque() bool }); ok {
-		opaque = o.Opaque()
+	return c.shrinkInput(ctx, img, limit)
+}
+
+// shrinkInput scales img down to at most InputPixels and encodes it as
+// JPEG quality 92 (PNG when it has transparency); while the data URI
+// passes limit it scales down further, by the ratio of the sizes. A PNG
+// that is not interlaced is decoded row by row into the smaller image,
+// never whole; any other image is decoded whole, within MaxDecodeBytes.
+// Either way the memory is first taken from the Budget (waiting for it).
+func (c *Client) shrinkInput(ctx context.Context, img []byte, limit int) (*encodedInput, error) {
+	base, opaque, err := c.firstScale(ctx, img)
+	if err != nil {
+		return nil, err
 	}
 	pixels := c.cfg.InputPixels
 	for range 6 {
-		scaled := scaleDown(src, pixels)
+		scaled := scaleDown(base, pixels)
 		var buf bytes.Buffer
 		format := "png"
 		if opaque {
@@ -211,33 +219,108 @@ func (c *Client) shrinkInput(img []byte, limit int) (string, error) {
 			err = png.Encode(&buf, scaled)
 		}
 		if err != nil {
-			return "", &APIError{Op: "create", Kind: ErrInvalidRequest, Message: "the input image cannot be re-encoded", Err: err}
+			return nil, &APIError{Op: "create", Kind: ErrInvalidRequest, Message: "the input image cannot be re-encoded", Err: err}
 		}
-		uri := dataURI(format, buf.Bytes())
+		in := &encodedInput{format: format, data: buf.Bytes()}
 		b := scaled.Bounds()
 		c.log.Debug("kontext: input image re-encoded", "from_bytes", len(img), "to_bytes", buf.Len(), "width", b.Dx(), "height", b.Dy(), "format", format, "limit", limit)
-		if len(uri) <= limit {
-			return uri, nil
+		if in.uriLen() <= limit {
+			return in, nil
 		}
-		pixels = int(float64(b.Dx()*b.Dy()) * float64(limit) / float64(len(uri)) * 0.9)
+		pixels = int(float64(b.Dx()*b.Dy()) * float64(limit) / float64(in.uriLen()) * 0.9)
 		if pixels < 32*32 {
 			break
 		}
 	}
-	return "", &APIError{Op: "create", Kind: ErrInvalidRequest, Message: "the input image is too large to send, even made smaller"}
+	return nil, &APIError{Op: "create", Kind: ErrInvalidRequest, Message: "the input image is too large to send, even made smaller"}
+}
+
+// firstScale returns img decoded and scaled down to at most InputPixels,
+// and whether it is opaque, within its share of the Budget.
+func (c *Client) firstScale(ctx context.Context, img []byte) (image.Image, bool, error) {
+	unreadable := func(err error) error {
+		return &APIError{Op: "create", Kind: ErrInvalidRequest, Message: "the input image cannot be read as an image", Err: err}
+	}
+	cfg, format, err := image.DecodeConfig(bytes.NewReader(img))
+	if err != nil {
+		return nil, false, unreadable(err)
+	}
+	if cfg.Width <= 0 || cfg.Height <= 0 {
+		return nil, false, unreadable(fmt.Errorf("size %dx%d", cfg.Width, cfg.Height))
+	}
+	pixels := c.cfg.InputPixels
+	dw, dh := scaledSize(cfg.Width, cfg.Height, pixels)
+	// The scaled image (4 bytes a pixel) and its encoding, plus the rows
+	// of a streamed PNG or the whole decoded image.
+	mem, err := DecodeMemory(img)
+	if err != nil {
+		return nil, false, unreadable(err)
+	}
+	if mem > c.cfg.MaxDecodeBytes { // refused alike however it would be decoded
+		return nil, false, &APIError{Op: "create", Kind: ErrInvalidRequest, Message: "the input image is too large to process; send one of at most about 30 megapixels",
+			Err: fmt.Errorf("%w: %dx%d pixels would take %d MB decoded", errInputBudget, cfg.Width, cfg.Height, mem>>20)}
+	}
+	need := 5*int64(pixels) + mem
+	streamed := format == "png" && !pngInterlaced(img)
+	if streamed {
+		need = 5*int64(pixels) + 64<<10 + 40*int64(cfg.Width)
+	}
+	release, err := c.cfg.Budget.Acquire(ctx, need)
+	switch {
+	case errors.Is(err, ErrOverBudget):
+		return nil, false, &APIError{Op: "create", Kind: ErrInvalidRequest, Message: "the input image is too large to process; send one with fewer pixels", Err: err}
+	case err != nil:
+		return nil, false, c.ctxError(ctx, "create", "")
+	}
+	defer release()
+	if streamed {
+		s := newAreaScaler(cfg.Width, cfg.Height, dw, dh)
+		if _, err := pngRows(img, s.add); err != nil {
+			return nil, false, unreadable(err)
+		}
+		dst := s.image()
+		return dst, dst.Opaque(), nil
+	}
+	src, err := decodeWithin(img, c.cfg.MaxDecodeBytes)
+	if err != nil {
+		msg := "the input image cannot be read as an image"
+		if errors.Is(err, errInputBudget) {
+			msg = "the input image is too large to process; send one of at most about 30 megapixels"
+		}
+		return nil, false, &APIError{Op: "create", Kind: ErrInvalidRequest, Message: msg, Err: err}
+	}
+	opaque := false
+	if o, ok := src.(interface{ Opaque() bool }); ok {
+		opaque = o.Opaque()
+	}
+	return scaleDown(src, pixels), opaque, nil
+}
+
+// pngInterlaced reads the interlace flag of a PNG's IHDR.
+func pngInterlaced(img []byte) bool {
+	return len(img) > 28 && img[28] != 0
+}
+
+// scaledSize is w×h scaled to at most pixels in area, keeping its aspect
+// ratio (w×h itself when it is small enough).
+func scaledSize(w, h, pixels int) (int, int) {
+	if w*h <= pixels {
+		return w, h
+	}
+	f := math.Sqrt(float64(pixels) / float64(w*h))
+	return max(1, int(float64(w)*f)), max(1, int(float64(h)*f))
 }
 
 // scaleDown returns src scaled to at most pixels in area, keeping its
-// aspect ratio (src itself when it is small enough).
+// aspect ratio (src itself when it is small enough), averaging the area
+// each new pixel covers. (x/image/draw's kernel scalers keep a float
+// buffer of the new width times the old height: 84 MB for an 18 MiB
+// input, 200 MB for a 40 MP one.)
 func scaleDown(src image.Image, pixels int) image.Image {
 	b := src.Bounds()
-	w, h := b.Dx(), b.Dy()
-	if w*h <= pixels {
+	if b.Dx()*b.Dy() <= pixels {
 		return src
 	}
-	f := math.Sqrt(float64(pixels) / float64(w*h))
-	nw, nh := max(1, int(float64(w)*f)), max(1, int(float64(h)*f))
-	dst := image.NewRGBA(image.Rect(0, 0, nw, nh))
-	draw.CatmullRom.Scale(dst, dst.Rect, src, b, draw.Src, nil)
-	return dst
+	nw, nh := scaledSize(b.Dx(), b.Dy(), pixels)
+	return scaleArea(src, nw, nh)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"path"
@@ -18,10 +17,6 @@ import (
 
 // downloadTimeout bounds one attachment download.
 const downloadTimeout = 30 * time.Second
-
-// maxDownload is the most the bot reads of an attachment: anything larger
-// is refused as the core would refuse it.
-const maxDownload = bot.MaxImageBytes + 64<<10
 
 var (
 	errNotDiscordFile = &bot.UserError{Msg: "I can only read images uploaded to Discord itself."}
@@ -81,12 +76,12 @@ func (b *Bot) download(ctx context.Context, a *discordgo.MessageAttachment) ([]b
 	if resp.ContentLength > bot.MaxImageBytes {
 		return nil, bot.ErrImageTooLarge
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxDownload+1))
-	if err != nil {
+	data, err := bot.ReadImage(resp.Body, resp.ContentLength)
+	switch {
+	case errors.Is(err, bot.ErrImageTooLarge):
+		return nil, err
+	case err != nil:
 		return nil, &bot.UserError{Msg: errDownload.Msg, Err: err}
-	}
-	if len(data) > bot.MaxImageBytes {
-		return nil, bot.ErrImageTooLarge
 	}
 	return data, nil
 }

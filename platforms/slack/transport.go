@@ -267,12 +267,12 @@ func (b *Bot) download(ctx context.Context, rawURL string) ([]byte, error) {
 	if resp.ContentLength > bot.MaxImageBytes {
 		return nil, bot.ErrImageTooLarge
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, bot.MaxImageBytes+1))
-	if err != nil {
+	data, err := bot.ReadImage(resp.Body, resp.ContentLength)
+	switch {
+	case errors.Is(err, bot.ErrImageTooLarge):
+		return nil, err
+	case err != nil:
 		return nil, fmt.Errorf("slack: download %s: %w", u.Host, err)
-	}
-	if len(data) > bot.MaxImageBytes {
-		return nil, bot.ErrImageTooLarge
 	}
 	return data, nil
 }
