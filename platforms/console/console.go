@@ -79,6 +79,7 @@ type Chat struct {
 	files   map[string]string // turn id -> file written for it
 	next    int               // number of the next file
 	pending map[string]bool   // jobs this chat waits for
+	ended   map[string]bool   // jobs that ended before anyone waited for them
 	started map[string]time.Time
 	idle    chan struct{} // closed and replaced when pending empties
 	lastPos map[string]int
@@ -96,7 +97,7 @@ func New(core Core, out io.Writer, dir, user, conv string) (*Chat, error) {
 	c := &Chat{core: core, dir: dir, user: user, out: out,
 		key:   bot.ConvKey{Platform: Platform, Workspace: "local", Channel: "terminal", Thread: conv},
 		files: map[string]string{}, next: nextNumber(dir),
-		pending: map[string]bool{}, started: map[string]time.Time{}, idle: make(chan struct{}), lastPos: map[string]int{}}
+		pending: map[string]bool{}, ended: map[string]bool{}, started: map[string]time.Time{}, idle: make(chan struct{}), lastPos: map[string]int{}}
 	close(c.idle)
 	return c, nil
 }
@@ -124,11 +125,16 @@ func (c *Chat) Name() string { return Platform }
 func (c *Chat) Reporter(*bot.Job) bot.Reporter { return c }
 
 // Expect makes the chat wait for job ids it did not submit itself, such as
-// jobs recovered from before a restart.
+// jobs recovered from before a restart. A job that already ended (a
+// recovered job can be posted before Expect is called) is not waited for.
 func (c *Chat) Expect(ids ...string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, id := range ids {
+		if c.ended[id] {
+			delete(c.ended, id)
+			continue
+		}
 		c.track(id)
 	}
 }
@@ -144,6 +150,7 @@ func (c *Chat) untrack(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !c.pending[id] {
+		c.ended[id] = true
 		return
 	}
 	delete(c.pending, id)
@@ -185,10 +192,14 @@ func (c *Chat) Deliver(_ context.Context, job *bot.Job, d *bot.Delivery) (bot.Po
 		return bot.Posted{}, err
 	}
 	c.mu.Lock()
-	took := time.Since(c.started[job.ID]).Round(100 * time.Millisecond)
+	began, timed := c.started[job.ID]
 	delete(c.started, job.ID)
 	c.mu.Unlock()
-	c.printf("✓ %s · %d×%d · %s · %s", path, d.Turn.Width, d.Turn.Height, d.Caption(), took)
+	line := fmt.Sprintf("✓ %s · %d×%d · %s", path, d.Turn.Width, d.Turn.Height, d.Caption())
+	if timed { // a job recovered from before a restart has no start here
+		line += " · " + time.Since(began).Round(100*time.Millisecond).String()
+	}
+	c.printf("%s", line)
 	c.untrack(job.ID)
 	return bot.Posted{}, nil
 }

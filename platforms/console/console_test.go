@@ -1,8 +1,11 @@
 package console_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"image"
+	"image/png"
 	"io"
 	"os"
 	"path/filepath"
@@ -374,4 +377,45 @@ func TestHelpCommand(t *testing.T) {
 			t.Errorf("/help lacks %q:\n%s", w, out.String())
 		}
 	}
+}
+
+// TestRecoveredJobPostedBeforeExpect: after a restart the core may post a
+// recovered job before the chat is told to wait for it (Expect). The chat
+// must not wait for it then: with nothing left to do, Run returns.
+func TestRecoveredJobPostedBeforeExpect(t *testing.T) {
+	h := newHarness(t)
+	var out strings.Builder
+	chat, err := console.New(h.core, &syncWriter{w: &out}, h.dir, "ada", "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := &bot.Job{ID: "j-recovered", Kind: bot.KindImagine, Prompt: "a castle"}
+	d := &bot.Delivery{Job: job, Turn: bot.Turn{ID: "i1", Kind: bot.KindImagine, Prompt: "a castle", Format: "png", Width: 1, Height: 1},
+		Image: onePixelPNG(t)}
+	if _, err := chat.Deliver(context.Background(), job, d); err != nil {
+		t.Fatal(err)
+	}
+	chat.Expect(job.ID)
+	done := make(chan error, 1)
+	go func() { done <- chat.Run(context.Background(), strings.NewReader("")) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Run still waits for a job that was already posted:\n%s", out.String())
+	}
+	if strings.Contains(out.String(), "h47m") {
+		t.Errorf("a recovered job was shown with a made-up duration:\n%s", out.String())
+	}
+}
+
+func onePixelPNG(t *testing.T) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	if err := png.Encode(&b, image.NewGray(image.Rect(0, 0, 1, 1))); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
 }
