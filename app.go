@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -13,12 +15,14 @@ import (
 	"kontextbot/kontext"
 	"kontextbot/platforms/console"
 	"kontextbot/store"
+	"kontextbot/store/postgres"
 )
 
 // Compile-time checks that the implementations satisfy the core's needs.
 var (
 	_ bot.Generator = (*kontext.Client)(nil)
-	_ bot.Scheduler = (*kontext.Queue)(nil)
+	_ bot.Scheduler = (*bot.LocalScheduler)(nil)
+	_ bot.Scheduler = (*postgres.Scheduler)(nil)
 	_ bot.Store     = (*store.DB)(nil)
 )
 
@@ -30,7 +34,7 @@ type app struct {
 	db     appStore
 	sweep  sweepFunc
 	client *kontext.Client
-	queue  *kontext.Queue
+	queue  bot.Scheduler
 	core   *bot.Core
 	met    *metrics
 
@@ -62,20 +66,41 @@ func openApp(cfg config, log *slog.Logger) (*app, error) {
 		db.Close()
 		return nil, err
 	}
-	queue := kontext.NewQueue(kontext.QueueOptions{
-		Slots: cfg.Slots, UserRunning: cfg.UserRunning, UserWaiting: cfg.UserWaiting, MaxWaiting: cfg.QueueMax, Logger: log,
-	})
+	var queue bot.Scheduler
+	if pg, ok := db.(*postgres.DB); ok {
+		// One queue in the database for every replica.
+		queue = pg.Scheduler(replicaName(), postgres.QueueOptions{
+			Slots: cfg.Slots, UserRunning: cfg.UserRunning, UserWaiting: cfg.UserWaiting, MaxWaiting: cfg.QueueMax, Lease: cfg.Lease,
+		})
+	} else {
+		local := kontext.NewQueue(kontext.QueueOptions{
+			Slots: cfg.Slots, UserRunning: cfg.UserRunning, UserWaiting: cfg.UserWaiting, MaxWaiting: cfg.QueueMax, Logger: log,
+		})
+		met.watchQueue(local)
+		queue = bot.NewLocalScheduler(local)
+	}
 	core := bot.New(bot.Config{
 		Model: cfg.Model, Prices: cfg.Prices, UserDaily: cfg.UserDaily, WorkspaceBudget: cfg.Budget,
 		Channels: cfg.Channels, Admins: cfg.Admins, Logger: log, OnJobEnd: met.jobEnd,
 	}, db, client, queue)
-	met.watchQueue(queue)
 	a := &app{cfg: cfg, log: log, db: db, sweep: sweep, client: client, queue: queue, core: core, met: met}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stopSweep = cancel
 	a.sweeping.Add(1)
 	go a.sweepLoop(ctx)
 	return a, nil
+}
+
+// replicaName names this process in the shared queue: host, pid and a
+// random part, so a restarted process never inherits a dead one's leases.
+func replicaName() string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown"
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s/%d/%x", host, os.Getpid(), b)
 }
 
 // sweepLoop removes idle conversations at start and then daily.

@@ -268,8 +268,8 @@ func (st *qstate) positions() map[string]int {
 
 // Submit adds a waiting job. It fails with a *kontext.LimitError when the
 // user already has UserWaiting jobs waiting or MaxWaiting jobs wait in all,
-// and with an error when id is already in the queue. It returns the job's
-// position.
+// and with an error wrapping bot.ErrQueued when id is already in the
+// queue. It returns the job's position.
 func (q *Queue) Submit(ctx context.Context, id, user, serial string) (int, error) {
 	wrap := func(err error) error { return fmt.Errorf("postgres: queue submit %s: %w", id, err) }
 	if id == "" || user == "" {
@@ -278,10 +278,15 @@ func (q *Queue) Submit(ctx context.Context, id, user, serial string) (int, error
 	pos := 0
 	err := q.locked(ctx, func(tx pgx.Tx) (bool, error) {
 		var total, mine int
-		err := tx.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE user_id = $1) FROM queue_jobs WHERE state = 'waiting'`,
-			user).Scan(&total, &mine)
+		var dup bool
+		err := tx.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'waiting'),
+				count(*) FILTER (WHERE state = 'waiting' AND user_id = $1), coalesce(bool_or(id = $2), false)
+			FROM queue_jobs`, user, id).Scan(&total, &mine, &dup)
 		if err != nil {
 			return false, err
+		}
+		if dup {
+			return false, bot.ErrQueued
 		}
 		if mine >= q.opts.UserWaiting {
 			return false, &kontext.LimitError{Kind: kontext.ErrUserWaitingLimit, Limit: q.opts.UserWaiting}
@@ -295,7 +300,7 @@ func (q *Queue) Submit(ctx context.Context, id, user, serial string) (int, error
 			return false, err
 		}
 		if tag.RowsAffected() == 0 {
-			return false, errors.New("already in the queue")
+			return false, bot.ErrQueued
 		}
 		st, err := load(ctx, tx)
 		if err != nil {
@@ -416,6 +421,29 @@ func (q *Queue) Cancel(ctx context.Context, id string) (waiting bool, err error)
 		return false, fmt.Errorf("postgres: queue cancel %s: %w", id, err)
 	}
 	return waiting, nil
+}
+
+// CancelWaiting removes job id if it is waiting, from any replica, and
+// reports whether it did; a running job is left alone.
+func (q *Queue) CancelWaiting(ctx context.Context, id string) (bool, error) {
+	removed := false
+	err := q.locked(ctx, func(tx pgx.Tx) (bool, error) {
+		var user string
+		err := tx.QueryRow(ctx, `DELETE FROM queue_jobs WHERE id = $1 AND state = 'waiting' RETURNING user_id`, id).Scan(&user)
+		if errors.Is(err, pgx.ErrNoRows) {
+			removed = false
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		removed = true
+		return true, forgetUser(ctx, tx, user)
+	})
+	if err != nil {
+		return false, fmt.Errorf("postgres: queue cancel %s: %w", id, err)
+	}
+	return removed, nil
 }
 
 // Positions returns the place of every waiting job, by id; running jobs
@@ -544,13 +572,14 @@ func (q *Queue) Takeover(ctx context.Context) ([]QueuedJob, error) {
 }
 
 // Handover ends this replica's leases at once, so another replica takes
-// its running jobs over without waiting (a replica stopping on SIGTERM).
-// This replica must not touch those jobs afterwards.
-func (q *Queue) Handover(ctx context.Context) (int, error) {
+// its running jobs over without waiting (a replica stopping on SIGTERM);
+// with ids, only those jobs' leases. This replica must not touch those
+// jobs afterwards.
+func (q *Queue) Handover(ctx context.Context, ids ...string) (int, error) {
 	n := 0
 	err := q.locked(ctx, func(tx pgx.Tx) (bool, error) {
 		tag, err := tx.Exec(ctx, `UPDATE queue_jobs SET lease_until = now() - interval '1 microsecond'
-			WHERE state = 'running' AND owner = $1`, q.replica)
+			WHERE state = 'running' AND owner = $1 AND (coalesce(cardinality($2::text[]), 0) = 0 OR id = ANY($2))`, q.replica, ids)
 		if err != nil {
 			return false, err
 		}
@@ -634,31 +663,39 @@ func (q *Queue) listen(ctx context.Context, signal func()) error {
 	}
 }
 
+// errGoexit is a run's error when it called runtime.Goexit.
+var errGoexit = errors.New("postgres: queue: run called runtime.Goexit")
+
 // ErrHandedOver is the cause of a job's context ending because its replica
-// is stopping and handed the job over to another replica: the work must
+// is stopping and hands the job over to another replica: the work must
 // stop without ending the job (its prediction, if any, is followed by the
-// replica that takes it over).
-var ErrHandedOver = errors.New("postgres: job handed over to another replica")
+// replica that takes it over). It wraps kontext.ErrShutdown, so the
+// client does not cancel the prediction and the bot keeps the job live.
+var ErrHandedOver = fmt.Errorf("postgres: job handed over to another replica: %w", kontext.ErrShutdown)
 
 // ErrLeaseLost is the cause of a job's context ending because this replica
 // could not renew its lease in time and another replica took the job over:
-// the work must stop without ending the job.
-var ErrLeaseLost = errors.New("postgres: job taken over by another replica after this one's lease lapsed")
+// the work must stop without ending the job. It wraps kontext.ErrShutdown.
+var ErrLeaseLost = fmt.Errorf("postgres: job taken over by another replica after this one's lease lapsed: %w", kontext.ErrShutdown)
 
 // Work runs this replica's share of the queue until ctx ends: whenever the
 // queue changes (on any replica) and at every lease renewal it takes the
 // jobs the free slots go to, and the jobs of replicas whose lease lapsed,
-// and calls run for each in a goroutine of its own; when run returns, the
-// job's slot is given back (Release). Leases are renewed at a third of
-// Lease; a cancel asked from any replica ends that job's context with
-// cause kontext.ErrCanceled. When ctx ends, Work hands its running jobs
-// over (their contexts end with cause ErrHandedOver; they are not
-// released), waits for every run to return, and returns.
+// and calls run for each in a goroutine of its own. When run returns nil
+// or an error, the job is over and its slot is given back (Release); when
+// its error wraps kontext.ErrShutdown, the job was left unfinished and is
+// handed over at once (its lease ends, another replica or this one takes
+// it over). Leases are renewed at a third of Lease; a cancel asked from
+// any replica ends that job's context with cause kontext.ErrCanceled.
+// When ctx ends, Work ends every running job's context with cause
+// ErrHandedOver, hands over or releases each as its run returns (a run
+// that finishes its job anyway is released), and returns when every run
+// has returned.
 //
 // run receives the job's context, which does not end with ctx but only on
-// a cancel or a handover. Errors of the database are logged and retried at
-// the next change or renewal.
-func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j QueuedJob)) {
+// a cancel, a stop or a lost lease. Errors of the database are logged and
+// retried at the next change or renewal.
+func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j QueuedJob) error) {
 	lctx, stopListen := context.WithCancel(ctx)
 	defer stopListen()
 	wake := q.Listen(lctx)
@@ -667,8 +704,11 @@ func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j Queued
 
 	base := context.WithoutCancel(ctx)
 	running := map[string]context.CancelCauseFunc{}
-	done := make(chan string)
-	handedOver := false
+	type result struct {
+		id  string
+		err error
+	}
+	done := make(chan result)
 	start := func(j QueuedJob) {
 		if _, dup := running[j.ID]; dup {
 			return
@@ -676,8 +716,18 @@ func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j Queued
 		jctx, cancel := context.WithCancelCause(base)
 		running[j.ID] = cancel
 		go func() {
-			defer func() { done <- j.ID }()
-			run(jctx, j)
+			err := errGoexit
+			defer func() {
+				if v := recover(); v != nil {
+					q.db.log.Error("postgres: queue: job panicked", "job", j.ID, "panic", v)
+					err = fmt.Errorf("postgres: queue: job %s panicked: %v", j.ID, v)
+				}
+				if c := context.Cause(jctx); errors.Is(c, ErrLeaseLost) {
+					err = c // not ours any more: neither release nor hand over
+				}
+				done <- result{j.ID, err}
+			}()
+			err = run(jctx, j)
 		}()
 	}
 	fill := func(takeover bool) {
@@ -704,29 +754,29 @@ func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j Queued
 			start(*j)
 		}
 	}
-	finish := func(id string) {
-		cancel := running[id]
-		delete(running, id)
+	finish := func(r result) {
+		cancel := running[r.id]
+		delete(running, r.id)
 		cancel(nil)
-		if handedOver {
-			return
-		}
-		// Give the slot back even while stopping: the job is over.
 		rctx, rcancel := context.WithTimeout(base, 10*time.Second)
 		defer rcancel()
-		if _, err := q.Release(rctx, id); err != nil {
-			q.db.log.Warn("postgres: queue release", "replica", q.replica, "job", id, "err", err)
+		switch {
+		case errors.Is(r.err, ErrLeaseLost):
+		case errors.Is(r.err, kontext.ErrShutdown):
+			// Left unfinished: whoever takes it over continues it.
+			if _, err := q.Handover(rctx, r.id); err != nil {
+				q.db.log.Warn("postgres: queue handover", "replica", q.replica, "job", r.id, "err", err)
+			}
+		default:
+			// Give the slot back even while stopping: the job is over.
+			if _, err := q.Release(rctx, r.id); err != nil {
+				q.db.log.Warn("postgres: queue release", "replica", q.replica, "job", r.id, "err", err)
+			}
 		}
 	}
 	for {
 		select {
 		case <-ctx.Done():
-			hctx, hcancel := context.WithTimeout(base, 10*time.Second)
-			if _, err := q.Handover(hctx); err != nil {
-				q.db.log.Warn("postgres: queue handover", "replica", q.replica, "err", err)
-			}
-			hcancel()
-			handedOver = true
 			for _, cancel := range running {
 				cancel(ErrHandedOver)
 			}
@@ -736,8 +786,8 @@ func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j Queued
 			for range wake {
 			}
 			return
-		case id := <-done:
-			finish(id)
+		case r := <-done:
+			finish(r)
 			fill(false)
 		case <-wake:
 			if len(running) > 0 {

@@ -146,8 +146,8 @@ func TestQueueCaps(t *testing.T) {
 	if _, err := qs[1].Submit(ctx, "c0", "c", ""); !errors.Is(err, kontext.ErrQueueFull) {
 		t.Errorf("6th waiting job: got %v, want ErrQueueFull", err)
 	}
-	if _, err := qs[1].Submit(ctx, "b1", "b", ""); err == nil {
-		t.Error("a job id already in the queue: got nil error")
+	if _, err := qs[1].Submit(ctx, "b1", "b", ""); !errors.Is(err, bot.ErrQueued) {
+		t.Errorf("a job id already in the queue: got %v, want bot.ErrQueued", err)
 	}
 	// 4 slots, but a may run only 2: a0, b0, a1, b1 start; a2 waits.
 	var started []string
@@ -505,7 +505,8 @@ func TestQueueListen(t *testing.T) {
 	}
 }
 
-// workers starts Work on each queue with run, and returns a function that
+// workers starts Work on each queue with run (a run that returns after its
+// context ended left its job unfinished), and returns a function that
 // stops replica i (as SIGTERM does) and waits for its Work to return.
 func workers(t *testing.T, qs []*Queue, run func(q *Queue, ctx context.Context, j QueuedJob)) (stop func(i int)) {
 	t.Helper()
@@ -516,7 +517,10 @@ func workers(t *testing.T, qs []*Queue, run func(q *Queue, ctx context.Context, 
 		cancels[i], dones[i] = cancel, make(chan struct{})
 		go func() {
 			defer close(dones[i])
-			q.Work(ctx, func(ctx context.Context, j QueuedJob) { run(q, ctx, j) })
+			q.Work(ctx, func(ctx context.Context, j QueuedJob) error {
+				run(q, ctx, j)
+				return context.Cause(ctx) // a run cut short is handed over
+			})
 		}()
 	}
 	stop = func(i int) {
