@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 
@@ -26,12 +25,14 @@ type Scheduler struct {
 	stop    context.CancelFunc // ends Work and the position watcher
 	done    chan struct{}      // closed when both have returned
 	watched map[string]*watch  // waiting jobs submitted here, by id
+	gen     uint64             // counts watches added
 }
 
 // watch is a waiting job whose place in line this replica reports.
 type watch struct {
 	tell func(int)
-	pos  int // last told
+	pos  int    // last told
+	gen  uint64 // when it was added: positions read before then do not apply
 }
 
 // Scheduler returns replica's bot.Scheduler over the shared queue with
@@ -70,7 +71,7 @@ func (s *Scheduler) Start(run bot.RunFunc) {
 func (s *Scheduler) positions(ctx context.Context) {
 	for range s.q.Listen(ctx) {
 		s.mu.Lock()
-		n := len(s.watched)
+		n, gen := len(s.watched), s.gen
 		s.mu.Unlock()
 		if n == 0 {
 			continue
@@ -82,26 +83,23 @@ func (s *Scheduler) positions(ctx context.Context) {
 			}
 			continue
 		}
-		type call struct {
-			tell func(int)
-			pos  int
-		}
-		var calls []call
+		// Tells happen under s.mu, so one job's places arrive in order
+		// (Reporter.Queued does not block).
 		s.mu.Lock()
 		for id, w := range s.watched {
+			if w.gen > gen {
+				continue // added after the read began
+			}
 			p := pos[id]
 			if p != w.pos {
 				w.pos = p
-				calls = append(calls, call{w.tell, p})
+				w.tell(p)
 			}
 			if p == 0 {
 				delete(s.watched, id) // started, on any replica, or gone
 			}
 		}
 		s.mu.Unlock()
-		for _, c := range calls {
-			c.tell(c.pos)
-		}
 	}
 }
 
@@ -112,17 +110,19 @@ func (s *Scheduler) Submit(ctx context.Context, sl bot.Slot) error {
 		s.mu.Unlock()
 		return kontext.ErrShutdown
 	}
-	if sl.Position != nil {
-		s.watched[sl.ID] = &watch{tell: sl.Position}
-	}
 	s.mu.Unlock()
-	_, err := s.q.Submit(ctx, sl.ID, sl.User, sl.Serial)
-	if err != nil && sl.Position != nil && !errors.Is(err, bot.ErrQueued) {
-		s.mu.Lock()
-		delete(s.watched, sl.ID)
-		s.mu.Unlock()
+	pos, err := s.q.Submit(ctx, sl.ID, sl.User, sl.Serial)
+	if err != nil || sl.Position == nil || pos == 0 {
+		return err
 	}
-	return err
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.watched[sl.ID]; !ok {
+		s.gen++
+		s.watched[sl.ID] = &watch{tell: sl.Position, pos: pos, gen: s.gen}
+		sl.Position(pos)
+	}
+	return nil
 }
 
 // Cancel removes a waiting job, whichever replica submitted it.
