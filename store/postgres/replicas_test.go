@@ -279,6 +279,18 @@ func TestReplicasShareSlots(t *testing.T) {
 	for _, r := range c.reps {
 		c.start(r)
 	}
+	// The database's view of the slots, sampled while the work runs.
+	sampleCtx, stopSampling := context.WithCancel(context.Background())
+	var maxRunning atomic.Int32
+	var sampling sync.WaitGroup
+	sampling.Go(func() {
+		for sampleCtx.Err() == nil {
+			if st, err := c.reps[0].sched.Queue().Stats(sampleCtx); err == nil && int32(st.Running) > maxRunning.Load() {
+				maxRunning.Store(int32(st.Running))
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	})
 	var mu sync.Mutex
 	var jobs []*bot.Job
 	var wg sync.WaitGroup
@@ -298,13 +310,18 @@ func TestReplicasShareSlots(t *testing.T) {
 		ids[i] = j.ID
 	}
 	c.waitEnded(c.reps[0].db, ids, 60*time.Second)
+	stopSampling()
+	sampling.Wait()
 	c.checkOnce(c.reps[0].db, jobs)
 	st := c.fake.Stats()
 	if st.Creates != users*perUser {
 		t.Errorf("creates: got %d, want %d", st.Creates, users*perUser)
 	}
-	if st.MaxActive != 6 {
-		t.Errorf("provider's max active: got %d, want 6 (never more, and every slot used)", st.MaxActive)
+	if st.MaxActive > 6 {
+		t.Errorf("provider's max active: got %d, want at most 6", st.MaxActive)
+	}
+	if got := maxRunning.Load(); got != 6 {
+		t.Errorf("most slots in use at once, as the database saw it: got %d, want 6 (all used, never more)", got)
 	}
 	if st.SlotLimit429 != 0 || st.Injected429 != 0 {
 		t.Errorf("429s: got %d, want none", st.SlotLimit429)

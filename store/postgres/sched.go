@@ -26,6 +26,7 @@ type Scheduler struct {
 	done    chan struct{}      // closed when both have returned
 	watched map[string]*watch  // waiting jobs submitted here, by id
 	gen     uint64             // counts watches added
+	kick    chan struct{}      // asks the position watcher for a pass
 }
 
 // watch is a waiting job whose place in line this replica reports.
@@ -38,7 +39,7 @@ type watch struct {
 // Scheduler returns replica's bot.Scheduler over the shared queue with
 // opts (see Queue). Every replica on the database must use the same opts.
 func (db *DB) Scheduler(replica string, opts QueueOptions) *Scheduler {
-	return &Scheduler{q: db.Queue(replica, opts), watched: map[string]*watch{}}
+	return &Scheduler{q: db.Queue(replica, opts), watched: map[string]*watch{}, kick: make(chan struct{}, 1)}
 }
 
 // Queue is the shared queue the scheduler runs, for its statistics.
@@ -67,39 +68,60 @@ func (s *Scheduler) Start(run bot.RunFunc) {
 }
 
 // positions tells the jobs submitted here their place in line whenever
-// the queue changes, on any replica.
+// the queue changes, on any replica. It alone calls the Position
+// callbacks, so one job's places arrive in order and never from inside
+// Submit.
 func (s *Scheduler) positions(ctx context.Context) {
-	for range s.q.Listen(ctx) {
-		s.mu.Lock()
-		n, gen := len(s.watched), s.gen
-		s.mu.Unlock()
-		if n == 0 {
-			continue
+	wake := s.q.Listen(ctx)
+	for {
+		select {
+		case _, ok := <-wake:
+			if !ok {
+				return
+			}
+		case <-s.kick:
 		}
-		pos, err := s.q.Positions(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				s.q.db.log.Warn("postgres: queue positions", "err", err)
-			}
-			continue
+		s.tellPositions(ctx)
+	}
+}
+
+// tellPositions reads the positions and tells those that changed.
+func (s *Scheduler) tellPositions(ctx context.Context) {
+	s.mu.Lock()
+	n, gen := len(s.watched), s.gen
+	s.mu.Unlock()
+	if n == 0 {
+		return
+	}
+	pos, err := s.q.Positions(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.q.db.log.Warn("postgres: queue positions", "err", err)
 		}
-		// Tells happen under s.mu, so one job's places arrive in order
-		// (Reporter.Queued does not block).
-		s.mu.Lock()
-		for id, w := range s.watched {
-			if w.gen > gen {
-				continue // added after the read began
-			}
-			p := pos[id]
-			if p != w.pos {
-				w.pos = p
-				w.tell(p)
-			}
-			if p == 0 {
-				delete(s.watched, id) // started, on any replica, or gone
-			}
+		return
+	}
+	type call struct {
+		tell func(int)
+		pos  int
+	}
+	var calls []call
+	s.mu.Lock()
+	for id, w := range s.watched {
+		if w.gen > gen {
+			continue // added after the read began: the next pass
 		}
-		s.mu.Unlock()
+		p := pos[id]
+		if p != w.pos {
+			w.pos = p
+			calls = append(calls, call{w.tell, p})
+		}
+		if p == 0 {
+			delete(s.watched, id) // started, on any replica, or gone
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range calls {
+		c.tell(c.pos)
 	}
 }
 
@@ -115,12 +137,17 @@ func (s *Scheduler) Submit(ctx context.Context, sl bot.Slot) error {
 	if err != nil || sl.Position == nil || pos == 0 {
 		return err
 	}
+	// The watcher tells the place: positions read from now on include
+	// the job.
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if _, ok := s.watched[sl.ID]; !ok {
 		s.gen++
-		s.watched[sl.ID] = &watch{tell: sl.Position, pos: pos, gen: s.gen}
-		sl.Position(pos)
+		s.watched[sl.ID] = &watch{tell: sl.Position, gen: s.gen}
+	}
+	s.mu.Unlock()
+	select {
+	case s.kick <- struct{}{}:
+	default:
 	}
 	return nil
 }
