@@ -501,6 +501,40 @@ func (c *Core) run(ctx context.Context, id string) error {
 	return err
 }
 
+// create makes the job's prediction and follows it. A create request that
+// may have made a prediction is never cut short: until the provider has
+// answered it (and OnCreated has stored the prediction id), the call does
+// not end with ctx; after that it does, and whoever runs the job next
+// follows the stored prediction instead of paying for another. (A stop or
+// a handover thus waits for creates in flight, never for predictions.)
+func (c *Core) create(ctx context.Context, req kontext.Request) (*kontext.Result, error) {
+	gctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancel(nil)
+	var mu sync.Mutex
+	created := false
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if created {
+			cancel(context.Cause(ctx))
+		}
+	})
+	defer stop()
+	onCreated := req.OnCreated
+	req.OnCreated = func(id string) {
+		if onCreated != nil {
+			onCreated(id)
+		}
+		mu.Lock()
+		created = true
+		mu.Unlock()
+		if ctx.Err() != nil {
+			cancel(context.Cause(ctx))
+		}
+	}
+	return c.gen.Run(gctx, req)
+}
+
 // hold asks the scheduler, right before something that must happen once,
 // whether this process still runs job. Its error wraps kontext.ErrShutdown
 // (stop, leaving the job as stored) or kontext.ErrCanceled.
@@ -579,7 +613,7 @@ func (c *Core) execute(ctx context.Context, job *Job, rep Reporter, queued time.
 	if job.PredictionID != "" {
 		res, err = c.gen.Resume(ctx, job.PredictionID)
 	} else if err = c.hold(ctx, job); err == nil { // the create is paid: only by the job's owner
-		res, err = c.gen.Run(ctx, req)
+		res, err = c.create(ctx, req)
 	}
 	provider := c.now().Sub(started)
 	if err == nil {

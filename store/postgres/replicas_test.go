@@ -118,6 +118,9 @@ type cluster struct {
 	opts postgres.QueueOptions
 	l    *ledger
 	reps []*replica
+	// wait is the clients' kontext.Config.Wait: -1 (the default here)
+	// polls; a positive value holds the create until the image is done.
+	wait time.Duration
 }
 
 var prices = map[string]float64{kontext.ModelMax: 0.08, kontext.ModelPro: 0.04}
@@ -128,7 +131,7 @@ func newCluster(t *testing.T, n int, opts postgres.QueueOptions, fake kontexttes
 	if fake.Pixels == 0 {
 		fake.Pixels = 64 * 64
 	}
-	c := &cluster{t: t, url: pgtest.Schema(t), fake: kontexttest.NewServer(fake), opts: opts, l: newLedger()}
+	c := &cluster{t: t, url: pgtest.Schema(t), fake: kontexttest.NewServer(fake), opts: opts, l: newLedger(), wait: -1}
 	for i := range n {
 		c.reps = append(c.reps, c.open(fmt.Sprintf("r%d", i)))
 	}
@@ -148,7 +151,7 @@ func (c *cluster) open(name string) *replica {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	client, err := kontext.NewClient(kontext.Config{BaseURL: c.fake.URL, APIKey: "k", Wait: -1,
+	client, err := kontext.NewClient(kontext.Config{BaseURL: c.fake.URL, APIKey: "k", Wait: c.wait,
 		PollInterval: 10 * time.Millisecond, MaxPollInterval: 20 * time.Millisecond, RetryBase: 5 * time.Millisecond})
 	if err != nil {
 		c.t.Fatal(err)
@@ -545,29 +548,53 @@ func TestReplicaKilledJobsTakenOver(t *testing.T) {
 }
 
 // TestReplicaStopHandsOver: a replica stopped as on SIGTERM hands its
-// running jobs over at once, long before its lease (a minute) would lapse:
-// another replica follows their predictions and delivers them once.
+// running jobs over long before its lease (a minute) would lapse: another
+// replica follows their predictions and delivers each once. Polling, the
+// prediction ids are stored and the jobs are handed over at once; with
+// Prefer: wait the create requests are in flight, and a stop must not cut
+// them short (the prediction exists, its id not yet known): they finish,
+// and no prediction is created twice.
 func TestReplicaStopHandsOver(t *testing.T) {
-	c := newCluster(t, 2, postgres.QueueOptions{Slots: 6, UserRunning: 6, Lease: time.Minute},
-		kontexttest.Options{Latency: 800 * time.Millisecond})
-	r0, r1 := c.reps[0], c.reps[1]
-	c.start(r0)
-	var jobs []*bot.Job
-	for i := range 3 {
-		jobs = append(jobs, c.submit(r0, fmt.Sprintf("u%d", i), fmt.Sprintf("handed%d", i)))
-	}
-	for _, j := range jobs {
-		waitState(t, r0.db, j.ID, bot.JobSubmitted)
-	}
-	c.start(r1)
-	c.stop(r0)
-	var ids []string
-	for _, j := range jobs {
-		ids = append(ids, j.ID)
-	}
-	c.waitEnded(r1.db, ids, 20*time.Second) // far less than the lease
-	c.checkOnce(r1.db, jobs)
-	if st := c.fake.Stats(); st.Creates != len(jobs) || st.Cancels != 0 {
-		t.Errorf("provider: %d creates, %d cancels; want %d and 0", st.Creates, st.Cancels, len(jobs))
+	for _, tc := range []struct {
+		name string
+		wait time.Duration
+	}{
+		{"polling", -1},
+		{"creating", 30 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t, 0, postgres.QueueOptions{Slots: 6, UserRunning: 6, Lease: time.Minute},
+				kontexttest.Options{Latency: 800 * time.Millisecond})
+			c.wait = tc.wait
+			c.reps = []*replica{c.open("r0"), c.open("r1")}
+			r0, r1 := c.reps[0], c.reps[1]
+			c.start(r0)
+			var jobs []*bot.Job
+			for i := range 3 {
+				jobs = append(jobs, c.submit(r0, fmt.Sprintf("u%d", i), fmt.Sprintf("handed%d", i)))
+			}
+			if tc.wait < 0 {
+				for _, j := range jobs {
+					waitState(t, r0.db, j.ID, bot.JobSubmitted)
+				}
+			} else {
+				for deadline := time.Now().Add(10 * time.Second); c.fake.Stats().Active < len(jobs); time.Sleep(5 * time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatal("the creates never reached the provider")
+					}
+				}
+			}
+			c.start(r1)
+			c.stop(r0)
+			var ids []string
+			for _, j := range jobs {
+				ids = append(ids, j.ID)
+			}
+			c.waitEnded(r1.db, ids, 20*time.Second) // far less than the lease
+			c.checkOnce(r1.db, jobs)
+			if st := c.fake.Stats(); st.Creates != len(jobs) || st.Cancels != 0 || st.SlotLimit429 != 0 {
+				t.Errorf("provider: %d creates, %d cancels, %d 429s; want %d, 0, 0", st.Creates, st.Cancels, st.SlotLimit429, len(jobs))
+			}
+		})
 	}
 }
