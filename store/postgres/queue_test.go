@@ -708,3 +708,29 @@ func TestQueueWorkKilledReplica(t *testing.T) {
 		t.Fatal("r1 never ran j2")
 	}
 }
+
+// TestQueueReleaseNext: giving a slot back and taking the next job is one
+// step on the releasing replica; only the owner releases.
+func TestQueueReleaseNext(t *testing.T) {
+	ctx := context.Background()
+	qs := replicas(t, 2, QueueOptions{Slots: 1, UserRunning: 1, UserWaiting: 10})
+	mustSubmit(t, qs[0], "j1", "u1", "")
+	mustSubmit(t, qs[1], "j2", "u2", "")
+	mustNext(t, qs[0]) // j1
+	if removed, next, err := qs[1].ReleaseNext(ctx, "j1"); err != nil || removed || next != nil {
+		t.Errorf("ReleaseNext by a replica that does not own j1: %v, %+v, %v; want nothing", removed, next, err)
+	}
+	removed, next, err := qs[0].ReleaseNext(ctx, "j1")
+	if err != nil || !removed || idOf(next) != "j2" {
+		t.Fatalf("ReleaseNext by the owner: %v, %+v, %v; want removed and j2", removed, next, err)
+	}
+	if err := qs[0].Hold(ctx, "j2"); err != nil {
+		t.Errorf("Hold of the job ReleaseNext started: %v", err)
+	}
+	if removed, next, err := qs[0].ReleaseNext(ctx, "j2"); err != nil || !removed || next != nil {
+		t.Errorf("ReleaseNext of the last job: %v, %+v, %v; want removed, none next", removed, next, err)
+	}
+	if st, err := qs[1].Stats(ctx); err != nil || st.Running != 0 || st.Waiting != 0 {
+		t.Errorf("Stats: %+v, %v; want empty", st, err)
+	}
+}
