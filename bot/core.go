@@ -242,7 +242,8 @@ func (c *Core) Submit(ctx context.Context, req *Request) (*Job, error) {
 		return nil, fmt.Errorf("bot: submit: %w", err)
 	}
 	cp := *job // the caller's copy: once queued, job belongs to its run
-	if err := c.enqueue(ctx, job); err != nil {
+	// ErrQueued: another process's Recover queued the stored job first.
+	if err := c.enqueue(ctx, job); err != nil && !errors.Is(err, ErrQueued) {
 		job.State, job.Error, job.Updated = JobFailed, err.Error(), c.now()
 		if perr := c.store.PutJob(context.WithoutCancel(ctx), job); perr != nil {
 			c.log.Error("bot: submit: mark refused job", "job", job.ID, "err", perr)

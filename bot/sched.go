@@ -105,6 +105,10 @@ func (s *LocalScheduler) Start(run RunFunc) {
 func (s *LocalScheduler) Submit(ctx context.Context, sl Slot) error {
 	s.mu.Lock()
 	run := s.run
+	if run == nil {
+		s.mu.Unlock()
+		return errors.New("bot: scheduler: Submit before Start")
+	}
 	if _, dup := s.tickets[sl.ID]; dup {
 		s.mu.Unlock()
 		return ErrQueued
@@ -112,9 +116,6 @@ func (s *LocalScheduler) Submit(ctx context.Context, sl Slot) error {
 	lt := &localTicket{}
 	s.tickets[sl.ID] = lt
 	s.mu.Unlock()
-	if run == nil {
-		return errors.New("bot: scheduler: Submit before Start")
-	}
 	t, err := s.q.Submit(context.WithoutCancel(ctx), kontext.Job{
 		ID: sl.ID, User: sl.User, Serial: sl.Serial, Position: sl.Position,
 		Run: func(ctx context.Context) error {
