@@ -598,3 +598,53 @@ func TestReplicaStopHandsOver(t *testing.T) {
 		})
 	}
 }
+
+// TestReplicasRecoverOrphansOnce: jobs stored but in no queue (a process
+// died between accepting a job and queueing it, or its post failed) are
+// queued again by the Recover of replicas starting together, and each runs
+// and is delivered exactly once.
+func TestReplicasRecoverOrphansOnce(t *testing.T) {
+	c := newCluster(t, 3, postgres.QueueOptions{Slots: 6, UserRunning: 6, UserWaiting: 20, Lease: 5 * time.Second},
+		kontexttest.Options{Latency: 50 * time.Millisecond})
+	ctx := context.Background()
+	var jobs []*bot.Job
+	now := time.Now()
+	for i := range 8 {
+		j := &bot.Job{ID: fmt.Sprintf("jorphan%d", i), Kind: bot.KindImagine,
+			Conv: bot.ConvKey{Platform: "test", Workspace: "w", Channel: fmt.Sprintf("c%d", i)},
+			User: fmt.Sprintf("u%d", i), Prompt: fmt.Sprintf("orphan %d", i), Model: kontext.ModelMax,
+			Seed: int64(i), State: bot.JobWaiting, Created: now, Updated: now}
+		if err := c.reps[0].db.PutJob(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+		jobs = append(jobs, j)
+	}
+	var wg sync.WaitGroup
+	recovered := make([][]string, len(c.reps))
+	for i, r := range c.reps {
+		wg.Go(func() {
+			ids, err := r.core.Recover(ctx)
+			if err != nil {
+				t.Error(err)
+			}
+			recovered[i] = ids
+		})
+	}
+	wg.Wait()
+	n := 0
+	for _, ids := range recovered {
+		n += len(ids)
+	}
+	if n < len(jobs) {
+		t.Errorf("recovered %v, want every orphan queued", recovered)
+	}
+	var ids []string
+	for _, j := range jobs {
+		ids = append(ids, j.ID)
+	}
+	c.waitEnded(c.reps[2].db, ids, 30*time.Second)
+	c.checkOnce(c.reps[2].db, jobs)
+	if st := c.fake.Stats(); st.Creates != len(jobs) {
+		t.Errorf("creates: got %d, want %d", st.Creates, len(jobs))
+	}
+}
