@@ -123,6 +123,7 @@ type qjob struct {
 	id, user, serial string
 	seq              int64
 	running          bool
+	slotFree         bool // running, but its slot given back (FreeSlot)
 }
 
 // qstate is the whole queue, read under the lock.
@@ -152,7 +153,7 @@ func (q *Queue) locked(ctx context.Context, fn func(tx pgx.Tx) (changed bool, er
 // load reads the queue's state in tx, in one query.
 func load(ctx context.Context, tx pgx.Tx) (*qstate, error) {
 	st := &qstate{lastServed: map[string]int64{}}
-	rows, err := tx.Query(ctx, `SELECT j.id, j.user_id, j.serial, j.seq, j.state = 'running', u.last_served
+	rows, err := tx.Query(ctx, `SELECT j.id, j.user_id, j.serial, j.seq, j.state = 'running', j.slot_free, u.last_served
 		FROM queue_jobs j LEFT JOIN queue_users u ON u.user_id = j.user_id ORDER BY j.seq`)
 	if err != nil {
 		return nil, fmt.Errorf("read queue: %w", err)
@@ -160,7 +161,7 @@ func load(ctx context.Context, tx pgx.Tx) (*qstate, error) {
 	for rows.Next() {
 		var j qjob
 		var served *int64
-		if err := rows.Scan(&j.id, &j.user, &j.serial, &j.seq, &j.running, &served); err != nil {
+		if err := rows.Scan(&j.id, &j.user, &j.serial, &j.seq, &j.running, &j.slotFree, &served); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("read queue: %w", err)
 		}
@@ -202,7 +203,9 @@ func (st *qstate) pick(o QueueOptions) *qjob {
 	busy := map[string]bool{} // serials running or with an earlier job waiting
 	for _, j := range st.jobs {
 		if j.running {
-			running++
+			if !j.slotFree {
+				running++
+			}
 			userRunning[j.user]++
 			if j.serial != "" {
 				busy[j.serial] = true
@@ -323,7 +326,7 @@ func (q *Queue) Next(ctx context.Context) (*QueuedJob, error) {
 	// without taking the lock. A change committed after this read is
 	// announced after its commit, so the caller looks again then.
 	var worth bool
-	err := q.db.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'running') < $1
+	err := q.db.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'running' AND NOT slot_free) < $1
 		AND count(*) FILTER (WHERE state = 'waiting') > 0 FROM queue_jobs`, q.opts.Slots).Scan(&worth)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: queue next: %w", err)
@@ -423,6 +426,28 @@ func (q *Queue) ReleaseNext(ctx context.Context, id string) (removed bool, next 
 		return false, nil, fmt.Errorf("postgres: queue release %s: %w", id, err)
 	}
 	return removed, next, nil
+}
+
+// FreeSlot gives the slot of this replica's running job id back before the
+// job ends (its prediction is final, only its download and delivery
+// remain), so the next job can start on any replica. The job stays this
+// replica's, counts against its user's running cap and holds its Serial
+// until Release. It reports whether it freed a slot.
+func (q *Queue) FreeSlot(ctx context.Context, id string) (bool, error) {
+	freed := false
+	err := q.locked(ctx, func(tx pgx.Tx) (bool, error) {
+		tag, err := tx.Exec(ctx, `UPDATE queue_jobs SET slot_free = true
+			WHERE id = $1 AND state = 'running' AND owner = $2 AND NOT slot_free`, id, q.replica)
+		if err != nil {
+			return false, err
+		}
+		freed = tag.RowsAffected() == 1
+		return freed, nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("postgres: queue free slot %s: %w", id, err)
+	}
+	return freed, nil
 }
 
 // forgetUser drops a user's turn once they have no job in the queue.
@@ -630,11 +655,11 @@ func (q *Queue) Handover(ctx context.Context, ids ...string) (int, error) {
 	return n, nil
 }
 
-// Stats reads the number of slots, running and waiting jobs across every
-// replica.
+// Stats reads the number of slots, the slots held by running jobs and the
+// waiting jobs, across every replica.
 func (q *Queue) Stats(ctx context.Context) (QueueStats, error) {
 	st := QueueStats{Slots: q.opts.Slots}
-	err := q.db.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'running'), count(*) FILTER (WHERE state = 'waiting')
+	err := q.db.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'running' AND NOT slot_free), count(*) FILTER (WHERE state = 'waiting')
 		FROM queue_jobs`).Scan(&st.Running, &st.Waiting)
 	if err != nil {
 		return QueueStats{}, fmt.Errorf("postgres: queue stats: %w", err)
@@ -731,7 +756,9 @@ var ErrLeaseLost = fmt.Errorf("postgres: job taken over by another replica after
 // has returned.
 //
 // run receives the job's context, which does not end with ctx but only on
-// a cancel, a stop or a lost lease. Errors of the database are logged and
+// a cancel, a stop or a lost lease. It carries kontext.WithSlotRelease:
+// once the job's prediction is final, the client gives its slot back
+// (FreeSlot) while the job downloads, stores and posts its image. Errors of the database are logged and
 // retried at the next change or renewal.
 func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j QueuedJob) error) {
 	lctx, stopListen := context.WithCancel(ctx)
@@ -753,6 +780,14 @@ func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j Queued
 		}
 		jctx, cancel := context.WithCancelCause(base)
 		running[j.ID] = cancel
+		// The client frees the slot once the prediction is final.
+		jctx = kontext.WithSlotRelease(jctx, func() {
+			fctx, fcancel := context.WithTimeout(base, 10*time.Second)
+			defer fcancel()
+			if _, err := q.FreeSlot(fctx, j.ID); err != nil {
+				q.db.log.Warn("postgres: queue free slot", "replica", q.replica, "job", j.ID, "err", err)
+			}
+		})
 		go func() {
 			err := errGoexit
 			defer func() {

@@ -734,3 +734,48 @@ func TestQueueReleaseNext(t *testing.T) {
 		t.Errorf("Stats: %+v, %v; want empty", st, err)
 	}
 }
+
+// TestQueueFreeSlot: a running job whose prediction is final gives its
+// slot to the next job, but still counts against its user's running cap
+// and holds its conversation until it is released.
+func TestQueueFreeSlot(t *testing.T) {
+	ctx := context.Background()
+	qs := replicas(t, 2, QueueOptions{Slots: 1, UserRunning: 1, UserWaiting: 10})
+	mustSubmit(t, qs[0], "a1", "a", "")
+	mustSubmit(t, qs[0], "a2", "a", "")
+	mustSubmit(t, qs[1], "c1", "b", "conv")
+	mustSubmit(t, qs[1], "c2", "c", "conv")
+	mustNext(t, qs[0]) // a1
+	if ok, err := qs[1].FreeSlot(ctx, "a1"); err != nil || ok {
+		t.Errorf("FreeSlot by a replica that does not own a1: %v, %v; want nothing", ok, err)
+	}
+	if ok, err := qs[0].FreeSlot(ctx, "a1"); err != nil || !ok {
+		t.Fatalf("FreeSlot by the owner: %v, %v", ok, err)
+	}
+	if st, err := qs[1].Stats(ctx); err != nil || st.Running != 0 {
+		t.Errorf("Stats after FreeSlot: %+v, %v; want no slot held", st, err)
+	}
+	// a is at its running cap: the slot goes to c1, then nothing (c2 waits
+	// for its conversation, a2 for a's cap, and the slot is taken).
+	if got := idOf(mustNext(t, qs[1])); got != "c1" {
+		t.Fatalf("next after the slot was freed: got %q, want c1", got)
+	}
+	if ok, _ := qs[1].FreeSlot(ctx, "c1"); !ok {
+		t.Fatal("FreeSlot c1")
+	}
+	if j := mustNext(t, qs[0]); j != nil {
+		t.Errorf("next with a at its cap and conv busy: got %s, want none", j.ID)
+	}
+	if err := qs[0].Hold(ctx, "a1"); err != nil {
+		t.Errorf("Hold of a job whose slot was freed: %v", err)
+	}
+	mustRelease(t, qs[1], "c1")
+	if got := idOf(mustNext(t, qs[1])); got != "c2" {
+		t.Errorf("next after c1 ended: got %q, want c2", got)
+	}
+	mustRelease(t, qs[0], "a1")
+	mustRelease(t, qs[1], "c2")
+	if got := idOf(mustNext(t, qs[0])); got != "a2" {
+		t.Errorf("next after a1 ended: got %q, want a2", got)
+	}
+}

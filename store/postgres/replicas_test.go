@@ -45,6 +45,9 @@ type recorder struct {
 	dead atomic.Bool
 	// gate, when set, may return a channel a delivery waits on.
 	gate func(j *bot.Job) <-chan struct{}
+	// runGate, when set, may return a channel a job waits on as it
+	// starts, before its create: it holds its slot meanwhile.
+	runGate func(j *bot.Job) <-chan struct{}
 }
 
 func (r *recorder) Name() string                   { return "test" }
@@ -64,8 +67,13 @@ func (r *recorder) Running(j *bot.Job) {
 		return
 	}
 	r.l.mu.Lock()
-	defer r.l.mu.Unlock()
 	r.l.started = append(r.l.started, j.ID)
+	r.l.mu.Unlock()
+	if r.runGate != nil {
+		if ch := r.runGate(j); ch != nil {
+			<-ch
+		}
+	}
 }
 
 var errDead = errors.New("the replica is dead")
@@ -364,7 +372,7 @@ func TestReplicasRoundRobinAndPositions(t *testing.T) {
 	open := func() { releaseOnce.Do(func() { close(release) }) }
 	t.Cleanup(open) // before the replicas stop, if the test ends early
 	for _, r := range c.reps {
-		r.rec.gate = func(j *bot.Job) <-chan struct{} {
+		r.rec.runGate = func(j *bot.Job) <-chan struct{} {
 			if j.Prompt == "blocker" {
 				return release
 			}
@@ -375,12 +383,14 @@ func TestReplicasRoundRobinAndPositions(t *testing.T) {
 	blocker := c.submit(r2, "blocker", "blocker")
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		j, _ := r0.db.Job(context.Background(), blocker.ID)
-		if j != nil && j.State == bot.JobPosting {
+		c.l.mu.Lock()
+		running := slices.Contains(c.l.started, blocker.ID)
+		c.l.mu.Unlock()
+		if running {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("the blocker never reached its delivery")
+			t.Fatal("the blocker never started")
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -478,8 +488,9 @@ func waitState(t *testing.T, db *postgres.DB, id string, state bot.JobState) *bo
 }
 
 // TestReplicaKilledJobsTakenOver kills a replica that runs jobs in every
-// state: one stored but not yet posted, five whose predictions the
-// provider is making, four waiting. Its leases lapse and the other
+// state: one stored but not yet posted (its prediction final, its slot
+// given back), six whose predictions the provider is making, four
+// waiting. Its leases lapse and the other
 // replicas take everything over: the stored image is posted, the
 // predictions are followed by id (the provider sees exactly one create
 // per job), the waiting jobs run; each job is delivered and charged once.
@@ -502,7 +513,7 @@ func TestReplicaKilledJobsTakenOver(t *testing.T) {
 	p := c.submit(victim, "pat", "posted-late")
 	waitState(t, victim.db, p.ID, bot.JobPosting)
 	var submitted, waiting []*bot.Job
-	for i := range 5 {
+	for i := range 6 {
 		submitted = append(submitted, c.submit(victim, fmt.Sprintf("s%d", i), fmt.Sprintf("submitted%d", i)))
 	}
 	for _, j := range submitted {

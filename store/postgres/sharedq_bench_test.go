@@ -29,10 +29,13 @@ import (
 //   - saturation: 20 users (user u submits on replica u mod 3) each keep 3
 //     jobs submitted for a warm-up and a 6 s window; utilization, jain and
 //     max_inflight/provider_429 as in kontext's benchmark;
-//   - dispatch_ms: in that window, from a run returning on one replica (its
-//     slot about to be released) to the next run starting (about to send
-//     its create) on any replica, each start matched with the oldest
-//     unmatched end; p50 and p99;
+//   - dispatch_ms: in that window, from a slot freeing on one replica to
+//     the next run starting (about to send its create) on any replica, each
+//     start matched with the oldest unmatched free slot; p50 and p99. A
+//     slot frees when the job's prediction is final: the client (with
+//     Prefer: wait) has its create answered with the finished prediction,
+//     calls OnCreated, and gives the slot back (kontext.WithSlotRelease)
+//     before downloading;
 //   - light user: a heavy user queues 100 jobs on replica 0, then a light
 //     user submits one on replica 1; light_wait_L is its wait in L.
 func BenchmarkSharedQueueProvider(b *testing.B) {
@@ -111,7 +114,7 @@ var benchSeed atomic.Int64
 // again.
 var benchStarted sync.Map
 
-func benchImage(ctx context.Context, client *kontext.Client, id string) error {
+func benchImage(ctx context.Context, client *kontext.Client, id string, final func()) error {
 	if v, again := benchStarted.LoadOrStore(id, ""); again {
 		if pid := v.(string); pid != "" {
 			_, err := client.Resume(ctx, pid)
@@ -123,7 +126,12 @@ func benchImage(ctx context.Context, client *kontext.Client, id string) error {
 	// As the bot does, a create in flight is not cut short by a handover
 	// (here, not at all).
 	_, err := client.Run(context.WithoutCancel(ctx), kontext.Request{Prompt: "a lighthouse at dusk, " + id, Seed: &seed,
-		OnCreated: func(pid string) { benchStarted.Store(id, pid) }})
+		OnCreated: func(pid string) {
+			benchStarted.Store(id, pid)
+			if final != nil {
+				final() // Prefer: wait: the create answers once the prediction is final
+			}
+		}})
 	return err
 }
 
@@ -149,10 +157,13 @@ func sharedSaturate(b *testing.B, srv *kontexttest.Server, opts postgres.QueueOp
 			ends = ends[1:]
 		}
 		mu.Unlock()
-		err := benchImage(ctx, client, id)
+		err := benchImage(ctx, client, id, func() {
+			mu.Lock()
+			ends = append(ends, time.Now())
+			mu.Unlock()
+		})
 		now := time.Now()
 		mu.Lock()
-		ends = append(ends, now)
 		if err == nil {
 			end, beg := now, began
 			if end.After(to) {
@@ -244,7 +255,7 @@ func sharedLightWait(b *testing.B, srv *kontexttest.Server, opts postgres.QueueO
 			default:
 			}
 		}
-		return benchImage(ctx, client, id)
+		return benchImage(ctx, client, id, nil)
 	})
 	defer stop()
 	for i := range 100 {
