@@ -865,6 +865,13 @@ func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j Queued
 			for len(running) > 0 {
 				finish(<-done)
 			}
+			// A job this replica holds but does not run (a start whose
+			// commit succeeded while its answer was lost) goes too.
+			hctx, hcancel := context.WithTimeout(base, 10*time.Second)
+			if _, err := q.Handover(hctx); err != nil {
+				q.db.log.Warn("postgres: queue handover", "replica", q.replica, "err", err)
+			}
+			hcancel()
 			for range wake {
 			}
 			return
@@ -898,6 +905,20 @@ func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j Queued
 						cancel(ErrLeaseLost)
 					case slices.Contains(canceled, id):
 						cancel(kontext.ErrCanceled)
+					}
+				}
+				// A job held here but not run (a start whose commit
+				// succeeded while its answer was lost) is handed over
+				// rather than renewed for ever.
+				var orphans []string
+				for _, id := range owned {
+					if _, ok := running[id]; !ok {
+						orphans = append(orphans, id)
+					}
+				}
+				if len(orphans) > 0 {
+					if _, err := q.Handover(ctx, orphans...); err != nil && ctx.Err() == nil {
+						q.db.log.Warn("postgres: queue handover", "replica", q.replica, "err", err)
 					}
 				}
 			}

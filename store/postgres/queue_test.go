@@ -779,3 +779,25 @@ func TestQueueFreeSlot(t *testing.T) {
 		t.Errorf("next after a1 ended: got %q, want a2", got)
 	}
 }
+
+// TestQueueWorkHandsOverJobsItDoesNotRun: a job marked running for this
+// replica but not run by its Work (a start whose commit succeeded while
+// its answer was lost) is handed over at the next renewal, not renewed for
+// ever, and runs.
+func TestQueueWorkHandsOverJobsItDoesNotRun(t *testing.T) {
+	qs := replicas(t, 1, QueueOptions{Slots: 1, Lease: 600 * time.Millisecond})
+	mustSubmit(t, qs[0], "lost", "u1", "")
+	if j := mustNext(t, qs[0]); idOf(j) != "lost" {
+		t.Fatalf("Next: got %q", idOf(j))
+	}
+	ran := make(chan QueuedJob, 1)
+	workers(t, qs, func(q *Queue, ctx context.Context, j QueuedJob) { ran <- j })
+	select {
+	case j := <-ran:
+		if j.ID != "lost" || !j.TakenOver {
+			t.Errorf("ran %+v, want lost taken over", j)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the job held but not run never ran")
+	}
+}
