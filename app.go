@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -18,12 +19,14 @@ import (
 	"kontextbot/kontext/kontexttest"
 	"kontextbot/platforms/console"
 	"kontextbot/store"
+	"kontextbot/store/postgres"
 )
 
 // Compile-time checks that the implementations satisfy the core's needs.
 var (
 	_ bot.Generator = (*kontext.Client)(nil)
-	_ bot.Scheduler = (*kontext.Queue)(nil)
+	_ bot.Scheduler = (*bot.LocalScheduler)(nil)
+	_ bot.Scheduler = (*postgres.Scheduler)(nil)
 	_ bot.Store     = (*store.DB)(nil)
 )
 
@@ -35,7 +38,7 @@ type app struct {
 	db     appStore
 	sweep  sweepFunc
 	client *kontext.Client
-	queue  *kontext.Queue
+	queue  bot.Scheduler
 	core   *bot.Core
 	met    *metrics
 
@@ -70,15 +73,24 @@ func openApp(cfg config, log *slog.Logger) (*app, error) {
 		db.Close()
 		return nil, err
 	}
-	queue := kontext.NewQueue(kontext.QueueOptions{
-		Slots: cfg.Slots, UserRunning: cfg.UserRunning, UserWaiting: cfg.UserWaiting, MaxWaiting: cfg.QueueMax, Logger: log,
-	})
+	var queue bot.Scheduler
+	if pg, ok := db.(*postgres.DB); ok {
+		// One queue in the database for every replica.
+		queue = pg.Scheduler(replicaName(), postgres.QueueOptions{
+			Slots: cfg.Slots, UserRunning: cfg.UserRunning, UserWaiting: cfg.UserWaiting, MaxWaiting: cfg.QueueMax, Lease: cfg.Lease,
+		})
+	} else {
+		local := kontext.NewQueue(kontext.QueueOptions{
+			Slots: cfg.Slots, UserRunning: cfg.UserRunning, UserWaiting: cfg.UserWaiting, MaxWaiting: cfg.QueueMax, Logger: log,
+		})
+		met.watchQueue(local)
+		queue = bot.NewLocalScheduler(local)
+	}
 	core := bot.New(bot.Config{
 		Model: cfg.Model, Prices: cfg.Prices, UserDaily: cfg.UserDaily, WorkspaceBudget: cfg.Budget,
 		Channels: cfg.Channels, Admins: cfg.Admins, Logger: log, OnJobEnd: met.jobEnd,
 		PostRetry: cfg.PostRetry, ImageBudget: images,
 	}, db, client, queue)
-	met.watchQueue(queue)
 	a := &app{cfg: cfg, log: log, db: db, sweep: sweep, client: client, queue: queue, core: core, met: met}
 	ctx, cancel := context.WithCancel(context.Background())
 	a.stopSweep = cancel
@@ -98,6 +110,18 @@ func explainOpen(path string, err error) error {
 		"Make it writable by that user (in Docker the image runs as uid 65532: `chown -R 65532:65532` the host folder "+
 		"mounted on /data, or use a named volume such as -v kontextbot-data:/data), or set KONTEXT_DB to a writable path (%w)",
 		path, dir, os.Getuid(), err)
+}
+
+// replicaName names this process in the shared queue: host, pid and a
+// random part, so a restarted process never inherits a dead one's leases.
+func replicaName() string {
+	host, err := os.Hostname()
+	if err != nil {
+		host = "unknown"
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%s/%d/%x", host, os.Getpid(), b)
 }
 
 // firstSweepDelay is how long after start the first retention sweep

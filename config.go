@@ -63,7 +63,8 @@ type config struct {
 	QueueMax    int
 
 	DB            string
-	DatabaseURL   string // KONTEXT_DATABASE_URL: PostgreSQL instead of the bbolt file DB
+	DatabaseURL   string        // KONTEXT_DATABASE_URL: PostgreSQL instead of the bbolt file DB
+	Lease         time.Duration // KONTEXT_LEASE: how long a dead replica keeps its jobs (shared queue)
 	History       int
 	RetentionDays int
 	Prices        map[string]float64
@@ -293,6 +294,7 @@ func loadConfig(getenv envFunc) (config, error) {
 	c.ImageMemory = p.intIn("KONTEXT_IMAGE_MEMORY", kontext.DefaultImageMemory, 64<<20, 64<<30)
 	c.DB = p.str("KONTEXT_DB", "data/kontextbot.db")
 	c.DatabaseURL = p.databaseURL("KONTEXT_DATABASE_URL")
+	c.Lease = time.Duration(p.intIn("KONTEXT_LEASE", 10, 1, 3600)) * time.Second
 	c.History = p.intIn("KONTEXT_HISTORY", 20, 2, 1000)
 	c.RetentionDays = p.intIn("KONTEXT_RETENTION_DAYS", 30, 1, 3650)
 	c.Prices = map[string]float64{

@@ -57,7 +57,16 @@ func TestLoadConfig(t *testing.T) {
 			if c.Prices[kontext.ModelMax] != 0.192 || c.Prices[kontext.ModelPro] != 0.096 { // CometAPI's prices
 				t.Errorf("prices: got %v", c.Prices)
 			}
+			if c.Lease != 10*time.Second {
+				t.Errorf("lease: got %v, want 10s", c.Lease)
+			}
 		}},
+		{name: "Lease", env: map[string]string{"COMETAPI_API_KEY": "sk-1", "KONTEXT_LEASE": "3"}, check: func(t *testing.T, c config) {
+			if c.Lease != 3*time.Second {
+				t.Errorf("lease: got %v, want 3s", c.Lease)
+			}
+		}},
+		{name: "BadLease", env: map[string]string{"COMETAPI_API_KEY": "sk-1", "KONTEXT_LEASE": "0"}, wantProblems: []string{"KONTEXT_LEASE"}},
 		{name: "AllSet", env: map[string]string{
 			"COMETAPI_API_KEY": "sk-1", "COMETAPI_BASE_URL": "http://127.0.0.1:8787/", "KONTEXT_MODEL": "flux-kontext-pro",
 			"KONTEXT_SLOTS": "24", "KONTEXT_ROUTE": "images", "KONTEXT_ADMINS": " u1, ,u2 ", "KONTEXT_PRICE_PRO": "$0.096",

@@ -49,7 +49,7 @@ func openStore(cfg config, log *slog.Logger) (appStore, sweepFunc, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), openTimeout)
 	defer cancel()
-	db, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.Options{History: cfg.History, SingleProcess: true})
+	db, err := postgres.Open(ctx, cfg.DatabaseURL, postgres.Options{History: cfg.History, Logger: log})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -25,12 +25,6 @@ type Generator interface {
 	Resume(ctx context.Context, predictionID string) (*kontext.Result, error)
 }
 
-// Scheduler runs jobs in the provider's slots, fairly. *kontext.Queue is one.
-type Scheduler interface {
-	Submit(ctx context.Context, job kontext.Job) (*kontext.Ticket, error)
-	Shutdown(ctx context.Context) ([]kontext.Job, error)
-}
-
 // Reporter tells people how one job is going, on the platform it came
 // from. Queued and Running must not block: adapters throttle and post in
 // the background.
@@ -243,9 +237,7 @@ type Core struct {
 
 	mu        sync.Mutex
 	platforms map[string]Platform
-	live      map[string]*liveJob // by job id
 	closing   bool
-	wg        sync.WaitGroup // watchers and re-posts
 
 	// stop is closed when Close begins: posting retries stop waiting.
 	stop     chan struct{}
@@ -254,14 +246,7 @@ type Core struct {
 	// are cut short (the image is posted at the next start).
 	halt       context.Context
 	haltCancel context.CancelCauseFunc
-}
-
-// liveJob is a job this process has in its queue.
-type liveJob struct {
-	job     *Job
-	ticket  *kontext.Ticket
-	started bool
-	queued  time.Time
+	started    sync.Once // the scheduler's Start
 }
 
 // New returns a core over st, gen and q.
@@ -285,8 +270,8 @@ func New(cfg Config, st Store, gen Generator, q Scheduler) *Core {
 	}
 	halt, haltCancel := context.WithCancelCause(context.Background())
 	return &Core{cfg: cfg, store: st, gen: gen, queue: q, log: log, now: now,
-		platforms: map[string]Platform{}, live: map[string]*liveJob{},
-		stop: make(chan struct{}), halt: halt, haltCancel: haltCancel}
+		platforms: map[string]Platform{},
+		stop:      make(chan struct{}), halt: halt, haltCancel: haltCancel}
 }
 
 // Register adds a platform. Register every platform before Recover.
@@ -333,7 +318,8 @@ func (c *Core) Submit(ctx context.Context, req *Request) (*Job, error) {
 		return nil, fmt.Errorf("bot: submit: %w", err)
 	}
 	cp := *job // the caller's copy: once queued, job belongs to its run
-	if err := c.enqueue(job); err != nil {
+	// ErrQueued: another process's Recover queued the stored job first.
+	if err := c.enqueue(ctx, job); err != nil && !errors.Is(err, ErrQueued) {
 		job.State, job.Error, job.Updated = JobFailed, err.Error(), c.now()
 		if perr := c.store.PutJob(context.WithoutCancel(ctx), job); perr != nil {
 			c.log.Error("bot: submit: mark refused job", "job", job.ID, "err", perr)
@@ -470,7 +456,7 @@ func (c *Core) resolveBase(ctx context.Context, req *Request, job *Job) ([]byte,
 	if err != nil {
 		return nil, fmt.Errorf("bot: resolve base: %w", err)
 	}
-	if conv.Current() == nil && !c.hasLiveJob(req.Conv) {
+	if conv.Current() == nil && !c.hasLiveJob(ctx, req.Conv) {
 		return nil, ErrNoImage
 	}
 	job.FollowHead = true
@@ -504,15 +490,15 @@ func (c *Core) resolveReroll(ctx context.Context, req *Request, job *Job, model 
 	return nil
 }
 
-func (c *Core) hasLiveJob(key ConvKey) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, l := range c.live {
-		if l.job.Conv == key {
-			return true
-		}
+// hasLiveJob reports whether a job of the conversation at key is live,
+// accepted by any process on the store.
+func (c *Core) hasLiveJob(ctx context.Context, key ConvKey) bool {
+	live, err := c.store.LiveJobs(ctx)
+	if err != nil {
+		c.log.Error("bot: live jobs", "err", err)
+		return false
 	}
-	return false
+	return slices.ContainsFunc(live, func(j *Job) bool { return j.Conv == key })
 }
 
 // checkLimits refuses a job past the user's daily cap or the workspace's
@@ -557,107 +543,128 @@ func sameMonth(a, b time.Time) bool {
 	return a.UTC().Format("2006-01") == b.UTC().Format("2006-01")
 }
 
-// enqueue hands job to the scheduler and watches its ticket.
-func (c *Core) enqueue(job *Job) error {
-	l := &liveJob{job: job, queued: c.now()}
+// enqueue hands job, stored, to the scheduler, which runs it by id (on
+// this process or, with a shared queue, on any other).
+func (c *Core) enqueue(ctx context.Context, job *Job) error {
+	c.started.Do(func() { c.queue.Start(c.run) })
 	rep := c.reporter(job)
 	serial := job.Conv.String()
 	if job.Kind == KindImagine && job.Conv.Thread == "" {
 		serial = "" // a new picture in a channel waits for no one
 	}
-	c.mu.Lock()
-	c.live[job.ID] = l
-	c.mu.Unlock()
-	t, err := c.queue.Submit(context.Background(), kontext.Job{
+	return c.queue.Submit(ctx, Slot{
 		ID:     job.ID,
 		User:   job.Conv.Platform + "/" + job.Conv.Workspace + "/" + job.User,
 		Serial: serial,
-		Run: func(ctx context.Context) error {
-			c.mu.Lock()
-			l.started = true
-			c.mu.Unlock()
-			return c.execute(ctx, job, rep, l.queued)
-		},
 		Position: func(pos int) {
 			if pos > 0 {
 				rep.Queued(job, pos)
 			}
 		},
 	})
-	if err != nil {
-		c.mu.Lock()
-		delete(c.live, job.ID)
-		c.mu.Unlock()
-		return err
-	}
-	c.mu.Lock()
-	l.ticket = t
-	c.mu.Unlock()
-	if !c.track() {
-		// Close has begun: the queue hands the job back or lets it run;
-		// either way it stays on disk until it is done.
+}
+
+// run is the scheduler's RunFunc: it loads the job from the store and
+// continues it from its state (waiting: create; submitted: follow the
+// prediction; posting: post the stored image). A job that ended
+// meanwhile (on another process, or cancelled) is left alone.
+func (c *Core) run(ctx context.Context, id string) error {
+	job, err := c.store.Job(ctx, id)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		c.log.Error("bot: run: job not in the store", "job", id)
+		return nil
+	case err != nil:
+		// Leave it to whoever runs it next.
+		return fmt.Errorf("bot: run: %w: %w", kontext.ErrShutdown, err)
+	case !job.State.Live():
 		return nil
 	}
-	go c.watch(l, rep)
-	return nil
-}
-
-// track counts one more goroutine for Close to wait for; it refuses once
-// Close has begun, so the count never grows while Close waits.
-func (c *Core) track() bool {
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closing {
-		return false
-	}
-	c.wg.Add(1)
-	return true
-}
-
-// watch settles a job that ends without running: cancelled while waiting,
-// or handed back at shutdown (it stays waiting on disk).
-func (c *Core) watch(l *liveJob, rep Reporter) {
-	defer c.wg.Done()
-	<-l.ticket.Done()
-	c.mu.Lock()
-	delete(c.live, l.job.ID)
-	started := l.started
+	_, known := c.platforms[job.Conv.Platform]
 	c.mu.Unlock()
-	err := l.ticket.Err()
-	if started || errors.Is(err, kontext.ErrShutdown) {
-		return
+	if !known {
+		// Its platform is not configured in this process: the job stays
+		// live on disk for a process that has it (its Recover).
+		c.log.Warn("bot: run: job of a platform not configured here", "job", id, "platform", job.Conv.Platform)
+		return nil
 	}
-	ctx := context.Background()
-	j := l.job
-	j.Updated = c.now()
-	if errors.Is(err, kontext.ErrCanceled) {
-		j.State = JobCanceled
-	} else {
-		j.State, j.Error = JobFailed, fmt.Sprint(err)
+	err = c.execute(ctx, job, c.reporter(job), job.Created)
+	if err != nil && ctx.Err() != nil && errors.Is(context.Cause(ctx), kontext.ErrShutdown) {
+		return context.Cause(ctx)
 	}
-	if perr := c.store.PutJob(ctx, j); perr != nil {
-		c.log.Error("bot: settle job", "job", j.ID, "err", perr)
-	}
-	c.logEnd(j, time.Since(l.queued), 0, err)
-	rep.Fail(ctx, j, Explain(err))
+	return err
 }
 
-// Cancel cancels a waiting job of user's (or anyone's, for an admin).
+// create makes the job's prediction and follows it. A create request that
+// may have made a prediction is never cut short: until the provider has
+// answered it (and OnCreated has stored the prediction id), the call does
+// not end with ctx; after that it does, and whoever runs the job next
+// follows the stored prediction instead of paying for another. (A stop or
+// a handover thus waits for creates in flight, never for predictions.)
+func (c *Core) create(ctx context.Context, req kontext.Request) (*kontext.Result, error) {
+	gctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancel(nil)
+	var mu sync.Mutex
+	created := false
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if created {
+			cancel(context.Cause(ctx))
+		}
+	})
+	defer stop()
+	onCreated := req.OnCreated
+	req.OnCreated = func(id string) {
+		if onCreated != nil {
+			onCreated(id)
+		}
+		mu.Lock()
+		created = true
+		mu.Unlock()
+		if ctx.Err() != nil {
+			cancel(context.Cause(ctx))
+		}
+	}
+	return c.gen.Run(gctx, req)
+}
+
+// hold asks the scheduler, right before something that must happen once,
+// whether this process still runs job. Its error wraps kontext.ErrShutdown
+// (stop, leaving the job as stored) or kontext.ErrCanceled.
+func (c *Core) hold(ctx context.Context, job *Job) error {
+	err := c.queue.Hold(ctx, job.ID)
+	if err == nil || errors.Is(err, kontext.ErrCanceled) || errors.Is(err, kontext.ErrShutdown) {
+		return err
+	}
+	return fmt.Errorf("bot: hold job %s: %w: %w", job.ID, kontext.ErrShutdown, err)
+}
+
+// Cancel cancels a waiting job of user's (or anyone's, for an admin),
+// whichever process accepted it.
 func (c *Core) Cancel(ctx context.Context, jobID, user string) error {
-	c.mu.Lock()
-	l := c.live[jobID]
-	var started bool
-	if l != nil {
-		started = l.started
-	}
-	c.mu.Unlock()
-	if l == nil || started || l.ticket == nil {
+	j, err := c.store.Job(ctx, jobID)
+	switch {
+	case errors.Is(err, ErrNotFound):
 		return ErrJobGone
-	}
-	if l.job.User != user && !c.isAdmin(user) {
+	case err != nil:
+		return fmt.Errorf("bot: cancel: %w", err)
+	case j.State != JobWaiting:
+		return ErrJobGone
+	case j.User != user && !c.isAdmin(user):
 		return ErrNotYours
 	}
-	l.ticket.Cancel()
+	if err := c.queue.Cancel(ctx, jobID); err != nil {
+		return err
+	}
+	ctx = context.WithoutCancel(ctx)
+	j.State, j.Updated = JobCanceled, c.now()
+	if err := c.store.PutJob(ctx, j); err != nil {
+		c.log.Error("bot: settle cancelled job", "job", j.ID, "err", err)
+	}
+	c.logEnd(j, c.now().Sub(j.Created), 0, kontext.ErrCanceled)
+	c.reporter(j).Fail(ctx, j, Explain(kontext.ErrCanceled))
 	return nil
 }
 
@@ -701,12 +708,15 @@ func (c *Core) execute(ctx context.Context, job *Job, rep Reporter, queued time.
 	resumed := job.PredictionID != ""
 	if resumed {
 		res, err = c.gen.Resume(ctx, job.PredictionID)
-	} else {
-		res, err = c.gen.Run(ctx, req)
+	} else if err = c.hold(ctx, job); err == nil { // the create is paid: only by the job's owner
+		res, err = c.create(ctx, req)
 	}
 	provider := c.now().Sub(started)
+	if err == nil {
+		err = c.hold(context.WithoutCancel(ctx), job) // the result is charged: only by the job's owner
+	}
 	if err != nil {
-		if ctx.Err() != nil && errors.Is(context.Cause(ctx), kontext.ErrShutdown) {
+		if errors.Is(err, kontext.ErrShutdown) || ctx.Err() != nil && errors.Is(context.Cause(ctx), kontext.ErrShutdown) {
 			// Shutting down: the job stays live on disk and runs on after
 			// the restart, from its prediction when it has one.
 			c.logEnd(job, wait, provider, kontext.ErrShutdown)
@@ -813,7 +823,7 @@ func (c *Core) deliver(ctx context.Context, job *Job, rep Reporter, t Turn, img 
 			return err
 		}
 		if !transient || time.Now().Add(pause).After(deadline) {
-			c.hold(ctx, job, rep, attempt, err)
+			c.holdPost(ctx, job, rep, attempt, err)
 			return err
 		}
 		c.log.Warn("bot: post failed; retrying", "job", job.ID, "attempt", attempt, "in", pause.Round(time.Millisecond), "err", err)
@@ -854,9 +864,9 @@ func (c *Core) attempt(ctx context.Context, rep Reporter, job *Job, d *Delivery)
 	return rep.Deliver(ctx, job, d)
 }
 
-// hold leaves a stored but unposted image for the next start, and tells
-// the requester.
-func (c *Core) hold(ctx context.Context, job *Job, rep Reporter, attempts int, err error) {
+// holdPost leaves a stored but unposted image for the next start, and
+// tells the requester.
+func (c *Core) holdPost(ctx context.Context, job *Job, rep Reporter, attempts int, err error) {
 	// The image is stored and is the conversation's head; only the post
 	// failed. The job stays live so a restart posts it.
 	c.log.Error("bot: post failed; the next start posts it", "job", job.ID, "attempts", attempts, "err", err)
@@ -957,6 +967,12 @@ func (c *Core) RecordPost(ctx context.Context, key ConvKey, id string, posted Po
 
 // fail ends job without an image: nothing is charged.
 func (c *Core) fail(ctx context.Context, job *Job, rep Reporter, wait, provider time.Duration, err error) error {
+	if ctx.Err() != nil && errors.Is(context.Cause(ctx), kontext.ErrShutdown) {
+		// Cut short by a stop or a handover, not failed: the job stays
+		// live for whoever runs it next.
+		c.logEnd(job, wait, provider, kontext.ErrShutdown)
+		return context.Cause(ctx)
+	}
 	ctx = context.WithoutCancel(ctx)
 	job.State, job.Error, job.Updated = JobFailed, err.Error(), c.now()
 	if perr := c.store.PutJob(ctx, job); perr != nil {
@@ -1084,11 +1100,15 @@ func (c *Core) Usage(ctx context.Context, req *Request) (UsageReport, error) {
 	return UsageReport{Today: day, Month: month, DailyLimit: eff.DailyLimit, Budget: eff.Budget, Admin: c.isAdmin(req.User), At: now, Settings: eff}, nil
 }
 
-// Recover runs on every job an earlier process left live: waiting jobs are
-// queued again, submitted ones follow their prediction to the end, and
-// stored-but-unposted ones are posted. Register platforms first. It
-// returns the ids of the jobs it took up.
+// Recover queues again every live job that no scheduler holds: jobs an
+// earlier process left (waiting ones run, submitted ones follow their
+// prediction, stored-but-unposted ones are posted). With a shared queue,
+// jobs still queued or running on other processes are left to them (and
+// a dead process's running jobs come back through the scheduler's
+// takeover, not here). It starts the scheduler; register platforms first.
+// It returns the ids of the jobs it queued.
 func (c *Core) Recover(ctx context.Context) ([]string, error) {
+	c.started.Do(func() { c.queue.Start(c.run) })
 	jobs, err := c.store.LiveJobs(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("bot: recover: %w", err)
@@ -1097,23 +1117,15 @@ func (c *Core) Recover(ctx context.Context) ([]string, error) {
 	for _, j := range jobs {
 		c.mu.Lock()
 		_, known := c.platforms[j.Conv.Platform]
-		_, running := c.live[j.ID]
 		c.mu.Unlock()
-		if !known || running {
+		if !known {
 			continue // its platform is not configured in this run: it waits on disk
 		}
-		if j.State == JobPosting {
-			if !c.track() {
-				break
-			}
-			go func() {
-				defer c.wg.Done()
-				_ = c.post(context.Background(), j, c.reporter(j), 0, 0)
-			}()
-			ids = append(ids, j.ID)
+		err := c.enqueue(ctx, j)
+		switch {
+		case errors.Is(err, ErrQueued):
 			continue
-		}
-		if err := c.enqueue(j); err != nil {
+		case err != nil:
 			c.log.Error("bot: recover: requeue", "job", j.ID, "err", err)
 			continue
 		}
@@ -1122,9 +1134,9 @@ func (c *Core) Recover(ctx context.Context) ([]string, error) {
 	return ids, nil
 }
 
-// Close stops taking requests, lets running jobs finish until ctx ends,
-// keeps waiting ones on disk for the next start, and waits for its own
-// goroutines.
+// Close stops taking requests and stops the scheduler: waiting jobs stay
+// queued for the next start (or for the other processes), running jobs
+// finish until ctx ends or, with a shared queue, are handed over at once.
 func (c *Core) Close(ctx context.Context) error {
 	c.mu.Lock()
 	c.closing = true
@@ -1133,9 +1145,7 @@ func (c *Core) Close(ctx context.Context) error {
 	// Once ctx ends, posts still in flight are cut short too.
 	unhalt := context.AfterFunc(ctx, func() { c.haltCancel(kontext.ErrShutdown) })
 	defer unhalt()
-	_, err := c.queue.Shutdown(ctx)
-	c.wg.Wait()
-	return err
+	return c.queue.Close(ctx)
 }
 
 // describe fills a turn's digest, format and size from the image bytes.

@@ -179,7 +179,7 @@ func (h *harness) start(rec *recorder, slots int) {
 		h.t.Fatal(err)
 	}
 	h.queue = kontext.NewQueue(kontext.QueueOptions{Slots: slots, UserRunning: slots})
-	h.core = bot.New(h.cfg, h.db, h.client, h.queue)
+	h.core = bot.New(h.cfg, h.db, h.client, bot.NewLocalScheduler(h.queue))
 	h.rec = rec
 	h.core.Register(rec)
 	h.closed = false

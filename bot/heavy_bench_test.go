@@ -128,7 +128,7 @@ func heavyRun(b *testing.B, data []byte, jobs int) uint64 {
 	}
 	defer client.Close()
 	queue := kontext.NewQueue(kontext.QueueOptions{Slots: jobs, UserRunning: jobs})
-	core := bot.New(bot.Config{Prices: map[string]float64{kontext.ModelMax: 0.08}, ImageBudget: images}, db, client, queue)
+	core := bot.New(bot.Config{Prices: map[string]float64{kontext.ModelMax: 0.08}, ImageBudget: images}, db, client, bot.NewLocalScheduler(queue))
 	rec := newRecorder()
 	core.Register(rec)
 	defer func() {

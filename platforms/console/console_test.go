@@ -46,7 +46,7 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	queue := kontext.NewQueue(kontext.QueueOptions{Slots: 6, UserRunning: 6})
-	core := bot.New(bot.Config{Prices: map[string]float64{kontext.ModelMax: 0.08, kontext.ModelPro: 0.04}}, db, client, queue)
+	core := bot.New(bot.Config{Prices: map[string]float64{kontext.ModelMax: 0.08, kontext.ModelPro: 0.04}}, db, client, bot.NewLocalScheduler(queue))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()

@@ -64,7 +64,7 @@ func TestTwoReplicasHandleEachEventOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		core := bot.New(bot.Config{}, db, client, kontext.NewQueue(kontext.QueueOptions{Slots: 2}))
+		core := bot.New(bot.Config{}, db, client, bot.NewLocalScheduler(kontext.NewQueue(kontext.QueueOptions{Slots: 2})))
 		b, err := New(Config{BotToken: opts.BotToken, AppToken: opts.AppToken, APIURL: fake.APIURL()}, core)
 		if err != nil {
 			db.Close()

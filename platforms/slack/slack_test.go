@@ -71,7 +71,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		o.slots = 2
 	}
 	queue := kontext.NewQueue(kontext.QueueOptions{Slots: o.slots})
-	core := bot.New(bot.Config{}, db, client, queue)
+	core := bot.New(bot.Config{}, db, client, bot.NewLocalScheduler(queue))
 	opts := fake.Options()
 	cfg := Config{BotToken: opts.BotToken, APIURL: fake.APIURL()}
 	if o.mode == "http" {

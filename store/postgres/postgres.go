@@ -45,9 +45,9 @@
 // every replica: kontext.Queue's rules (slots, round-robin between users,
 // caps, Serials, positions, cancel) decided under an advisory lock, with
 // leases by the database's clock, takeover, handover and LISTEN/NOTIFY
-// wake-ups; Queue.Work runs one replica's share. It is not wired into the
-// bot yet: the bot still uses kontext.Queue, and Options.SingleProcess
-// keeps a second process off the database meanwhile.
+// wake-ups; Queue.Work runs one replica's share. Scheduler (sched.go) is
+// the bot.Scheduler over it: with KONTEXT_DATABASE_URL set, every process
+// on the database runs the bot's jobs through it, by id.
 package postgres
 
 import (
@@ -60,7 +60,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -102,25 +101,10 @@ type Options struct {
 	History int
 	// Now is the clock; nil means time.Now. Tests inject their own.
 	Now func() time.Time
-	// SingleProcess makes Open hold a session advisory lock, on a
-	// connection of its own, for as long as the store is open, and fail
-	// with ErrInUse when another process holds it on the same schema. The
-	// bot sets it while its queue is in-process: a second process on the
-	// same database would recover, and run again, the first one's jobs.
-	// The server releases the lock when the holder's connection dies.
-	SingleProcess bool
 	// Logger receives what the store cannot return as an error (the queue
 	// listener's reconnections); nil discards it.
 	Logger *slog.Logger
 }
-
-// ErrInUse is returned (wrapped) by Open with Options.SingleProcess when
-// another process holds the database.
-var ErrInUse = errors.New("postgres: database in use by another kontextbot process")
-
-// singleLockClass is the first half of the SingleProcess lock's key; the
-// second is a hash of the schema, so each schema has its own.
-const singleLockClass int32 = 0x6b6f6e74 // "kont"
 
 // DB is the PostgreSQL store. It is safe for concurrent use, by any number
 // of goroutines and processes.
@@ -129,10 +113,6 @@ type DB struct {
 	history int
 	now     func() time.Time
 	log     *slog.Logger
-	// single holds the SingleProcess lock; nil without it. A pgx.Conn is
-	// not safe for concurrent use: singleMu guards it.
-	singleMu sync.Mutex
-	single   *pgx.Conn
 }
 
 // Open connects to the database at url (postgres://user@host:port/db?...),
@@ -163,36 +143,11 @@ func Open(ctx context.Context, url string, opts Options) (*DB, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	db := &DB{pool: pool, history: opts.History, now: opts.Now, log: opts.Logger}
-	if opts.SingleProcess {
-		if err := db.lockSingle(ctx, cfg); err != nil {
-			pool.Close()
-			return nil, fmt.Errorf("postgres: open %s: %w", describe(cfg), err)
-		}
-	}
 	if err := db.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("postgres: open %s: %w", describe(cfg), err)
 	}
 	return db, nil
-}
-
-// lockSingle takes the SingleProcess lock on a connection of its own.
-func (db *DB) lockSingle(ctx context.Context, cfg *pgxpool.Config) error {
-	conn, err := pgx.ConnectConfig(ctx, cfg.ConnConfig.Copy())
-	if err != nil {
-		return fmt.Errorf("lock: %w", err)
-	}
-	var got bool
-	err = conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, hashtext(current_schema()))`, singleLockClass).Scan(&got)
-	if err == nil && !got {
-		err = fmt.Errorf("%w (schema of the database URL): only one may run per database until the shared queue is built; stop the other one or point KONTEXT_DATABASE_URL elsewhere", ErrInUse)
-	}
-	if err != nil {
-		_ = conn.Close(ctx)
-		return err
-	}
-	db.single = conn
-	return nil
 }
 
 // describe names the database of cfg without its password.
@@ -204,17 +159,6 @@ func describe(cfg *pgxpool.Config) string {
 // Close closes every connection. Methods called after Close fail.
 func (db *DB) Close() error {
 	db.pool.Close()
-	db.singleMu.Lock()
-	defer db.singleMu.Unlock()
-	if db.single != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		err := db.single.Close(ctx)
-		db.single = nil
-		if err != nil {
-			return fmt.Errorf("postgres: close: %w", err)
-		}
-	}
 	return nil
 }
 
@@ -225,14 +169,6 @@ func (db *DB) Ping(ctx context.Context) error {
 	}
 	if err := db.pool.Ping(ctx); err != nil {
 		return fmt.Errorf("postgres: ping: %w", err)
-	}
-	db.singleMu.Lock()
-	defer db.singleMu.Unlock()
-	if db.single != nil {
-		// Losing this connection loses the lock: another process may start.
-		if err := db.single.Ping(ctx); err != nil {
-			return fmt.Errorf("postgres: ping the connection holding the single-process lock: %w", err)
-		}
 	}
 	return nil
 }

@@ -123,6 +123,7 @@ type qjob struct {
 	id, user, serial string
 	seq              int64
 	running          bool
+	slotFree         bool // running, but its slot given back (FreeSlot)
 }
 
 // qstate is the whole queue, read under the lock.
@@ -152,7 +153,7 @@ func (q *Queue) locked(ctx context.Context, fn func(tx pgx.Tx) (changed bool, er
 // load reads the queue's state in tx, in one query.
 func load(ctx context.Context, tx pgx.Tx) (*qstate, error) {
 	st := &qstate{lastServed: map[string]int64{}}
-	rows, err := tx.Query(ctx, `SELECT j.id, j.user_id, j.serial, j.seq, j.state = 'running', u.last_served
+	rows, err := tx.Query(ctx, `SELECT j.id, j.user_id, j.serial, j.seq, j.state = 'running', j.slot_free, u.last_served
 		FROM queue_jobs j LEFT JOIN queue_users u ON u.user_id = j.user_id ORDER BY j.seq`)
 	if err != nil {
 		return nil, fmt.Errorf("read queue: %w", err)
@@ -160,7 +161,7 @@ func load(ctx context.Context, tx pgx.Tx) (*qstate, error) {
 	for rows.Next() {
 		var j qjob
 		var served *int64
-		if err := rows.Scan(&j.id, &j.user, &j.serial, &j.seq, &j.running, &served); err != nil {
+		if err := rows.Scan(&j.id, &j.user, &j.serial, &j.seq, &j.running, &j.slotFree, &served); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("read queue: %w", err)
 		}
@@ -202,7 +203,9 @@ func (st *qstate) pick(o QueueOptions) *qjob {
 	busy := map[string]bool{} // serials running or with an earlier job waiting
 	for _, j := range st.jobs {
 		if j.running {
-			running++
+			if !j.slotFree {
+				running++
+			}
 			userRunning[j.user]++
 			if j.serial != "" {
 				busy[j.serial] = true
@@ -268,8 +271,8 @@ func (st *qstate) positions() map[string]int {
 
 // Submit adds a waiting job. It fails with a *kontext.LimitError when the
 // user already has UserWaiting jobs waiting or MaxWaiting jobs wait in all,
-// and with an error when id is already in the queue. It returns the job's
-// position.
+// and with an error wrapping bot.ErrQueued when id is already in the
+// queue. It returns the job's position.
 func (q *Queue) Submit(ctx context.Context, id, user, serial string) (int, error) {
 	wrap := func(err error) error { return fmt.Errorf("postgres: queue submit %s: %w", id, err) }
 	if id == "" || user == "" {
@@ -278,10 +281,15 @@ func (q *Queue) Submit(ctx context.Context, id, user, serial string) (int, error
 	pos := 0
 	err := q.locked(ctx, func(tx pgx.Tx) (bool, error) {
 		var total, mine int
-		err := tx.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE user_id = $1) FROM queue_jobs WHERE state = 'waiting'`,
-			user).Scan(&total, &mine)
+		var dup bool
+		err := tx.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'waiting'),
+				count(*) FILTER (WHERE state = 'waiting' AND user_id = $1), coalesce(bool_or(id = $2), false)
+			FROM queue_jobs`, user, id).Scan(&total, &mine, &dup)
 		if err != nil {
 			return false, err
+		}
+		if dup {
+			return false, bot.ErrQueued
 		}
 		if mine >= q.opts.UserWaiting {
 			return false, &kontext.LimitError{Kind: kontext.ErrUserWaitingLimit, Limit: q.opts.UserWaiting}
@@ -295,7 +303,7 @@ func (q *Queue) Submit(ctx context.Context, id, user, serial string) (int, error
 			return false, err
 		}
 		if tag.RowsAffected() == 0 {
-			return false, errors.New("already in the queue")
+			return false, bot.ErrQueued
 		}
 		st, err := load(ctx, tx)
 		if err != nil {
@@ -318,7 +326,7 @@ func (q *Queue) Next(ctx context.Context) (*QueuedJob, error) {
 	// without taking the lock. A change committed after this read is
 	// announced after its commit, so the caller looks again then.
 	var worth bool
-	err := q.db.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'running') < $1
+	err := q.db.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'running' AND NOT slot_free) < $1
 		AND count(*) FILTER (WHERE state = 'waiting') > 0 FROM queue_jobs`, q.opts.Slots).Scan(&worth)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: queue next: %w", err)
@@ -328,31 +336,38 @@ func (q *Queue) Next(ctx context.Context) (*QueuedJob, error) {
 	}
 	var out *QueuedJob
 	err = q.locked(ctx, func(tx pgx.Tx) (bool, error) {
-		out = nil
-		st, err := load(ctx, tx)
-		if err != nil {
-			return false, err
-		}
-		j := st.pick(q.opts)
-		if j == nil {
-			return false, nil
-		}
-		_, err = tx.Exec(ctx, `WITH started AS (
-				UPDATE queue_jobs SET state = 'running', owner = $2,
-				lease_until = now() + $3 * interval '1 microsecond', started = now() WHERE id = $1)
-			INSERT INTO queue_users (user_id, last_served) VALUES ($4, nextval('queue_turns'))
-			ON CONFLICT (user_id) DO UPDATE SET last_served = EXCLUDED.last_served`,
-			j.id, q.replica, q.opts.Lease.Microseconds(), j.user)
-		if err != nil {
-			return false, err
-		}
-		out = &QueuedJob{ID: j.id, User: j.user, Serial: j.serial}
-		return true, nil
+		var err error
+		out, err = q.startNext(ctx, tx)
+		return out != nil, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("postgres: queue next: %w", err)
 	}
 	return out, nil
+}
+
+// startNext marks the job the next free slot goes to running under this
+// replica's lease, in tx (which holds the queue's lock), and returns it;
+// nil when no slot is free or no waiting job may start.
+func (q *Queue) startNext(ctx context.Context, tx pgx.Tx) (*QueuedJob, error) {
+	st, err := load(ctx, tx)
+	if err != nil {
+		return nil, err
+	}
+	j := st.pick(q.opts)
+	if j == nil {
+		return nil, nil
+	}
+	_, err = tx.Exec(ctx, `WITH started AS (
+			UPDATE queue_jobs SET state = 'running', owner = $2,
+			lease_until = now() + $3 * interval '1 microsecond', started = now() WHERE id = $1)
+		INSERT INTO queue_users (user_id, last_served) VALUES ($4, nextval('queue_turns'))
+		ON CONFLICT (user_id) DO UPDATE SET last_served = EXCLUDED.last_served`,
+		j.id, q.replica, q.opts.Lease.Microseconds(), j.user)
+	if err != nil {
+		return nil, err
+	}
+	return &QueuedJob{ID: j.id, User: j.user, Serial: j.serial}, nil
 }
 
 // Release gives the job's slot back (its prediction is final, or it ended
@@ -380,6 +395,59 @@ func (q *Queue) Release(ctx context.Context, id string) (bool, error) {
 		return false, fmt.Errorf("postgres: queue release %s: %w", id, err)
 	}
 	return removed, nil
+}
+
+// ReleaseNext is Release followed by Next in one transaction: the slot a
+// job gives back goes to the next job at once, on this replica, with one
+// commit instead of two (the hand-off the dispatch benchmark measures).
+// next is nil when no job may start.
+func (q *Queue) ReleaseNext(ctx context.Context, id string) (removed bool, next *QueuedJob, err error) {
+	err = q.locked(ctx, func(tx pgx.Tx) (bool, error) {
+		removed, next = false, nil
+		var user string
+		err := tx.QueryRow(ctx, `DELETE FROM queue_jobs WHERE id = $1 AND state = 'running' AND owner = $2 RETURNING user_id`,
+			id, q.replica).Scan(&user)
+		switch {
+		case errors.Is(err, pgx.ErrNoRows):
+		case err != nil:
+			return false, err
+		default:
+			removed = true
+			if err := forgetUser(ctx, tx, user); err != nil {
+				return false, err
+			}
+		}
+		if next, err = q.startNext(ctx, tx); err != nil {
+			return false, err
+		}
+		return removed || next != nil, nil
+	})
+	if err != nil {
+		return false, nil, fmt.Errorf("postgres: queue release %s: %w", id, err)
+	}
+	return removed, next, nil
+}
+
+// FreeSlot gives the slot of this replica's running job id back before the
+// job ends (its prediction is final, only its download and delivery
+// remain), so the next job can start on any replica. The job stays this
+// replica's, counts against its user's running cap and holds its Serial
+// until Release. It reports whether it freed a slot.
+func (q *Queue) FreeSlot(ctx context.Context, id string) (bool, error) {
+	freed := false
+	err := q.locked(ctx, func(tx pgx.Tx) (bool, error) {
+		tag, err := tx.Exec(ctx, `UPDATE queue_jobs SET slot_free = true
+			WHERE id = $1 AND state = 'running' AND owner = $2 AND NOT slot_free`, id, q.replica)
+		if err != nil {
+			return false, err
+		}
+		freed = tag.RowsAffected() == 1
+		return freed, nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("postgres: queue free slot %s: %w", id, err)
+	}
+	return freed, nil
 }
 
 // forgetUser drops a user's turn once they have no job in the queue.
@@ -416,6 +484,29 @@ func (q *Queue) Cancel(ctx context.Context, id string) (waiting bool, err error)
 		return false, fmt.Errorf("postgres: queue cancel %s: %w", id, err)
 	}
 	return waiting, nil
+}
+
+// CancelWaiting removes job id if it is waiting, from any replica, and
+// reports whether it did; a running job is left alone.
+func (q *Queue) CancelWaiting(ctx context.Context, id string) (bool, error) {
+	removed := false
+	err := q.locked(ctx, func(tx pgx.Tx) (bool, error) {
+		var user string
+		err := tx.QueryRow(ctx, `DELETE FROM queue_jobs WHERE id = $1 AND state = 'waiting' RETURNING user_id`, id).Scan(&user)
+		if errors.Is(err, pgx.ErrNoRows) {
+			removed = false
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		removed = true
+		return true, forgetUser(ctx, tx, user)
+	})
+	if err != nil {
+		return false, fmt.Errorf("postgres: queue cancel %s: %w", id, err)
+	}
+	return removed, nil
 }
 
 // Positions returns the place of every waiting job, by id; running jobs
@@ -544,13 +635,14 @@ func (q *Queue) Takeover(ctx context.Context) ([]QueuedJob, error) {
 }
 
 // Handover ends this replica's leases at once, so another replica takes
-// its running jobs over without waiting (a replica stopping on SIGTERM).
-// This replica must not touch those jobs afterwards.
-func (q *Queue) Handover(ctx context.Context) (int, error) {
+// its running jobs over without waiting (a replica stopping on SIGTERM);
+// with ids, only those jobs' leases. This replica must not touch those
+// jobs afterwards.
+func (q *Queue) Handover(ctx context.Context, ids ...string) (int, error) {
 	n := 0
 	err := q.locked(ctx, func(tx pgx.Tx) (bool, error) {
 		tag, err := tx.Exec(ctx, `UPDATE queue_jobs SET lease_until = now() - interval '1 microsecond'
-			WHERE state = 'running' AND owner = $1`, q.replica)
+			WHERE state = 'running' AND owner = $1 AND (coalesce(cardinality($2::text[]), 0) = 0 OR id = ANY($2))`, q.replica, ids)
 		if err != nil {
 			return false, err
 		}
@@ -563,11 +655,11 @@ func (q *Queue) Handover(ctx context.Context) (int, error) {
 	return n, nil
 }
 
-// Stats reads the number of slots, running and waiting jobs across every
-// replica.
+// Stats reads the number of slots, the slots held by running jobs and the
+// waiting jobs, across every replica.
 func (q *Queue) Stats(ctx context.Context) (QueueStats, error) {
 	st := QueueStats{Slots: q.opts.Slots}
-	err := q.db.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'running'), count(*) FILTER (WHERE state = 'waiting')
+	err := q.db.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'running' AND NOT slot_free), count(*) FILTER (WHERE state = 'waiting')
 		FROM queue_jobs`).Scan(&st.Running, &st.Waiting)
 	if err != nil {
 		return QueueStats{}, fmt.Errorf("postgres: queue stats: %w", err)
@@ -634,31 +726,41 @@ func (q *Queue) listen(ctx context.Context, signal func()) error {
 	}
 }
 
+// errGoexit is a run's error when it called runtime.Goexit.
+var errGoexit = errors.New("postgres: queue: run called runtime.Goexit")
+
 // ErrHandedOver is the cause of a job's context ending because its replica
-// is stopping and handed the job over to another replica: the work must
+// is stopping and hands the job over to another replica: the work must
 // stop without ending the job (its prediction, if any, is followed by the
-// replica that takes it over).
-var ErrHandedOver = errors.New("postgres: job handed over to another replica")
+// replica that takes it over). It wraps kontext.ErrShutdown, so the
+// client does not cancel the prediction and the bot keeps the job live.
+var ErrHandedOver = fmt.Errorf("postgres: job handed over to another replica: %w", kontext.ErrShutdown)
 
 // ErrLeaseLost is the cause of a job's context ending because this replica
 // could not renew its lease in time and another replica took the job over:
-// the work must stop without ending the job.
-var ErrLeaseLost = errors.New("postgres: job taken over by another replica after this one's lease lapsed")
+// the work must stop without ending the job. It wraps kontext.ErrShutdown.
+var ErrLeaseLost = fmt.Errorf("postgres: job taken over by another replica after this one's lease lapsed: %w", kontext.ErrShutdown)
 
 // Work runs this replica's share of the queue until ctx ends: whenever the
 // queue changes (on any replica) and at every lease renewal it takes the
 // jobs the free slots go to, and the jobs of replicas whose lease lapsed,
-// and calls run for each in a goroutine of its own; when run returns, the
-// job's slot is given back (Release). Leases are renewed at a third of
-// Lease; a cancel asked from any replica ends that job's context with
-// cause kontext.ErrCanceled. When ctx ends, Work hands its running jobs
-// over (their contexts end with cause ErrHandedOver; they are not
-// released), waits for every run to return, and returns.
+// and calls run for each in a goroutine of its own. When run returns nil
+// or an error, the job is over and its slot is given back (Release); when
+// its error wraps kontext.ErrShutdown, the job was left unfinished and is
+// handed over at once (its lease ends, another replica or this one takes
+// it over). Leases are renewed at a third of Lease; a cancel asked from
+// any replica ends that job's context with cause kontext.ErrCanceled.
+// When ctx ends, Work ends every running job's context with cause
+// ErrHandedOver, hands over or releases each as its run returns (a run
+// that finishes its job anyway is released), and returns when every run
+// has returned.
 //
 // run receives the job's context, which does not end with ctx but only on
-// a cancel or a handover. Errors of the database are logged and retried at
-// the next change or renewal.
-func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j QueuedJob)) {
+// a cancel, a stop or a lost lease. It carries kontext.WithSlotRelease:
+// once the job's prediction is final, the client gives its slot back
+// (FreeSlot) while the job downloads, stores and posts its image. Errors of the database are logged and
+// retried at the next change or renewal.
+func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j QueuedJob) error) {
 	lctx, stopListen := context.WithCancel(ctx)
 	defer stopListen()
 	wake := q.Listen(lctx)
@@ -667,17 +769,38 @@ func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j Queued
 
 	base := context.WithoutCancel(ctx)
 	running := map[string]context.CancelCauseFunc{}
-	done := make(chan string)
-	handedOver := false
+	type result struct {
+		id  string
+		err error
+	}
+	done := make(chan result)
 	start := func(j QueuedJob) {
 		if _, dup := running[j.ID]; dup {
 			return
 		}
 		jctx, cancel := context.WithCancelCause(base)
 		running[j.ID] = cancel
+		// The client frees the slot once the prediction is final.
+		jctx = kontext.WithSlotRelease(jctx, func() {
+			fctx, fcancel := context.WithTimeout(base, 10*time.Second)
+			defer fcancel()
+			if _, err := q.FreeSlot(fctx, j.ID); err != nil {
+				q.db.log.Warn("postgres: queue free slot", "replica", q.replica, "job", j.ID, "err", err)
+			}
+		})
 		go func() {
-			defer func() { done <- j.ID }()
-			run(jctx, j)
+			err := errGoexit
+			defer func() {
+				if v := recover(); v != nil {
+					q.db.log.Error("postgres: queue: job panicked", "job", j.ID, "panic", v)
+					err = fmt.Errorf("postgres: queue: job %s panicked: %v", j.ID, v)
+				}
+				if c := context.Cause(jctx); errors.Is(c, ErrLeaseLost) {
+					err = c // not ours any more: neither release nor hand over
+				}
+				done <- result{j.ID, err}
+			}()
+			err = run(jctx, j)
 		}()
 	}
 	fill := func(takeover bool) {
@@ -704,40 +827,56 @@ func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j Queued
 			start(*j)
 		}
 	}
-	finish := func(id string) {
-		cancel := running[id]
-		delete(running, id)
+	finish := func(r result) {
+		cancel := running[r.id]
+		delete(running, r.id)
 		cancel(nil)
-		if handedOver {
-			return
-		}
-		// Give the slot back even while stopping: the job is over.
 		rctx, rcancel := context.WithTimeout(base, 10*time.Second)
 		defer rcancel()
-		if _, err := q.Release(rctx, id); err != nil {
-			q.db.log.Warn("postgres: queue release", "replica", q.replica, "job", id, "err", err)
+		switch {
+		case errors.Is(r.err, ErrLeaseLost):
+		case errors.Is(r.err, kontext.ErrShutdown):
+			// Left unfinished: whoever takes it over continues it.
+			if _, err := q.Handover(rctx, r.id); err != nil {
+				q.db.log.Warn("postgres: queue handover", "replica", q.replica, "job", r.id, "err", err)
+			}
+		case ctx.Err() != nil:
+			// Give the slot back even while stopping: the job is over.
+			if _, err := q.Release(rctx, r.id); err != nil {
+				q.db.log.Warn("postgres: queue release", "replica", q.replica, "job", r.id, "err", err)
+			}
+		default:
+			// The slot goes straight to the next job, here.
+			_, next, err := q.ReleaseNext(rctx, r.id)
+			if err != nil {
+				q.db.log.Warn("postgres: queue release", "replica", q.replica, "job", r.id, "err", err)
+			}
+			if next != nil {
+				start(*next)
+			}
 		}
 	}
 	for {
 		select {
 		case <-ctx.Done():
-			hctx, hcancel := context.WithTimeout(base, 10*time.Second)
-			if _, err := q.Handover(hctx); err != nil {
-				q.db.log.Warn("postgres: queue handover", "replica", q.replica, "err", err)
-			}
-			hcancel()
-			handedOver = true
 			for _, cancel := range running {
 				cancel(ErrHandedOver)
 			}
 			for len(running) > 0 {
 				finish(<-done)
 			}
+			// A job this replica holds but does not run (a start whose
+			// commit succeeded while its answer was lost) goes too.
+			hctx, hcancel := context.WithTimeout(base, 10*time.Second)
+			if _, err := q.Handover(hctx); err != nil {
+				q.db.log.Warn("postgres: queue handover", "replica", q.replica, "err", err)
+			}
+			hcancel()
 			for range wake {
 			}
 			return
-		case id := <-done:
-			finish(id)
+		case r := <-done:
+			finish(r)
 			fill(false)
 		case <-wake:
 			if len(running) > 0 {
@@ -766,6 +905,20 @@ func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j Queued
 						cancel(ErrLeaseLost)
 					case slices.Contains(canceled, id):
 						cancel(kontext.ErrCanceled)
+					}
+				}
+				// A job held here but not run (a start whose commit
+				// succeeded while its answer was lost) is handed over
+				// rather than renewed for ever.
+				var orphans []string
+				for _, id := range owned {
+					if _, ok := running[id]; !ok {
+						orphans = append(orphans, id)
+					}
+				}
+				if len(orphans) > 0 {
+					if _, err := q.Handover(ctx, orphans...); err != nil && ctx.Err() == nil {
+						q.db.log.Warn("postgres: queue handover", "replica", q.replica, "err", err)
 					}
 				}
 			}

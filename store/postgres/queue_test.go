@@ -146,8 +146,8 @@ func TestQueueCaps(t *testing.T) {
 	if _, err := qs[1].Submit(ctx, "c0", "c", ""); !errors.Is(err, kontext.ErrQueueFull) {
 		t.Errorf("6th waiting job: got %v, want ErrQueueFull", err)
 	}
-	if _, err := qs[1].Submit(ctx, "b1", "b", ""); err == nil {
-		t.Error("a job id already in the queue: got nil error")
+	if _, err := qs[1].Submit(ctx, "b1", "b", ""); !errors.Is(err, bot.ErrQueued) {
+		t.Errorf("a job id already in the queue: got %v, want bot.ErrQueued", err)
 	}
 	// 4 slots, but a may run only 2: a0, b0, a1, b1 start; a2 waits.
 	var started []string
@@ -505,7 +505,8 @@ func TestQueueListen(t *testing.T) {
 	}
 }
 
-// workers starts Work on each queue with run, and returns a function that
+// workers starts Work on each queue with run (a run that returns after its
+// context ended left its job unfinished), and returns a function that
 // stops replica i (as SIGTERM does) and waits for its Work to return.
 func workers(t *testing.T, qs []*Queue, run func(q *Queue, ctx context.Context, j QueuedJob)) (stop func(i int)) {
 	t.Helper()
@@ -516,7 +517,10 @@ func workers(t *testing.T, qs []*Queue, run func(q *Queue, ctx context.Context, 
 		cancels[i], dones[i] = cancel, make(chan struct{})
 		go func() {
 			defer close(dones[i])
-			q.Work(ctx, func(ctx context.Context, j QueuedJob) { run(q, ctx, j) })
+			q.Work(ctx, func(ctx context.Context, j QueuedJob) error {
+				run(q, ctx, j)
+				return context.Cause(ctx) // a run cut short is handed over
+			})
 		}()
 	}
 	stop = func(i int) {
@@ -702,5 +706,98 @@ func TestQueueWorkKilledReplica(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("r1 never ran j2")
+	}
+}
+
+// TestQueueReleaseNext: giving a slot back and taking the next job is one
+// step on the releasing replica; only the owner releases.
+func TestQueueReleaseNext(t *testing.T) {
+	ctx := context.Background()
+	qs := replicas(t, 2, QueueOptions{Slots: 1, UserRunning: 1, UserWaiting: 10})
+	mustSubmit(t, qs[0], "j1", "u1", "")
+	mustSubmit(t, qs[1], "j2", "u2", "")
+	mustNext(t, qs[0]) // j1
+	if removed, next, err := qs[1].ReleaseNext(ctx, "j1"); err != nil || removed || next != nil {
+		t.Errorf("ReleaseNext by a replica that does not own j1: %v, %+v, %v; want nothing", removed, next, err)
+	}
+	removed, next, err := qs[0].ReleaseNext(ctx, "j1")
+	if err != nil || !removed || idOf(next) != "j2" {
+		t.Fatalf("ReleaseNext by the owner: %v, %+v, %v; want removed and j2", removed, next, err)
+	}
+	if err := qs[0].Hold(ctx, "j2"); err != nil {
+		t.Errorf("Hold of the job ReleaseNext started: %v", err)
+	}
+	if removed, next, err := qs[0].ReleaseNext(ctx, "j2"); err != nil || !removed || next != nil {
+		t.Errorf("ReleaseNext of the last job: %v, %+v, %v; want removed, none next", removed, next, err)
+	}
+	if st, err := qs[1].Stats(ctx); err != nil || st.Running != 0 || st.Waiting != 0 {
+		t.Errorf("Stats: %+v, %v; want empty", st, err)
+	}
+}
+
+// TestQueueFreeSlot: a running job whose prediction is final gives its
+// slot to the next job, but still counts against its user's running cap
+// and holds its conversation until it is released.
+func TestQueueFreeSlot(t *testing.T) {
+	ctx := context.Background()
+	qs := replicas(t, 2, QueueOptions{Slots: 1, UserRunning: 1, UserWaiting: 10})
+	mustSubmit(t, qs[0], "a1", "a", "")
+	mustSubmit(t, qs[0], "a2", "a", "")
+	mustSubmit(t, qs[1], "c1", "b", "conv")
+	mustSubmit(t, qs[1], "c2", "c", "conv")
+	mustNext(t, qs[0]) // a1
+	if ok, err := qs[1].FreeSlot(ctx, "a1"); err != nil || ok {
+		t.Errorf("FreeSlot by a replica that does not own a1: %v, %v; want nothing", ok, err)
+	}
+	if ok, err := qs[0].FreeSlot(ctx, "a1"); err != nil || !ok {
+		t.Fatalf("FreeSlot by the owner: %v, %v", ok, err)
+	}
+	if st, err := qs[1].Stats(ctx); err != nil || st.Running != 0 {
+		t.Errorf("Stats after FreeSlot: %+v, %v; want no slot held", st, err)
+	}
+	// a is at its running cap: the slot goes to c1, then nothing (c2 waits
+	// for its conversation, a2 for a's cap, and the slot is taken).
+	if got := idOf(mustNext(t, qs[1])); got != "c1" {
+		t.Fatalf("next after the slot was freed: got %q, want c1", got)
+	}
+	if ok, _ := qs[1].FreeSlot(ctx, "c1"); !ok {
+		t.Fatal("FreeSlot c1")
+	}
+	if j := mustNext(t, qs[0]); j != nil {
+		t.Errorf("next with a at its cap and conv busy: got %s, want none", j.ID)
+	}
+	if err := qs[0].Hold(ctx, "a1"); err != nil {
+		t.Errorf("Hold of a job whose slot was freed: %v", err)
+	}
+	mustRelease(t, qs[1], "c1")
+	if got := idOf(mustNext(t, qs[1])); got != "c2" {
+		t.Errorf("next after c1 ended: got %q, want c2", got)
+	}
+	mustRelease(t, qs[0], "a1")
+	mustRelease(t, qs[1], "c2")
+	if got := idOf(mustNext(t, qs[0])); got != "a2" {
+		t.Errorf("next after a1 ended: got %q, want a2", got)
+	}
+}
+
+// TestQueueWorkHandsOverJobsItDoesNotRun: a job marked running for this
+// replica but not run by its Work (a start whose commit succeeded while
+// its answer was lost) is handed over at the next renewal, not renewed for
+// ever, and runs.
+func TestQueueWorkHandsOverJobsItDoesNotRun(t *testing.T) {
+	qs := replicas(t, 1, QueueOptions{Slots: 1, Lease: 600 * time.Millisecond})
+	mustSubmit(t, qs[0], "lost", "u1", "")
+	if j := mustNext(t, qs[0]); idOf(j) != "lost" {
+		t.Fatalf("Next: got %q", idOf(j))
+	}
+	ran := make(chan QueuedJob, 1)
+	workers(t, qs, func(q *Queue, ctx context.Context, j QueuedJob) { ran <- j })
+	select {
+	case j := <-ran:
+		if j.ID != "lost" || !j.TakenOver {
+			t.Errorf("ran %+v, want lost taken over", j)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the job held but not run never ran")
 	}
 }
