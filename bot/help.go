@@ -23,6 +23,8 @@ type HelpStyle struct {
 	// Reply and Mention are the platform's other ways in, each a sentence;
 	// "" when there is none.
 	Reply, Mention string
+	// Settings is the admins' settings command; "" where there is none.
+	Settings string
 }
 
 // Help is what /help (Discord), /imagine help (Slack) and /help in the
@@ -56,6 +58,9 @@ func Help(s HelpStyle) string {
 		line(b("/reroll"), ": same prompt and starting image, new seed. ", b("/undo"), ": back to the previous picture (no new image, no charge).")
 	}
 	line(b(s.Usage), ": your images today and this workspace's spend this month, only to you. ", b(s.Help), ": this help.")
+	if s.Settings != "" {
+		line(b(s.Settings), ": for admins, this workspace's daily limit, budget, default model and channels.")
+	}
 	line()
 	undo := "Undo"
 	if !s.Buttons {
