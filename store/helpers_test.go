@@ -1,18 +1,14 @@
 package store
 
 import (
-	"crypto/sha256"
-	"encoding/binary"
-	"encoding/hex"
 	"fmt"
 	"path/filepath"
-	"sync"
 	"testing"
-	"time"
 
 	"go.etcd.io/bbolt"
 
 	"kontextbot/bot"
+	"kontextbot/store/storetest"
 )
 
 // openTest opens a store in a fresh temporary folder (one level deeper than
@@ -56,43 +52,15 @@ func (db *DB) check() error {
 	})
 }
 
-// img returns small deterministic bytes, distinct for each n.
-func img(n int) []byte {
-	b := make([]byte, 64)
-	copy(b, "\x89PNG fake image ")
-	binary.BigEndian.PutUint64(b[56:], uint64(n))
-	return b
-}
+// The contract suite's helpers, under the names these tests use.
+var (
+	img      = storetest.Img
+	shaOf    = storetest.SHA
+	turn     = storetest.Turn
+	newClock = storetest.NewClock
+)
 
-func shaOf(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
-}
-
-func turn(id string) bot.Turn {
-	return bot.Turn{ID: id, Kind: bot.KindImagine, Prompt: "prompt " + id, Format: "png", Width: 8, Height: 8,
-		Created: time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-// fakeClock is an injectable clock for Options.Now.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock(t time.Time) *fakeClock { return &fakeClock{now: t} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
+type fakeClock = storetest.Clock
 
 // Two conversations in different workspaces.
 var (
