@@ -64,12 +64,13 @@ func TestServeMetricsPerReplica(t *testing.T) {
 	now := time.Now()
 	for i := range 5 {
 		j := &bot.Job{ID: fmt.Sprintf("job%d", i), Kind: bot.KindImagine, User: fmt.Sprintf("u%d", i), Prompt: "a slow fox",
-			Model: kontext.ModelMax, Conv: bot.ConvKey{Platform: "elsewhere", Workspace: "w", Channel: fmt.Sprintf("c%d", i)},
+			Model: kontext.ModelMax, Conv: bot.ConvKey{Platform: "discord", Workspace: dcGuild, Channel: dcArt},
 			State: bot.JobWaiting, Created: now, Updated: now}
 		if err := other.PutJob(context.Background(), j); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := q.Submit(context.Background(), j.ID, j.User, j.Conv.String()); err != nil {
+		// One serial each, so they may run side by side.
+		if _, err := q.Submit(context.Background(), j.ID, j.User, fmt.Sprintf("serial-%d", i)); err != nil {
 			t.Fatal(err)
 		}
 	}
