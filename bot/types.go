@@ -2,7 +2,11 @@ package bot
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"time"
 )
@@ -216,4 +220,42 @@ type Store interface {
 	Settings(ctx context.Context, platform, workspace string) (WorkspaceSettings, error)
 	// PutSettings replaces the workspace's overrides (a zero value removes them).
 	PutSettings(ctx context.Context, platform, workspace string, s WorkspaceSettings) error
+}
+
+// CheckAddTurn checks the arguments of Store.AddTurn, the same for every
+// backend: a valid key, a turn with an id, image bytes, a job with an id
+// when there is one, and t.SHA256 matching data when set. It sets
+// t.SHA256 to data's lower-case hex digest, the one spelling stores key
+// images by.
+func CheckAddTurn(key ConvKey, t *Turn, data []byte, job *Job) error {
+	if !key.Valid() {
+		return errors.New("invalid conversation key")
+	}
+	if t.ID == "" {
+		return errors.New("turn has no id")
+	}
+	if len(data) == 0 {
+		return fmt.Errorf("turn %s has no image bytes", t.ID)
+	}
+	sum := sha256.Sum256(data)
+	digest := hex.EncodeToString(sum[:])
+	if t.SHA256 != "" && !strings.EqualFold(t.SHA256, digest) {
+		return fmt.Errorf("turn %s: sha256 %s does not match its bytes (%s)", t.ID, t.SHA256, digest)
+	}
+	t.SHA256 = digest
+	if job != nil && job.ID == "" {
+		return errors.New("job has no id")
+	}
+	return nil
+}
+
+// SortJobs orders jobs as Store.LiveJobs returns them: oldest Created
+// first, then by ID.
+func SortJobs(jobs []*Job) {
+	slices.SortStableFunc(jobs, func(a, b *Job) int {
+		if c := a.Created.Compare(b.Created); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
 }

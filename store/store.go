@@ -55,9 +55,7 @@ package store
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -331,27 +329,8 @@ func (db *DB) AddTurn(ctx context.Context, key bot.ConvKey, t bot.Turn, data []b
 	if err := ctx.Err(); err != nil {
 		return nil, wrap(err)
 	}
-	if !key.Valid() {
-		return nil, wrap(errors.New("invalid conversation key"))
-	}
-	if t.ID == "" {
-		return nil, wrap(errors.New("turn has no id"))
-	}
-	if len(data) == 0 {
-		return nil, wrap(fmt.Errorf("turn %s has no image bytes", t.ID))
-	}
-	sum := sha256.Sum256(data)
-	digest := hex.EncodeToString(sum[:])
-	switch {
-	case t.SHA256 == "":
-		t.SHA256 = digest
-	case !strings.EqualFold(t.SHA256, digest):
-		return nil, wrap(fmt.Errorf("turn %s: sha256 %s does not match its bytes (%s)", t.ID, t.SHA256, digest))
-	default:
-		t.SHA256 = digest // one spelling (lower-case hex) for the image key
-	}
-	if job != nil && job.ID == "" {
-		return nil, wrap(errors.New("job has no id"))
+	if err := bot.CheckAddTurn(key, &t, data, job); err != nil {
+		return nil, wrap(err)
 	}
 	msgs := t.Messages
 	t.Messages = nil
@@ -603,12 +582,7 @@ func (db *DB) LiveJobs(ctx context.Context) ([]*bot.Job, error) {
 	if err != nil {
 		return nil, wrap(err)
 	}
-	slices.SortFunc(jobs, func(a, b *bot.Job) int {
-		if c := a.Created.Compare(b.Created); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
+	bot.SortJobs(jobs)
 	return jobs, nil
 }
 

@@ -2,8 +2,6 @@ package postgres
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -64,23 +62,8 @@ func (db *DB) AddTurn(ctx context.Context, key bot.ConvKey, t bot.Turn, data []b
 	if err := ctx.Err(); err != nil {
 		return nil, wrap(err)
 	}
-	if !key.Valid() {
-		return nil, wrap(errors.New("invalid conversation key"))
-	}
-	if t.ID == "" {
-		return nil, wrap(errors.New("turn has no id"))
-	}
-	if len(data) == 0 {
-		return nil, wrap(fmt.Errorf("turn %s has no image bytes", t.ID))
-	}
-	sum := sha256.Sum256(data)
-	digest := hex.EncodeToString(sum[:])
-	if t.SHA256 != "" && !strings.EqualFold(t.SHA256, digest) {
-		return nil, wrap(fmt.Errorf("turn %s: sha256 %s does not match its bytes (%s)", t.ID, t.SHA256, digest))
-	}
-	t.SHA256 = digest // one spelling (lower-case hex) for the image key
-	if job != nil && job.ID == "" {
-		return nil, wrap(errors.New("job has no id"))
+	if err := bot.CheckAddTurn(key, &t, data, job); err != nil {
+		return nil, wrap(err)
 	}
 	msgs := slices.Clone(t.Messages)
 	t.Messages = nil

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -88,12 +86,7 @@ func (db *DB) LiveJobs(ctx context.Context) ([]*bot.Job, error) {
 		return nil, wrap(err)
 	}
 	// The column holds microseconds; Created itself has nanoseconds.
-	slices.SortStableFunc(jobs, func(a, b *bot.Job) int {
-		if c := a.Created.Compare(b.Created); c != 0 {
-			return c
-		}
-		return strings.Compare(a.ID, b.ID)
-	})
+	bot.SortJobs(jobs)
 	return jobs, nil
 }
 
