@@ -376,11 +376,22 @@ func (q *Queue) startNext(ctx context.Context, tx pgx.Tx) (*QueuedJob, error) {
 // an error, so a release after a takeover by another replica is harmless.
 // It reports whether this call removed the job.
 func (q *Queue) Release(ctx context.Context, id string) (bool, error) {
+	removed, err := q.remove(ctx, `DELETE FROM queue_jobs WHERE id = $1 AND state = 'running' AND owner = $2 RETURNING user_id`,
+		id, q.replica)
+	if err != nil {
+		return false, fmt.Errorf("postgres: queue release %s: %w", id, err)
+	}
+	return removed, nil
+}
+
+// remove runs del, a DELETE of at most one job RETURNING its user_id,
+// under the queue's lock, forgets the user when it has no job left, and
+// reports whether a job was removed.
+func (q *Queue) remove(ctx context.Context, del string, args ...any) (bool, error) {
 	removed := false
 	err := q.locked(ctx, func(tx pgx.Tx) (bool, error) {
 		var user string
-		err := tx.QueryRow(ctx, `DELETE FROM queue_jobs WHERE id = $1 AND state = 'running' AND owner = $2 RETURNING user_id`,
-			id, q.replica).Scan(&user)
+		err := tx.QueryRow(ctx, del, args...).Scan(&user)
 		if errors.Is(err, pgx.ErrNoRows) {
 			removed = false
 			return false, nil
@@ -391,10 +402,7 @@ func (q *Queue) Release(ctx context.Context, id string) (bool, error) {
 		removed = true
 		return true, forgetUser(ctx, tx, user)
 	})
-	if err != nil {
-		return false, fmt.Errorf("postgres: queue release %s: %w", id, err)
-	}
-	return removed, nil
+	return removed, err
 }
 
 // ReleaseNext is Release followed by Next in one transaction: the slot a
@@ -489,20 +497,7 @@ func (q *Queue) Cancel(ctx context.Context, id string) (waiting bool, err error)
 // CancelWaiting removes job id if it is waiting, from any replica, and
 // reports whether it did; a running job is left alone.
 func (q *Queue) CancelWaiting(ctx context.Context, id string) (bool, error) {
-	removed := false
-	err := q.locked(ctx, func(tx pgx.Tx) (bool, error) {
-		var user string
-		err := tx.QueryRow(ctx, `DELETE FROM queue_jobs WHERE id = $1 AND state = 'waiting' RETURNING user_id`, id).Scan(&user)
-		if errors.Is(err, pgx.ErrNoRows) {
-			removed = false
-			return false, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		removed = true
-		return true, forgetUser(ctx, tx, user)
-	})
+	removed, err := q.remove(ctx, `DELETE FROM queue_jobs WHERE id = $1 AND state = 'waiting' RETURNING user_id`, id)
 	if err != nil {
 		return false, fmt.Errorf("postgres: queue cancel %s: %w", id, err)
 	}
