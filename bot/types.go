@@ -75,6 +75,12 @@ type Turn struct {
 	Bytes     int       `json:"bytes"`
 	// Messages are the platform message ids the image was posted in.
 	Messages []string `json:"messages,omitempty"`
+	// Refs are the ids of the turns of the same conversation an edit used
+	// as further references, in order; Parent is the first reference.
+	Refs []string `json:"refs,omitempty"`
+	// Enhance is set when the prompt was enhanced by the model
+	// (prompt_upsampling).
+	Enhance bool `json:"enhance,omitempty"`
 }
 
 // KindUpload marks a turn that a person uploaded rather than the provider made.
@@ -145,6 +151,11 @@ type Job struct {
 	// the job starts, after the conversation's earlier jobs.
 	Base       string `json:"base,omitempty"`
 	FollowHead bool   `json:"follow_head,omitempty"`
+	// Refs are the ids of turns of the conversation used as further
+	// references after Base, in order (resolved when the job is accepted).
+	Refs []string `json:"refs,omitempty"`
+	// Enhance asks the model to enhance the prompt (prompt_upsampling).
+	Enhance bool `json:"enhance,omitempty"`
 	// Origin is the adapter's own note of where to answer (channel, thread,
 	// interaction token, status message id...). The core never reads it.
 	Origin map[string]string `json:"origin,omitempty"`

@@ -54,6 +54,13 @@ type Request struct {
 	Seed *int64
 	// InputImage is the image to edit, as encoded bytes; nil for text-to-image.
 	InputImage []byte
+	// References are further reference images after InputImage (the
+	// second, third... reference, in order), as encoded bytes; the model's
+	// entry in the models table says how many it takes and in which field.
+	References [][]byte
+	// PromptUpsampling asks the model to enhance the prompt first (BFL's
+	// prompt_upsampling); off by default.
+	PromptUpsampling bool
 	// OutputFormat is "png" (default) or "jpg".
 	OutputFormat string
 	// SafetyTolerance is 0..6 (at most 2 with an input image); nil is the
