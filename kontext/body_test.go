@@ -13,6 +13,7 @@ import (
 	"image/jpeg"
 	"image/png"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -241,6 +242,32 @@ func TestBudget(t *testing.T) {
 		t.Errorf("a nil budget: got %v, want no bound", err)
 	} else {
 		r()
+	}
+}
+
+// TestBudgetReclaimsBigShares: a share of ReclaimBytes or more is given
+// back only after a collection, so the next waiter never starts while the
+// last decode's dead pixels still fill the heap; a small share is given
+// back without one.
+func TestBudgetReclaimsBigShares(t *testing.T) {
+	b := NewBudget(4 * ReclaimBytes)
+	r, err := b.Acquire(context.Background(), ReclaimBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pixels := make([]byte, ReclaimBytes) // a decode's image, dead once released
+	pixels[len(pixels)-1] = 1
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	pixels = nil
+	_ = pixels
+	r()
+	runtime.ReadMemStats(&after)
+	if after.NumGC <= before.NumGC {
+		t.Errorf("releasing %d MiB: got %d collections, want at least one", ReclaimBytes>>20, after.NumGC-before.NumGC)
+	}
+	if after.HeapAlloc >= before.HeapAlloc {
+		t.Errorf("heap after releasing the share: got %d bytes, want less than %d (the dead decode collected)", after.HeapAlloc, before.HeapAlloc)
 	}
 }
 
