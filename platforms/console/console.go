@@ -60,6 +60,8 @@ Only here:
 type Core interface {
 	Submit(ctx context.Context, req *bot.Request) (*bot.Job, error)
 	Undo(ctx context.Context, req *bot.Request) (*bot.Delivery, error)
+	Details(ctx context.Context, req *bot.Request) (*bot.Details, error)
+	Delete(ctx context.Context, req *bot.Request) (*bot.Deleted, error)
 	Usage(ctx context.Context, req *bot.Request) (bot.UsageReport, error)
 	Store() bot.Store
 }
