@@ -88,9 +88,9 @@ func commands() []*discordgo.ApplicationCommand {
 
 // slashArgs are the options of /imagine or /edit.
 type slashArgs struct {
-	Prompt string
-	Aspect string
-	Model  string
+	Prompt  string
+	Aspect  string
+	Model   string
 	Seed    *int64
 	Enhance bool
 	Image   *discordgo.MessageAttachment
