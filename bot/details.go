@@ -45,7 +45,14 @@ type DetailsStyle struct {
 	Link func(conv ConvKey, t *Turn, label string) string
 	// Time writes when the image was made.
 	Time func(t time.Time) string
+	// Escape makes a person's text (the prompt) safe in the platform's
+	// markup; nil leaves it as it is.
+	Escape func(s string) string
 }
+
+// maxDetailsPrompt bounds the prompt shown in Details, so they fit in
+// one message (the whole prompt is in "Use these settings").
+const maxDetailsPrompt = 1000
 
 // Text is the details as one short message, one field a line.
 func (d *Details) Text(s DetailsStyle) string {
@@ -63,6 +70,12 @@ func (d *Details) Text(s DetailsStyle) string {
 	}
 	t := d.Turn
 	prompt := t.Prompt
+	if n := []rune(prompt); len(n) > maxDetailsPrompt {
+		prompt = string(n[:maxDetailsPrompt-1]) + "…"
+	}
+	if s.Escape != nil {
+		prompt = s.Escape(prompt)
+	}
 	if t.Kind == KindUpload {
 		prompt = "(an uploaded image)"
 	}

@@ -570,7 +570,7 @@ func (c *Chat) submitWithOptions(ctx context.Context, req *bot.Request, text str
 	if err != nil {
 		return err
 	}
-	req.Prompt, req.Aspect, req.Seed, req.Model = prompt, opts.Aspect, opts.Seed, opts.Model
+	req.Prompt, req.Aspect, req.Seed, req.Model, req.Enhance = prompt, opts.Aspect, opts.Seed, opts.Model, opts.Enhance
 	if opts.Image != "" {
 		if req.Kind != bot.KindEdit {
 			return bot.Userf("--image goes with /edit.")
