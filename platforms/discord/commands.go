@@ -25,7 +25,7 @@ const (
 
 // helpText is the answer to /help, only to the person who asked.
 var helpText = bot.Help(bot.HelpStyle{Bold: "**%s**", Imagine: "/imagine prompt", Edit: "/edit prompt [image]",
-	Usage: "/usage", Help: "/help", Options: "Options: aspect_ratio, seed (same seed + same prompt = same image), model (max or pro).",
+	Usage: "/usage", Help: "/help", Options: "Options: aspect_ratio, seed (same seed + same prompt = same image), model (max or pro), enhance (the model enhances your prompt).",
 	Menu: "Apps → Edit image on a message with an image: right-click, or long-press on mobile", Buttons: true, Settings: "/kontext settings",
 	Thread: "the picture's thread", Reply: "A reply to any message with an image edits that image.",
 	Mention: "**@kontextbot prompt**: makes a picture, also where slash commands are not at hand."})

@@ -23,7 +23,7 @@ func parseURL(s string) (*url.URL, error) { return url.Parse(s) }
 // Help is what the bot answers to /imagine help (or without a prompt), and
 // to a mention it cannot act on: the same help as Discord's /help.
 var Help = bot.Help(bot.HelpStyle{Bold: "*%s*", Imagine: "/imagine PROMPT", Edit: "/edit PROMPT", Usage: "/usage",
-	Help: "/imagine help", Options: "Options: `--ar 16:9`, `--seed N` (same seed + same prompt = same image), `--model pro`. Its message starts the picture's thread.",
+	Help: "/imagine help", Options: "Options: `--ar 16:9`, `--seed N` (same seed + same prompt = same image), `--model pro`, `--enhance` (the model enhances your prompt). Its message starts the picture's thread.",
 	Menu: "⋯ More actions on a message with an image", Buttons: true, Thread: "the picture's thread", Settings: "/imagine settings",
 	Mention: "*@kontextbot PROMPT* with an image attached, or in a thread below one: edits that image."})
 
