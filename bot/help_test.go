@@ -20,7 +20,7 @@ func TestHelp(t *testing.T) {
 			Reply: "A reply to an image edits it.", Mention: "@kontextbot PROMPT makes a picture.", Settings: "/kontext settings"},
 			want: []string{"**/kontext settings**: for admins", "picture. A reply to an image edits it.\n@kontextbot PROMPT makes a picture.\n", "**/imagine prompt**", "**Edit image** (Apps → Edit image)", "**Reroll**", "**Undo**", "**Cancel**", "**/help**", "> /imagine a lighthouse", "> Undo",
 				"**Details**: prompt, seed", "**Use these settings**", "**Delete**: removes the post"},
-			not:  []string{"/reroll"}},
+			not: []string{"/reroll"}},
 		{name: "Typed", style: bot.HelpStyle{Imagine: "/imagine PROMPT", Edit: "/edit PROMPT", Usage: "/usage", Help: "/help", Thread: "conversation",
 			Details: "/details [N]", Delete: "/delete [N]"},
 			want: []string{"/reroll", "/undo", "> /undo", "/details [N]: prompt, seed", "/delete [N]: deletes"},
