@@ -209,6 +209,7 @@ type Store interface {
 	// land together or not at all. The returned conversation is the new state.
 	AddTurn(ctx context.Context, key ConvKey, t Turn, data []byte, job *Job, charge *Charge) (*Conversation, error)
 	// SetHead makes turn id the conversation's head (undo), or ErrNotFound.
+	// A Hidden turn made the head is shown again: it is no longer hidden.
 	SetHead(ctx context.Context, key ConvKey, id string) (*Conversation, error)
 	// AddMessage records that turn id of the conversation at key was posted
 	// as platform message msgID, so a reply to it edits that image.
@@ -304,8 +305,9 @@ func (c *Conversation) DerivedFrom(id string) bool {
 // RemoveTurn is Store.DeleteTurn's change to c, the same for every
 // backend: turn id goes from c.Turns, or stays Hidden (with no Messages)
 // when a later turn was made from it; hidden turns nothing is made from
-// any more go too; a head that left or was hidden moves to the nearest
-// ancestor still shown, else to the latest turn shown ("" when none). It returns the turns that left c,
+// any more go too; when turn id was the head (or the head left), the head
+// moves to the nearest ancestor still shown, else to the latest turn
+// shown ("" when none). It returns the turns that left c,
 // with their Messages, and the message ids of turn id when it stayed:
 // the caller releases their images and message records. An unknown turn
 // is ErrNotFound and leaves c as it was.
@@ -337,7 +339,7 @@ func RemoveTurn(c *Conversation, id string) (gone []Turn, forget []string, err e
 			}
 		}
 	}
-	if h := c.Turn(c.Head); h == nil || h.Hidden {
+	if h := c.Turn(c.Head); h == nil || c.Head == id {
 		c.Head = ""
 		for _, a := range ancestors {
 			if p := c.Turn(a); p != nil && !p.Hidden {

@@ -429,6 +429,7 @@ func (db *DB) SetHead(ctx context.Context, key bot.ConvKey, id string) (*bot.Con
 		}
 		prev := c.Updated
 		c.Head = id
+		c.Turn(id).Hidden = false // shown again
 		c.Updated = db.now()
 		if out, err = putConv(tx, c); err != nil {
 			return err

@@ -777,11 +777,17 @@ func messageLink(conv bot.ConvKey, msg string) string {
 	if guild == "" {
 		guild = "@me"
 	}
-	channel := conv.Channel
+	return "https://discord.com/channels/" + guild + "/" + messageChannel(conv, msg) + "/" + msg
+}
+
+// messageChannel is the channel message msg of the conversation at conv
+// is in: a thread's starter message is in the parent channel (it has the
+// thread's id), any other message of a thread in the thread.
+func messageChannel(conv bot.ConvKey, msg string) string {
 	if conv.Thread != "" && msg != conv.Thread {
-		channel = conv.Thread
+		return conv.Thread
 	}
-	return "https://discord.com/channels/" + guild + "/" + channel + "/" + msg
+	return conv.Channel
 }
 
 // details answers the Details button of turn, only to the presser: the
@@ -824,7 +830,7 @@ func (b *Bot) useSettings(ctx context.Context, in *discordgo.Interaction, turn, 
 
 // delete handles the Delete button of turn: the requester, an admin of
 // the bot, or a member who may manage messages here deletes the image
-// and its post; anyone else is told who can.
+// and its posts; anyone else is told who can.
 func (b *Bot) delete(ctx context.Context, in *discordgo.Interaction, turn, user string) {
 	conv := b.buttonConv(ctx, in)
 	del, err := b.core.Delete(ctx, &bot.Request{Conv: conv, Turn: turn, User: user, Admin: mayDeleteOthers(in)})
@@ -839,10 +845,19 @@ func (b *Bot) delete(ctx context.Context, in *discordgo.Interaction, turn, user 
 	if err := b.ephemeral(ctx, in, msg); err != nil {
 		b.log.Warn("discord: answer delete", "err", err)
 	}
-	if in.Message == nil {
-		return
+	// The post the button is on, then any other post of the image in
+	// its conversation (an Undo shows an image again).
+	if in.Message != nil {
+		if err := b.deleteMessage(ctx, in.ChannelID, in.Message.ID); err != nil {
+			b.log.Warn("discord: delete a result's post", "message", in.Message.ID, "err", err)
+		}
 	}
-	if err := b.deleteMessage(ctx, in.ChannelID, in.Message.ID); err != nil {
-		b.log.Warn("discord: delete a result's post", "message", in.Message.ID, "err", err)
+	for _, m := range del.Turn.Messages {
+		if in.Message != nil && m == in.Message.ID || !snowflake.MatchString(m) {
+			continue
+		}
+		if err := b.deleteMessage(ctx, messageChannel(conv, m), m); err != nil {
+			b.log.Info("discord: could not delete another post of a deleted image", "message", m, "err", err)
+		}
 	}
 }

@@ -96,8 +96,15 @@ func (b *Bot) delete(ctx context.Context, p place, turn, ts string) {
 		b.reply(ctx, p, err)
 		return
 	}
+	// The post the button is on, then any other post of the image (an
+	// Undo shows an image again).
 	if ts != "" {
 		b.deleteMessage(ctx, p.channel, ts)
+	}
+	for _, m := range del.Turn.Messages {
+		if channel, mts, ok := strings.Cut(m, ":"); ok && !(channel == p.channel && mts == ts) {
+			b.deleteMessage(ctx, channel, mts)
+		}
 	}
 	msg := "Deleted."
 	if del.Kept {

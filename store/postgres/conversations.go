@@ -149,6 +149,7 @@ func (db *DB) SetHead(ctx context.Context, key bot.ConvKey, id string) (*bot.Con
 			return fmt.Errorf("turn: %w", bot.ErrNotFound)
 		}
 		c.Head = id
+		c.Turn(id).Hidden = false // shown again
 		c.Updated = stamp(db.now())
 		out, err = putConv(ctx, tx, c)
 		return err

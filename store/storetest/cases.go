@@ -640,6 +640,32 @@ func testDeleteTurn(t *testing.T, open OpenFunc) {
 			check(t, db)
 		})
 	}
+	t.Run("a hidden turn made the head is shown again and stays the head", func(t *testing.T) {
+		db := open(t, Options{})
+		for i, tt := range []bot.Turn{Turn("t1"), child("t2", "t1"), child("t3", "t1")} {
+			if _, err := db.AddTurn(ctx, keyA, tt, Img(i+1), nil, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := db.DeleteTurn(ctx, keyA, "t1"); err != nil {
+			t.Fatal(err)
+		}
+		c, err := db.SetHead(ctx, keyA, "t1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Turn("t1").Hidden {
+			t.Error("t1 is still hidden after it was made the head")
+		}
+		// Deleting another turn leaves the head alone.
+		if c, err = db.DeleteTurn(ctx, keyA, "t2"); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := c.Head, "t1"; got != want {
+			t.Errorf("head: got %q, want %q", got, want)
+		}
+		check(t, db)
+	})
 	t.Run("unknown conversation", func(t *testing.T) {
 		db := open(t, Options{})
 		if _, err := db.DeleteTurn(ctx, keyB, "t1"); !errors.Is(err, bot.ErrNotFound) {
