@@ -793,10 +793,16 @@ func messageChannel(conv bot.ConvKey, msg string) string {
 // details answers the Details button of turn, only to the presser: the
 // image's prompt, seed, model and the rest, and "Use these settings".
 func (b *Bot) details(ctx context.Context, in *discordgo.Interaction, turn string) {
+	// Acknowledged first, only to the presser: finding the image's
+	// conversation may wait for a post recorded a moment ago.
+	if b.deferResponse(ctx, in, true) != nil {
+		return
+	}
 	conv := b.buttonConv(ctx, in)
 	d, err := b.core.Details(ctx, &bot.Request{Conv: conv, Turn: turn})
 	if err != nil {
-		b.answerError(ctx, in, err)
+		b.logUnexpected("details", err)
+		b.answerDeferred(ctx, in, text(bot.Explain(err)))
 		return
 	}
 	var comps []discordgo.MessageComponent
@@ -805,11 +811,18 @@ func (b *Bot) details(ctx context.Context, in *discordgo.Interaction, turn strin
 			discordgo.Button{Label: "Use these settings", Style: discordgo.PrimaryButton, CustomID: turnMsgID(actUse, turn, in.Message.ID)},
 		}}}
 	}
-	r := &discordgo.InteractionResponse{Type: discordgo.InteractionResponseChannelMessageWithSource,
-		Data: &discordgo.InteractionResponseData{Content: truncate(d.Text(detailsStyle()), 2000),
-			Flags: discordgo.MessageFlagsEphemeral, Components: comps}}
-	if err := b.respond(ctx, in, r); err != nil {
-		b.log.Warn("discord: answer details", "err", err)
+	b.answerDeferred(ctx, in, text(d.Text(detailsStyle()), comps...))
+}
+
+// answerDeferred writes the answer of an interaction acknowledged with
+// deferResponse (ephemeral when it was deferred so).
+func (b *Bot) answerDeferred(ctx context.Context, in *discordgo.Interaction, m outMessage) {
+	o := origin{Mode: "i", App: in.AppID, Token: in.Token, Place: place{Channel: in.ChannelID}}
+	if o.App == "" {
+		o.App, _ = b.ids()
+	}
+	if _, err := b.editOriginal(ctx, o, m, nil, true); err != nil {
+		b.log.Warn("discord: answer interaction", "err", err)
 	}
 }
 
@@ -832,19 +845,21 @@ func (b *Bot) useSettings(ctx context.Context, in *discordgo.Interaction, turn, 
 // the bot, or a member who may manage messages here deletes the image
 // and its posts; anyone else is told who can.
 func (b *Bot) delete(ctx context.Context, in *discordgo.Interaction, turn, user string) {
+	if b.deferResponse(ctx, in, true) != nil {
+		return
+	}
 	conv := b.buttonConv(ctx, in)
 	del, err := b.core.Delete(ctx, &bot.Request{Conv: conv, Turn: turn, User: user, Admin: mayDeleteOthers(in)})
 	if err != nil {
-		b.answerError(ctx, in, err)
+		b.logUnexpected("delete", err)
+		b.answerDeferred(ctx, in, text(bot.Explain(err)))
 		return
 	}
 	msg := "Deleted."
 	if del.Kept {
 		msg = "Deleted. A later image was made from it, so I keep it out of sight for undo."
 	}
-	if err := b.ephemeral(ctx, in, msg); err != nil {
-		b.log.Warn("discord: answer delete", "err", err)
-	}
+	b.answerDeferred(ctx, in, text(msg))
 	// The post the button is on, then any other post of the image in
 	// its conversation (an Undo shows an image again).
 	if in.Message != nil {
