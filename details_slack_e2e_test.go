@@ -50,7 +50,13 @@ func (e *slEnv) slDetails(user string, n int) (slackfake.Ephemeral, string) {
 // Undo still shows; a workspace admin may delete too.
 func TestSlackDetailsDeleteEnhance(t *testing.T) {
 	slNoLeaks(t)
-	e := slStart(t, "socket", nil)
+	for _, mode := range []string{"socket", "http"} {
+		t.Run(mode, func(t *testing.T) { testSlackDetailsDeleteEnhance(t, mode) })
+	}
+}
+
+func testSlackDetailsDeleteEnhance(t *testing.T, mode string) {
+	e := slStart(t, mode, nil)
 	e.slack.AddUser(slAda, "ada")
 	e.slack.AddUser(slBob, "bob")
 	ch := e.slack.CreateChannel("details", true)
