@@ -207,3 +207,59 @@ func TestParseEnhance(t *testing.T) {
 		})
 	}
 }
+
+func TestDetailsText(t *testing.T) {
+	seed := int64(9)
+	made := time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC)
+	link := func(_ bot.ConvKey, tt *bot.Turn, label string) string {
+		if len(tt.Messages) == 0 {
+			return ""
+		}
+		return "<" + tt.Messages[0] + "|" + label + ">"
+	}
+	tests := []struct {
+		name  string
+		d     bot.Details
+		style bot.DetailsStyle
+		want  []string
+		not   []string
+	}{
+		{"references known and gone",
+			bot.Details{Turn: bot.Turn{ID: "i3", Kind: bot.KindEdit, Prompt: "mix them", Seed: &seed, Model: "flux-kontext-max", Parent: "i1",
+				Refs: []string{"i2", "i9"}, Requester: "U1", Created: made},
+				Parent: &bot.Turn{ID: "i1", SHA256: "a", Messages: []string{"m1"}},
+				Refs:   []bot.Turn{{ID: "i2", SHA256: "b", Messages: []string{"m2"}}, {ID: "i9"}}, USD: 0.08},
+			bot.DetailsStyle{Link: link, Mention: func(u string) string { return "@" + u }},
+			[]string{"Made from: <m1|image i1>", "References: <m2|image i2>, image i9 (no longer kept)", "Asked by: @U1",
+				"When: 2026-01-02 03:04 UTC", "Cost: $0.080", "Aspect ratio: default", "Enhance: off"}, nil},
+		{"parent gone",
+			bot.Details{Turn: bot.Turn{ID: "i3", Kind: bot.KindEdit, Prompt: "x", Parent: "i1"}},
+			bot.DetailsStyle{Link: link}, []string{"Made from: image i1 (no longer kept)"}, nil},
+		{"upload",
+			bot.Details{Turn: bot.Turn{ID: "i1", Kind: bot.KindUpload, Width: 4, Height: 3, Format: "png"}},
+			bot.DetailsStyle{}, []string{"Prompt: (an uploaded image)", "Cost: nothing (uploaded)", "Size: 4×3 png"},
+			[]string{"Enhance", "Seed", "Aspect"}},
+		{"escaped prompt",
+			bot.Details{Turn: bot.Turn{ID: "i1", Kind: bot.KindImagine, Prompt: "a <!channel> cat"}},
+			bot.DetailsStyle{Escape: func(s string) string { return strings.ReplaceAll(s, "<", "&lt;") }},
+			[]string{"Prompt: a &lt;!channel> cat"}, []string{"<!channel>"}},
+		{"long prompt cut",
+			bot.Details{Turn: bot.Turn{ID: "i1", Kind: bot.KindImagine, Prompt: strings.Repeat("é", 1500)}},
+			bot.DetailsStyle{}, []string{strings.Repeat("é", 999) + "…"}, []string{strings.Repeat("é", 1000)}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got := tc.d.Text(tc.style)
+			for _, w := range tc.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("lacks %q:\n%s", w, got)
+				}
+			}
+			for _, w := range tc.not {
+				if strings.Contains(got, w) {
+					t.Errorf("has %q:\n%s", w, got)
+				}
+			}
+		})
+	}
+}
