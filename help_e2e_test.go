@@ -8,6 +8,7 @@ import (
 // helpMarks are what every platform's help says: each command, button and
 // the Edit image menu, and the example conversation.
 var helpMarks = []string{"/imagine", "/edit", "/usage", "Edit image", "Reroll", "Undo", "Cancel",
+	"Details", "Use these settings", "Delete", "enhance",
 	"a lighthouse on a cliff at dusk", "add a rainbow over the sea", "back to the rainbow picture"}
 
 // TestHelpOnDiscord: /help is registered and answered only to its user.

@@ -131,6 +131,9 @@ type Request struct {
 	Aspect string
 	Seed   *int64
 	Model  string
+	// Enhance asks the model to enhance the prompt (prompt_upsampling)
+	// for an imagine or edit; a reroll keeps its image's setting.
+	Enhance bool
 	// Image is an image attached to the request itself: the base of an edit.
 	Image []byte
 	// ReplyTo is the platform message the request replies to or targets.
@@ -144,8 +147,10 @@ type Request struct {
 	Origin map[string]string
 	// Admin is set by the adapter when the platform says the user
 	// administers the workspace (Discord Manage Server, Slack admin or
-	// owner): they may change its settings. Limits still apply to them;
-	// only KONTEXT_ADMINS are exempt.
+	// owner): they may change its settings. For a Delete it says the user
+	// may delete others' messages there (Discord Manage Messages, Slack
+	// admin or owner). Limits still apply to them; only KONTEXT_ADMINS are
+	// exempt.
 	Admin bool
 
 	// checked is the image Check accepted, so Submit with the same
@@ -361,7 +366,7 @@ func (c *Core) prepare(ctx context.Context, req *Request) (*Job, []byte, error) 
 	now := c.now()
 	job := &Job{
 		ID: newID("j"), Kind: req.Kind, Conv: req.Conv, User: req.User, UserName: req.UserName,
-		Model: req.Model, Aspect: req.Aspect, Origin: req.Origin,
+		Model: req.Model, Aspect: req.Aspect, Enhance: req.Enhance, Origin: req.Origin,
 		State: JobWaiting, Created: now, Updated: now,
 	}
 	if job.Model == "" {
@@ -480,7 +485,7 @@ func (c *Core) resolveReroll(ctx context.Context, req *Request, job *Job, model 
 	case t.Kind == KindUpload:
 		return ErrNoReroll
 	}
-	job.Prompt, job.Base, job.Model, job.Aspect = t.Prompt, t.Parent, t.Model, t.Aspect
+	job.Prompt, job.Base, job.Model, job.Aspect, job.Enhance = t.Prompt, t.Parent, t.Model, t.Aspect, t.Enhance
 	if job.Model == "" {
 		job.Model = c.cfg.Model
 	}
@@ -678,7 +683,8 @@ func (c *Core) execute(ctx context.Context, job *Job, rep Reporter, queued time.
 		return c.post(context.WithoutCancel(ctx), job, rep, wait, 0)
 	}
 	rep.Running(job)
-	req := kontext.Request{Prompt: job.Prompt, Model: job.Model, AspectRatio: job.Aspect, Seed: &job.Seed}
+	req := kontext.Request{Prompt: job.Prompt, Model: job.Model, AspectRatio: job.Aspect, Seed: &job.Seed,
+		PromptUpsampling: job.Enhance}
 	if job.FollowHead && job.Base == "" {
 		conv, err := c.conversation(ctx, job.Conv)
 		if err != nil {
@@ -725,7 +731,7 @@ func (c *Core) execute(ctx context.Context, job *Job, rep Reporter, queued time.
 		return c.fail(ctx, job, rep, wait, provider, err)
 	}
 	t := Turn{ID: newID("i"), Parent: job.Base, Kind: job.Kind, Prompt: job.Prompt, Model: res.Model,
-		Aspect: job.Aspect, Seed: res.Seed, Requester: job.User, Created: c.now()}
+		Aspect: job.Aspect, Seed: res.Seed, Requester: job.User, Created: c.now(), Enhance: job.Enhance}
 	if t.Model == "" {
 		t.Model = job.Model
 	}

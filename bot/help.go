@@ -25,6 +25,9 @@ type HelpStyle struct {
 	Reply, Mention string
 	// Settings is the admins' settings command; "" where there is none.
 	Settings string
+	// Details and Delete are the typed commands where there are no
+	// buttons ("/details [N]"); with Buttons they are buttons.
+	Details, Delete string
 }
 
 // Help is what /help (Discord), /imagine help (Slack) and /help in the
@@ -56,6 +59,14 @@ func Help(s HelpStyle) string {
 			b("Edit"), ": type a change in a dialog. ", b("Cancel"), ": drop a job still waiting.")
 	} else {
 		line(b("/reroll"), ": same prompt and starting image, new seed. ", b("/undo"), ": back to the previous picture (no new image, no charge).")
+	}
+	if s.Buttons {
+		line(b("Details"), ": prompt, seed, model, the image it was made from, who asked and the cost, only to you; ",
+			b("Use these settings"), " there opens Edit with them filled in. ",
+			b("Delete"), ": removes the post and its image (for whoever asked for it, and admins).")
+	} else if s.Details != "" {
+		line(b(s.Details), ": prompt, seed, model, the image it was made from and the cost. ",
+			b(s.Delete), ": deletes the current image.")
 	}
 	line(b(s.Usage), ": your images today and this workspace's spend this month, only to you. ", b(s.Help), ": this help.")
 	if s.Settings != "" {

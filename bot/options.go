@@ -14,12 +14,15 @@ type Options struct {
 	Model  string
 	// Image is a local file to edit (the console's --image).
 	Image string
+	// Enhance asks the model to enhance the prompt first (--enhance).
+	Enhance bool
 }
 
 // ParseOptions splits "a red fox --ar 16:9 --seed 7 --model pro" into the
 // prompt and its options. Options may stand anywhere; "--ar" also reads as
 // "--aspect", and the model may be given as max, pro or its full name.
-// Unknown "--" words are refused, so a typo never ends up in the prompt.
+// "--enhance" takes no value ("--enhance=no" turns it off). Unknown "--"
+// words are refused, so a typo never ends up in the prompt.
 func ParseOptions(text string) (string, Options, error) {
 	var o Options
 	var words []string
@@ -29,6 +32,17 @@ func ParseOptions(text string) (string, Options, error) {
 		name, value, hasValue := strings.Cut(f, "=")
 		if !strings.HasPrefix(name, "--") || len(name) == 2 {
 			words = append(words, f)
+			continue
+		}
+		if strings.EqualFold(name, "--enhance") {
+			switch strings.ToLower(value) {
+			case "", "yes", "on", "true":
+				o.Enhance = !hasValue || value != ""
+			case "no", "off", "false":
+				o.Enhance = false
+			default:
+				return "", o, Userf("--enhance takes no value (or =no to turn it off), not %q.", value)
+			}
 			continue
 		}
 		if !hasValue {
@@ -59,7 +73,7 @@ func ParseOptions(text string) (string, Options, error) {
 		case "--image":
 			o.Image = value
 		default:
-			return "", o, Userf("Unknown option %s: use --ar, --seed or --model.", name)
+			return "", o, Userf("Unknown option %s: use --ar, --seed, --model or --enhance.", name)
 		}
 	}
 	return strings.Join(words, " "), o, nil

@@ -81,6 +81,11 @@ type Turn struct {
 	// Enhance is set when the prompt was enhanced by the model
 	// (prompt_upsampling).
 	Enhance bool `json:"enhance,omitempty"`
+	// Hidden is set on a turn whose post was deleted while a later turn
+	// of the conversation had been made from it (as its Parent or one of
+	// its Refs): its image stays for undo and history, but a delete never
+	// makes it the head.
+	Hidden bool `json:"hidden,omitempty"`
 }
 
 // KindUpload marks a turn that a person uploaded rather than the provider made.
@@ -204,6 +209,7 @@ type Store interface {
 	// land together or not at all. The returned conversation is the new state.
 	AddTurn(ctx context.Context, key ConvKey, t Turn, data []byte, job *Job, charge *Charge) (*Conversation, error)
 	// SetHead makes turn id the conversation's head (undo), or ErrNotFound.
+	// A Hidden turn made the head is shown again: it is no longer hidden.
 	SetHead(ctx context.Context, key ConvKey, id string) (*Conversation, error)
 	// AddMessage records that turn id of the conversation at key was posted
 	// as platform message msgID, so a reply to it edits that image.
@@ -211,6 +217,17 @@ type Store interface {
 	// Message finds the turn posted as msgID on key's platform and in key's
 	// workspace (other workspaces are never searched), or ErrNotFound.
 	Message(ctx context.Context, key ConvKey, msgID string) (ConvKey, string, error)
+	// DeleteTurn deletes turn id from the conversation at key (see
+	// RemoveTurn): the turn leaves the conversation, with its image bytes
+	// when no other turn of any conversation uses them, or, when a later
+	// turn of the conversation was made from it, stays Hidden with its
+	// image. Either way its message records stop resolving, and when it
+	// was the head the head moves to its nearest visible ancestor (else
+	// the latest visible turn). A
+	// conversation left with no turns is removed (Conversation then says
+	// ErrNotFound) and returned empty. An unknown conversation or turn is
+	// ErrNotFound. The returned conversation is the new state.
+	DeleteTurn(ctx context.Context, key ConvKey, id string) (*Conversation, error)
 	// PutJob creates or replaces a job.
 	PutJob(ctx context.Context, j *Job) error
 	// Job returns one job, or ErrNotFound.
@@ -269,4 +286,72 @@ func SortJobs(jobs []*Job) {
 		}
 		return strings.Compare(a.ID, b.ID)
 	})
+}
+
+// DerivedFrom reports whether a turn of c other than id was made from
+// turn id: has it as its Parent or among its Refs.
+func (c *Conversation) DerivedFrom(id string) bool {
+	if c == nil {
+		return false
+	}
+	for _, t := range c.Turns {
+		if t.ID != id && (t.Parent == id || slices.Contains(t.Refs, id)) {
+			return true
+		}
+	}
+	return false
+}
+
+// RemoveTurn is Store.DeleteTurn's change to c, the same for every
+// backend: turn id goes from c.Turns, or stays Hidden (with no Messages)
+// when a later turn was made from it; hidden turns nothing is made from
+// any more go too; when turn id was the head (or the head left), the head
+// moves to the nearest ancestor still shown, else to the latest turn
+// shown ("" when none). It returns the turns that left c,
+// with their Messages, and the message ids of turn id when it stayed:
+// the caller releases their images and message records. An unknown turn
+// is ErrNotFound and leaves c as it was.
+func RemoveTurn(c *Conversation, id string) (gone []Turn, forget []string, err error) {
+	t := c.Turn(id)
+	if t == nil {
+		return nil, nil, fmt.Errorf("turn %s: %w", id, ErrNotFound)
+	}
+	// The ancestors, nearest first, before anything leaves.
+	var ancestors []string
+	for p := c.Turn(t.Parent); p != nil && len(ancestors) <= len(c.Turns); p = c.Turn(p.Parent) {
+		ancestors = append(ancestors, p.ID)
+	}
+	if c.DerivedFrom(id) {
+		forget = t.Messages
+		t.Messages, t.Hidden = nil, true
+	} else {
+		gone = append(gone, *t)
+		c.Turns = slices.DeleteFunc(c.Turns, func(x Turn) bool { return x.ID == id })
+	}
+	for changed := true; changed; {
+		changed = false
+		for i, x := range c.Turns {
+			if x.Hidden && !c.DerivedFrom(x.ID) {
+				gone = append(gone, x)
+				c.Turns = slices.Delete(c.Turns, i, i+1)
+				changed = true
+				break
+			}
+		}
+	}
+	if h := c.Turn(c.Head); h == nil || c.Head == id {
+		c.Head = ""
+		for _, a := range ancestors {
+			if p := c.Turn(a); p != nil && !p.Hidden {
+				c.Head = a
+				break
+			}
+		}
+		for i := len(c.Turns) - 1; i >= 0 && c.Head == ""; i-- {
+			if !c.Turns[i].Hidden {
+				c.Head = c.Turns[i].ID // no ancestor left: the latest image shown
+			}
+		}
+	}
+	return gone, forget, nil
 }

@@ -530,6 +530,8 @@ type input struct {
 	Seed            *int64 `json:"seed,omitempty"`
 	OutputFormat    string `json:"output_format,omitempty"`
 	SafetyTolerance *int   `json:"safety_tolerance,omitempty"`
+	// PromptUpsampling is sent only when set (BFL's default is off).
+	PromptUpsampling bool `json:"prompt_upsampling,omitempty"`
 }
 
 // createBody is the create request's JSON; in is the input image, nil
@@ -538,7 +540,7 @@ type input struct {
 // body is sent, a few KiB at a time, from the image's bytes.
 func (c *Client) createBody(model string, req Request, in *encodedInput) (*body, error) {
 	fields := input{Prompt: req.Prompt, AspectRatio: req.AspectRatio, Seed: req.Seed, OutputFormat: req.OutputFormat,
-		SafetyTolerance: req.SafetyTolerance}
+		SafetyTolerance: req.SafetyTolerance, PromptUpsampling: req.PromptUpsampling}
 	if in != nil {
 		fields.InputImage = "@"
 	}

@@ -429,7 +429,61 @@ func (db *DB) SetHead(ctx context.Context, key bot.ConvKey, id string) (*bot.Con
 		}
 		prev := c.Updated
 		c.Head = id
+		c.Turn(id).Hidden = false // shown again
 		c.Updated = db.now()
+		if out, err = putConv(tx, c); err != nil {
+			return err
+		}
+		return indexConv(tx, key, prev, true, c.Updated)
+	})
+	if err != nil {
+		return nil, wrap(err)
+	}
+	return out, nil
+}
+
+// DeleteTurn deletes turn id from the conversation at key as
+// bot.RemoveTurn decides: the turn goes (its image with it when no other
+// turn uses the bytes) or, when a later turn was made from it, stays
+// hidden with its image; its message mappings go either way, and a head
+// that went moves to its nearest shown ancestor. An unknown conversation
+// or turn is an error wrapping bot.ErrNotFound.
+func (db *DB) DeleteTurn(ctx context.Context, key bot.ConvKey, id string) (*bot.Conversation, error) {
+	wrap := func(err error) error { return fmt.Errorf("store: delete turn %s of %s: %w", id, key, err) }
+	if err := ctx.Err(); err != nil {
+		return nil, wrap(err)
+	}
+	var out *bot.Conversation
+	err := db.bolt.Update(func(tx *bbolt.Tx) error {
+		c, err := getConv(tx, key)
+		if err != nil {
+			return err
+		}
+		gone, forget, err := bot.RemoveTurn(c, id)
+		if err != nil {
+			return err
+		}
+		for _, g := range gone {
+			if _, err := dropRef(tx, g.SHA256); err != nil {
+				return err
+			}
+			if _, err := dropMessages(tx, key, g); err != nil {
+				return err
+			}
+		}
+		if _, err := dropMessages(tx, key, bot.Turn{ID: id, Messages: forget}); err != nil {
+			return err
+		}
+		prev := c.Updated
+		c.Updated = db.now()
+		if len(c.Turns) == 0 {
+			// Nothing left: the conversation goes, as if never started.
+			out = &bot.Conversation{Key: key, Turns: []bot.Turn{}, Updated: c.Updated}
+			if err := tx.Bucket(bucketConvIdx).Delete(append(timeKey(prev), key.String()...)); err != nil {
+				return fmt.Errorf("unindex conversation: %w", err)
+			}
+			return tx.Bucket(bucketConvs).Delete([]byte(key.String()))
+		}
 		if out, err = putConv(tx, c); err != nil {
 			return err
 		}

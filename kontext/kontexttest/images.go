@@ -42,6 +42,9 @@ type Provenance struct {
 	// AspectRatio is the requested aspect_ratio ("match_input_image" when
 	// the request gave none; "1:1" on the Images route).
 	AspectRatio string `json:"aspect_ratio"`
+	// PromptUpsampling is the request's input.prompt_upsampling (false
+	// when it gave none).
+	PromptUpsampling bool `json:"prompt_upsampling,omitempty"`
 }
 
 // ErrNoProvenance is returned by ReadProvenance for a PNG or JPEG that

@@ -336,9 +336,11 @@ func (f *Fake) parseCreate(r *http.Request, body []byte, pathModel string) (*cre
 	if hasTolerance && (tolerance < 0 || tolerance > 6) {
 		return nil, invalid("input.safety_tolerance must be between 0 and 6, got %d", tolerance)
 	}
-	if _, _, rerr := field[bool](in, "input", "prompt_upsampling", "a boolean"); rerr != nil {
+	upsampling, _, rerr := field[bool](in, "input", "prompt_upsampling", "a boolean")
+	if rerr != nil {
 		return nil, rerr
 	}
+	req.prov.PromptUpsampling = upsampling
 
 	src, hasImage, rerr := field[string](in, "input", "input_image", "a string")
 	if rerr != nil {

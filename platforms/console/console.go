@@ -34,12 +34,14 @@ const Platform = "console"
 
 // Help lists the lines the chat understands.
 const Help = `Type a prompt to edit the current image, or:
-  /imagine PROMPT [--ar 16:9] [--seed N] [--model pro]   make a new image
-  /edit PROMPT                                           edit the current image
+  /imagine PROMPT [--ar 16:9] [--seed N] [--model pro] [--enhance]   make a new image
+  /edit PROMPT [--enhance]                               edit the current image
   /edit --image PATH PROMPT                              edit a local image
   /reroll        same prompt and parent, new seed
   /undo          go back to the previous image
   /history       list this conversation's images
+  /details [N]   prompt, seed, model, parent, cost of the current image (or image N of /history)
+  /delete [N]    delete the current image (or image N of /history)
   /new           start a new conversation
   /usage         images today and spend this month
   /quit          wait for running jobs, then leave`
@@ -47,8 +49,9 @@ const Help = `Type a prompt to edit the current image, or:
 // help is the answer to /help: the help every platform gives, then what
 // only the terminal has.
 var help = bot.Help(bot.HelpStyle{Imagine: "/imagine PROMPT", Edit: "/edit PROMPT", Usage: "/usage", Help: "/help",
-	Options: "Options: --ar 16:9, --seed N (same seed + same prompt = same image), --model pro.",
-	Thread:  "this conversation"}) + `
+	Options: "Options: --ar 16:9, --seed N (same seed + same prompt = same image), --model pro, --enhance (the model enhances your prompt).",
+	Details: "/details [N]", Delete: "/delete [N]",
+	Thread: "this conversation"}) + `
 
 Only here:
   /edit --image PATH PROMPT   edit a local image
@@ -60,6 +63,8 @@ Only here:
 type Core interface {
 	Submit(ctx context.Context, req *bot.Request) (*bot.Job, error)
 	Undo(ctx context.Context, req *bot.Request) (*bot.Delivery, error)
+	Details(ctx context.Context, req *bot.Request) (*bot.Details, error)
+	Delete(ctx context.Context, req *bot.Request) (*bot.Deleted, error)
 	Usage(ctx context.Context, req *bot.Request) (bot.UsageReport, error)
 	Store() bot.Store
 }
@@ -535,6 +540,14 @@ func (c *Chat) Line(ctx context.Context, line string) (quit bool) {
 		if err = c.settle(ctx); err == nil {
 			err = c.history(ctx)
 		}
+	case "/details":
+		if err = c.settle(ctx); err == nil {
+			err = c.details(ctx, req, rest)
+		}
+	case "/delete":
+		if err = c.settle(ctx); err == nil {
+			err = c.delete(ctx, req, rest)
+		}
 	case "/new":
 		thread := newThread()
 		c.mu.Lock()
@@ -568,7 +581,7 @@ func (c *Chat) submitWithOptions(ctx context.Context, req *bot.Request, text str
 	if err != nil {
 		return err
 	}
-	req.Prompt, req.Aspect, req.Seed, req.Model = prompt, opts.Aspect, opts.Seed, opts.Model
+	req.Prompt, req.Aspect, req.Seed, req.Model, req.Enhance = prompt, opts.Aspect, opts.Seed, opts.Model, opts.Enhance
 	if opts.Image != "" {
 		if req.Kind != bot.KindEdit {
 			return bot.Userf("--image goes with /edit.")
@@ -640,5 +653,88 @@ func (c *Chat) history(ctx context.Context) error {
 		}
 	}
 	c.printf("%s", b.String())
+	return nil
+}
+
+// numbered resolves "" (the current image) or N, an image's number in
+// /history, to a turn id of the conversation at req.Conv.
+func (c *Chat) numbered(ctx context.Context, req *bot.Request, arg string) (string, error) {
+	if arg == "" {
+		return "", nil
+	}
+	n, err := strconv.Atoi(arg)
+	if err != nil || n < 1 {
+		return "", bot.Userf("Give the image's number from /history, as in /details 2, or nothing for the current image.")
+	}
+	conv, err := c.core.Store().Conversation(ctx, req.Conv)
+	if errors.Is(err, bot.ErrNotFound) {
+		return "", bot.ErrNoImage
+	}
+	if err != nil {
+		return "", err
+	}
+	if n > len(conv.Turns) {
+		return "", bot.Userf("There is no image %d here: /history lists %d.", n, len(conv.Turns))
+	}
+	return conv.Turns[n-1].ID, nil
+}
+
+// details prints the details of the current image or of image arg.
+func (c *Chat) details(ctx context.Context, req *bot.Request, arg string) error {
+	id, err := c.numbered(ctx, req, arg)
+	if err != nil {
+		return err
+	}
+	req.Turn = id
+	d, err := c.core.Details(ctx, req)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	files := make(map[string]string, len(c.files))
+	for k, v := range c.files {
+		files[k] = v
+	}
+	c.mu.Unlock()
+	style := bot.DetailsStyle{
+		Mention: func(user string) string { return user },
+		Link: func(_ bot.ConvKey, t *bot.Turn, label string) string {
+			if p, ok := files[t.ID]; ok {
+				return label + " (" + p + ")"
+			}
+			return ""
+		},
+	}
+	c.printf("%s\nSettings: %s", d.Text(style), d.Settings())
+	return nil
+}
+
+// delete deletes the current image or image arg of the conversation.
+func (c *Chat) delete(ctx context.Context, req *bot.Request, arg string) error {
+	id, err := c.numbered(ctx, req, arg)
+	if err != nil {
+		return err
+	}
+	req.Turn = id
+	del, err := c.core.Delete(ctx, req)
+	if err != nil {
+		return err
+	}
+	msg := "deleted " + del.Turn.ID
+	if del.Kept {
+		msg += " (a later image was made from it: it stays hidden, for /undo)"
+	}
+	if cur := del.Conv.Current(); cur != nil {
+		msg += "; the current image is " + cur.ID
+		c.mu.Lock()
+		p, ok := c.files[cur.ID]
+		c.mu.Unlock()
+		if ok {
+			msg += " (" + p + ")"
+		}
+	} else {
+		msg += "; no image is left here"
+	}
+	c.printf("🗑 %s", msg)
 	return nil
 }

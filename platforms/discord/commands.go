@@ -25,7 +25,7 @@ const (
 
 // helpText is the answer to /help, only to the person who asked.
 var helpText = bot.Help(bot.HelpStyle{Bold: "**%s**", Imagine: "/imagine prompt", Edit: "/edit prompt [image]",
-	Usage: "/usage", Help: "/help", Options: "Options: aspect_ratio, seed (same seed + same prompt = same image), model (max or pro).",
+	Usage: "/usage", Help: "/help", Options: "Options: aspect_ratio, seed (same seed + same prompt = same image), model (max or pro), enhance (the model enhances your prompt).",
 	Menu: "Apps → Edit image on a message with an image: right-click, or long-press on mobile", Buttons: true, Settings: "/kontext settings",
 	Thread: "the picture's thread", Reply: "A reply to any message with an image edits that image.",
 	Mention: "**@kontextbot prompt**: makes a picture, also where slash commands are not at hand."})
@@ -65,15 +65,17 @@ func commands() []*discordgo.ApplicationCommand {
 			{Name: "max: best quality and typography", Value: kontext.ModelMax},
 			{Name: "pro: faster and cheaper", Value: kontext.ModelPro},
 		}}
+	enhance := &discordgo.ApplicationCommandOption{Type: discordgo.ApplicationCommandOptionBoolean, Name: "enhance",
+		Description: "Let the model enhance your prompt first (off by default); shown in Details"}
 	image := &discordgo.ApplicationCommandOption{Type: discordgo.ApplicationCommandOptionAttachment, Name: "image",
 		Description: "Image to edit (PNG, JPEG, WebP or GIF); without it, the current image here"}
 	return []*discordgo.ApplicationCommand{
 		{Name: cmdImagine, Description: "Make an image from a prompt with FLUX.1 Kontext",
 			Contexts: contexts, IntegrationTypes: install,
-			Options: []*discordgo.ApplicationCommandOption{prompt("What to make"), aspect(false), seed, model}},
+			Options: []*discordgo.ApplicationCommandOption{prompt("What to make"), aspect(false), seed, model, enhance}},
 		{Name: cmdEdit, Description: "Edit an image: the one you attach, or the current one here",
 			Contexts: contexts, IntegrationTypes: install,
-			Options: []*discordgo.ApplicationCommandOption{prompt("What to change"), image, aspect(true), seed, model}},
+			Options: []*discordgo.ApplicationCommandOption{prompt("What to change"), image, aspect(true), seed, model, enhance}},
 		{Name: cmdUsage, Description: "Your images today and this server's image spend this month",
 			Contexts: contexts, IntegrationTypes: install},
 		{Name: cmdEditImage, Type: discordgo.MessageApplicationCommand,
@@ -86,11 +88,12 @@ func commands() []*discordgo.ApplicationCommand {
 
 // slashArgs are the options of /imagine or /edit.
 type slashArgs struct {
-	Prompt string
-	Aspect string
-	Model  string
-	Seed   *int64
-	Image  *discordgo.MessageAttachment
+	Prompt  string
+	Aspect  string
+	Model   string
+	Seed    *int64
+	Enhance bool
+	Image   *discordgo.MessageAttachment
 }
 
 // parseSlash reads the options of /imagine or /edit. Discord checks types
@@ -125,6 +128,12 @@ func parseSlash(data discordgo.ApplicationCommandInteractionData) (slashArgs, er
 			}
 			n := int64(f)
 			a.Seed = &n
+		case "enhance":
+			v, ok := o.Value.(bool)
+			if !ok {
+				return a, bot.Userf("enhance must be true or false.")
+			}
+			a.Enhance = v
 		case "image":
 			id, _ := o.Value.(string)
 			if data.Resolved == nil || data.Resolved.Attachments[id] == nil {
@@ -139,7 +148,9 @@ func parseSlash(data discordgo.ApplicationCommandInteractionData) (slashArgs, er
 // Custom id actions. A custom id is "k:<action>:<id>", where id is the
 // image (turn) a button was shown with, the job a Cancel button cancels,
 // or the message an "Edit image" modal edits: all on disk, so buttons
-// work after a restart.
+// work after a restart. "Use these settings" and the modal it opens add
+// the result message the Details came from: "k:use:<turn>:<message>",
+// "k:editm:<turn>:<message>".
 const (
 	actReroll   = "reroll"  // button: same prompt and parent, new seed
 	actUndo     = "undo"    // button: back to the parent image
@@ -147,6 +158,9 @@ const (
 	actCancel   = "cancel"  // button on a waiting job's status
 	actEditTurn = "editm"   // modal opened by actEdit
 	actEditMsg  = "editmsg" // modal opened by the "Edit image" menu
+	actDetails  = "details" // button: the image's details, only to the presser
+	actDelete   = "delete"  // button: deletes the post and the image
+	actUse      = "use"     // button in the details: the Edit modal pre-filled
 )
 
 var idArg = regexp.MustCompile(`^[a-z0-9]{1,64}$`)
@@ -182,14 +196,34 @@ func parseCustomID(s string) (action, id string, err error) {
 		return actEditMsg, msg, nil
 	}
 	parts := strings.Split(s, ":")
+	if _, _, ok := parseTurnMsgID(s); ok {
+		return parts[1], parts[2], nil
+	}
 	if len(parts) != 3 || parts[0] != "k" || !idArg.MatchString(parts[2]) {
 		return "", "", fmt.Errorf("discord: unknown custom id %q", s)
 	}
 	switch parts[1] {
-	case actReroll, actUndo, actEdit, actCancel, actEditTurn, actEditMsg:
+	case actReroll, actUndo, actEdit, actCancel, actEditTurn, actEditMsg, actDetails, actDelete:
 		return parts[1], parts[2], nil
 	}
 	return "", "", fmt.Errorf("discord: unknown custom id action in %q", s)
+}
+
+// turnMsgID is the custom id "k:<action>:<turn>:<message>" of a "Use
+// these settings" button or the modal it opens (at most 45 characters).
+func turnMsgID(action, turn, messageID string) string {
+	return customID(action, turn) + ":" + messageID
+}
+
+// parseTurnMsgID reads a turnMsgID: the turn, and the result message
+// whose Details it came from.
+func parseTurnMsgID(s string) (turn, messageID string, ok bool) {
+	parts := strings.Split(s, ":")
+	if len(parts) == 4 && parts[0] == "k" && (parts[1] == actUse || parts[1] == actEditTurn) &&
+		idArg.MatchString(parts[2]) && snowflake.MatchString(parts[3]) {
+		return parts[2], parts[3], true
+	}
+	return "", "", false
 }
 
 // promptInput is the custom id of the modal's text input.
@@ -197,12 +231,22 @@ const promptInput = "prompt"
 
 // editModal is the modal asking for an edit prompt.
 func editModal(id string) *discordgo.InteractionResponse {
+	return prefilledModal(id, "")
+}
+
+// maxModalInput is the edit modal's input length: a prompt and its typed
+// options (the prompt itself is checked against bot.MaxPromptRunes).
+const maxModalInput = bot.MaxPromptRunes + 200
+
+// prefilledModal is the edit modal with value already typed in (the
+// settings of "Use these settings"); "" leaves it empty.
+func prefilledModal(id, value string) *discordgo.InteractionResponse {
 	return &discordgo.InteractionResponse{Type: discordgo.InteractionResponseModal, Data: &discordgo.InteractionResponseData{
 		CustomID: id, Title: "Edit image",
 		Components: []discordgo.MessageComponent{discordgo.ActionsRow{Components: []discordgo.MessageComponent{
 			discordgo.TextInput{CustomID: promptInput, Label: "What should change?", Style: discordgo.TextInputParagraph,
-				Placeholder: "make it night, add snow… (options: --ar 16:9 --seed 7 --model pro)",
-				Required:    true, MaxLength: bot.MaxPromptRunes},
+				Placeholder: "make it night, add snow… (options: --ar 16:9 --seed 7 --model pro --enhance)",
+				Value:       truncate(value, maxModalInput), Required: true, MaxLength: maxModalInput},
 		}}},
 	}}
 }

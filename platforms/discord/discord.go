@@ -88,6 +88,8 @@ type Config struct {
 type Core interface {
 	Submit(ctx context.Context, req *bot.Request) (*bot.Job, error)
 	Undo(ctx context.Context, req *bot.Request) (*bot.Delivery, error)
+	Details(ctx context.Context, req *bot.Request) (*bot.Details, error)
+	Delete(ctx context.Context, req *bot.Request) (*bot.Deleted, error)
 	Usage(ctx context.Context, req *bot.Request) (bot.UsageReport, error)
 	Settings(ctx context.Context, req *bot.Request) (bot.Effective, error)
 	SetSettings(ctx context.Context, req *bot.Request, s bot.WorkspaceSettings) (bot.Effective, error)

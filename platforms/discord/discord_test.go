@@ -282,6 +282,12 @@ func (c stubCore) Submit(_ context.Context, req *bot.Request) (*bot.Job, error) 
 func (stubCore) Undo(context.Context, *bot.Request) (*bot.Delivery, error) {
 	return nil, bot.ErrNothingToUndo
 }
+func (stubCore) Details(context.Context, *bot.Request) (*bot.Details, error) {
+	return nil, bot.ErrNoImage
+}
+func (stubCore) Delete(context.Context, *bot.Request) (*bot.Deleted, error) {
+	return nil, bot.ErrNoImage
+}
 func (stubCore) Usage(context.Context, *bot.Request) (bot.UsageReport, error) {
 	return bot.UsageReport{}, nil
 }

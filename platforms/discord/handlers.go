@@ -189,7 +189,7 @@ func (b *Bot) onSlash(ctx context.Context, in *discordgo.Interaction, data disco
 	args, err := parseSlash(data)
 	o := b.interactionOrigin(ctx, in, received)
 	req := &bot.Request{Kind: kind, Conv: o.Place.key(), User: user, UserName: name, Prompt: args.Prompt,
-		Aspect: args.Aspect, Seed: args.Seed, Model: args.Model, Origin: o.encode()}
+		Aspect: args.Aspect, Seed: args.Seed, Model: args.Model, Enhance: args.Enhance, Origin: o.encode()}
 	switch {
 	case err != nil || kind != bot.KindEdit:
 	case args.Image != nil:
@@ -264,7 +264,8 @@ func (b *Bot) onModal(ctx context.Context, in *discordgo.Interaction, data disco
 		return
 	}
 	if action == actEditTurn {
-		b.onEditTurn(ctx, in, id, raw)
+		_, msg, _ := parseTurnMsgID(data.CustomID)
+		b.onEditTurn(ctx, in, id, msg, raw)
 		return
 	}
 	// "Edit image" on a message: the answer is the interaction's response.
@@ -296,7 +297,7 @@ func (b *Bot) applyOptions(req *bot.Request, raw string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	req.Aspect, req.Seed, req.Model = o.Aspect, o.Seed, o.Model
+	req.Aspect, req.Seed, req.Model, req.Enhance = o.Aspect, o.Seed, o.Model, o.Enhance
 	return prompt, nil
 }
 
@@ -379,7 +380,8 @@ func (b *Bot) recorded(ctx context.Context, here bot.ConvKey, m *discordgo.Messa
 	}
 }
 
-// onButton handles Reroll, Edit, Undo and Cancel.
+// onButton handles Reroll, Edit, Undo, Details, Delete, Use these
+// settings and Cancel.
 func (b *Bot) onButton(ctx context.Context, in *discordgo.Interaction, id string, received time.Time) {
 	action, arg, err := parseCustomID(id)
 	if err != nil {
@@ -409,18 +411,30 @@ func (b *Bot) onButton(ctx context.Context, in *discordgo.Interaction, id string
 			return
 		}
 		b.undo(ctx, in, b.buttonConv(ctx, in), arg, user, name)
+	case actDetails:
+		b.details(ctx, in, arg)
+	case actUse:
+		_, msg, _ := parseTurnMsgID(id)
+		b.useSettings(ctx, in, arg, msg)
+	case actDelete:
+		b.delete(ctx, in, arg, user)
 	default:
 		b.answerError(ctx, in, bot.Userf("That button does nothing any more."))
 	}
 }
 
-// onEditTurn handles the modal of a result's Edit button.
-func (b *Bot) onEditTurn(ctx context.Context, in *discordgo.Interaction, turn, raw string) {
+// onEditTurn handles the modal of a result's Edit button, or of "Use
+// these settings" in the Details of result message msg ("" for Edit).
+func (b *Bot) onEditTurn(ctx context.Context, in *discordgo.Interaction, turn, msg, raw string) {
 	if b.deferUpdate(ctx, in) != nil {
 		return
 	}
 	user, name := who(in)
-	req := &bot.Request{Kind: bot.KindEdit, Conv: b.buttonConv(ctx, in), User: user, UserName: name, Turn: turn}
+	conv := b.buttonConv(ctx, in)
+	if msg != "" {
+		conv = b.messageConv(ctx, in, msg)
+	}
+	req := &bot.Request{Kind: bot.KindEdit, Conv: conv, User: user, UserName: name, Turn: turn}
 	var err error
 	if req.Prompt, err = b.applyOptions(req, raw); err != nil {
 		b.privately(ctx, in, err)
@@ -711,5 +725,154 @@ func (b *Bot) replyTo(m *discordgo.Message, content string) outMessage {
 func (b *Bot) reply(ctx context.Context, m *discordgo.Message, content string) {
 	if _, err := b.send(ctx, m.ChannelID, b.replyTo(m, content), nil); err != nil {
 		b.log.Warn("discord: reply", "err", err)
+	}
+}
+
+// messageConv is the conversation result message msg was recorded in,
+// else the one where the interaction is.
+func (b *Bot) messageConv(ctx context.Context, in *discordgo.Interaction, msg string) bot.ConvKey {
+	here := b.placeFor(ctx, in.GuildID, in.ChannelID).key()
+	key, _, err := b.core.Store().Message(ctx, here, msg)
+	if err != nil {
+		if !errors.Is(err, bot.ErrNotFound) {
+			b.log.Warn("discord: look up a posted image", "message", msg, "err", err)
+		}
+		return here
+	}
+	return key
+}
+
+// permManageMessages is Discord's Manage Messages permission: who has it
+// in the channel may delete others' messages, the bot's results included.
+const permManageMessages int64 = 1 << 13
+
+// mayDeleteOthers reports whether the member may delete other people's
+// messages in the interaction's channel (Manage Messages or
+// Administrator in the computed permissions).
+func mayDeleteOthers(in *discordgo.Interaction) bool {
+	return in.Member != nil && in.Member.Permissions&(permManageMessages|permAdministrator) != 0
+}
+
+// detailsStyle writes Details for Discord: bold labels, mentions that
+// ping nobody (every answer carries an empty allowed_mentions), message
+// links and Discord timestamps.
+func detailsStyle() bot.DetailsStyle {
+	return bot.DetailsStyle{Bold: "**%s**",
+		Mention: func(user string) string { return "<@" + user + ">" },
+		Link: func(conv bot.ConvKey, t *bot.Turn, label string) string {
+			if len(t.Messages) == 0 {
+				return ""
+			}
+			return "[" + label + "](" + messageLink(conv, t.Messages[len(t.Messages)-1]) + ")"
+		},
+		Time: func(t time.Time) string { return "<t:" + strconv.FormatInt(t.Unix(), 10) + ":f>" },
+	}
+}
+
+// messageLink is the link to message msg of the conversation at conv: a
+// thread's starter message lives in the parent channel, any other of its
+// messages in the thread.
+func messageLink(conv bot.ConvKey, msg string) string {
+	guild := conv.Workspace
+	if guild == "" {
+		guild = "@me"
+	}
+	return "https://discord.com/channels/" + guild + "/" + messageChannel(conv, msg) + "/" + msg
+}
+
+// messageChannel is the channel message msg of the conversation at conv
+// is in: a thread's starter message is in the parent channel (it has the
+// thread's id), any other message of a thread in the thread.
+func messageChannel(conv bot.ConvKey, msg string) string {
+	if conv.Thread != "" && msg != conv.Thread {
+		return conv.Thread
+	}
+	return conv.Channel
+}
+
+// details answers the Details button of turn, only to the presser: the
+// image's prompt, seed, model and the rest, and "Use these settings".
+func (b *Bot) details(ctx context.Context, in *discordgo.Interaction, turn string) {
+	// Acknowledged first, only to the presser: finding the image's
+	// conversation may wait for a post recorded a moment ago.
+	if b.deferResponse(ctx, in, true) != nil {
+		return
+	}
+	conv := b.buttonConv(ctx, in)
+	d, err := b.core.Details(ctx, &bot.Request{Conv: conv, Turn: turn})
+	if err != nil {
+		b.logUnexpected("details", err)
+		b.answerDeferred(ctx, in, text(bot.Explain(err)))
+		return
+	}
+	var comps []discordgo.MessageComponent
+	if in.Message != nil && snowflake.MatchString(in.Message.ID) && d.Turn.Kind != bot.KindUpload {
+		comps = []discordgo.MessageComponent{discordgo.ActionsRow{Components: []discordgo.MessageComponent{
+			discordgo.Button{Label: "Use these settings", Style: discordgo.PrimaryButton, CustomID: turnMsgID(actUse, turn, in.Message.ID)},
+		}}}
+	}
+	b.answerDeferred(ctx, in, text(d.Text(detailsStyle()), comps...))
+}
+
+// answerDeferred writes the answer of an interaction acknowledged with
+// deferResponse (ephemeral when it was deferred so).
+func (b *Bot) answerDeferred(ctx context.Context, in *discordgo.Interaction, m outMessage) {
+	o := origin{Mode: "i", App: in.AppID, Token: in.Token, Place: place{Channel: in.ChannelID}}
+	if o.App == "" {
+		o.App, _ = b.ids()
+	}
+	if _, err := b.editOriginal(ctx, o, m, nil, true); err != nil {
+		b.log.Warn("discord: answer interaction", "err", err)
+	}
+}
+
+// useSettings opens the Edit modal with the settings of turn typed in:
+// it edits the image turn was made from (the same base, prompt and seed
+// make the same image), or turn itself when it has none.
+func (b *Bot) useSettings(ctx context.Context, in *discordgo.Interaction, turn, msg string) {
+	conv := b.messageConv(ctx, in, msg)
+	d, err := b.core.Details(ctx, &bot.Request{Conv: conv, Turn: turn})
+	if err != nil {
+		b.answerError(ctx, in, err)
+		return
+	}
+	if err := b.respond(ctx, in, prefilledModal(turnMsgID(actEditTurn, d.Target, msg), d.Settings())); err != nil {
+		b.log.Warn("discord: open modal", "err", err)
+	}
+}
+
+// delete handles the Delete button of turn: the requester, an admin of
+// the bot, or a member who may manage messages here deletes the image
+// and its posts; anyone else is told who can.
+func (b *Bot) delete(ctx context.Context, in *discordgo.Interaction, turn, user string) {
+	if b.deferResponse(ctx, in, true) != nil {
+		return
+	}
+	conv := b.buttonConv(ctx, in)
+	del, err := b.core.Delete(ctx, &bot.Request{Conv: conv, Turn: turn, User: user, Admin: mayDeleteOthers(in)})
+	if err != nil {
+		b.logUnexpected("delete", err)
+		b.answerDeferred(ctx, in, text(bot.Explain(err)))
+		return
+	}
+	msg := "Deleted."
+	if del.Kept {
+		msg = "Deleted. A later image was made from it, so I keep it out of sight for undo."
+	}
+	b.answerDeferred(ctx, in, text(msg))
+	// The post the button is on, then any other post of the image in
+	// its conversation (an Undo shows an image again).
+	if in.Message != nil {
+		if err := b.deleteMessage(ctx, in.ChannelID, in.Message.ID); err != nil {
+			b.log.Warn("discord: delete a result's post", "message", in.Message.ID, "err", err)
+		}
+	}
+	for _, m := range del.Turn.Messages {
+		if in.Message != nil && m == in.Message.ID || !snowflake.MatchString(m) {
+			continue
+		}
+		if err := b.deleteMessage(ctx, messageChannel(conv, m), m); err != nil {
+			b.log.Info("discord: could not delete another post of a deleted image", "message", m, "err", err)
+		}
 	}
 }

@@ -478,8 +478,9 @@ func result(d *bot.Delivery, prefix string) (outMessage, *outFile) {
 	return m, &outFile{Name: name, ContentType: "image/" + format, Data: d.Image}
 }
 
-// resultButtons are the buttons under an image: Reroll (not for an
-// upload), Edit, and Undo (when there is an image before it).
+// resultButtons are the buttons under an image: a first row of the main
+// actions, Reroll (not for an upload), Edit, and Undo (when there is an
+// image before it); a second row with Details and Delete.
 func resultButtons(t bot.Turn) []discordgo.MessageComponent {
 	var bs []discordgo.MessageComponent
 	if t.Kind != bot.KindUpload {
@@ -489,7 +490,11 @@ func resultButtons(t bot.Turn) []discordgo.MessageComponent {
 	if t.Parent != "" {
 		bs = append(bs, discordgo.Button{Label: "Undo", Style: discordgo.SecondaryButton, CustomID: customID(actUndo, t.ID)})
 	}
-	return []discordgo.MessageComponent{discordgo.ActionsRow{Components: bs}}
+	more := []discordgo.MessageComponent{
+		discordgo.Button{Label: "Details", Style: discordgo.SecondaryButton, CustomID: customID(actDetails, t.ID)},
+		discordgo.Button{Label: "Delete", Style: discordgo.DangerButton, CustomID: customID(actDelete, t.ID)},
+	}
+	return []discordgo.MessageComponent{discordgo.ActionsRow{Components: bs}, discordgo.ActionsRow{Components: more}}
 }
 
 // Delayed shows bot.PostDelayedText on the job's status (the interaction's

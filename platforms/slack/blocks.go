@@ -18,7 +18,12 @@ const (
 	actUndo     = "kontext_undo"
 	actEdit     = "kontext_edit"
 	actCancel   = "kontext_cancel"
+	actDetails  = "kontext_details"
+	actDelete   = "kontext_delete"
+	actUse      = "kontext_use" // in the Details: the Edit modal pre-filled
 	blockImage  = "kontext_image"
+	blockMore   = "kontext_more"
+	blockUse    = "kontext_use"
 	blockStatus = "kontext_status"
 
 	cbShortcut  = "kontext_edit_image"
@@ -105,7 +110,22 @@ func imageBlocks(d *bot.Delivery, thread string) slackgo.Blocks {
 	return slackgo.Blocks{BlockSet: []slackgo.Block{
 		slackgo.NewSectionBlock(plain(caption), nil, nil),
 		slackgo.NewActionBlock(blockImage, buttons...),
+		slackgo.NewActionBlock(blockMore,
+			slackgo.NewButtonBlockElement(actDetails, ref, plain("ℹ️ Details")),
+			slackgo.NewButtonBlockElement(actDelete, ref, plain("🗑️ Delete"))),
 	}}
+}
+
+// detailsBlocks are the Details of an image, only to the person who
+// asked: the text, and "Use these settings" (ref names the image and its
+// conversation's thread) unless it was uploaded.
+func detailsBlocks(text string, ref turnRef, upload bool) []slackgo.Block {
+	blocks := []slackgo.Block{slackgo.NewSectionBlock(slackgo.NewTextBlockObject(slackgo.MarkdownType, truncate(text, 3000), false, false), nil, nil)}
+	if !upload {
+		blocks = append(blocks, slackgo.NewActionBlock(blockUse,
+			slackgo.NewButtonBlockElement(actUse, ref.value(), plain("Use these settings")).WithStyle(slackgo.StylePrimary)))
+	}
+	return blocks
 }
 
 // statusBlocks are a status message: its line, the prompt, and a Cancel
@@ -123,13 +143,24 @@ func statusBlocks(line, prompt, cancelJob string) []slackgo.Block {
 	return blocks
 }
 
+// maxModalInput is the edit modal's input length: a prompt and its typed
+// options (the prompt itself is checked against bot.MaxPromptRunes).
+const maxModalInput = bot.MaxPromptRunes + 200
+
 // editModal asks for the prompt of an edit.
 func editModal(meta editMeta, title string) slackgo.ModalViewRequest {
+	return prefilledModal(meta, title, "")
+}
+
+// prefilledModal is the edit modal with value already typed in (the
+// settings of "Use these settings"); "" leaves it empty.
+func prefilledModal(meta editMeta, title, value string) slackgo.ModalViewRequest {
 	m, _ := json.Marshal(meta)
 	input := slackgo.NewPlainTextInputBlockElement(plain("e.g. make it night, add a red umbrella --seed 7"), actPrompt)
 	input.Multiline = true
-	input.MaxLength = bot.MaxPromptRunes
-	block := slackgo.NewInputBlock(blockPrompt, plain("What should change?"), plain("Options: --ar 16:9, --seed N, --model pro"), input)
+	input.MaxLength = maxModalInput
+	input.InitialValue = truncate(value, maxModalInput)
+	block := slackgo.NewInputBlock(blockPrompt, plain("What should change?"), plain("Options: --ar 16:9, --seed N, --model pro, --enhance"), input)
 	return slackgo.ModalViewRequest{
 		Type:            slackgo.VTModal,
 		Title:           plain(truncate(title, 24)),

@@ -23,7 +23,7 @@ func parseURL(s string) (*url.URL, error) { return url.Parse(s) }
 // Help is what the bot answers to /imagine help (or without a prompt), and
 // to a mention it cannot act on: the same help as Discord's /help.
 var Help = bot.Help(bot.HelpStyle{Bold: "*%s*", Imagine: "/imagine PROMPT", Edit: "/edit PROMPT", Usage: "/usage",
-	Help: "/imagine help", Options: "Options: `--ar 16:9`, `--seed N` (same seed + same prompt = same image), `--model pro`. Its message starts the picture's thread.",
+	Help: "/imagine help", Options: "Options: `--ar 16:9`, `--seed N` (same seed + same prompt = same image), `--model pro`, `--enhance` (the model enhances your prompt). Its message starts the picture's thread.",
 	Menu: "⋯ More actions on a message with an image", Buttons: true, Thread: "the picture's thread", Settings: "/imagine settings",
 	Mention: "*@kontextbot PROMPT* with an image attached, or in a thread below one: edits that image."})
 
@@ -103,7 +103,7 @@ func (b *Bot) onMessage(ctx context.Context, team string, e *slackevents.Message
 		return
 	}
 	req := &bot.Request{Kind: bot.KindEdit, Conv: key, User: m.User, Prompt: prompt,
-		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model}
+		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model, Enhance: opts.Enhance}
 	if len(m.Files) > 0 {
 		f, err := b.pickFile(ctx, m.Files)
 		if err != nil {
@@ -182,7 +182,7 @@ func (b *Bot) mention(ctx context.Context, p place, ts, text string, files []sla
 		return
 	}
 	req := &bot.Request{Kind: bot.KindEdit, Conv: p.conv(), User: p.user, Prompt: prompt,
-		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model}
+		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model, Enhance: opts.Enhance}
 	switch {
 	case len(files) > 0:
 		f, err := b.pickFile(ctx, files)
@@ -401,7 +401,7 @@ func (b *Bot) command(ctx context.Context, p place, kind bot.Kind, text, userNam
 		return
 	}
 	b.submit(ctx, p, &bot.Request{Kind: kind, Conv: p.conv(), User: p.user, UserName: userName,
-		Prompt: prompt, Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model})
+		Prompt: prompt, Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model, Enhance: opts.Enhance})
 }
 
 func (b *Bot) usage(ctx context.Context, p place) {
@@ -445,7 +445,8 @@ func (b *Bot) handleInteraction(ctx context.Context, cb slackgo.InteractionCallb
 	}
 }
 
-// onButton handles Reroll, Undo, Edit and Cancel.
+// onButton handles Reroll, Undo, Edit, Details, Delete, Use these
+// settings and Cancel.
 func (b *Bot) onButton(ctx context.Context, team string, cb slackgo.InteractionCallback, a *slackgo.BlockAction) {
 	channel := cb.Container.ChannelID
 	if channel == "" {
@@ -482,6 +483,15 @@ func (b *Bot) onButton(ctx context.Context, team string, cb slackgo.InteractionC
 		if _, err := b.api.OpenViewContext(ctx, cb.TriggerID, editModal(meta, "Edit image")); err != nil {
 			b.reply(ctx, p, fmt.Errorf("slack: views.open: %w", err))
 		}
+	case actDetails:
+		b.details(ctx, p, ref.Turn)
+	case actUse:
+		b.useSettings(ctx, p, cb.TriggerID, ref.Turn)
+	case actDelete:
+		if cb.Container.IsEphemeral {
+			return
+		}
+		b.delete(ctx, p, ref.Turn, cb.Container.MessageTs)
 	}
 }
 
@@ -555,7 +565,7 @@ func (b *Bot) onEditSubmit(ctx context.Context, cb slackgo.InteractionCallback) 
 		return
 	}
 	req := &bot.Request{Kind: bot.KindEdit, Conv: p.conv(), User: p.user, UserName: cb.User.Name, Prompt: prompt,
-		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model, Turn: meta.Turn}
+		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model, Enhance: opts.Enhance, Turn: meta.Turn}
 	if meta.Msg != "" && meta.File != nil {
 		_, ts, _ := strings.Cut(meta.Msg, ":")
 		files := []slackgo.File{{URLPrivate: meta.File.URL, Name: meta.File.Name, Mimetype: meta.File.Mime, Size: meta.File.Size}}

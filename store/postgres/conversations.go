@@ -149,7 +149,63 @@ func (db *DB) SetHead(ctx context.Context, key bot.ConvKey, id string) (*bot.Con
 			return fmt.Errorf("turn: %w", bot.ErrNotFound)
 		}
 		c.Head = id
+		c.Turn(id).Hidden = false // shown again
 		c.Updated = stamp(db.now())
+		out, err = putConv(ctx, tx, c)
+		return err
+	})
+	if err != nil {
+		return nil, wrap(err)
+	}
+	return out, nil
+}
+
+// DeleteTurn deletes turn id from the conversation at key as
+// bot.RemoveTurn decides: the turn goes (its image with it when no other
+// turn uses the bytes) or, when a later turn was made from it, stays
+// hidden with its image; its message mappings go either way, and a head
+// that went moves to its nearest shown ancestor. An unknown conversation
+// or turn is an error wrapping bot.ErrNotFound.
+func (db *DB) DeleteTurn(ctx context.Context, key bot.ConvKey, id string) (*bot.Conversation, error) {
+	wrap := func(err error) error { return fmt.Errorf("postgres: delete turn %s of %s: %w", id, key, err) }
+	if err := ctx.Err(); err != nil {
+		return nil, wrap(err)
+	}
+	var out *bot.Conversation
+	err := db.inTx(ctx, func(tx pgx.Tx) error {
+		c, err := lockConv(ctx, tx, key, false)
+		if err != nil {
+			return err
+		}
+		gone, forget, err := bot.RemoveTurn(c, id)
+		if err != nil {
+			return err
+		}
+		drop := map[string]int64{}
+		for _, g := range gone {
+			drop[g.SHA256]++
+			if _, err := dropMessages(ctx, tx, key, g.ID, g.Messages); err != nil {
+				return err
+			}
+		}
+		if _, err := dropRefs(ctx, tx, drop); err != nil {
+			return err
+		}
+		if _, err := dropMessages(ctx, tx, key, id, forget); err != nil {
+			return err
+		}
+		c.Updated = stamp(db.now())
+		if len(c.Turns) == 0 {
+			// Nothing left: the conversation goes, as if never started.
+			out = &bot.Conversation{Key: key, Turns: []bot.Turn{}, Updated: c.Updated}
+			_, err := tx.Exec(ctx, `DELETE FROM conversations
+				WHERE platform = $1 AND workspace = $2 AND channel = $3 AND thread = $4`,
+				key.Platform, key.Workspace, key.Channel, key.Thread)
+			if err != nil {
+				return fmt.Errorf("delete conversation: %w", err)
+			}
+			return nil
+		}
 		out, err = putConv(ctx, tx, c)
 		return err
 	})

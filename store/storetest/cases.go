@@ -60,6 +60,7 @@ func testCancelledContext(t *testing.T, open OpenFunc) {
 		{"Image", func() error { _, err := db.Image(ctx, SHA(Img(1))); return err }},
 		{"AddTurn", func() error { _, err := db.AddTurn(ctx, keyA, Turn("t1"), Img(1), nil, nil); return err }},
 		{"SetHead", func() error { _, err := db.SetHead(ctx, keyA, "t1"); return err }},
+		{"DeleteTurn", func() error { _, err := db.DeleteTurn(ctx, keyA, "t1"); return err }},
 		{"AddMessage", func() error { return db.AddMessage(ctx, keyA, "t1", "m1") }},
 		{"Message", func() error { _, _, err := db.Message(ctx, keyA, "m1"); return err }},
 		{"PutJob", func() error { return db.PutJob(ctx, &bot.Job{ID: "j1"}) }},
@@ -498,6 +499,221 @@ func testSetHead(t *testing.T, open OpenFunc) {
 			if setErr == nil && !reflect.DeepEqual(stored, c) {
 				t.Errorf("read differs from returned:\ngot  %+v\nwant %+v", stored, c)
 			}
+		})
+	}
+}
+
+// child is a turn made from parent (and from refs as further references).
+func child(id, parent string, refs ...string) bot.Turn {
+	t := Turn(id)
+	t.Kind, t.Parent, t.Refs = bot.KindEdit, parent, refs
+	return t
+}
+
+func testDeleteTurn(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	// Each case adds its turns in order (the last is the head), posts
+	// each as message "m"+id, and then deletes the turns in del in order.
+	type want struct {
+		ids      []string // the conversation's turns after the last delete
+		hidden   []string // which of them are hidden
+		head     string
+		images   []int // Img numbers still stored
+		messages []string
+	}
+	tests := []struct {
+		name    string
+		build   []bot.Turn
+		del     []string
+		wantErr error
+		want    want
+	}{
+		{"a leaf head goes and the head moves to its parent",
+			[]bot.Turn{Turn("t1"), child("t2", "t1"), child("t3", "t2")}, []string{"t3"}, nil,
+			want{ids: []string{"t1", "t2"}, head: "t2", images: []int{1, 2}, messages: []string{"mt1", "mt2"}}},
+		{"a turn a later one was made from stays hidden with its image",
+			[]bot.Turn{Turn("t1"), child("t2", "t1"), child("t3", "t2")}, []string{"t2"}, nil,
+			want{ids: []string{"t1", "t2", "t3"}, hidden: []string{"t2"}, head: "t3", images: []int{1, 2, 3}, messages: []string{"mt1", "mt3"}}},
+		{"a reference keeps a turn too",
+			[]bot.Turn{Turn("t1"), Turn("t2"), child("t3", "t1", "t2")}, []string{"t2"}, nil,
+			want{ids: []string{"t1", "t2", "t3"}, hidden: []string{"t2"}, head: "t3", images: []int{1, 2, 3}, messages: []string{"mt1", "mt3"}}},
+		{"deleting the head skips a hidden parent",
+			[]bot.Turn{Turn("t1"), child("t2", "t1"), child("t3", "t2"), child("t4", "t3")}, []string{"t3", "t4"}, nil,
+			want{ids: []string{"t1", "t2"}, head: "t2", images: []int{1, 2}, messages: []string{"mt1", "mt2"}}},
+		{"a hidden turn goes once nothing is made from it",
+			[]bot.Turn{Turn("t1"), child("t2", "t1"), child("t3", "t2")}, []string{"t2", "t3"}, nil,
+			want{ids: []string{"t1"}, head: "t1", images: []int{1}, messages: []string{"mt1"}}},
+		{"a head that is not deleted stays",
+			[]bot.Turn{Turn("t1"), child("t2", "t1"), child("t3", "t1")}, []string{"t2"}, nil,
+			want{ids: []string{"t1", "t3"}, head: "t3", images: []int{1, 3}, messages: []string{"mt1", "mt3"}}},
+		{"without an ancestor the head moves to the latest image shown",
+			[]bot.Turn{Turn("t1"), child("t2", "t1"), Turn("t3")}, []string{"t3"}, nil,
+			want{ids: []string{"t1", "t2"}, head: "t2", images: []int{1, 2}, messages: []string{"mt1", "mt2"}}},
+		{"the last turn leaves an empty conversation",
+			[]bot.Turn{Turn("t1")}, []string{"t1"}, nil,
+			want{ids: []string{}, head: "", images: nil, messages: nil}},
+		{"unknown turn",
+			[]bot.Turn{Turn("t1")}, []string{"t9"}, bot.ErrNotFound,
+			want{ids: []string{"t1"}, head: "t1", images: []int{1}, messages: []string{"mt1"}}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := NewClock(t0)
+			db := open(t, Options{Now: clock.Now})
+			for i, tt := range tc.build {
+				if _, err := db.AddTurn(ctx, keyA, tt, Img(i+1), nil, nil); err != nil {
+					t.Fatal(err)
+				}
+				if err := db.AddMessage(ctx, keyA, tt.ID, "m"+tt.ID); err != nil {
+					t.Fatal(err)
+				}
+			}
+			clock.Set(t0.Add(time.Hour))
+			var c *bot.Conversation
+			var err error
+			for _, id := range tc.del {
+				if c, err = db.DeleteTurn(ctx, keyA, id); err != nil {
+					break
+				}
+			}
+			if !errors.Is(err, tc.wantErr) {
+				t.Fatalf("DeleteTurn: got %v, want %v", err, tc.wantErr)
+			}
+			stored, serr := db.Conversation(ctx, keyA)
+			switch {
+			case len(tc.want.ids) == 0 && errors.Is(serr, bot.ErrNotFound):
+				// An empty conversation is removed.
+				stored = &bot.Conversation{Key: keyA, Turns: []bot.Turn{}, Updated: t0.Add(time.Hour)}
+			case len(tc.want.ids) == 0:
+				t.Errorf("empty conversation: got %v, %v; want bot.ErrNotFound", stored, serr)
+			case serr != nil:
+				t.Fatal(serr)
+			}
+			if got, want := counts(t, db).Conversations, min(len(tc.want.ids), 1); got != want {
+				t.Errorf("conversations: got %d, want %d", got, want)
+			}
+			if err == nil && !reflect.DeepEqual(stored, c) {
+				t.Errorf("read differs from returned:\ngot  %+v\nwant %+v", stored, c)
+			}
+			var ids, hidden []string
+			ids = []string{}
+			for _, tt := range stored.Turns {
+				ids = append(ids, tt.ID)
+				if tt.Hidden {
+					hidden = append(hidden, tt.ID)
+					if len(tt.Messages) != 0 {
+						t.Errorf("hidden turn %s still lists messages %v", tt.ID, tt.Messages)
+					}
+				}
+			}
+			if got, want := ids, tc.want.ids; !slices.Equal(got, want) {
+				t.Errorf("turns: got %v, want %v", got, want)
+			}
+			if got, want := hidden, tc.want.hidden; !slices.Equal(got, want) {
+				t.Errorf("hidden: got %v, want %v", got, want)
+			}
+			if got, want := stored.Head, tc.want.head; got != want {
+				t.Errorf("head: got %q, want %q", got, want)
+			}
+			if err == nil {
+				if got, want := stored.Updated, t0.Add(time.Hour); !got.Equal(want) {
+					t.Errorf("updated: got %v, want %v", got, want)
+				}
+			}
+			for i := range tc.build {
+				n := i + 1
+				_, ierr := db.Image(ctx, SHA(Img(n)))
+				if got, want := ierr == nil, slices.Contains(tc.want.images, n); got != want {
+					t.Errorf("image %d stored: got %v (%v), want %v", n, got, ierr, want)
+				}
+			}
+			for _, tt := range tc.build {
+				m := "m" + tt.ID
+				_, id, merr := db.Message(ctx, keyA, m)
+				if got, want := merr == nil, slices.Contains(tc.want.messages, m); got != want {
+					t.Errorf("message %s resolves: got %v (%q, %v), want %v", m, got, id, merr, want)
+				}
+			}
+			if got, want := counts(t, db).Messages, len(tc.want.messages); got != want {
+				t.Errorf("message records: got %d, want %d", got, want)
+			}
+			check(t, db)
+		})
+	}
+	t.Run("a hidden turn made the head is shown again and stays the head", func(t *testing.T) {
+		db := open(t, Options{})
+		for i, tt := range []bot.Turn{Turn("t1"), child("t2", "t1"), child("t3", "t1")} {
+			if _, err := db.AddTurn(ctx, keyA, tt, Img(i+1), nil, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := db.DeleteTurn(ctx, keyA, "t1"); err != nil {
+			t.Fatal(err)
+		}
+		c, err := db.SetHead(ctx, keyA, "t1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Turn("t1").Hidden {
+			t.Error("t1 is still hidden after it was made the head")
+		}
+		// Deleting another turn leaves the head alone.
+		if c, err = db.DeleteTurn(ctx, keyA, "t2"); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := c.Head, "t1"; got != want {
+			t.Errorf("head: got %q, want %q", got, want)
+		}
+		check(t, db)
+	})
+	t.Run("unknown conversation", func(t *testing.T) {
+		db := open(t, Options{})
+		if _, err := db.DeleteTurn(ctx, keyB, "t1"); !errors.Is(err, bot.ErrNotFound) {
+			t.Errorf("got %v, want bot.ErrNotFound", err)
+		}
+	})
+}
+
+// testDeleteTurnShared: an image another conversation (a thread started
+// from it) or another turn still uses is kept when one turn goes.
+func testDeleteTurnShared(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	db := open(t, Options{})
+	thread := keyA
+	thread.Thread = "th2"
+	if _, err := db.AddTurn(ctx, keyA, Turn("t1"), Img(1), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.AddTurn(ctx, thread, Turn("t1"), Img(1), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.AddTurn(ctx, keyA, Turn("t2"), Img(1), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	sha := SHA(Img(1))
+	steps := []struct {
+		name      string
+		key       bot.ConvKey
+		id        string
+		wantRefs  int
+		wantImage bool
+	}{
+		{"the thread's copy goes", thread, "t1", 2, true},
+		{"a turn with the same bytes goes", keyA, "t2", 1, true},
+		{"the last user goes", keyA, "t1", 0, false},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			if _, err := db.DeleteTurn(ctx, st.key, st.id); err != nil {
+				t.Fatal(err)
+			}
+			if got, want := refs(t, db, sha), st.wantRefs; got != want {
+				t.Errorf("refs: got %d, want %d", got, want)
+			}
+			if _, err := db.Image(ctx, sha); (err == nil) != st.wantImage {
+				t.Errorf("image stored: got err %v, want stored %v", err, st.wantImage)
+			}
+			check(t, db)
 		})
 	}
 }

@@ -109,6 +109,8 @@ func Run(t *testing.T, open OpenFunc) {
 		{"ImageDedup", testImageDedup},
 		{"AddTurnAtomicWithJobAndCharge", testAddTurnAtomic},
 		{"SetHead", testSetHead},
+		{"DeleteTurn", testDeleteTurn},
+		{"DeleteTurnShared", testDeleteTurnShared},
 		{"Messages", testMessages},
 		{"Jobs", testJobs},
 		{"Usage", testUsage},

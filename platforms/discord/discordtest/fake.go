@@ -112,6 +112,8 @@ type User struct {
 const (
 	PermAdministrator uint64 = 1 << 3
 	PermManageGuild   uint64 = 1 << 5
+	// PermManageMessages lets a member delete other members' messages.
+	PermManageMessages uint64 = 1 << 13
 	// DefaultPermissions are an ordinary member's: no Administrator,
 	// no Manage Server.
 	DefaultPermissions uint64 = 2248473465835073
@@ -244,6 +246,9 @@ type Modal struct {
 	Title    string
 	// Inputs are the text inputs' custom ids, in order.
 	Inputs []string
+	// Values are the text inputs' pre-filled values (their "value"), by
+	// custom id; an input without one is absent.
+	Values map[string]string
 }
 
 // Identify is what a client identified with.

@@ -45,6 +45,9 @@ func String(name, v string) Option { return Option{Name: name, Type: 3, Value: v
 // Integer is an integer option.
 func Integer(name string, v int64) Option { return Option{Name: name, Type: 4, Value: v} }
 
+// Bool is a boolean option (type 5).
+func Bool(name string, v bool) Option { return Option{Name: name, Type: 5, Value: v} }
+
 // File is an attachment option (type 11): its value is the attachment's
 // id, the file itself goes in data.resolved.attachments.
 func File(name string, a Attachment) Option {
@@ -321,6 +324,10 @@ func checkValue(def *CommandOption, v any) error {
 		}
 		if len(def.Choices) > 0 && !slices.ContainsFunc(def.Choices, func(c Choice) bool { return c.Value == str }) {
 			return fmt.Errorf("option %q: %q is not one of its choices", def.Name, str)
+		}
+	case 5:
+		if _, ok := v.(bool); !ok {
+			return fmt.Errorf("option %q wants a boolean", def.Name)
 		}
 	case 7:
 		if _, ok := v.(string); !ok {

@@ -1145,11 +1145,14 @@ func parseModal(p *msgPayload) (*Modal, *apiErr) {
 	var rows []struct {
 		Type       int `json:"type"`
 		Components []struct {
-			Type      int    `json:"type"`
-			CustomID  string `json:"custom_id"`
-			Label     string `json:"label"`
-			Style     int    `json:"style"`
-			MaxLength int    `json:"max_length"`
+			Type        int     `json:"type"`
+			CustomID    string  `json:"custom_id"`
+			Label       string  `json:"label"`
+			Style       int     `json:"style"`
+			MinLength   *int    `json:"min_length"`
+			MaxLength   int     `json:"max_length"`
+			Value       *string `json:"value"`
+			Placeholder string  `json:"placeholder"`
 		} `json:"components"`
 	}
 	if err := json.Unmarshal(p.Components, &rows); err != nil || len(rows) < 1 || len(rows) > 5 {
@@ -1167,8 +1170,29 @@ func parseModal(p *msgPayload) (*Modal, *apiErr) {
 		if l := utf8.RuneCountInString(c.Label); l < 1 || l > 45 {
 			return nil, invalidForm("data.components.%d.components.0.label: must be 1 to 45 characters", i)
 		}
-		if c.MaxLength > 4000 {
-			return nil, invalidForm("data.components.%d.components.0.max_length: at most 4000", i)
+		if c.MaxLength > 4000 || c.MaxLength < 0 {
+			return nil, invalidForm("data.components.%d.components.0.max_length: 1 to 4000", i)
+		}
+		if c.MinLength != nil && (*c.MinLength < 0 || *c.MinLength > 4000) {
+			return nil, invalidForm("data.components.%d.components.0.min_length: 0 to 4000", i)
+		}
+		if utf8.RuneCountInString(c.Placeholder) > 100 {
+			return nil, invalidForm("data.components.%d.components.0.placeholder: at most 100 characters", i)
+		}
+		if c.Value != nil {
+			// A pre-filled value is held to the input's own bounds.
+			n := utf8.RuneCountInString(*c.Value)
+			max := 4000
+			if c.MaxLength > 0 {
+				max = c.MaxLength
+			}
+			if n > max || c.MinLength != nil && n < *c.MinLength {
+				return nil, invalidForm("data.components.%d.components.0.value: length %d outside the input's bounds (at most %d)", i, n, max)
+			}
+			if m.Values == nil {
+				m.Values = map[string]string{}
+			}
+			m.Values[c.CustomID] = *c.Value
 		}
 		m.Inputs = append(m.Inputs, c.CustomID)
 	}

@@ -323,6 +323,47 @@ func (s *Server) Click(user string, msg Message, actionID string) (*Envelope, er
 	return s.send("interactive", p), nil
 }
 
+// ClickEphemeral presses the button with actionID on an ephemeral
+// message (one chat.postEphemeral posted), as its user: the payload has
+// an ephemeral container and no message, as Slack sends.
+func (s *Server) ClickEphemeral(e Ephemeral, actionID string) (*Envelope, error) {
+	var blocks []struct {
+		BlockID  string `json:"block_id"`
+		Elements []struct {
+			Type     string          `json:"type"`
+			ActionID string          `json:"action_id"`
+			Value    string          `json:"value"`
+			Text     json.RawMessage `json:"text"`
+		} `json:"elements"`
+	}
+	if e.TS == "" || json.Unmarshal(e.Blocks, &blocks) != nil {
+		return nil, fmt.Errorf("slackfake: ephemeral %q has no blocks", e.Text)
+	}
+	var action map[string]any
+	for _, b := range blocks {
+		for _, el := range b.Elements {
+			if el.ActionID == actionID && el.Type == "button" {
+				action = map[string]any{"action_id": el.ActionID, "block_id": b.BlockID, "text": el.Text, "value": el.Value,
+					"type": "button", "action_ts": strconv.FormatFloat(float64(time.Now().UnixMicro())/1e6, 'f', 6, 64)}
+			}
+		}
+	}
+	if action == nil {
+		return nil, fmt.Errorf("slackfake: ephemeral %s has no button %s", e.TS, actionID)
+	}
+	s.mu.Lock()
+	p := s.interactionBase("block_actions", e.User, e.Channel)
+	container := map[string]any{"type": "message", "message_ts": e.TS, "channel_id": e.Channel, "is_ephemeral": true}
+	if e.ThreadTS != "" {
+		container["thread_ts"] = e.ThreadTS
+	}
+	p["container"] = container
+	p["state"] = map[string]any{"values": map[string]any{}}
+	p["actions"] = []any{action}
+	s.mu.Unlock()
+	return s.send("interactive", p), nil
+}
+
 // Shortcut runs a message shortcut (callbackID) on a message, as user.
 func (s *Server) Shortcut(user string, msg Message, callbackID string) (*Envelope, error) {
 	s.mu.Lock()

@@ -171,6 +171,16 @@ func checkElement(where string, e *element) error {
 		if e.MinLength != nil && (*e.MinLength < 0 || *e.MinLength > maxTextInputChars) {
 			return fmt.Errorf("%s.min_length: want 0 to %d", where, maxTextInputChars)
 		}
+		if e.InitialValue != nil {
+			// A pre-filled value is held to the input's own bounds.
+			limit := maxTextInputChars
+			if e.MaxLength != nil {
+				limit = *e.MaxLength
+			}
+			if n := utf8.RuneCountInString(*e.InitialValue); n > limit {
+				return fmt.Errorf("%s.initial_value: %d characters, over max_length %d", where, n, limit)
+			}
+		}
 	case "number_input":
 		if e.IsDecimalAllowed == nil {
 			return fmt.Errorf("%s.is_decimal_allowed: required", where)

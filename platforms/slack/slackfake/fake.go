@@ -211,6 +211,10 @@ type View struct {
 // Ephemeral is a message only one person sees.
 type Ephemeral struct {
 	Channel, User, ThreadTS, Text string
+	// TS is the message_ts chat.postEphemeral answered ("" for a
+	// response_url answer); Blocks are its blocks, if any.
+	TS     string
+	Blocks json.RawMessage
 	// Via is "chat.postEphemeral" or "response_url".
 	Via string
 	At  time.Time

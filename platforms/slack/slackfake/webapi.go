@@ -113,6 +113,7 @@ func (s *Server) serveAPI(w http.ResponseWriter, r *http.Request) {
 		"chat.update":                  s.update,
 		"chat.delete":                  s.delete,
 		"chat.postEphemeral":           s.postEphemeral,
+		"chat.getPermalink":            s.getPermalink,
 		"conversations.replies":        s.replies,
 		"conversations.history":        s.history,
 		"files.getUploadURLExternal":   s.getUploadURL,
@@ -319,10 +320,40 @@ func (s *Server) postEphemeral(w http.ResponseWriter, p params) {
 		slackErr(w, "no_text")
 		return
 	}
+	blocks, ok := validBlocks(p.get("blocks"))
+	if !ok {
+		s.problemLocked("chat.postEphemeral: invalid blocks %s", p.get("blocks"))
+		slackErr(w, "invalid_blocks")
+		return
+	}
+	ts := s.newTS()
 	s.ephemerals = append(s.ephemerals, Ephemeral{Channel: p.get("channel"), User: p.get("user"), ThreadTS: p.get("thread_ts"),
-		Text: text, Via: "chat.postEphemeral", At: time.Now()})
+		Text: text, TS: ts, Blocks: blocks, Via: "chat.postEphemeral", At: time.Now()})
 	s.notify()
-	writeJSON(w, map[string]any{"ok": true, "message_ts": s.newTS()})
+	writeJSON(w, map[string]any{"ok": true, "message_ts": ts})
+}
+
+// getPermalink is chat.getPermalink: a link to a message, with thread_ts
+// and cid for a reply in a thread, as Slack answers; channel_not_found or
+// message_not_found otherwise (a deleted message has no link).
+func (s *Server) getPermalink(w http.ResponseWriter, p params) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c := s.channels[p.get("channel")]
+	if c == nil {
+		slackErr(w, "channel_not_found")
+		return
+	}
+	m := s.findMsg(c.id, p.get("message_ts"))
+	if m == nil || m.Deleted {
+		slackErr(w, "message_not_found")
+		return
+	}
+	link := "https://" + s.opts.TeamDomain + ".slack.com/archives/" + c.id + "/p" + strings.ReplaceAll(m.TS, ".", "")
+	if m.InThread() {
+		link += "?thread_ts=" + m.ThreadTS + "&cid=" + c.id
+	}
+	writeJSON(w, map[string]any{"ok": true, "channel": c.id, "permalink": link})
 }
 
 func (s *Server) replies(w http.ResponseWriter, p params) {
