@@ -12,7 +12,6 @@ import (
 	"image/png"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -285,16 +284,6 @@ func TestRunVersion(t *testing.T) {
 	if !strings.HasPrefix(stdout.String(), "kontextbot ") {
 		t.Errorf("got %q", stdout.String())
 	}
-}
-
-// binary runs this test binary as kontextbot with args and env.
-func binary(ctx context.Context, env map[string]string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, os.Args[0], args...)
-	cmd.Env = []string{"KONTEXTBOT_TEST_MAIN=1", "PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	return cmd
 }
 
 // TestChatThroughStdin drives `kontextbot chat` as a user would, through
