@@ -323,9 +323,9 @@ type tally struct {
 
 // check compares the requests with the jobs in the database and the
 // images the fakes hold: every accepted job delivered exactly once.
-// Discord commands sent from gapFrom to gapTo (no live replica held the
+// Discord commands sent during a gap (from, to: no live replica held the
 // gateway) that made no job count as unseen.
-func (c *cluster) check(reqs []*request, gapFrom, gapTo time.Time) tally {
+func (c *cluster) check(reqs []*request, gaps ...[2]time.Time) tally {
 	c.t.Helper()
 	jobs, images := c.jobs(), c.delivered()
 	var tl tally
@@ -333,6 +333,11 @@ func (c *cluster) check(reqs []*request, gapFrom, gapTo time.Time) tally {
 		tl.sent++
 		if r.dcErr != nil {
 			tl.unseen++
+			if r.in.ID != "" { // made, but its send to the session failed
+				c.mu.Lock()
+				c.gap[r.in.ID] = true
+				c.mu.Unlock()
+			}
 			if images[r.prompt] != 0 || len(jobs[r.prompt]) != 0 {
 				tl.wrong = append(tl.wrong, fmt.Sprintf("%s: never reached the bot, yet %d images and jobs %v", r.prompt, images[r.prompt], jobs[r.prompt]))
 			}
@@ -348,7 +353,7 @@ func (c *cluster) check(reqs []*request, gapFrom, gapTo time.Time) tally {
 			case acked:
 				tl.noJob = append(tl.noJob, what)
 				tl.noJobReqs = append(tl.noJobReqs, r)
-			case r.platform == "discord" && !gapFrom.IsZero() && !r.sent.Before(gapFrom) && r.sent.Before(gapTo):
+			case r.platform == "discord" && inGap(r.sent, gaps):
 				tl.unseen++ // sent into the dead replica's session: Discord says "did not respond"
 				c.mu.Lock()
 				c.gap[r.in.ID] = true
@@ -369,6 +374,16 @@ func (c *cluster) check(reqs []*request, gapFrom, gapTo time.Time) tally {
 		tl.wrong = append(tl.wrong, fmt.Sprintf("%s (%s, sent %s): jobs %v, %d images", r.prompt, r.platform, r.sent.Format("15:04:05.000"), jobs[r.prompt], images[r.prompt]))
 	}
 	return tl
+}
+
+// inGap reports whether t falls in one of gaps.
+func inGap(t time.Time, gaps [][2]time.Time) bool {
+	for _, g := range gaps {
+		if !t.Before(g[0]) && t.Before(g[1]) {
+			return true
+		}
+	}
+	return false
 }
 
 // checkProvider: the provider never ran more than the key's slots at
@@ -488,7 +503,7 @@ func TestServeReplicasKilledMidBurst(t *testing.T) {
 			}
 		}
 	}
-	tl := c.check(reqs, killedAt, movedAt)
+	tl := c.check(reqs, [2]time.Time{killedAt, movedAt})
 	var afterMove, afterMoveAccepted int
 	jobs := c.jobs()
 	for _, r := range reqs {
@@ -531,4 +546,107 @@ func TestServeReplicasKilledMidBurst(t *testing.T) {
 		t.Errorf("%d identifies overlapped a live session of the shard: two replicas held the gateway", n)
 	}
 	c.checkProvider(tl.deliveredOnce, unknown)
+}
+
+// TestRollingRestartUnderLoad runs 2 replicas of `kontextbot serve` with
+// requests flowing on both platforms, and restarts them one after the
+// other as a deploy does: SIGTERM, wait for the exit, start again, wait
+// until it is ready, then the next. Every request a replica acknowledged
+// is delivered exactly once and charged once. Discord commands sent while
+// the stopping replica's gateway lease passes to the other are counted
+// apart (the documented gap).
+func TestRollingRestartUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts and restarts 2 processes under load")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	c := newCluster(t, ctx)
+	c.addPeople()
+	ids := []string{c.replicaID(0), c.replicaID(1)}
+	for _, id := range ids {
+		c.start(id)
+	}
+	for _, id := range ids {
+		c.ready(c.proc(id))
+	}
+	c.waitFor(30*time.Second, "2 Socket Mode connections and a gateway session", func() bool {
+		return c.sl.OpenConnections() == 2 && c.dc.Ready() && c.gatewayHolder() != ""
+	})
+	var mu sync.Mutex
+	var reqs []*request
+	sent := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(reqs)
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for n := 0; ; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r := c.send(n)
+			mu.Lock()
+			reqs = append(reqs, r)
+			mu.Unlock()
+			time.Sleep(80 * time.Millisecond)
+		}
+	}()
+	var gaps [][2]time.Time
+	for _, id := range ids {
+		at := sent()
+		c.waitFor(30*time.Second, "requests flowing", func() bool { return sent() >= at+25 })
+		old := c.proc(id)
+		holder := c.gatewayHolder() == id
+		from := time.Now()
+		old.signal(syscall.SIGTERM)
+		if holder {
+			c.waitFor(30*time.Second, "the gateway to move to the other replica", func() bool {
+				h := c.gatewayHolder()
+				return h != "" && h != id && c.dc.Ready()
+			})
+			gaps = append(gaps, [2]time.Time{from, time.Now()})
+		}
+		if err := old.wait(); err != nil {
+			t.Errorf("replica %s after SIGTERM: %v", id, err)
+		}
+		stopped := time.Since(from)
+		c.ready(c.start(id))
+		c.waitFor(30*time.Second, "both Socket Mode connections", func() bool { return c.sl.OpenConnections() == 2 })
+		t.Logf("restarted %s (gateway holder: %v): stopped in %s, back in %s", id, holder, stopped.Round(time.Millisecond), time.Since(from).Round(time.Millisecond))
+	}
+	at := sent()
+	c.waitFor(30*time.Second, "requests after the restarts", func() bool { return sent() >= at+25 })
+	close(stop)
+	<-done
+	c.drain(2 * time.Minute)
+	for _, id := range ids {
+		c.proc(id).signal(syscall.SIGTERM)
+	}
+	for _, id := range ids {
+		if err := c.proc(id).wait(); err != nil {
+			t.Errorf("replica %s after SIGTERM: %v", id, err)
+		}
+	}
+	tl := c.check(reqs, gaps...)
+	t.Logf("%d requests: %d accepted, %d delivered exactly once; Discord commands sent while the gateway moved (lost, documented gap): %d; "+
+		"sent to a replica and never acknowledged: %d %v; acknowledged without a job: %d %v",
+		tl.sent, tl.accepted, tl.deliveredOnce, tl.unseen, len(tl.lostInSession), tl.lostInSession, len(tl.noJob), tl.noJob)
+	for _, w := range tl.wrong {
+		t.Errorf("not delivered exactly once: %s", w)
+	}
+	for _, p := range tl.noJob {
+		t.Errorf("%s was acknowledged but no job was made", p)
+	}
+	for _, p := range tl.lostInSession {
+		t.Errorf("%s reached a replica and was never acknowledged", p)
+	}
+	if tl.deliveredOnce != tl.accepted {
+		t.Errorf("%d accepted, %d delivered once; want every accepted request delivered once", tl.accepted, tl.deliveredOnce)
+	}
+	c.checkProvider(tl.deliveredOnce, 0)
 }

@@ -344,7 +344,7 @@ func (c *Core) prepare(ctx context.Context, req *Request) (*Job, []byte, error) 
 	c.mu.Lock()
 	closing := c.closing
 	c.mu.Unlock()
-	if closing {
+	if sh, ok := c.queue.(Shared); closing && (!ok || !sh.QueuesAfterClose()) {
 		return nil, nil, kontext.ErrShutdown
 	}
 	if !req.Conv.Valid() {
