@@ -96,6 +96,10 @@ func openApp(cfg config, log *slog.Logger) (*app, error) {
 	a.stopSweep = cancel
 	a.sweeping.Add(1)
 	go a.sweepLoop(ctx)
+	if _, ok := db.(*postgres.DB); ok {
+		a.sweeping.Add(1)
+		go a.adoptLoop(ctx)
+	}
 	return a, nil
 }
 
@@ -152,6 +156,26 @@ func (a *app) sweepLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+	}
+}
+
+// adoptLoop queues, every lease, the jobs a replica stored and died
+// before it queued them (bot.Core.Adopt): with a shared queue no takeover
+// finds them. A job is adopted once it has not changed for two leases,
+// far longer than a Submit takes.
+func (a *app) adoptLoop(ctx context.Context) {
+	defer a.sweeping.Done()
+	t := time.NewTicker(a.cfg.Lease)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if _, err := a.core.Adopt(ctx, 2*a.cfg.Lease); err != nil && ctx.Err() == nil {
+			a.log.Error("adopting jobs stored but never queued", "err", err)
 		}
 	}
 }

@@ -263,13 +263,11 @@ func TestChatFake(t *testing.T) {
 	out := filepath.Join(dir, "out")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := binary(ctx, env, "chat", "-fake", "-fake-latency", "50ms", "-out", out)
-	cmd.Stdin = strings.NewReader("/imagine a red fox --seed 5\nmake it winter\n/quit\n")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("chat -fake: %v\n%s\n%s", err, stdout.String(), stderr.String())
+	chat := startProc(t, ctx, env, "chat", "-fake", "-fake-latency", "50ms", "-out", out)
+	if err := chat.run("/imagine a red fox --seed 5\nmake it winter\n/quit\n"); err != nil {
+		t.Fatalf("chat -fake: %v", err)
 	}
+	stdout, stderr := &chat.stdout, &chat.stderr
 	files, _ := filepath.Glob(filepath.Join(out, "*.png"))
 	if len(files) != 2 {
 		t.Fatalf("got %d images, want 2:\n%s", len(files), stdout.String())
@@ -283,7 +281,7 @@ func TestChatFake(t *testing.T) {
 	if strings.Contains(stdout.String()+stderr.String(), "sk-real-secret-key") {
 		t.Error("the key was printed")
 	}
-	if stderr.Len() != 0 {
+	if stderr.String() != "" {
 		t.Errorf("log lines reached the terminal:\n%s", stderr.String())
 	}
 	if log, err := os.ReadFile(filepath.Join(out, "chat.log")); err != nil || !strings.Contains(string(log), "job") {

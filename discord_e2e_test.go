@@ -15,7 +15,6 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
-	"os/exec"
 	"regexp"
 	"strconv"
 	"strings"
@@ -759,34 +758,14 @@ func TestDiscordDirectMessages(t *testing.T) {
 	}
 }
 
-// dcProcess is `kontextbot serve` run as a separate process.
-type dcProcess struct {
-	cmd    *exec.Cmd
-	stdout *dcBuffer
-	stderr *dcBuffer
-	done   chan error
-}
-
-// spawn starts the real binary and waits until it is connected, with its
-// commands registered.
-func (h *dcHarness) spawn(ctx context.Context) *dcProcess {
+// spawn starts the real binary (`kontextbot serve` as a separate process)
+// and waits until it is connected, with its commands registered.
+func (h *dcHarness) spawn(ctx context.Context) *proc {
 	h.t.Helper()
 	before := len(h.dc.Identifies())
-	p := &dcProcess{cmd: binary(ctx, h.env, "serve"), stdout: &dcBuffer{}, stderr: &dcBuffer{}, done: make(chan error, 1)}
-	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
-	if err := p.cmd.Start(); err != nil {
-		h.t.Fatal(err)
-	}
-	go func() { p.done <- p.cmd.Wait() }()
-	h.t.Cleanup(func() {
-		_ = p.cmd.Process.Kill()
-		<-p.done
-		if h.t.Failed() {
-			h.t.Logf("process %d stdout:\n%s\nstderr:\n%s", p.cmd.Process.Pid, p.stdout.String(), p.stderr.String())
-		}
-	})
+	p := startProc(h.t, ctx, h.env, "serve")
 	h.wait("the bot process to connect", func() bool {
-		return h.dc.Ready() && len(h.dc.Identifies()) > before && strings.Contains(p.stdout.String(), "invite the bot")
+		return h.dc.Ready() && len(h.dc.Identifies()) > before && p.stdout.has("invite the bot")
 	})
 	return p
 }
@@ -812,11 +791,8 @@ func TestDiscordRestart(t *testing.T) {
 		m, _ := h.dc.Original(waiting.ID)
 		return strings.Contains(m.Content, "Queued · 1st in line")
 	})
-	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-first.done
-	first.done <- nil // for the cleanup
+	first.signal(syscall.SIGKILL)
+	first.wait()
 	h.wait("the gateway to notice", func() bool { return !h.dc.Ready() })
 	if len(h.images(dcArt)) != 0 {
 		t.Fatal("an image was delivered before the restart")
@@ -835,7 +811,7 @@ func TestDiscordRestart(t *testing.T) {
 	if got := h.prov.Stats().Creates; got != 2 {
 		t.Errorf("%d creates, want 2 (the running prediction is followed, not made again)", got)
 	}
-	if !strings.Contains(second.stderr.String(), "resumed_jobs=2") {
+	if !second.stderr.has("resumed_jobs=2") {
 		t.Errorf("the restart did not resume 2 jobs:\n%s", second.stderr.String())
 	}
 	// Buttons carry what they need: Reroll on a result works in this process.
@@ -844,13 +820,10 @@ func TestDiscordRestart(t *testing.T) {
 		t.Errorf("reroll after the restart: %+v", p)
 	}
 	// A graceful stop.
-	if err := second.cmd.Process.Signal(os.Interrupt); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-second.done; err != nil {
+	second.signal(os.Interrupt)
+	if err := second.wait(); err != nil {
 		t.Errorf("serve after SIGINT: %v\n%s", err, second.stderr.String())
 	}
-	second.done <- nil
 }
 
 // Issue 11: what real Discord servers send that the fake did not.

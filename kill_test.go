@@ -1,48 +1,18 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"kontextbot/kontext/kontexttest"
 )
-
-// lines collects a process's output lines as they come.
-type lines struct {
-	mu  sync.Mutex
-	all []string
-}
-
-func (l *lines) read(r io.Reader) {
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		l.mu.Lock()
-		l.all = append(l.all, sc.Text())
-		l.mu.Unlock()
-	}
-}
-
-func (l *lines) has(s string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.ContainsFunc(l.all, func(line string) bool { return strings.Contains(line, s) })
-}
-
-func (l *lines) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.all, "\n")
-}
 
 // killCase is one kill point of TestKillAnywhereDeliversOnce.
 type killCase struct {
@@ -155,25 +125,13 @@ func killAndRestart(t *testing.T, tt killCase, wait string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 
-	first := binary(ctx, env, "chat", "-out", out)
-	stdin, _ := first.StdinPipe()
-	stdout, _ := first.StdoutPipe()
-	first.Stderr = io.Discard
-	if err := first.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var got lines
-	readDone := make(chan struct{})
-	go func() { got.read(stdout); close(readDone) }()
+	first := startProc(t, ctx, env, "chat", "-out", out)
+	got := &first.stdout
 	for _, p := range tt.prompts {
-		io.WriteString(stdin, "/imagine "+p+"\n")
+		io.WriteString(first.stdin, "/imagine "+p+"\n")
 	}
 	if tt.breakPosting {
-		for deadline := time.Now().Add(10 * time.Second); !got.has("generating"); time.Sleep(5 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("the job never started:\n%s", got.String())
-			}
-		}
+		first.waitFor(10*time.Second, "the job to start", func() bool { return got.has("generating") })
 		if err := os.RemoveAll(out); err != nil {
 			t.Fatal(err)
 		}
@@ -181,16 +139,13 @@ func killAndRestart(t *testing.T, tt killCase, wait string) {
 			t.Fatal(err)
 		}
 	}
-	for deadline := time.Now().Add(20 * time.Second); !tt.killWhen(s, &got); time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); !tt.killWhen(s, got); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			first.Process.Kill()
-			first.Wait()
 			t.Fatalf("kill point not reached (%s); fake %+v; output:\n%s", tt.what, s.Stats(), got.String())
 		}
 	}
-	first.Process.Signal(syscall.SIGKILL)
-	first.Wait()
-	<-readDone
+	first.signal(syscall.SIGKILL)
+	first.wait()
 	if got.has("✓") {
 		t.Fatalf("an image was delivered before the kill:\n%s", got.String())
 	}
@@ -198,16 +153,13 @@ func killAndRestart(t *testing.T, tt killCase, wait string) {
 		os.Remove(out)
 	}
 
-	second := binary(ctx, env, "chat", "-out", out)
-	second.Stdin = strings.NewReader("")
-	var stdout2 bytes.Buffer
-	second.Stdout, second.Stderr = &stdout2, io.Discard
-	if err := second.Run(); err != nil {
-		t.Fatalf("second run: %v\n%s", err, stdout2.String())
+	second := startProc(t, ctx, env, "chat", "-out", out)
+	if err := second.run(""); err != nil {
+		t.Fatalf("second run: %v\n%s", err, second.stdout.String())
 	}
 	files, _ := filepath.Glob(filepath.Join(out, "*.png"))
 	if len(files) != len(tt.prompts) {
-		t.Fatalf("got %d images after the restart, want %d:\n%s", len(files), len(tt.prompts), stdout2.String())
+		t.Fatalf("got %d images after the restart, want %d:\n%s", len(files), len(tt.prompts), second.stdout.String())
 	}
 	var delivered []string
 	for _, f := range files {
@@ -227,8 +179,8 @@ func killAndRestart(t *testing.T, tt killCase, wait string) {
 	if !slices.Equal(delivered, want) {
 		t.Errorf("delivered %q, want each of %q once", delivered, want)
 	}
-	if !strings.Contains(stdout2.String(), "resuming") {
-		t.Errorf("the restart did not say it resumed:\n%s", stdout2.String())
+	if !second.stdout.has("resuming") {
+		t.Errorf("the restart did not say it resumed:\n%s", second.stdout.String())
 	}
 	st := s.Stats()
 	if st.Creates != len(tt.prompts) || st.Runs != len(tt.prompts) {
@@ -237,12 +189,9 @@ func killAndRestart(t *testing.T, tt killCase, wait string) {
 	if st.Cancels != 0 || st.Canceled != 0 {
 		t.Errorf("cancels %d (canceled %d), want none: every prediction was delivered", st.Cancels, st.Canceled)
 	}
-	third := binary(ctx, env, "chat", "-out", out)
-	third.Stdin = strings.NewReader("")
-	var stdout3 bytes.Buffer
-	third.Stdout, third.Stderr = &stdout3, io.Discard
-	if err := third.Run(); err != nil || strings.Contains(stdout3.String(), "resuming") {
-		t.Errorf("third run: %v\n%s", err, stdout3.String())
+	third := startProc(t, ctx, env, "chat", "-out", out)
+	if err := third.run(""); err != nil || third.stdout.has("resuming") {
+		t.Errorf("third run: %v\n%s", err, third.stdout.String())
 	}
 	if files, _ := filepath.Glob(filepath.Join(out, "*.png")); len(files) != len(tt.prompts) {
 		t.Errorf("after a third start: %d images, want %d", len(files), len(tt.prompts))

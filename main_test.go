@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -12,7 +11,6 @@ import (
 	"image/png"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -287,16 +285,6 @@ func TestRunVersion(t *testing.T) {
 	}
 }
 
-// binary runs this test binary as kontextbot with args and env.
-func binary(ctx context.Context, env map[string]string, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, os.Args[0], args...)
-	cmd.Env = []string{"KONTEXTBOT_TEST_MAIN=1", "PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	return cmd
-}
-
 // TestChatThroughStdin drives `kontextbot chat` as a user would, through
 // stdin, and follows the chain of images by their provenance.
 func TestChatThroughStdin(t *testing.T) {
@@ -318,13 +306,11 @@ func TestChatThroughStdin(t *testing.T) {
 	}, "\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := binary(ctx, env, "chat", "-out", out, "-user", "ada")
-	cmd.Stdin = strings.NewReader(script)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("chat: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	chat := startProc(t, ctx, env, "chat", "-out", out, "-user", "ada")
+	if err := chat.run(script); err != nil {
+		t.Fatalf("chat: %v", err)
 	}
+	stdout := &chat.stdout
 	files, _ := filepath.Glob(filepath.Join(out, "*.png"))
 	slices.Sort(files)
 	if len(files) != 6 {
@@ -390,17 +376,9 @@ func TestChatRestartDeliversTheJob(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
 
-			first := binary(ctx, env, "chat", "-out", out)
-			stdin, _ := first.StdinPipe()
-			stdout, _ := first.StdoutPipe()
-			first.Stderr = io.Discard
-			if err := first.Start(); err != nil {
-				t.Fatal(err)
-			}
-			io.WriteString(stdin, "/imagine a castle in the fog --seed 3\n")
-			lines := bufio.NewScanner(stdout)
-			for lines.Scan() && !strings.Contains(lines.Text(), "generating") {
-			}
+			first := startProc(t, ctx, env, "chat", "-out", out)
+			io.WriteString(first.stdin, "/imagine a castle in the fog --seed 3\n")
+			first.waitFor(30*time.Second, "the job to start", func() bool { return first.stdout.has("generating") })
 			// Wait until the provider has the prediction, then stop.
 			for deadline := time.Now().Add(5 * time.Second); s.Stats().Active == 0; time.Sleep(10 * time.Millisecond) {
 				if time.Now().After(deadline) {
@@ -410,19 +388,17 @@ func TestChatRestartDeliversTheJob(t *testing.T) {
 			if tt.wait == "0" {
 				time.Sleep(100 * time.Millisecond) // let the prediction id reach the store
 			}
-			first.Process.Signal(tt.signal)
-			first.Wait()
+			first.signal(tt.signal)
+			first.wait()
 			if files, _ := filepath.Glob(filepath.Join(out, "*.png")); len(files) != 0 {
 				t.Fatalf("an image was delivered before the restart: %v", files)
 			}
 
-			second := binary(ctx, env, "chat", "-out", out)
-			second.Stdin = strings.NewReader("")
-			var stdout2 bytes.Buffer
-			second.Stdout, second.Stderr = &stdout2, io.Discard
-			if err := second.Run(); err != nil {
-				t.Fatalf("second run: %v\n%s", err, stdout2.String())
+			second := startProc(t, ctx, env, "chat", "-out", out)
+			if err := second.run(""); err != nil {
+				t.Fatalf("second run: %v", err)
 			}
+			stdout2 := &second.stdout
 			files, _ := filepath.Glob(filepath.Join(out, "*.png"))
 			if len(files) != 1 {
 				t.Fatalf("got %d images after the restart, want exactly 1:\n%s", len(files), stdout2.String())
@@ -438,12 +414,9 @@ func TestChatRestartDeliversTheJob(t *testing.T) {
 				t.Errorf("creates: got %d, want %d", got, tt.wantCreates)
 			}
 			// A third start finds nothing left to do.
-			third := binary(ctx, env, "chat", "-out", out)
-			third.Stdin = strings.NewReader("")
-			var stdout3 bytes.Buffer
-			third.Stdout, third.Stderr = &stdout3, io.Discard
-			if err := third.Run(); err != nil || strings.Contains(stdout3.String(), "resuming") {
-				t.Errorf("third run: %v\n%s", err, stdout3.String())
+			third := startProc(t, ctx, env, "chat", "-out", out)
+			if err := third.run(""); err != nil || third.stdout.has("resuming") {
+				t.Errorf("third run: %v\n%s", err, third.stdout.String())
 			}
 		})
 	}

@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -47,29 +45,12 @@ func TestReplicasChatKilledMidBurst(t *testing.T) {
 	defer conn.Close(context.Background())
 
 	const perReplica = 6
-	type proc struct {
-		cmd   *exec.Cmd
-		stdin io.WriteCloser
-		out   string
-		log   syncBuffer
-	}
 	var procs []*proc
+	var outs []string
 	for i := range 3 {
-		p := &proc{out: t.TempDir()}
-		p.cmd = binary(ctx, env, "chat", "-out", p.out, "-user", fmt.Sprintf("u%d", i), "-conv", fmt.Sprintf("c%d", i))
-		p.stdin, _ = p.cmd.StdinPipe()
-		p.cmd.Stdout = &p.log
-		if testing.Verbose() {
-			p.cmd.Stderr = os.Stderr
-		}
-		if err := p.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		procs = append(procs, p)
-		t.Cleanup(func() {
-			p.cmd.Process.Kill()
-			p.cmd.Wait()
-		})
+		out := t.TempDir()
+		procs = append(procs, startProc(t, ctx, env, "chat", "-out", out, "-user", fmt.Sprintf("u%d", i), "-conv", fmt.Sprintf("c%d", i)))
+		outs = append(outs, out)
 	}
 	count := func(q string, args ...any) int {
 		t.Helper()
@@ -87,13 +68,6 @@ func TestReplicasChatKilledMidBurst(t *testing.T) {
 			}
 		}
 	}
-	defer func() {
-		if t.Failed() {
-			for i, p := range procs {
-				t.Logf("replica %d said:\n%s", i, p.log.String())
-			}
-		}
-	}()
 	// The tables exist once every replica has started.
 	waitFor("the schema", func() bool {
 		return count(`SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'queue_jobs'`) == 1
@@ -107,16 +81,14 @@ func TestReplicasChatKilledMidBurst(t *testing.T) {
 	waitFor("every job accepted", func() bool { return count(`SELECT count(*) FROM jobs`) == total })
 
 	// Kill replica 0 while it runs a job, at least a few jobs in.
-	victim := procs[0].cmd.Process.Pid
+	victim := procs[0].pid()
 	owner := fmt.Sprintf("%%/%d/%%", victim)
 	waitFor("replica 0 running a job mid-burst", func() bool {
 		return count(`SELECT count(*) FROM jobs WHERE state = 'delivered'`) >= 3 &&
 			count(`SELECT count(*) FROM queue_jobs WHERE state = 'running' AND owner LIKE $1`, owner) > 0
 	})
-	if err := procs[0].cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	procs[0].cmd.Wait()
+	procs[0].signal(syscall.SIGKILL)
+	procs[0].wait()
 	// Jobs the dead replica held without a recorded prediction may have
 	// been created just before it died: each may be created once more.
 	unknown := count(`SELECT count(*) FROM queue_jobs q JOIN jobs j ON j.id = q.id
@@ -128,16 +100,16 @@ func TestReplicasChatKilledMidBurst(t *testing.T) {
 		return count(`SELECT count(*) FROM jobs WHERE state IN ('waiting', 'submitted', 'posting')`) == 0
 	})
 	for _, p := range procs[1:] {
-		p.cmd.Process.Signal(os.Interrupt)
-		p.cmd.Wait()
+		p.signal(os.Interrupt)
+		p.wait()
 	}
 	if n := count(`SELECT count(*) FROM jobs WHERE state <> 'delivered'`); n != 0 {
 		t.Errorf("%d jobs ended without being delivered", n)
 	}
 	// Each accepted job's image, exactly once, across the replicas' folders.
 	seen := map[string]int{}
-	for _, p := range procs {
-		files, _ := filepath.Glob(filepath.Join(p.out, "*.png"))
+	for _, out := range outs {
+		files, _ := filepath.Glob(filepath.Join(out, "*.png"))
 		for _, f := range files {
 			data, err := os.ReadFile(f)
 			if err != nil {

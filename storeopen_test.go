@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -130,14 +129,11 @@ func TestChatOnPostgres(t *testing.T) {
 	defer cancel()
 	chat := func(lines ...string) string {
 		t.Helper()
-		cmd := binary(ctx, env, "chat", "-out", out, "-user", "ada")
-		cmd.Stdin = strings.NewReader(strings.Join(lines, "\n") + "\n")
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("chat: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+		p := startProc(t, ctx, env, "chat", "-out", out, "-user", "ada")
+		if err := p.run(strings.Join(lines, "\n") + "\n"); err != nil {
+			t.Fatalf("chat: %v", err)
 		}
-		return stdout.String()
+		return p.stdout.String()
 	}
 	chat("/imagine a lighthouse --seed 7", "add a rainbow", "/quit")
 	second := chat("/undo", "/usage", "/quit")

@@ -349,7 +349,7 @@ func (c *Core) prepare(ctx context.Context, req *Request) (*Job, []byte, error) 
 	c.mu.Lock()
 	closing := c.closing
 	c.mu.Unlock()
-	if closing {
+	if sh, ok := c.queue.(Shared); closing && (!ok || !sh.QueuesAfterClose()) {
 		return nil, nil, kontext.ErrShutdown
 	}
 	if !req.Conv.Valid() {
@@ -1115,16 +1115,54 @@ func (c *Core) Usage(ctx context.Context, req *Request) (UsageReport, error) {
 // It returns the ids of the jobs it queued.
 func (c *Core) Recover(ctx context.Context) ([]string, error) {
 	c.started.Do(func() { c.queue.Start(c.run) })
-	jobs, err := c.store.LiveJobs(ctx)
+	ids, err := c.requeue(ctx, func(*Job) bool { return true })
 	if err != nil {
 		return nil, fmt.Errorf("bot: recover: %w", err)
+	}
+	return ids, nil
+}
+
+// Adopt queues the live jobs that no scheduler holds and that have not
+// changed for olderThan: with a shared queue, jobs a process stored and
+// then died before it queued them (killed inside Submit), which no
+// takeover finds, since the queue never held them. Every replica calls it
+// now and then; a job queued meanwhile, by its own Submit or another
+// replica, is skipped. olderThan must exceed the time a Submit takes
+// between storing a job and queueing it; a Submit that is slower still
+// finds the job queued and goes on (ErrQueued). It returns the ids of
+// the jobs it queued.
+func (c *Core) Adopt(ctx context.Context, olderThan time.Duration) ([]string, error) {
+	c.mu.Lock()
+	closing := c.closing
+	c.mu.Unlock()
+	if closing {
+		return nil, nil // stopping: the jobs are the other replicas' now
+	}
+	c.started.Do(func() { c.queue.Start(c.run) })
+	before := c.now().Add(-olderThan)
+	ids, err := c.requeue(ctx, func(j *Job) bool { return j.Updated.Before(before) })
+	if err != nil {
+		return nil, fmt.Errorf("bot: adopt: %w", err)
+	}
+	for _, id := range ids {
+		c.log.Warn("bot: adopted a job that was stored but never queued (its process died while submitting it)", "job", id)
+	}
+	return ids, nil
+}
+
+// requeue queues the live jobs of registered platforms that want selects
+// and that no scheduler holds, and returns their ids.
+func (c *Core) requeue(ctx context.Context, want func(*Job) bool) ([]string, error) {
+	jobs, err := c.store.LiveJobs(ctx)
+	if err != nil {
+		return nil, err
 	}
 	var ids []string
 	for _, j := range jobs {
 		c.mu.Lock()
 		_, known := c.platforms[j.Conv.Platform]
 		c.mu.Unlock()
-		if !known {
+		if !known || !want(j) {
 			continue // its platform is not configured in this run: it waits on disk
 		}
 		err := c.enqueue(ctx, j)
@@ -1132,7 +1170,7 @@ func (c *Core) Recover(ctx context.Context) ([]string, error) {
 		case errors.Is(err, ErrQueued):
 			continue
 		case err != nil:
-			c.log.Error("bot: recover: requeue", "job", j.ID, "err", err)
+			c.log.Error("bot: requeue", "job", j.ID, "err", err)
 			continue
 		}
 		ids = append(ids, j.ID)

@@ -27,7 +27,7 @@ type Scheduler interface {
 	Start(run RunFunc)
 	// Submit queues the job s describes. It fails with a
 	// *kontext.LimitError past the queue's limits and with
-	// kontext.ErrShutdown once Close has begun, and with an error wrapping
+	// kontext.ErrShutdown once Close has begun (unless it is Shared), and with an error wrapping
 	// ErrQueued when the id is already queued or running (Recover skips
 	// those).
 	Submit(ctx context.Context, s Slot) error
@@ -43,6 +43,16 @@ type Scheduler interface {
 	// ctx ends (in-process) or are handed to another process at once
 	// (shared). It returns once every run has returned.
 	Close(ctx context.Context) error
+}
+
+// Shared is implemented by a Scheduler whose queue other processes run
+// too (the PostgreSQL queue): once it is closed, Submit still queues
+// jobs, for the other processes, so a replica that is stopping keeps
+// taking the requests that reach it until its platforms disconnect.
+type Shared interface {
+	// QueuesAfterClose reports whether Submit still queues jobs after
+	// Close.
+	QueuesAfterClose() bool
 }
 
 // ErrQueued is returned (wrapped) by Scheduler.Submit for a job that is

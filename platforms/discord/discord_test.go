@@ -442,3 +442,30 @@ func TestStartRefusesABadToken(t *testing.T) {
 		t.Error("healthy without a connection")
 	}
 }
+
+// TestStartThreadAlreadyStarted: a thread already started from the
+// message (by a replica that died after posting a result and before
+// recording it, or by a try whose answer was lost) is the thread: Discord
+// answers 160004, and the thread has the message's id.
+func TestStartThreadAlreadyStarted(t *testing.T) {
+	b, dc, _ := started(t, stubCore{submitted: make(chan *bot.Request, 1)})
+	dc.AddUser("5", "ada")
+	m, err := dc.Say(discordtest.Say{ChannelID: "10", UserID: "5", Content: "a picture"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := b.startThread(context.Background(), "10", m.ID, "a picture")
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := b.startThread(context.Background(), "10", m.ID, "a picture")
+	if err != nil {
+		t.Fatalf("starting it again: %v", err)
+	}
+	if got, want := again.ID, first.ID; got != want {
+		t.Errorf("thread %s, want the one already started, %s", got, want)
+	}
+	if v := dc.Violations(); len(v) > 0 {
+		t.Errorf("violations: %v", v)
+	}
+}

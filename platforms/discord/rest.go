@@ -445,7 +445,8 @@ func (b *Bot) ephemeral(ctx context.Context, in *discordgo.Interaction, msg stri
 		Data: &discordgo.InteractionResponseData{Content: truncate(msg, 2000), Flags: discordgo.MessageFlagsEphemeral}})
 }
 
-// startThread opens a public thread from a message.
+// startThread opens a public thread from a message, or returns the one
+// already started from it.
 func (b *Bot) startThread(ctx context.Context, channelID, messageID, name string) (*discordgo.Channel, error) {
 	var th *discordgo.Channel
 	err := b.retry(ctx, "start thread", false, func(opts []discordgo.RequestOption) error {
@@ -453,6 +454,17 @@ func (b *Bot) startThread(ctx context.Context, channelID, messageID, name string
 		th, err = b.s.MessageThreadStartComplex(channelID, messageID, &discordgo.ThreadStart{Name: name, AutoArchiveDuration: 1440}, opts...)
 		return err
 	})
+	if code(err) == discordgo.ErrCodeThreadAlreadyCreatedForThisMessage {
+		// Started already: by this post's earlier try whose answer was
+		// lost, or by a replica that died after posting the result and
+		// before recording it (its job is finished by another). A thread
+		// started from a message has the message's id.
+		err = b.retry(ctx, "read the thread", true, func(opts []discordgo.RequestOption) error {
+			var err error
+			th, err = b.s.Channel(messageID, opts...)
+			return err
+		})
+	}
 	if err != nil {
 		return nil, err
 	}

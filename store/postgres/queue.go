@@ -278,6 +278,15 @@ func (q *Queue) Submit(ctx context.Context, id, user, serial string) (int, error
 	if id == "" || user == "" {
 		return 0, wrap(errors.New("a job needs an id and a user"))
 	}
+	// A job already queued (a Recover or Adopt of a job that is queued
+	// or running, the usual case) is known without the queue's lock.
+	var queued bool
+	if err := q.db.pool.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM queue_jobs WHERE id = $1)`, id).Scan(&queued); err != nil {
+		return 0, wrap(err)
+	}
+	if queued {
+		return 0, wrap(bot.ErrQueued)
+	}
 	pos := 0
 	err := q.locked(ctx, func(tx pgx.Tx) (bool, error) {
 		var total, mine int

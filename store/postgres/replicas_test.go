@@ -659,3 +659,84 @@ func TestReplicasRecoverOrphansOnce(t *testing.T) {
 		t.Errorf("creates: got %d, want %d", st.Creates, len(jobs))
 	}
 }
+
+// TestReplicasAdoptJobsNeverQueued: jobs a replica stored and then died
+// before it queued them (killed inside Submit) are in no queue, so no
+// takeover finds them, and no replica restarts to Recover them. The
+// running replicas' Adopt queues those that have not changed for a while,
+// each exactly once however many replicas adopt at the same time; a job
+// stored just now (its Submit may still be queueing it) is left alone.
+func TestReplicasAdoptJobsNeverQueued(t *testing.T) {
+	c := newCluster(t, 3, postgres.QueueOptions{Slots: 6, UserRunning: 6, UserWaiting: 20, Lease: 5 * time.Second},
+		kontexttest.Options{Latency: 50 * time.Millisecond})
+	ctx := context.Background()
+	for _, r := range c.reps {
+		c.start(r)
+	}
+	put := func(id string, updated time.Time) *bot.Job {
+		j := &bot.Job{ID: id, Kind: bot.KindImagine, Conv: bot.ConvKey{Platform: "test", Workspace: "w", Channel: "c-" + id},
+			User: "u-" + id, Prompt: "prompt " + id, Model: kontext.ModelMax, State: bot.JobWaiting, Created: updated, Updated: updated}
+		if err := c.reps[0].db.PutJob(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+		return j
+	}
+	var stale []*bot.Job
+	var staleIDs []string
+	for i := range 4 {
+		j := put(fmt.Sprintf("jstale%d", i), time.Now().Add(-time.Minute))
+		stale, staleIDs = append(stale, j), append(staleIDs, j.ID)
+	}
+	fresh := put("jfresh", time.Now())
+	var wg sync.WaitGroup
+	adopted := make([][]string, len(c.reps))
+	for i, r := range c.reps {
+		wg.Go(func() {
+			ids, err := r.core.Adopt(ctx, 30*time.Second)
+			if err != nil {
+				t.Error(err)
+			}
+			adopted[i] = ids
+		})
+	}
+	wg.Wait()
+	var all []string
+	for _, ids := range adopted {
+		all = append(all, ids...)
+	}
+	slices.Sort(all)
+	if !slices.Equal(all, staleIDs) {
+		t.Errorf("adopted %v, want each of %v once", adopted, staleIDs)
+	}
+	c.waitEnded(c.reps[1].db, staleIDs, 30*time.Second)
+	c.checkOnce(c.reps[1].db, stale)
+	if j, err := c.reps[1].db.Job(ctx, fresh.ID); err != nil || j.State != bot.JobWaiting {
+		t.Errorf("the fresh job: %+v, %v; want it left waiting for its own Submit", j, err)
+	}
+}
+
+// TestReplicaStoppingQueuesForOthers: a replica that is stopping (SIGTERM:
+// its core closed, its platforms still connected for a moment) still
+// takes the requests that reach it: they are queued in the shared queue
+// and another replica runs them, instead of the person being told the bot
+// is restarting.
+func TestReplicaStoppingQueuesForOthers(t *testing.T) {
+	c := newCluster(t, 2, postgres.QueueOptions{Slots: 6, UserRunning: 6, Lease: 5 * time.Second},
+		kontexttest.Options{Latency: 50 * time.Millisecond})
+	r0, r1 := c.reps[0], c.reps[1]
+	c.start(r0)
+	c.start(r1)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r0.core.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	j := c.submit(r0, "ada", "late")
+	c.waitEnded(r1.db, []string{j.ID}, 20*time.Second)
+	c.checkOnce(r1.db, []*bot.Job{j})
+	c.l.mu.Lock()
+	defer c.l.mu.Unlock()
+	if got := c.l.delivered[j.ID]; !slices.Equal(got, []string{"r1"}) {
+		t.Errorf("delivered by %v, want r1 (r0 is stopping)", got)
+	}
+}

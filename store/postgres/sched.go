@@ -6,7 +6,6 @@ import (
 	"sync"
 
 	"kontextbot/bot"
-	"kontextbot/kontext"
 )
 
 var _ bot.Scheduler = (*Scheduler)(nil)
@@ -125,14 +124,21 @@ func (s *Scheduler) tellPositions(ctx context.Context) {
 	}
 }
 
-// Submit adds the job to the shared queue.
+// QueuesAfterClose is true: a stopping replica's requests are queued for
+// the other replicas (bot.Shared).
+func (s *Scheduler) QueuesAfterClose() bool { return true }
+
+// Submit adds the job to the shared queue. After Close the job is still
+// queued, for the other replicas to run, but its place in line is no
+// longer told (this replica is going away).
 func (s *Scheduler) Submit(ctx context.Context, sl bot.Slot) error {
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return kontext.ErrShutdown
-	}
+	closed := s.closed
 	s.mu.Unlock()
+	if closed {
+		_, err := s.q.Submit(ctx, sl.ID, sl.User, sl.Serial)
+		return err
+	}
 	pos, err := s.q.Submit(ctx, sl.ID, sl.User, sl.Serial)
 	if err != nil || sl.Position == nil || pos == 0 {
 		return err
@@ -174,7 +180,8 @@ func (s *Scheduler) Hold(ctx context.Context, jobID string) error {
 	return s.q.Hold(ctx, jobID)
 }
 
-// Close stops taking jobs and stops this replica's share of the queue:
+// Close stops running jobs and stops this replica's share of the queue
+// (Submit still queues jobs, for the other replicas):
 // running jobs are cut short with ErrHandedOver and handed over at once
 // as their runs return (a job already storing or posting its image
 // finishes here first); waiting jobs stay in the shared queue for the

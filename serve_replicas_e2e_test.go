@@ -1,0 +1,652 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"kontextbot/kontext/kontexttest"
+	"kontextbot/platforms/discord/discordtest"
+	"kontextbot/platforms/slack/slackfake"
+	"kontextbot/store/postgres/pgtest"
+)
+
+// Replicas of the real `kontextbot serve` as separate processes on one
+// PostgreSQL database, configured through the environment as an operator
+// would, against the fakes (provider, Discord, Slack in Socket Mode) run
+// in this test process.
+
+// cluster is the fakes, the database and the replicas.
+type cluster struct {
+	t       *testing.T
+	ctx     context.Context
+	prov    *kontexttest.Server
+	dc      *discordtest.Server
+	sl      *slackfake.Server
+	db      *pgxpool.Pool
+	env     map[string]string
+	tag     string   // makes replica ids unique on the shared server
+	dcChans []string // Discord text channels, one per few requests
+	slChans []string // Slack channels the bot is in
+
+	mu   sync.Mutex
+	reps map[string]*proc // replica id -> its current process
+	gap  map[string]bool  // Discord interactions sent while no live replica held the gateway
+}
+
+// clusterSlots is the API key's slots, shared by every replica.
+const clusterSlots = 6
+
+// newCluster starts the fakes and prepares the replicas' environment; no
+// replica runs yet.
+func newCluster(t *testing.T, ctx context.Context) *cluster {
+	t.Helper()
+	dbURL := pgtest.Schema(t)
+	prov, env := fakeEnv(t, kontexttest.Options{Slots: clusterSlots, Latency: 100 * time.Millisecond, Pixels: 48 * 48})
+	if err := os.WriteFile(env["KONTEXT_ENV_FILE"], nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dc := discordtest.New(discordtest.Options{})
+	t.Cleanup(dc.Close)
+	sl := slackfake.New(slackfake.Options{PingInterval: time.Second})
+	t.Cleanup(sl.Close)
+	db, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(db.Close)
+	o := sl.Options()
+	maps.Copy(env, map[string]string{
+		"KONTEXT_DATABASE_URL": dbURL,
+		"KONTEXT_SLOTS":        fmt.Sprint(clusterSlots),
+		"KONTEXT_LEASE":        "1", // a dead replica's jobs are taken over after a second
+		"KONTEXT_WAIT":         "0", // create, then poll: the prediction id is stored at once
+		"KONTEXT_FIRST_POLL":   "100ms",
+		"KONTEXT_USER_WAITING": "20",
+		"KONTEXT_QUEUE_MAX":    "1000",
+		"HTTP_ADDR":            "127.0.0.1:0",
+		"SHUTDOWN_TIMEOUT":     "20s",
+		"DISCORD_BOT_TOKEN":    dc.Token(),
+		"DISCORD_API_URL":      dc.URL,
+		"DISCORD_GUILD_ID":     dcGuild,
+		// The gateway's lease: checked and retried often, so a takeover
+		// takes well under a second plus the connection.
+		"DISCORD_GATEWAY_CHECK": "200ms",
+		"DISCORD_GATEWAY_RETRY": "200ms",
+		"SLACK_BOT_TOKEN":       o.BotToken,
+		"SLACK_APP_TOKEN":       o.AppToken,
+		"SLACK_API_URL":         sl.APIURL(),
+	})
+	c := &cluster{t: t, ctx: ctx, prov: prov, dc: dc, sl: sl, db: db, env: env,
+		tag: fmt.Sprintf("%06x", time.Now().UnixNano()&0xffffff), reps: map[string]*proc{}, gap: map[string]bool{}}
+	for i := range 30 {
+		id := fmt.Sprintf("8000000000000001%02d", i)
+		dc.AddTextChannel(dcGuild, id, fmt.Sprintf("art-%d", i))
+		c.dcChans = append(c.dcChans, id)
+	}
+	for i := range 3 {
+		c.slChans = append(c.slChans, sl.CreateChannel(fmt.Sprintf("art-%d", i), true))
+	}
+	t.Cleanup(func() {
+		var bad []string
+		for _, v := range dc.Violations() {
+			c.mu.Lock()
+			gap := c.gap[strings.TrimSuffix(strings.TrimPrefix(v, "interaction "), " (type 2) was not answered within 3s")]
+			c.mu.Unlock()
+			if !gap {
+				bad = append(bad, v)
+			}
+		}
+		if len(bad) > 0 {
+			t.Errorf("the fake Discord saw violations:\n  %s", strings.Join(bad, "\n  "))
+		}
+	})
+	return c
+}
+
+// replicaID is replica i's KONTEXT_REPLICA_ID.
+func (c *cluster) replicaID(i int) string { return fmt.Sprintf("r%d-%s", i, c.tag) }
+
+// start starts replica id (again) and waits until it is ready.
+func (c *cluster) start(id string) *proc {
+	c.t.Helper()
+	env := maps.Clone(c.env)
+	env["KONTEXT_REPLICA_ID"] = id
+	p := startProc(c.t, c.ctx, env, "serve")
+	c.mu.Lock()
+	c.reps[id] = p
+	c.mu.Unlock()
+	return p
+}
+
+// ready waits until p says it is ready.
+func (c *cluster) ready(p *proc) {
+	c.t.Helper()
+	p.waitFor(60*time.Second, "replica "+p.name+" to be ready", func() bool { return p.stderr.has("kontextbot ready") })
+}
+
+// proc is replica id's current process.
+func (c *cluster) proc(id string) *proc {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.reps[id]
+}
+
+// gatewayHolder is the replica id whose lease connection holds Discord's
+// gateway lease, or "" when none does.
+func (c *cluster) gatewayHolder() string {
+	var app string
+	err := c.db.QueryRow(c.ctx, `SELECT a.application_name FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid
+		WHERE a.application_name LIKE $1 AND l.locktype = 'advisory' AND l.mode = 'ExclusiveLock' AND l.granted`,
+		"kontextbot-leases/%-"+c.tag).Scan(&app)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimPrefix(app, "kontextbot-leases/")
+}
+
+// count runs a counting query.
+func (c *cluster) count(q string, args ...any) int {
+	c.t.Helper()
+	var n int
+	if err := c.db.QueryRow(c.ctx, q, args...).Scan(&n); err != nil {
+		c.t.Fatalf("%s: %v", q, err)
+	}
+	return n
+}
+
+// waitFor waits for cond, or fails saying what it waited for.
+func (c *cluster) waitFor(timeout time.Duration, what string, cond func() bool) {
+	c.t.Helper()
+	for deadline := time.Now().Add(timeout); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// request is one person's /imagine on Discord or Slack.
+type request struct {
+	platform string // "discord" or "slack"
+	user     string
+	channel  string
+	prompt   string
+	sent     time.Time
+	// Discord: the interaction, or the error of a command that reached
+	// no gateway session (nobody holds the gateway).
+	in    discordtest.Interaction
+	dcErr error
+	// Slack: the envelope.
+	env *slackfake.Envelope
+}
+
+// send sends request n (of 30 people, 15 on each platform).
+func (c *cluster) send(n int) *request {
+	person := n % 30
+	r := &request{prompt: fmt.Sprintf("request %03d of person %02d", n, person)}
+	if person < 15 {
+		r.platform, r.user, r.channel = "discord", fmt.Sprintf("7000000000000001%02d", person), c.dcChans[n%len(c.dcChans)]
+		r.sent = time.Now()
+		r.in, r.dcErr = c.dc.Slash(r.channel, r.user, "imagine", discordtest.String("prompt", r.prompt))
+		return r
+	}
+	r.platform, r.user, r.channel = "slack", fmt.Sprintf("U%02dPERSON", person), c.slChans[n%len(c.slChans)]
+	r.sent = time.Now()
+	r.env = c.sl.Slash(r.user, r.channel, "/imagine", r.prompt)
+	return r
+}
+
+// addPeople makes the 15 Discord people known to the fake Discord.
+func (c *cluster) addPeople() {
+	for p := range 15 {
+		c.dc.AddUser(fmt.Sprintf("7000000000000001%02d", p), fmt.Sprintf("person%02d", p))
+	}
+}
+
+// delivered counts the bot's images per prompt, over every channel of
+// both platforms.
+func (c *cluster) delivered() map[string]int {
+	c.t.Helper()
+	got := map[string]int{}
+	for _, ch := range c.dcChans {
+		for _, m := range c.dc.Messages(ch) {
+			if !m.Author.Bot || len(m.Attachments) == 0 {
+				continue
+			}
+			p, err := kontexttest.ReadProvenance(m.Attachments[0].Data)
+			if err != nil {
+				c.t.Errorf("Discord message %s: %v", m.ID, err)
+				continue
+			}
+			got[p.Prompt]++
+		}
+	}
+	bot := c.sl.Options().BotID
+	for _, ch := range c.slChans {
+		for _, m := range c.sl.TopLevel(ch) {
+			if m.BotID != bot || len(m.Files) == 0 {
+				continue
+			}
+			p, err := kontexttest.ReadProvenance(c.sl.FileData(m.Files[0].ID))
+			if err != nil {
+				c.t.Errorf("Slack message %s: %v", m.TS, err)
+				continue
+			}
+			got[p.Prompt]++
+		}
+	}
+	return got
+}
+
+// jobs maps each prompt to the states of its jobs in the database.
+func (c *cluster) jobs() map[string][]string {
+	c.t.Helper()
+	rows, err := c.db.Query(c.ctx, `SELECT data->>'prompt', state FROM jobs`)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer rows.Close()
+	out := map[string][]string{}
+	for rows.Next() {
+		var prompt, state string
+		if err := rows.Scan(&prompt, &state); err != nil {
+			c.t.Fatal(err)
+		}
+		out[prompt] = append(out[prompt], state)
+	}
+	if err := rows.Err(); err != nil {
+		c.t.Fatal(err)
+	}
+	return out
+}
+
+// liveJobs counts the jobs not yet ended.
+func (c *cluster) liveJobs() int {
+	return c.count(`SELECT count(*) FROM jobs WHERE state IN ('waiting', 'submitted', 'posting')`)
+}
+
+// drain waits until every job has ended; on a timeout it fails the test
+// listing the live jobs and their queue rows.
+func (c *cluster) drain(timeout time.Duration) {
+	c.t.Helper()
+	for deadline := time.Now().Add(timeout); c.liveJobs() != 0; time.Sleep(50 * time.Millisecond) {
+		if time.Now().Before(deadline) {
+			continue
+		}
+		rows, err := c.db.Query(c.ctx, `SELECT j.id, j.state, j.data->>'prompt', coalesce(j.data->>'prediction_id', ''), coalesce(q.state, '-'), coalesce(q.owner, '-'),
+				coalesce(q.lease_until::text, '-'), coalesce(q.slot_free, false), j.updated::text
+			FROM jobs j LEFT JOIN queue_jobs q ON q.id = j.id WHERE j.state IN ('waiting', 'submitted', 'posting') ORDER BY j.created`)
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		var live []string
+		for rows.Next() {
+			var id, state, prompt, pred, qstate, owner, lease, updated string
+			var free bool
+			if err := rows.Scan(&id, &state, &prompt, &pred, &qstate, &owner, &lease, &free, &updated); err != nil {
+				c.t.Fatal(err)
+			}
+			live = append(live, fmt.Sprintf("%s %s %q prediction %q; queue %s owner %s lease %s slot_free %v; updated %s", id, state, prompt, pred, qstate, owner, lease, free, updated))
+		}
+		rows.Close()
+		c.t.Fatalf("%d jobs never ended:\n  %s", len(live), strings.Join(live, "\n  "))
+	}
+}
+
+// tally is the outcome of a run's requests.
+type tally struct {
+	sent, accepted, deliveredOnce int
+	// unseen: Discord commands sent while no live replica held the
+	// gateway (the fake had no session to send them to, or only the dead
+	// replica's); Discord does not replay them to the next session. The
+	// documented takeover gap.
+	unseen int
+	// lostInSession: delivered to a gateway session or Socket Mode
+	// connection, never acknowledged and never made a job (the process
+	// died with them).
+	lostInSession []string
+	// acknowledged but no job: acknowledged by a replica that died
+	// before it stored the job.
+	noJob     []string
+	noJobReqs []*request
+	// accepted (a job in the database) but not delivered exactly once.
+	wrong []string
+}
+
+// check compares the requests with the jobs in the database and the
+// images the fakes hold: every accepted job delivered exactly once.
+// Discord commands sent during a gap (from, to: no live replica held the
+// gateway) that made no job count as unseen.
+func (c *cluster) check(reqs []*request, gaps ...[2]time.Time) tally {
+	c.t.Helper()
+	jobs, images := c.jobs(), c.delivered()
+	var tl tally
+	for _, r := range reqs {
+		tl.sent++
+		if r.dcErr != nil {
+			tl.unseen++
+			if r.in.ID != "" { // made, but its send to the session failed
+				c.mu.Lock()
+				c.gap[r.in.ID] = true
+				c.mu.Unlock()
+			}
+			if images[r.prompt] != 0 || len(jobs[r.prompt]) != 0 {
+				tl.wrong = append(tl.wrong, fmt.Sprintf("%s: never reached the bot, yet %d images and jobs %v", r.prompt, images[r.prompt], jobs[r.prompt]))
+			}
+			continue
+		}
+		if len(jobs[r.prompt]) == 0 {
+			acked := r.env != nil && r.env.Acked(0)
+			if r.platform == "discord" {
+				acked = c.dc.Interaction(r.in.ID).Ack != 0
+			}
+			what := fmt.Sprintf("%s (%s, sent %s)", r.prompt, r.platform, r.sent.Format("15:04:05.000"))
+			switch {
+			case acked:
+				tl.noJob = append(tl.noJob, what)
+				tl.noJobReqs = append(tl.noJobReqs, r)
+			case r.platform == "discord" && inGap(r.sent, gaps):
+				tl.unseen++ // sent into the dead replica's session: Discord says "did not respond"
+				c.mu.Lock()
+				c.gap[r.in.ID] = true
+				c.mu.Unlock()
+			default:
+				tl.lostInSession = append(tl.lostInSession, what)
+			}
+			if images[r.prompt] != 0 {
+				tl.wrong = append(tl.wrong, fmt.Sprintf("%s: no job, yet %d images", r.prompt, images[r.prompt]))
+			}
+			continue
+		}
+		tl.accepted++
+		if len(jobs[r.prompt]) == 1 && jobs[r.prompt][0] == "delivered" && images[r.prompt] == 1 {
+			tl.deliveredOnce++
+			continue
+		}
+		tl.wrong = append(tl.wrong, fmt.Sprintf("%s (%s, sent %s): jobs %v, %d images", r.prompt, r.platform, r.sent.Format("15:04:05.000"), jobs[r.prompt], images[r.prompt]))
+	}
+	return tl
+}
+
+// inGap reports whether t falls in one of gaps.
+func inGap(t time.Time, gaps [][2]time.Time) bool {
+	for _, g := range gaps {
+		if !t.Before(g[0]) && t.Before(g[1]) {
+			return true
+		}
+	}
+	return false
+}
+
+// checkProvider: the provider never ran more than the key's slots at
+// once and answered no 429; every delivery was charged once; creates are
+// the deliveries plus at most extra made again (a create whose answer
+// died with its replica).
+func (c *cluster) checkProvider(delivered, extra int) {
+	c.t.Helper()
+	st := c.prov.Stats()
+	if st.MaxActive > clusterSlots || st.SlotLimit429 != 0 {
+		c.t.Errorf("provider: at most %d active predictions and %d 429s; want at most %d and none", st.MaxActive, st.SlotLimit429, clusterSlots)
+	}
+	if n := c.count(`SELECT coalesce(sum(images), 0)::int FROM usage_month`); n != delivered {
+		c.t.Errorf("images charged: got %d, want %d (one per delivery)", n, delivered)
+	}
+	if st.Creates < delivered || st.Creates > delivered+extra {
+		c.t.Errorf("provider creates: got %d, want %d (+ at most %d made again after the kill)", st.Creates, delivered, extra)
+	}
+	c.t.Logf("provider: %d creates, %d predictions succeeded, max %d active, %d slot 429s", st.Creates, st.Succeeded, st.MaxActive, st.SlotLimit429)
+}
+
+// TestServeReplicasKilledMidBurst runs 3 replicas of `kontextbot serve`
+// on one database, sharing the fake provider's 6 slots, Slack (Socket
+// Mode: every replica has a connection, the fake spreads envelopes over
+// them) and Discord (the gateway held by one replica, under its lease).
+// 30 people send 300 /imagine, half on each platform; the replica that
+// holds Discord's gateway is killed (SIGKILL) in the middle. Every
+// accepted job is delivered exactly once and charged once; the provider
+// never runs more than 6 predictions and answers no 429; the gateway
+// moves to a live replica and the commands sent after that are answered.
+//
+// Discord does not replay to a new session what it sent to the dead one,
+// nor keeps what it could send to no one: commands sent between the kill
+// and the takeover are lost to the bot (Discord tells the person the
+// application did not respond). The test counts them apart and logs them.
+func TestServeReplicasKilledMidBurst(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts 3 processes and sends 300 requests")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	c := newCluster(t, ctx)
+	c.addPeople()
+	started := time.Now()
+	var procs []*proc
+	for i := range 3 {
+		procs = append(procs, c.start(c.replicaID(i)))
+	}
+	for _, p := range procs {
+		c.ready(p)
+	}
+	c.waitFor(30*time.Second, "3 Socket Mode connections and a gateway session", func() bool {
+		return c.sl.OpenConnections() == 3 && c.dc.Ready() && c.gatewayHolder() != ""
+	})
+	holder := c.gatewayHolder()
+	victim := c.proc(holder)
+	identifies := len(c.dc.Identifies())
+	t.Logf("3 replicas ready in %s; %s holds the gateway", time.Since(started).Round(time.Millisecond), holder)
+
+	const total = 300
+	var reqs []*request
+	var killedAt, movedAt time.Time
+	var newHolder string
+	var unknown int
+	burst := time.Now()
+	for n := range total {
+		reqs = append(reqs, c.send(n))
+		time.Sleep(60 * time.Millisecond) // about 16 a second
+		if n == total/2 {
+			// The middle of the burst: the gateway's holder dies with
+			// jobs of its own running.
+			victim.signal(syscall.SIGKILL)
+			killedAt = time.Now()
+			victim.wait()
+			// Jobs it held without a recorded prediction may have been
+			// created just before it died: each may be created again.
+			owner := fmt.Sprintf("%%/%d/%%", victim.pid())
+			unknown = c.count(`SELECT count(*) FROM queue_jobs q JOIN jobs j ON j.id = q.id
+				WHERE q.state = 'running' AND q.owner LIKE $1 AND j.state = 'waiting'`, owner)
+			held := c.count(`SELECT count(*) FROM queue_jobs WHERE state = 'running' AND owner LIKE $1`, owner)
+			t.Logf("killed %s (pid %d) at %s holding %d running job(s), %d without a recorded prediction", holder, victim.pid(), killedAt.Format("15:04:05.000"), held, unknown)
+		}
+		if !killedAt.IsZero() && movedAt.IsZero() && len(c.dc.Identifies()) > identifies && c.dc.Ready() {
+			if h := c.gatewayHolder(); h != "" && h != holder {
+				movedAt, newHolder = time.Now(), h
+			}
+		}
+	}
+	sending := time.Since(burst)
+	if movedAt.IsZero() {
+		c.waitFor(30*time.Second, "the gateway to move to a live replica", func() bool {
+			h := c.gatewayHolder()
+			newHolder = h
+			return len(c.dc.Identifies()) > identifies && c.dc.Ready() && h != "" && h != holder
+		})
+		movedAt = time.Now()
+		// The last commands went out before the move: send some now.
+		for n := total; n < total+30; n++ {
+			reqs = append(reqs, c.send(n))
+		}
+	}
+	t.Logf("sent %d requests in %s; the gateway moved from %s to %s %s after the kill, at %s",
+		len(reqs), sending.Round(time.Millisecond), holder, newHolder, movedAt.Sub(killedAt).Round(time.Millisecond), movedAt.Format("15:04:05.000"))
+
+	c.drain(2 * time.Minute)
+	drained := time.Since(burst)
+	// Stop the live replicas, so nothing more can be posted, then count.
+	for _, p := range procs {
+		if p != victim {
+			p.signal(syscall.SIGTERM)
+		}
+	}
+	for _, p := range procs {
+		if p != victim {
+			if err := p.wait(); err != nil {
+				t.Errorf("replica %s after SIGTERM: %v", p.name, err)
+			}
+		}
+	}
+	tl := c.check(reqs, [2]time.Time{killedAt, movedAt})
+	var afterMove, afterMoveAccepted int
+	jobs := c.jobs()
+	for _, r := range reqs {
+		if r.platform == "discord" && r.sent.After(movedAt) {
+			afterMove++
+			if len(jobs[r.prompt]) > 0 {
+				afterMoveAccepted++
+			}
+		}
+	}
+	t.Logf("%d requests: %d accepted, %d delivered exactly once; Discord commands sent while no replica held the gateway (lost, documented gap): %d; "+
+		"delivered to the dying replica and never answered: %d %v; acknowledged by the killed replica but not stored before it died (lost): %d %v; all jobs ended %s after the burst began",
+		tl.sent, tl.accepted, tl.deliveredOnce, tl.unseen, len(tl.lostInSession), tl.lostInSession, len(tl.noJob), tl.noJob, drained.Round(time.Millisecond))
+	for _, w := range tl.wrong {
+		t.Errorf("not delivered exactly once: %s", w)
+	}
+	// Requests the killed replica acknowledged (Discord's deferral, Slack's
+	// envelope ack) but had not stored yet: lost with it (the second
+	// gap). Only requests sent before the kill may be so, and on Slack
+	// only on one connection, the dead replica's.
+	conns := map[int]bool{}
+	for _, r := range tl.noJobReqs {
+		if !r.sent.Before(killedAt) {
+			t.Errorf("%s (%s, sent %s, after the kill) was acknowledged but no job was made", r.prompt, r.platform, r.sent.Format("15:04:05.000"))
+		}
+		if r.env != nil {
+			conns[r.env.Connection()] = true
+		}
+	}
+	if len(conns) > 1 {
+		t.Errorf("Slack requests acknowledged without a job on %d connections, want only the killed replica's: %v", len(conns), tl.noJob)
+	}
+	if tl.deliveredOnce != tl.accepted || tl.accepted < total*8/10 {
+		t.Errorf("%d accepted, %d delivered once; want all accepted delivered, and most of %d accepted", tl.accepted, tl.deliveredOnce, total)
+	}
+	if afterMove == 0 || afterMoveAccepted != afterMove {
+		t.Errorf("Discord commands sent after the gateway moved: %d, %d accepted; want some, all accepted", afterMove, afterMoveAccepted)
+	}
+	if n := c.dc.Overlaps(); n != 0 {
+		t.Errorf("%d identifies overlapped a live session of the shard: two replicas held the gateway", n)
+	}
+	c.checkProvider(tl.deliveredOnce, unknown)
+}
+
+// TestRollingRestartUnderLoad runs 2 replicas of `kontextbot serve` with
+// requests flowing on both platforms, and restarts them one after the
+// other as a deploy does: SIGTERM, wait for the exit, start again, wait
+// until it is ready, then the next. Every request a replica acknowledged
+// is delivered exactly once and charged once. Discord commands sent while
+// the stopping replica's gateway lease passes to the other are counted
+// apart (the documented gap).
+func TestRollingRestartUnderLoad(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts and restarts 2 processes under load")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	c := newCluster(t, ctx)
+	c.addPeople()
+	ids := []string{c.replicaID(0), c.replicaID(1)}
+	for _, id := range ids {
+		c.start(id)
+	}
+	for _, id := range ids {
+		c.ready(c.proc(id))
+	}
+	c.waitFor(30*time.Second, "2 Socket Mode connections and a gateway session", func() bool {
+		return c.sl.OpenConnections() == 2 && c.dc.Ready() && c.gatewayHolder() != ""
+	})
+	var mu sync.Mutex
+	var reqs []*request
+	sent := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(reqs)
+	}
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for n := 0; ; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			r := c.send(n)
+			mu.Lock()
+			reqs = append(reqs, r)
+			mu.Unlock()
+			time.Sleep(80 * time.Millisecond)
+		}
+	}()
+	var gaps [][2]time.Time
+	for _, id := range ids {
+		at := sent()
+		c.waitFor(30*time.Second, "requests flowing", func() bool { return sent() >= at+25 })
+		old := c.proc(id)
+		holder := c.gatewayHolder() == id
+		from := time.Now()
+		old.signal(syscall.SIGTERM)
+		if holder {
+			c.waitFor(30*time.Second, "the gateway to move to the other replica", func() bool {
+				h := c.gatewayHolder()
+				return h != "" && h != id && c.dc.Ready()
+			})
+			gaps = append(gaps, [2]time.Time{from, time.Now()})
+		}
+		if err := old.wait(); err != nil {
+			t.Errorf("replica %s after SIGTERM: %v", id, err)
+		}
+		stopped := time.Since(from)
+		c.ready(c.start(id))
+		c.waitFor(30*time.Second, "both Socket Mode connections", func() bool { return c.sl.OpenConnections() == 2 })
+		t.Logf("restarted %s (gateway holder: %v): stopped in %s, back in %s", id, holder, stopped.Round(time.Millisecond), time.Since(from).Round(time.Millisecond))
+	}
+	at := sent()
+	c.waitFor(30*time.Second, "requests after the restarts", func() bool { return sent() >= at+25 })
+	close(stop)
+	<-done
+	c.drain(2 * time.Minute)
+	for _, id := range ids {
+		c.proc(id).signal(syscall.SIGTERM)
+	}
+	for _, id := range ids {
+		if err := c.proc(id).wait(); err != nil {
+			t.Errorf("replica %s after SIGTERM: %v", id, err)
+		}
+	}
+	tl := c.check(reqs, gaps...)
+	t.Logf("%d requests: %d accepted, %d delivered exactly once; Discord commands sent while the gateway moved (lost, documented gap): %d; "+
+		"sent to a replica and never acknowledged: %d %v; acknowledged without a job: %d %v",
+		tl.sent, tl.accepted, tl.deliveredOnce, tl.unseen, len(tl.lostInSession), tl.lostInSession, len(tl.noJob), tl.noJob)
+	for _, w := range tl.wrong {
+		t.Errorf("not delivered exactly once: %s", w)
+	}
+	for _, p := range tl.noJob {
+		t.Errorf("%s was acknowledged but no job was made", p)
+	}
+	for _, p := range tl.lostInSession {
+		t.Errorf("%s reached a replica and was never acknowledged", p)
+	}
+	if tl.deliveredOnce != tl.accepted {
+		t.Errorf("%d accepted, %d delivered once; want every accepted request delivered once", tl.accepted, tl.deliveredOnce)
+	}
+	c.checkProvider(tl.deliveredOnce, 0)
+}
