@@ -163,4 +163,3 @@ func TestHistoryLabel(t *testing.T) {
 		})
 	}
 }
-
