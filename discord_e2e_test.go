@@ -145,7 +145,7 @@ func (h *dcHarness) serve() {
 	// stdout still holds its banner: wait for this run's own banner.
 	banners := strings.Count(h.stdout.String(), "invite the bot")
 	h.wait("the bot to connect and register its commands", func() bool {
-		return h.dc.Ready() && len(h.dc.Commands(scope)) == 6 && strings.Count(h.stdout.String(), "invite the bot") > banners
+		return h.dc.Ready() && len(h.dc.Commands(scope)) == 7 && strings.Count(h.stdout.String(), "invite the bot") > banners
 	})
 }
 
@@ -754,7 +754,7 @@ func TestDiscordDirectMessages(t *testing.T) {
 		return ok && m.Ephemeral() && strings.Contains(m.Content, "You have made 2 images today")
 	})
 	// Guild commands are not registered: everything went global.
-	if len(h.dc.Commands("")) != 6 || len(h.dc.Commands(dcGuild)) != 0 {
+	if len(h.dc.Commands("")) != 7 || len(h.dc.Commands(dcGuild)) != 0 {
 		t.Errorf("commands: %d global, %d in the guild", len(h.dc.Commands("")), len(h.dc.Commands(dcGuild)))
 	}
 }

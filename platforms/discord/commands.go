@@ -19,6 +19,7 @@ const (
 	cmdEdit      = "edit"
 	cmdUsage     = "usage"
 	cmdHelp      = "help"
+	cmdHistory   = "history"
 	cmdEditImage = "Edit image" // message context menu
 	cmdKontext   = "kontext"    // /kontext settings show|set|reset
 )
@@ -79,6 +80,8 @@ func commands() []*discordgo.ApplicationCommand {
 		{Name: cmdEditImage, Type: discordgo.MessageApplicationCommand,
 			Contexts: contexts, IntegrationTypes: install},
 		{Name: cmdHelp, Description: "What each command, button and the Edit image menu does, with an example",
+			Contexts: contexts, IntegrationTypes: install},
+		{Name: cmdHistory, Description: historyDescription,
 			Contexts: contexts, IntegrationTypes: install},
 		settingsCommand(install),
 	}
@@ -186,7 +189,7 @@ func parseCustomID(s string) (action, id string, err error) {
 		return "", "", fmt.Errorf("discord: unknown custom id %q", s)
 	}
 	switch parts[1] {
-	case actReroll, actUndo, actEdit, actCancel, actEditTurn, actEditMsg:
+	case actReroll, actUndo, actEdit, actCancel, actEditTurn, actEditMsg, actHistory:
 		return parts[1], parts[2], nil
 	}
 	return "", "", fmt.Errorf("discord: unknown custom id action in %q", s)

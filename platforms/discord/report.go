@@ -479,7 +479,8 @@ func result(d *bot.Delivery, prefix string) (outMessage, *outFile) {
 }
 
 // resultButtons are the buttons under an image: Reroll (not for an
-// upload), Edit, and Undo (when there is an image before it).
+// upload), Edit, and Undo (when there is an image before it); History
+// goes in a second row, which leaves room in both rows for more.
 func resultButtons(t bot.Turn) []discordgo.MessageComponent {
 	var bs []discordgo.MessageComponent
 	if t.Kind != bot.KindUpload {
@@ -489,7 +490,8 @@ func resultButtons(t bot.Turn) []discordgo.MessageComponent {
 	if t.Parent != "" {
 		bs = append(bs, discordgo.Button{Label: "Undo", Style: discordgo.SecondaryButton, CustomID: customID(actUndo, t.ID)})
 	}
-	return []discordgo.MessageComponent{discordgo.ActionsRow{Components: bs}}
+	more := []discordgo.MessageComponent{discordgo.Button{Label: "History", Style: discordgo.SecondaryButton, CustomID: customID(actHistory, t.ID)}}
+	return []discordgo.MessageComponent{discordgo.ActionsRow{Components: bs}, discordgo.ActionsRow{Components: more}}
 }
 
 // Delayed shows bot.PostDelayedText on the job's status (the interaction's
