@@ -379,6 +379,8 @@ func (b *Bot) handleSlash(ctx context.Context, cmd slackgo.SlashCommand) {
 		b.openSettings(ctx, p, cmd.TriggerID)
 	case strings.HasSuffix(name, "usage") || strings.HasSuffix(name, "imagine") && strings.EqualFold(text, "usage"):
 		b.usage(ctx, p)
+	case strings.HasSuffix(name, "imagine") && strings.EqualFold(text, "history"):
+		b.history(ctx, p)
 	case strings.HasSuffix(name, "imagine") && (text == "" || strings.EqualFold(text, "help")):
 		b.ephemeral(ctx, p, Help)
 	case strings.HasSuffix(name, "imagine"):
@@ -445,7 +447,7 @@ func (b *Bot) handleInteraction(ctx context.Context, cb slackgo.InteractionCallb
 	}
 }
 
-// onButton handles Reroll, Undo, Edit and Cancel.
+// onButton handles Reroll, Undo, Edit, History, Cancel and the history's menus.
 func (b *Bot) onButton(ctx context.Context, team string, cb slackgo.InteractionCallback, a *slackgo.BlockAction) {
 	channel := cb.Container.ChannelID
 	if channel == "" {
@@ -455,6 +457,12 @@ func (b *Bot) onButton(ctx context.Context, team string, cb slackgo.InteractionC
 	if a.ActionID == actCancel {
 		if err := b.core.Cancel(ctx, a.Value, p.user); err != nil {
 			b.reply(ctx, p, err)
+		}
+		return
+	}
+	if a.ActionID == actHistoryUse || a.ActionID == actHistoryBranch {
+		if ref, ok := parseTurnRef(a.SelectedOption.Value); ok {
+			b.onHistoryPick(ctx, p, a.ActionID, ref)
 		}
 		return
 	}
@@ -477,6 +485,8 @@ func (b *Bot) onButton(ctx context.Context, team string, cb slackgo.InteractionC
 		b.submit(ctx, p, &bot.Request{Kind: bot.KindReroll, Conv: key, User: p.user, Turn: ref.Turn})
 	case actUndo:
 		b.undo(ctx, p, ref.Turn)
+	case actHistory:
+		b.history(ctx, p)
 	case actEdit:
 		meta := editMeta{Team: team, Channel: channel, Thread: p.thread, Turn: ref.Turn}
 		if _, err := b.api.OpenViewContext(ctx, cb.TriggerID, editModal(meta, "Edit image")); err != nil {
@@ -492,17 +502,7 @@ func (b *Bot) undo(ctx context.Context, p place, turn string) {
 		b.reply(ctx, p, err)
 		return
 	}
-	ts, err := b.postImage(ctx, p.channel, p.thread, d, "")
-	if err != nil {
-		b.reply(ctx, p, err)
-		return
-	}
-	if ts == "" {
-		return
-	}
-	if err := b.core.RecordPost(ctx, d.Conv, d.Turn.ID, bot.Posted{MessageID: messageID(p.channel, ts)}); err != nil {
-		b.log.Error("slack: record undo post", "err", err)
-	}
+	b.show(ctx, p, d)
 }
 
 // onShortcut opens the edit modal for a message's image.

@@ -65,6 +65,9 @@ type Config struct {
 type Core interface {
 	Submit(ctx context.Context, req *bot.Request) (*bot.Job, error)
 	Undo(ctx context.Context, req *bot.Request) (*bot.Delivery, error)
+	History(ctx context.Context, req *bot.Request) (*bot.HistorySheet, error)
+	Use(ctx context.Context, req *bot.Request) (*bot.Delivery, error)
+	Branch(ctx context.Context, req *bot.Request) (*bot.Delivery, error)
 	Usage(ctx context.Context, req *bot.Request) (bot.UsageReport, error)
 	Settings(ctx context.Context, req *bot.Request) (bot.Effective, error)
 	SetSettings(ctx context.Context, req *bot.Request, s bot.WorkspaceSettings) (bot.Effective, error)
