@@ -18,7 +18,9 @@ func TestStaticSelectInMessages(t *testing.T) {
 	defer s.Close()
 	ch := s.CreateChannel("c", true)
 	api := slackgo.New(s.Options().BotToken, slackgo.OptionAPIURL(s.APIURL()), slackgo.OptionHTTPClient(&bearer{}))
-	text := func(s string) *slackgo.TextBlockObject { return slackgo.NewTextBlockObject("plain_text", s, false, false) }
+	text := func(s string) *slackgo.TextBlockObject {
+		return slackgo.NewTextBlockObject("plain_text", s, false, false)
+	}
 	menu := func(id string, n int, label, value func(i int) string) *slackgo.SelectBlockElement {
 		var opts []*slackgo.OptionBlockObject
 		for i := range n {
