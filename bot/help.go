@@ -25,6 +25,10 @@ type HelpStyle struct {
 	Reply, Mention string
 	// Settings is the admins' settings command; "" where there is none.
 	Settings string
+	// History is how the history is asked for ("/history", "/history or
+	// the History button"), Use how an image of it is picked; "" where
+	// there is none.
+	History, Use string
 }
 
 // Help is what /help (Discord), /imagine help (Slack) and /help in the
@@ -56,6 +60,10 @@ func Help(s HelpStyle) string {
 			b("Edit"), ": type a change in a dialog. ", b("Cancel"), ": drop a job still waiting.")
 	} else {
 		line(b("/reroll"), ": same prompt and starting image, new seed. ", b("/undo"), ": back to the previous picture (no new image, no charge).")
+	}
+	if s.History != "" {
+		line(b(s.History), ": this conversation's pictures as one numbered sheet, the current one framed; ", s.Use,
+			" to make it current again or open it in a new thread (no charge).")
 	}
 	line(b(s.Usage), ": your images today and this workspace's spend this month, only to you. ", b(s.Help), ": this help.")
 	if s.Settings != "" {

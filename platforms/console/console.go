@@ -49,7 +49,7 @@ const Help = `Type a prompt to edit the current image, or:
 // only the terminal has.
 var help = bot.Help(bot.HelpStyle{Imagine: "/imagine PROMPT", Edit: "/edit PROMPT", Usage: "/usage", Help: "/help",
 	Options: "Options: --ar 16:9, --seed N (same seed + same prompt = same image), --model pro.",
-	Thread:  "this conversation"}) + `
+	Thread:  "this conversation", History: "/history", Use: "/use N"}) + `
 
 Only here:
   /edit --image PATH PROMPT   edit a local image

@@ -28,6 +28,7 @@ const (
 var helpText = bot.Help(bot.HelpStyle{Bold: "**%s**", Imagine: "/imagine prompt", Edit: "/edit prompt [image]",
 	Usage: "/usage", Help: "/help", Options: "Options: aspect_ratio, seed (same seed + same prompt = same image), model (max or pro).",
 	Menu: "Apps → Edit image on a message with an image: right-click, or long-press on mobile", Buttons: true, Settings: "/kontext settings",
+	History: "/history", Use: "pick one in its menu",
 	Thread: "the picture's thread", Reply: "A reply to any message with an image edits that image.",
 	Mention: "**@kontextbot prompt**: makes a picture, also where slash commands are not at hand."})
 

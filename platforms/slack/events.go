@@ -25,6 +25,7 @@ func parseURL(s string) (*url.URL, error) { return url.Parse(s) }
 var Help = bot.Help(bot.HelpStyle{Bold: "*%s*", Imagine: "/imagine PROMPT", Edit: "/edit PROMPT", Usage: "/usage",
 	Help: "/imagine help", Options: "Options: `--ar 16:9`, `--seed N` (same seed + same prompt = same image), `--model pro`. Its message starts the picture's thread.",
 	Menu: "⋯ More actions on a message with an image", Buttons: true, Thread: "the picture's thread", Settings: "/imagine settings",
+	History: "History (or /imagine history)", Use: "pick one in its menu",
 	Mention: "*@kontextbot PROMPT* with an image attached, or in a thread below one: edits that image."})
 
 // handleEvent handles one Events API event, already acknowledged. A retry
