@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"kontextbot/bot/sheet"
 	"kontextbot/kontext"
 )
 
@@ -247,6 +248,8 @@ type Core struct {
 	halt       context.Context
 	haltCancel context.CancelCauseFunc
 	started    sync.Once // the scheduler's Start
+	// thumbs keeps the history sheets' thumbnails, by image digest.
+	thumbs *sheet.Cache
 }
 
 // New returns a core over st, gen and q.
@@ -270,8 +273,8 @@ func New(cfg Config, st Store, gen Generator, q Scheduler) *Core {
 	}
 	halt, haltCancel := context.WithCancelCause(context.Background())
 	return &Core{cfg: cfg, store: st, gen: gen, queue: q, log: log, now: now,
-		platforms: map[string]Platform{},
-		stop:      make(chan struct{}), halt: halt, haltCancel: haltCancel}
+		platforms: map[string]Platform{}, thumbs: sheet.NewCache(ThumbnailCache),
+		stop: make(chan struct{}), halt: halt, haltCancel: haltCancel}
 }
 
 // Register adds a platform. Register every platform before Recover.

@@ -19,6 +19,11 @@ const (
 	KindUse     Kind = "use"
 )
 
+// ThumbnailCache is how many thumbnails of history sheets the core keeps
+// (at most 160 KB each), so a sheet asked for again decodes only the
+// images it has not drawn before.
+const ThumbnailCache = 128
+
 // History errors, each with its sentence.
 var (
 	// ErrEmptyHistory answers a history asked for before any image;
@@ -104,14 +109,20 @@ func (c *Core) History(ctx context.Context, req *Request) (*HistorySheet, error)
 	h := &HistorySheet{Conv: req.Conv}
 	nodes := make([]sheet.Node, len(conv.Turns))
 	for i, t := range conv.Turns {
-		img, err := c.store.Image(ctx, t.SHA256)
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return nil, fmt.Errorf("bot: history: image %s: %w", t.ID, err)
+		load := func(ctx context.Context) ([]byte, error) {
+			img, err := c.store.Image(ctx, t.SHA256)
+			if errors.Is(err, ErrNotFound) {
+				return nil, nil // drawn as an empty box
+			}
+			if err != nil {
+				return nil, fmt.Errorf("bot: history: image %s: %w", t.ID, err)
+			}
+			return img, nil
 		}
-		nodes[i] = sheet.Node{ID: t.ID, Parent: t.Parent, Image: img}
+		nodes[i] = sheet.Node{ID: t.ID, Parent: t.Parent, Load: load, Key: t.SHA256}
 		h.Items = append(h.Items, HistoryItem{Number: i + 1, Turn: t, Head: t.ID == conv.Head})
 	}
-	h.PNG, h.Layout, err = sheet.Render(ctx, nodes, conv.Head, sheet.Options{Budget: c.cfg.ImageBudget})
+	h.PNG, h.Layout, err = sheet.Render(ctx, nodes, conv.Head, sheet.Options{Budget: c.cfg.ImageBudget, Cache: c.thumbs})
 	if err != nil {
 		return nil, fmt.Errorf("bot: history: %w", err)
 	}

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"image"
 	"image/color"
-	"image/png"
 	"runtime"
 	"strconv"
 	"sync"
@@ -79,6 +78,14 @@ type Node struct {
 	// Image is the encoded image (PNG, JPEG, GIF or WebP). One that is
 	// missing or does not decode is drawn as an empty box.
 	Image []byte
+	// Load, when Image is nil, reads the image when it is needed: only
+	// when its thumbnail is not in Options.Cache, a few at a time, so a
+	// sheet holds at most one image per worker in memory. A nil result
+	// with no error is drawn as an empty box; an error fails the render.
+	Load func(ctx context.Context) ([]byte, error)
+	// Key names the image's bytes (their SHA-256) for Options.Cache; ""
+	// is never cached.
+	Key string
 }
 
 // Thumb is where one image is on the sheet.
@@ -226,6 +233,8 @@ type Options struct {
 	// Workers is how many images are decoded at once; 0 means
 	// GOMAXPROCS, at most 4.
 	Workers int
+	// Cache, when set, keeps thumbnails between renders (by Node.Key).
+	Cache *Cache
 }
 
 // Render draws nodes, the current one being head, as a PNG. Each image is
@@ -260,32 +269,47 @@ func Render(ctx context.Context, nodes []Node, head string, opts Options) ([]byt
 		}
 		badge(dst, face, t)
 	}
-	var buf bytes.Buffer
-	enc := png.Encoder{CompressionLevel: png.BestSpeed}
-	if err := enc.Encode(&buf, dst); err != nil {
+	out, err := encodePNG(dst, workers(opts))
+	if err != nil {
 		return nil, l, fmt.Errorf("sheet: encode: %w", err)
 	}
-	return buf.Bytes(), l, nil
+	return out, l, nil
+}
+
+// workers is how many images are decoded, or parts of the sheet
+// compressed, at once.
+func workers(opts Options) int {
+	if opts.Workers > 0 {
+		return opts.Workers
+	}
+	return min(runtime.GOMAXPROCS(0), 4)
 }
 
 // thumbnails decodes every node's image once, a few at a time, and
 // scales it to fit ThumbSize. An image that does not decode is nil.
 func thumbnails(ctx context.Context, nodes []Node, opts Options) ([]*image.RGBA, error) {
 	out := make([]*image.RGBA, len(nodes))
-	workers := opts.Workers
-	if workers <= 0 {
-		workers = min(runtime.GOMAXPROCS(0), 4)
-	}
 	next := make(chan int)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	var first error
-	for range min(workers, len(nodes)) {
+	for range min(workers(opts), len(nodes)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				th, err := thumbnail(ctx, nodes[i].Image, opts.Budget)
+				if th := opts.Cache.get(nodes[i].Key); th != nil {
+					out[i] = th
+					continue
+				}
+				data, err := nodes[i].Image, error(nil)
+				if data == nil && nodes[i].Load != nil {
+					data, err = nodes[i].Load(ctx)
+				}
+				var th *image.RGBA
+				if err == nil {
+					th, err = thumbnail(ctx, data, opts.Budget)
+				}
 				if err != nil {
 					mu.Lock()
 					if first == nil {
@@ -295,6 +319,7 @@ func thumbnails(ctx context.Context, nodes []Node, opts Options) ([]*image.RGBA,
 					continue
 				}
 				out[i] = th
+				opts.Cache.put(nodes[i].Key, th)
 			}
 		}()
 	}

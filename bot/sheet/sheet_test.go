@@ -236,6 +236,74 @@ func TestRenderEmptyAndCanceled(t *testing.T) {
 	}
 }
 
+// TestCacheKeepsThumbnails: a second render with a cache decodes
+// nothing it has seen (an image whose bytes are gone still shows from the
+// cache), and the cache drops the least recently used past its size.
+func TestCacheKeepsThumbnails(t *testing.T) {
+	c := NewCache(2)
+	nodes := []Node{{ID: "a", Key: "ka", Image: solid(t, 16, 16, colourOf(0))}, {ID: "b", Parent: "a", Key: "kb", Image: solid(t, 16, 16, colourOf(1))}}
+	if _, _, err := Render(context.Background(), nodes, "b", Options{Cache: c}); err != nil {
+		t.Fatal(err)
+	}
+	if c.Len() != 2 {
+		t.Fatalf("cache holds %d, want 2", c.Len())
+	}
+	nodes[0].Image = nil // cached: not read nor decoded again
+	nodes[0].Load = func(context.Context) ([]byte, error) {
+		t.Error("a cached image was read again")
+		return nil, nil
+	}
+	nodes[1].Image, nodes[1].Key = nil, "" // not cached: read when drawn
+	loaded := 0
+	nodes[1].Load = func(context.Context) ([]byte, error) { loaded++; return solid(t, 16, 16, colourOf(1)), nil }
+	data, l, err := Render(context.Background(), nodes, "b", Options{Cache: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := decode(t, data)
+	ctr := l.Thumbs[0].Rect.Min.Add(image.Pt(ThumbSize/2, ThumbSize/2+20))
+	if got := img.RGBAAt(ctr.X, ctr.Y); !near(got, colourOf(0)) {
+		t.Errorf("the cached thumbnail was not drawn: %v", got)
+	}
+	ctr = l.Thumbs[1].Rect.Min.Add(image.Pt(ThumbSize/2, ThumbSize/2+20))
+	if got := img.RGBAAt(ctr.X, ctr.Y); loaded != 1 || !near(got, colourOf(1)) {
+		t.Errorf("the image to load was loaded %d times and drawn as %v", loaded, got)
+	}
+	nodes[1].Key = "kb"
+	nodes = append(nodes, Node{ID: "c", Parent: "b", Key: "kc", Image: solid(t, 16, 16, colourOf(2))})
+	if _, _, err := Render(context.Background(), nodes[1:], "c", Options{Cache: c}); err != nil {
+		t.Fatal(err)
+	}
+	if c.Len() != 2 || c.get("ka") != nil || c.get("kc") == nil {
+		t.Errorf("after a third image: %d kept, a kept %v, c kept %v", c.Len(), c.get("ka") != nil, c.get("kc") != nil)
+	}
+}
+
+// TestEncodePNG: the sheet's own PNG writer (Sub filter, segments
+// deflated side by side) decodes with image/png to the same pixels, for
+// any number of segments.
+func TestEncodePNG(t *testing.T) {
+	img := image.NewRGBA(image.Rect(0, 0, 37, 23))
+	for i := range img.Pix {
+		img.Pix[i] = uint8(i * 7 % 251)
+		if i%4 == 3 {
+			img.Pix[i] = 0xff
+		}
+	}
+	for _, workers := range []int{1, 2, 3, 8, 40} {
+		t.Run(fmt.Sprint(workers), func(t *testing.T) {
+			data, err := encodePNG(img, workers)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := decode(t, data)
+			if got.Bounds() != img.Bounds() || !bytes.Equal(got.Pix, img.Pix) {
+				t.Errorf("the decoded picture differs from the one encoded")
+			}
+		})
+	}
+}
+
 // photo is a w×h JPEG with detail everywhere, like a generated image.
 func photo(b testing.TB, w, h int, seed uint64) []byte {
 	b.Helper()
@@ -279,6 +347,46 @@ func BenchmarkContactSheet20(b *testing.B) {
 	// The CPU time a sheet takes, whatever else the machine runs: the
 	// wall time on an idle machine is about this over the cores.
 	b.ReportMetric(float64((cpuTime(b)-cpu0).Milliseconds())/float64(n), "cpu-ms/op")
+}
+
+// BenchmarkContactSheet20Warm renders the same 20 images with a cache
+// that holds the first 19: a sheet asked for again after one more edit.
+func BenchmarkContactSheet20Warm(b *testing.B) {
+	nodes := make([]Node, 20)
+	for i := range nodes {
+		nodes[i] = Node{ID: fmt.Sprintf("n%d", i+1), Key: fmt.Sprintf("k%d", i+1), Image: photo(b, 1024, 1024, uint64(i))}
+		if i > 0 {
+			nodes[i].Parent = fmt.Sprintf("n%d", i)
+		}
+	}
+	warm := NewCache(128)
+	if _, _, err := Render(context.Background(), nodes[:19], "n19", Options{Cache: warm}); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	cpu0 := cpuTime(b)
+	n := 0
+	for b.Loop() {
+		c := NewCache(128)
+		for _, nd := range nodes[:19] {
+			c.put(nd.Key, warm.get(nd.Key))
+		}
+		if _, _, err := Render(context.Background(), nodes, "n20", Options{Cache: c}); err != nil {
+			b.Fatal(err)
+		}
+		n++
+	}
+	b.ReportMetric(float64((cpuTime(b)-cpu0).Milliseconds())/float64(n), "cpu-ms/op")
+}
+
+// BenchmarkDecode1MP is one of the 20 decodes, for scale.
+func BenchmarkDecode1MP(b *testing.B) {
+	data := photo(b, 1024, 1024, 1)
+	for b.Loop() {
+		if _, err := thumbnail(context.Background(), data, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 // cpuTime is the process's user and system CPU time so far.
