@@ -91,8 +91,7 @@ func (b *Bot) onHistory(ctx context.Context, in *discordgo.Interaction, conv bot
 	m, file := historyMessage(h)
 	if _, err := b.editOriginal(ctx, origin{Mode: "i", App: in.AppID, Token: in.Token, Place: place{Channel: in.ChannelID}},
 		m, file, true); err != nil {
-		b.log.Warn("discord: history answer", "err", err)
-		b.privately(ctx, in, err)
+		b.failDeferred(ctx, in, err)
 	}
 }
 
