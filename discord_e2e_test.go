@@ -334,8 +334,8 @@ func TestDiscordImagine(t *testing.T) {
 			t.Errorf("custom id %q is longer than 100", b.CustomID)
 		}
 	}
-	if strings.Join(labels, ",") != "Reroll,Edit" {
-		t.Errorf("buttons %v, want Reroll,Edit (nothing to undo yet)", labels)
+	if strings.Join(labels, ",") != "Reroll,Edit,History" {
+		t.Errorf("buttons %v, want Reroll,Edit,History (nothing to undo yet)", labels)
 	}
 	th := h.thread(r1.ID)
 	if th.ParentID != dcArt || th.Name != "a lighthouse at dusk" {

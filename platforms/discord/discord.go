@@ -327,7 +327,7 @@ func (b *Bot) Start(ctx context.Context) error {
 	if b.cfg.GuildID != "" {
 		where = "in server " + b.cfg.GuildID
 	}
-	fmt.Fprintf(b.out, "Discord: connected as %s. Commands /imagine, /edit, /usage, /help, /kontext and \"Edit image\" registered %s.\n", name, where)
+	fmt.Fprintf(b.out, "Discord: connected as %s. Commands /imagine, /edit, /usage, /help, /history, /kontext and \"Edit image\" registered %s.\n", name, where)
 	fmt.Fprintf(b.out, "Discord: invite the bot to a server with (scopes bot + applications.commands, permissions %d):\n  %s\n", Permissions, InviteURL(appID))
 	b.log.Info("discord connected", "bot", name, "app", appID, "message_content", b.content, "guild", b.cfg.GuildID)
 	b.mu.Lock()
