@@ -855,6 +855,11 @@ func (c *Core) deliver(ctx context.Context, job *Job, rep Reporter, t Turn, img 
 		c.log.Error("bot: mark delivered", "job", job.ID, "err", err)
 	}
 	c.logEnd(job, wait, provider, nil)
+	// The image's thumbnail for history sheets, now that it is posted: a
+	// sheet then decodes none of the images this process delivered.
+	if err := c.thumbs.Add(ctx, t.SHA256, img, c.cfg.ImageBudget); err != nil {
+		c.log.Debug("bot: thumbnail", "job", job.ID, "err", err)
+	}
 	return nil
 }
 

@@ -2,8 +2,11 @@ package sheet
 
 import (
 	"container/list"
+	"context"
 	"image"
 	"sync"
+
+	"kontextbot/kontext"
 )
 
 // Cache keeps thumbnails already made, by a key naming the image's bytes
@@ -72,4 +75,19 @@ func (c *Cache) Len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.order.Len()
+}
+
+// Add makes the thumbnail of data, the image key names, unless the cache
+// has it: done as an image is stored, it saves the sheet that shows the
+// image the decode. An image it cannot read is left out.
+func (c *Cache) Add(ctx context.Context, key string, data []byte, budget *kontext.Budget) error {
+	if c == nil || key == "" || c.get(key) != nil {
+		return nil
+	}
+	th, err := thumbnail(ctx, data, budget)
+	if err != nil {
+		return err
+	}
+	c.put(key, th)
+	return nil
 }

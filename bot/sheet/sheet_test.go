@@ -304,6 +304,31 @@ func TestEncodePNG(t *testing.T) {
 	}
 }
 
+// TestCacheAdd: a thumbnail made as an image is stored is the one a
+// sheet draws, without reading the image again.
+func TestCacheAdd(t *testing.T) {
+	c := NewCache(4)
+	if err := c.Add(context.Background(), "ka", solid(t, 40, 20, colourOf(3)), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Add(context.Background(), "kb", []byte("not an image"), nil); err != nil || c.Len() != 1 {
+		t.Fatalf("an unreadable image: %v, %d kept", err, c.Len())
+	}
+	nodes := []Node{{ID: "a", Key: "ka", Load: func(context.Context) ([]byte, error) {
+		t.Error("an image added to the cache was read again")
+		return nil, nil
+	}}}
+	data, l, err := Render(context.Background(), nodes, "a", Options{Cache: c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := decode(t, data)
+	ctr := l.Thumbs[0].Rect.Min.Add(image.Pt(ThumbSize/2, ThumbSize/2))
+	if got := img.RGBAAt(ctr.X, ctr.Y); !near(got, colourOf(3)) {
+		t.Errorf("the added thumbnail was not drawn: %v", got)
+	}
+}
+
 // photo is a w×h JPEG with detail everywhere, like a generated image.
 func photo(b testing.TB, w, h int, seed uint64) []byte {
 	b.Helper()
