@@ -850,16 +850,17 @@ func (c *Core) deliver(ctx context.Context, job *Job, rep Reporter, t Turn, img 
 	if err := c.recordPost(ctx, job.Conv, t, img, posted); err != nil {
 		c.log.Error("bot: record post", "job", job.ID, "err", err)
 	}
+	// The image's thumbnail for history sheets, now that it is posted: a
+	// sheet then decodes none of the images this process delivered. It
+	// never waits for the image budget.
+	if err := c.thumbs.Add(ctx, t.SHA256, img, c.cfg.ImageBudget); err != nil {
+		c.log.Debug("bot: thumbnail", "job", job.ID, "err", err)
+	}
 	job.State, job.Updated = JobDelivered, c.now()
 	if err := c.store.PutJob(ctx, job); err != nil {
 		c.log.Error("bot: mark delivered", "job", job.ID, "err", err)
 	}
 	c.logEnd(job, wait, provider, nil)
-	// The image's thumbnail for history sheets, now that it is posted: a
-	// sheet then decodes none of the images this process delivered.
-	if err := c.thumbs.Add(ctx, t.SHA256, img, c.cfg.ImageBudget); err != nil {
-		c.log.Debug("bot: thumbnail", "job", job.ID, "err", err)
-	}
 	return nil
 }
 

@@ -79,15 +79,17 @@ func (c *Cache) Len() int {
 
 // Add makes the thumbnail of data, the image key names, unless the cache
 // has it: done as an image is stored, it saves the sheet that shows the
-// image the decode. An image it cannot read is left out.
+// image the decode. It never waits for budget: when the decode's memory
+// is not free at once, or the image cannot be read, nothing is added
+// (the sheet makes it when it needs it).
 func (c *Cache) Add(ctx context.Context, key string, data []byte, budget *kontext.Budget) error {
 	if c == nil || key == "" || c.get(key) != nil {
 		return nil
 	}
-	th, err := thumbnail(ctx, data, budget)
+	th, err := thumbnail(ctx, data, budget, false)
 	if err != nil {
 		return err
 	}
-	c.put(key, th)
+	c.put(key, th) // nil is not kept
 	return nil
 }

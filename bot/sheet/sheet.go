@@ -308,7 +308,7 @@ func thumbnails(ctx context.Context, nodes []Node, opts Options) ([]*image.RGBA,
 				}
 				var th *image.RGBA
 				if err == nil {
-					th, err = thumbnail(ctx, data, opts.Budget)
+					th, err = thumbnail(ctx, data, opts.Budget, true)
 				}
 				if err != nil {
 					mu.Lock()
@@ -342,7 +342,11 @@ func thumbnails(ctx context.Context, nodes []Node, opts Options) ([]*image.RGBA,
 
 // thumbnail decodes data and scales it to fit a ThumbSize box; nil, with
 // no error, when data is not an image it can read.
-func thumbnail(ctx context.Context, data []byte, budget *kontext.Budget) (*image.RGBA, error) {
+//
+// It waits for budget to have the decode's memory, or, when wait is
+// false, makes nothing (nil, no error) unless the memory is free now.
+func thumbnail(ctx context.Context, data []byte, budget *kontext.Budget, wait bool) (*image.RGBA, error) {
+	var ok bool
 	if len(data) == 0 {
 		return nil, nil
 	}
@@ -350,9 +354,13 @@ func thumbnail(ctx context.Context, data []byte, budget *kontext.Budget) (*image
 	if err != nil {
 		return nil, nil
 	}
-	release, err := budget.Acquire(ctx, mem)
-	if err != nil {
-		return nil, fmt.Errorf("sheet: decode: %w", err)
+	var release func()
+	if wait {
+		if release, err = budget.Acquire(ctx, mem); err != nil {
+			return nil, fmt.Errorf("sheet: decode: %w", err)
+		}
+	} else if release, ok = budget.TryAcquire(mem); !ok {
+		return nil, nil
 	}
 	defer release()
 	src, _, err := image.Decode(bytes.NewReader(data))

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"kontextbot/kontext"
 )
 
 // solid is a w×h PNG of one colour.
@@ -314,6 +316,10 @@ func TestCacheAdd(t *testing.T) {
 	if err := c.Add(context.Background(), "kb", []byte("not an image"), nil); err != nil || c.Len() != 1 {
 		t.Fatalf("an unreadable image: %v, %d kept", err, c.Len())
 	}
+	full := kontext.NewBudget(64)
+	if err := c.Add(context.Background(), "kc", solid(t, 40, 20, colourOf(1)), full); err != nil || c.Len() != 1 {
+		t.Fatalf("an image whose decode the budget cannot take now: %v, %d kept (want none added, at once)", err, c.Len())
+	}
 	nodes := []Node{{ID: "a", Key: "ka", Load: func(context.Context) ([]byte, error) {
 		t.Error("an image added to the cache was read again")
 		return nil, nil
@@ -408,7 +414,7 @@ func BenchmarkContactSheet20Warm(b *testing.B) {
 func BenchmarkDecode1MP(b *testing.B) {
 	data := photo(b, 1024, 1024, 1)
 	for b.Loop() {
-		if _, err := thumbnail(context.Background(), data, nil); err != nil {
+		if _, err := thumbnail(context.Background(), data, nil, true); err != nil {
 			b.Fatal(err)
 		}
 	}
