@@ -86,13 +86,17 @@ func (h *HistorySheet) Head() *HistoryItem {
 	return nil
 }
 
-// Text is a one-line caption for the sheet.
-func (h *HistorySheet) Text() string {
+// Text is a one-line caption for the sheet; threads says whether the
+// menus offer to open an image in a new thread.
+func (h *HistorySheet) Text(threads bool) string {
 	s := fmt.Sprintf("History: %d image%s", len(h.Items), plural(len(h.Items)))
 	if cur := h.Head(); cur != nil {
 		s += fmt.Sprintf(", the current one is %d (framed)", cur.Number)
 	}
-	return s + ". Pick one to make it current or to open it in a new thread."
+	if !threads {
+		return s + ". Pick one to make it current again."
+	}
+	return s + ". Pick one to make it current again, or to open it in a new thread."
 }
 
 // History draws the conversation at req.Conv as a contact sheet: its

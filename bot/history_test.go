@@ -49,6 +49,9 @@ func TestHistorySheet(t *testing.T) {
 			t.Errorf("item %d: head %v, want %v", i+1, got, want)
 		}
 	}
+	if got, want := hs.Text(true), "History: 4 images, the current one is 4 (framed). Pick one to make it current again, or to open it in a new thread."; got != want {
+		t.Errorf("text: got %q, want %q", got, want)
+	}
 	if got, want := hs.Items[3].Label(100), "4 · make it snow (current)"; got != want {
 		t.Errorf("label: got %q, want %q", got, want)
 	}

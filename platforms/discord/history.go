@@ -64,13 +64,14 @@ func historyMessage(h *bot.HistorySheet) (outMessage, *outFile) {
 	rows := []discordgo.MessageComponent{discordgo.ActionsRow{Components: []discordgo.MessageComponent{
 		discordgo.SelectMenu{MenuType: discordgo.StringSelectMenu, CustomID: historySelectID(actUse, h.Conv),
 			Placeholder: "Make an image the current one…", Options: options()}}}}
-	if placeOf(h.Conv).Kind != kindDM {
+	threads := placeOf(h.Conv).Kind != kindDM
+	if threads {
 		rows = append(rows, discordgo.ActionsRow{Components: []discordgo.MessageComponent{
 			discordgo.SelectMenu{MenuType: discordgo.StringSelectMenu, CustomID: historySelectID(actBranch, h.Conv),
 				Placeholder: "Open an image in a new thread…", Options: options()}}})
 	}
 	name := "history.png"
-	m := text(h.Text(), rows...)
+	m := text(h.Text(threads), rows...)
 	m.Attachments = []outAttachment{{ID: 0, Filename: name,
 		Description: truncate(fmt.Sprintf("The %d images of this conversation, numbered, as a tree", len(h.Items)), 1024)}}
 	return m, &outFile{Name: name, ContentType: "image/png", Data: h.PNG}

@@ -43,7 +43,7 @@ func historyBlocks(h *bot.HistorySheet, thread string) slackgo.Blocks {
 	use := slackgo.NewOptionsSelectBlockElement(slackgo.OptTypeStatic, plain("Make an image current…"), actHistoryUse, options...)
 	branch := slackgo.NewOptionsSelectBlockElement(slackgo.OptTypeStatic, plain("Open an image in a new thread…"), actHistoryBranch, options...)
 	return slackgo.Blocks{BlockSet: []slackgo.Block{
-		slackgo.NewSectionBlock(plain(h.Text()), nil, nil),
+		slackgo.NewSectionBlock(plain(h.Text(true)), nil, nil),
 		slackgo.NewActionBlock(blockHistory, use, branch),
 	}}
 }
