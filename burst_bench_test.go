@@ -310,7 +310,7 @@ func buStart(tb testing.TB, o buOptions) *buHarness {
 	})
 	h.waitFor(30*time.Second, "the bot to connect to both platforms", func() bool {
 		return strings.Contains(h.stderr.String(), "kontextbot ready") && h.dc.Ready() &&
-			len(h.dc.Commands(buGuild)) == 6 && h.sl.Connected()
+			len(h.dc.Commands(buGuild)) == 7 && h.sl.Connected()
 	})
 	return h
 }

@@ -144,7 +144,7 @@ func (h *dcHarness) serve() {
 	// stdout still holds its banner: wait for this run's own banner.
 	banners := strings.Count(h.stdout.String(), "invite the bot")
 	h.wait("the bot to connect and register its commands", func() bool {
-		return h.dc.Ready() && len(h.dc.Commands(scope)) == 6 && strings.Count(h.stdout.String(), "invite the bot") > banners
+		return h.dc.Ready() && len(h.dc.Commands(scope)) == 7 && strings.Count(h.stdout.String(), "invite the bot") > banners
 	})
 }
 
@@ -333,8 +333,8 @@ func TestDiscordImagine(t *testing.T) {
 			t.Errorf("custom id %q is longer than 100", b.CustomID)
 		}
 	}
-	if strings.Join(labels, ",") != "Reroll,Edit,Details,Delete" {
-		t.Errorf("buttons %v, want Reroll,Edit,Details,Delete (nothing to undo yet)", labels)
+	if strings.Join(labels, ",") != "Reroll,Edit,History,Details,Delete" {
+		t.Errorf("buttons %v, want Reroll,Edit,History,Details,Delete (nothing to undo yet)", labels)
 	}
 	th := h.thread(r1.ID)
 	if th.ParentID != dcArt || th.Name != "a lighthouse at dusk" {
@@ -753,7 +753,7 @@ func TestDiscordDirectMessages(t *testing.T) {
 		return ok && m.Ephemeral() && strings.Contains(m.Content, "You have made 2 images today")
 	})
 	// Guild commands are not registered: everything went global.
-	if len(h.dc.Commands("")) != 6 || len(h.dc.Commands(dcGuild)) != 0 {
+	if len(h.dc.Commands("")) != 7 || len(h.dc.Commands(dcGuild)) != 0 {
 		t.Errorf("commands: %d global, %d in the guild", len(h.dc.Commands("")), len(h.dc.Commands(dcGuild)))
 	}
 }

@@ -311,8 +311,11 @@ func TestChatThroughStdin(t *testing.T) {
 		t.Fatalf("chat: %v", err)
 	}
 	stdout := &chat.stdout
-	files, _ := filepath.Glob(filepath.Join(out, "*.png"))
+	files, _ := filepath.Glob(filepath.Join(out, "0*.png")) // the images; /history's sheet is history-….png
 	slices.Sort(files)
+	if sheets, _ := filepath.Glob(filepath.Join(out, "history-*.png")); len(sheets) != 1 {
+		t.Errorf("/history wrote %d sheets, want 1", len(sheets))
+	}
 	if len(files) != 6 {
 		t.Fatalf("got %d images, want 6 (imagine, 3 edits, night, reroll):\n%s", len(files), stdout.String())
 	}

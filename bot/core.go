@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"kontextbot/bot/sheet"
 	"kontextbot/kontext"
 )
 
@@ -252,6 +253,8 @@ type Core struct {
 	halt       context.Context
 	haltCancel context.CancelCauseFunc
 	started    sync.Once // the scheduler's Start
+	// thumbs keeps the history sheets' thumbnails, by image digest.
+	thumbs *sheet.Cache
 }
 
 // New returns a core over st, gen and q.
@@ -275,8 +278,8 @@ func New(cfg Config, st Store, gen Generator, q Scheduler) *Core {
 	}
 	halt, haltCancel := context.WithCancelCause(context.Background())
 	return &Core{cfg: cfg, store: st, gen: gen, queue: q, log: log, now: now,
-		platforms: map[string]Platform{},
-		stop:      make(chan struct{}), halt: halt, haltCancel: haltCancel}
+		platforms: map[string]Platform{}, thumbs: sheet.NewCache(ThumbnailCache),
+		stop: make(chan struct{}), halt: halt, haltCancel: haltCancel}
 }
 
 // Register adds a platform. Register every platform before Recover.
@@ -852,6 +855,12 @@ func (c *Core) deliver(ctx context.Context, job *Job, rep Reporter, t Turn, img 
 	}
 	if err := c.recordPost(ctx, job.Conv, t, img, posted); err != nil {
 		c.log.Error("bot: record post", "job", job.ID, "err", err)
+	}
+	// The image's thumbnail for history sheets, now that it is posted: a
+	// sheet then decodes none of the images this process delivered. It
+	// never waits for the image budget.
+	if err := c.thumbs.Add(ctx, t.SHA256, img, c.cfg.ImageBudget); err != nil {
+		c.log.Debug("bot: thumbnail", "job", job.ID, "err", err)
 	}
 	job.State, job.Updated = JobDelivered, c.now()
 	if err := c.store.PutJob(ctx, job); err != nil {

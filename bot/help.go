@@ -28,6 +28,10 @@ type HelpStyle struct {
 	// Details and Delete are the typed commands where there are no
 	// buttons ("/details [N]"); with Buttons they are buttons.
 	Details, Delete string
+	// History is how the history is asked for ("/history", "/history or
+	// the History button"), Use how an image of it is picked; "" where
+	// there is none.
+	History, Use string
 }
 
 // Help is what /help (Discord), /imagine help (Slack) and /help in the
@@ -67,6 +71,10 @@ func Help(s HelpStyle) string {
 	} else if s.Details != "" {
 		line(b(s.Details), ": prompt, seed, model, the image it was made from and the cost. ",
 			b(s.Delete), ": deletes the current image.")
+	}
+	if s.History != "" {
+		line(b(s.History), ": this conversation's pictures as one numbered sheet, the current one framed; ", s.Use,
+			" to make it current again or open it in a new thread (no charge).")
 	}
 	line(b(s.Usage), ": your images today and this workspace's spend this month, only to you. ", b(s.Help), ": this help.")
 	if s.Settings != "" {

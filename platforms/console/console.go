@@ -39,7 +39,8 @@ const Help = `Type a prompt to edit the current image, or:
   /edit --image PATH PROMPT                              edit a local image
   /reroll        same prompt and parent, new seed
   /undo          go back to the previous image
-  /history       list this conversation's images
+  /history       this conversation's images, as a list and a picture
+  /use N         make image N of /history the current image
   /details [N]   prompt, seed, model, parent, cost of the current image (or image N of /history)
   /delete [N]    delete the current image (or image N of /history)
   /new           start a new conversation
@@ -51,11 +52,12 @@ const Help = `Type a prompt to edit the current image, or:
 var help = bot.Help(bot.HelpStyle{Imagine: "/imagine PROMPT", Edit: "/edit PROMPT", Usage: "/usage", Help: "/help",
 	Options: "Options: --ar 16:9, --seed N (same seed + same prompt = same image), --model pro, --enhance (the model enhances your prompt).",
 	Details: "/details [N]", Delete: "/delete [N]",
-	Thread: "this conversation"}) + `
+	Thread: "this conversation", History: "/history", Use: "/use N"}) + `
 
 Only here:
   /edit --image PATH PROMPT   edit a local image
-  /history   this conversation's images     /new   start a new conversation
+  /history   this conversation's images as a list, and as a picture in the folder
+  /use N     make image N of /history the current one    /new   start a new conversation
   /quit or Ctrl-D   wait for running jobs, then leave; Ctrl-C leaves at once
   Up and down recall earlier lines; a pasted block of lines is one prompt.`
 
@@ -66,6 +68,8 @@ type Core interface {
 	Details(ctx context.Context, req *bot.Request) (*bot.Details, error)
 	Delete(ctx context.Context, req *bot.Request) (*bot.Deleted, error)
 	Usage(ctx context.Context, req *bot.Request) (bot.UsageReport, error)
+	History(ctx context.Context, req *bot.Request) (*bot.HistorySheet, error)
+	Use(ctx context.Context, req *bot.Request) (*bot.Delivery, error)
 	Store() bot.Store
 }
 
@@ -538,7 +542,11 @@ func (c *Chat) Line(ctx context.Context, line string) (quit bool) {
 		}
 	case "/history":
 		if err = c.settle(ctx); err == nil {
-			err = c.history(ctx)
+			err = c.history(ctx, req)
+		}
+	case "/use":
+		if err = c.settle(ctx); err == nil {
+			err = c.use(ctx, req, rest)
 		}
 	case "/details":
 		if err = c.settle(ctx); err == nil {
@@ -622,10 +630,28 @@ func (c *Chat) undo(ctx context.Context, req *bot.Request) error {
 	return nil
 }
 
-func (c *Chat) history(ctx context.Context) error {
-	c.mu.Lock()
-	key := c.key
-	c.mu.Unlock()
+// use makes image n (as /history numbers them) the current image.
+func (c *Chat) use(ctx context.Context, req *bot.Request, n string) error {
+	if _, err := strconv.Atoi(n); err != nil {
+		return bot.Userf("Say which image: /use N, with N a number from /history.")
+	}
+	req.Kind, req.Turn = bot.KindUse, n
+	d, err := c.core.Use(ctx, req)
+	if err != nil {
+		return err
+	}
+	path, err := c.write(d)
+	if err != nil {
+		return err
+	}
+	c.printf("● image %s is current: %s · %s", n, path, d.Caption())
+	return nil
+}
+
+// history lists the conversation's images, numbered as /use takes them,
+// and writes the contact sheet (history-….png) into the folder.
+func (c *Chat) history(ctx context.Context, req *bot.Request) error {
+	key := req.Conv
 	conv, err := c.core.Store().Conversation(ctx, key)
 	if errors.Is(err, bot.ErrNotFound) || (err == nil && len(conv.Turns) == 0) {
 		c.printf("no images yet: /imagine something")
@@ -653,6 +679,16 @@ func (c *Chat) history(ctx context.Context) error {
 		}
 	}
 	c.printf("%s", b.String())
+	req.Kind = bot.KindHistory
+	hs, err := c.core.History(ctx, req)
+	if err != nil {
+		return err
+	}
+	path, err := c.writeSheet(hs.PNG)
+	if err != nil {
+		return err
+	}
+	c.printf("▦ %s: the picture of this history (the current image is framed; /use N picks another)", path)
 	return nil
 }
 
@@ -737,4 +773,32 @@ func (c *Chat) delete(ctx context.Context, req *bot.Request, arg string) error {
 	}
 	c.printf("🗑 %s", msg)
 	return nil
+}
+
+// writeSheet saves a contact sheet as history-<time>.png in the folder,
+// never over an earlier one.
+func (c *Chat) writeSheet(data []byte) (string, error) {
+	base := "history-" + time.Now().UTC().Format("20060102-150405")
+	for i := 1; ; i++ {
+		name := base + ".png"
+		if i > 1 {
+			name = fmt.Sprintf("%s-%d.png", base, i)
+		}
+		p := filepath.Join(c.dir, name)
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+		if errors.Is(err, os.ErrExist) {
+			continue
+		}
+		if err != nil {
+			return "", fmt.Errorf("console: write history: %w", err)
+		}
+		_, err = f.Write(data)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return "", fmt.Errorf("console: write history: %w", err)
+		}
+		return p, nil
+	}
 }

@@ -19,6 +19,7 @@ const (
 	cmdEdit      = "edit"
 	cmdUsage     = "usage"
 	cmdHelp      = "help"
+	cmdHistory   = "history"
 	cmdEditImage = "Edit image" // message context menu
 	cmdKontext   = "kontext"    // /kontext settings show|set|reset
 )
@@ -27,6 +28,7 @@ const (
 var helpText = bot.Help(bot.HelpStyle{Bold: "**%s**", Imagine: "/imagine prompt", Edit: "/edit prompt [image]",
 	Usage: "/usage", Help: "/help", Options: "Options: aspect_ratio, seed (same seed + same prompt = same image), model (max or pro), enhance (the model enhances your prompt).",
 	Menu: "Apps → Edit image on a message with an image: right-click, or long-press on mobile", Buttons: true, Settings: "/kontext settings",
+	History: "/history", Use: "pick one in its menu",
 	Thread: "the picture's thread", Reply: "A reply to any message with an image edits that image.",
 	Mention: "**@kontextbot prompt**: makes a picture, also where slash commands are not at hand."})
 
@@ -81,6 +83,8 @@ func commands() []*discordgo.ApplicationCommand {
 		{Name: cmdEditImage, Type: discordgo.MessageApplicationCommand,
 			Contexts: contexts, IntegrationTypes: install},
 		{Name: cmdHelp, Description: "What each command, button and the Edit image menu does, with an example",
+			Contexts: contexts, IntegrationTypes: install},
+		{Name: cmdHistory, Description: historyDescription,
 			Contexts: contexts, IntegrationTypes: install},
 		settingsCommand(install),
 	}
@@ -203,7 +207,7 @@ func parseCustomID(s string) (action, id string, err error) {
 		return "", "", fmt.Errorf("discord: unknown custom id %q", s)
 	}
 	switch parts[1] {
-	case actReroll, actUndo, actEdit, actCancel, actEditTurn, actEditMsg, actDetails, actDelete:
+	case actReroll, actUndo, actEdit, actCancel, actEditTurn, actEditMsg, actDetails, actDelete, actHistory:
 		return parts[1], parts[2], nil
 	}
 	return "", "", fmt.Errorf("discord: unknown custom id action in %q", s)

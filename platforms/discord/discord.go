@@ -90,6 +90,9 @@ type Core interface {
 	Undo(ctx context.Context, req *bot.Request) (*bot.Delivery, error)
 	Details(ctx context.Context, req *bot.Request) (*bot.Details, error)
 	Delete(ctx context.Context, req *bot.Request) (*bot.Deleted, error)
+	History(ctx context.Context, req *bot.Request) (*bot.HistorySheet, error)
+	Use(ctx context.Context, req *bot.Request) (*bot.Delivery, error)
+	Branch(ctx context.Context, req *bot.Request) (*bot.Delivery, error)
 	Usage(ctx context.Context, req *bot.Request) (bot.UsageReport, error)
 	Settings(ctx context.Context, req *bot.Request) (bot.Effective, error)
 	SetSettings(ctx context.Context, req *bot.Request, s bot.WorkspaceSettings) (bot.Effective, error)
@@ -326,7 +329,7 @@ func (b *Bot) Start(ctx context.Context) error {
 	if b.cfg.GuildID != "" {
 		where = "in server " + b.cfg.GuildID
 	}
-	fmt.Fprintf(b.out, "Discord: connected as %s. Commands /imagine, /edit, /usage, /help, /kontext and \"Edit image\" registered %s.\n", name, where)
+	fmt.Fprintf(b.out, "Discord: connected as %s. Commands /imagine, /edit, /usage, /help, /history, /kontext and \"Edit image\" registered %s.\n", name, where)
 	fmt.Fprintf(b.out, "Discord: invite the bot to a server with (scopes bot + applications.commands, permissions %d):\n  %s\n", Permissions, InviteURL(appID))
 	b.log.Info("discord connected", "bot", name, "app", appID, "message_content", b.content, "guild", b.cfg.GuildID)
 	b.mu.Lock()

@@ -85,11 +85,14 @@ func TestParseSlash(t *testing.T) {
 
 func TestCommandsMatchTheProvider(t *testing.T) {
 	cmds := commands()
-	if len(cmds) != 6 {
+	if len(cmds) != 7 {
 		t.Fatalf("%d commands", len(cmds))
 	}
 	if h := cmds[4]; h.Name != cmdHelp || len(h.Options) != 0 || len(h.Description) > 100 || utf8.RuneCountInString(helpText) > 2000 {
 		t.Errorf("/help is %+v with %d characters of help", h, utf8.RuneCountInString(helpText))
+	}
+	if h := cmds[5]; h.Name != cmdHistory || len(h.Options) != 0 || len(h.Description) > 100 || !strings.Contains(h.Description, "pick one") {
+		t.Errorf("/history is %+v", h)
 	}
 	for _, c := range cmds[:2] {
 		for _, o := range c.Options {
@@ -287,6 +290,15 @@ func (stubCore) Details(context.Context, *bot.Request) (*bot.Details, error) {
 }
 func (stubCore) Delete(context.Context, *bot.Request) (*bot.Deleted, error) {
 	return nil, bot.ErrNoImage
+}
+func (stubCore) History(context.Context, *bot.Request) (*bot.HistorySheet, error) {
+	return nil, bot.ErrEmptyHistory
+}
+func (stubCore) Use(context.Context, *bot.Request) (*bot.Delivery, error) {
+	return nil, bot.ErrEmptyHistory
+}
+func (stubCore) Branch(context.Context, *bot.Request) (*bot.Delivery, error) {
+	return nil, bot.ErrEmptyHistory
 }
 func (stubCore) Usage(context.Context, *bot.Request) (bot.UsageReport, error) {
 	return bot.UsageReport{}, nil

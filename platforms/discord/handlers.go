@@ -97,6 +97,8 @@ func (b *Bot) interaction(ctx context.Context, in *discordgo.Interaction, receiv
 			b.onSlash(ctx, in, data, bot.KindEdit, received)
 		case data.Name == cmdUsage:
 			b.onUsage(ctx, in)
+		case data.Name == cmdHistory:
+			b.onHistory(ctx, in, b.placeFor(ctx, in.GuildID, in.ChannelID).key())
 		case data.Name == cmdKontext:
 			b.onKontext(ctx, in, data)
 		case data.Name == cmdHelp:
@@ -107,7 +109,12 @@ func (b *Bot) interaction(ctx context.Context, in *discordgo.Interaction, receiv
 			b.answerError(ctx, in, bot.Userf("I do not know that command any more."))
 		}
 	case discordgo.InteractionMessageComponent:
-		b.onButton(ctx, in, in.MessageComponentData().CustomID, received)
+		data := in.MessageComponentData()
+		if action, conv, ok := parseHistorySelectID(data.CustomID, in.GuildID); ok {
+			b.onHistorySelect(ctx, in, action, conv, data.Values)
+			return
+		}
+		b.onButton(ctx, in, data.CustomID, received)
 	case discordgo.InteractionModalSubmit:
 		b.onModal(ctx, in, in.ModalSubmitData(), received)
 	}
@@ -380,8 +387,8 @@ func (b *Bot) recorded(ctx context.Context, here bot.ConvKey, m *discordgo.Messa
 	}
 }
 
-// onButton handles Reroll, Edit, Undo, Details, Delete, Use these
-// settings and Cancel.
+// onButton handles Reroll, Edit, Undo, History, Details, Delete, Use
+// these settings and Cancel.
 func (b *Bot) onButton(ctx context.Context, in *discordgo.Interaction, id string, received time.Time) {
 	action, arg, err := parseCustomID(id)
 	if err != nil {
@@ -418,6 +425,8 @@ func (b *Bot) onButton(ctx context.Context, in *discordgo.Interaction, id string
 		b.useSettings(ctx, in, arg, msg)
 	case actDelete:
 		b.delete(ctx, in, arg, user)
+	case actHistory:
+		b.onHistory(ctx, in, b.buttonConv(ctx, in))
 	default:
 		b.answerError(ctx, in, bot.Userf("That button does nothing any more."))
 	}
@@ -477,14 +486,21 @@ func (b *Bot) undo(ctx context.Context, in *discordgo.Interaction, conv bot.Conv
 		b.privately(ctx, in, err)
 		return
 	}
+	b.show(ctx, in, d, "Back to: ", "u")
+}
+
+// show posts an image shown again (after an undo, or picked from the
+// history) in its conversation's place, once per interaction (kind is
+// the nonce's letter), and records the post.
+func (b *Bot) show(ctx context.Context, in *discordgo.Interaction, d *bot.Delivery, prefix, kind string) {
 	p := b.live(placeOf(d.Conv))
-	m0, f0 := result(d, "Back to: ")
+	m0, f0 := result(d, prefix)
 	m, file, err := b.fitResult(m0, f0, p.Guild, b.knownLimit(in.GuildID))
 	if err != nil {
 		b.privately(ctx, in, err)
 		return
 	}
-	posted, p, err := b.sendIn(ctx, p, once(m, "u", in.ID), file)
+	posted, p, err := b.sendIn(ctx, p, once(m, kind, in.ID), file)
 	if err != nil {
 		b.privately(ctx, in, err)
 		return
@@ -493,14 +509,14 @@ func (b *Bot) undo(ctx context.Context, in *discordgo.Interaction, conv bot.Conv
 	if p.Kind == kindText && placeOf(d.Conv).Kind == kindThread {
 		// The picture's thread is gone: the image shown again in the
 		// channel opens a new one.
-		out.Thread = b.openThread(ctx, p, posted, "Back to: "+d.Turn.Prompt)
+		out.Thread = b.openThread(ctx, p, posted, prefix+d.Turn.Prompt)
 	}
 	if d.Record != nil {
 		if err := d.Record(ctx, out); err != nil {
-			b.log.Error("discord: record undo post", "err", err)
+			b.log.Error("discord: record a post", "err", err)
 		}
 	} else if err := b.core.RecordPost(ctx, d.Conv, d.Turn.ID, out); err != nil {
-		b.log.Error("discord: record undo post", "err", err)
+		b.log.Error("discord: record a post", "err", err)
 	}
 }
 

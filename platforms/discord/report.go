@@ -480,7 +480,7 @@ func result(d *bot.Delivery, prefix string) (outMessage, *outFile) {
 
 // resultButtons are the buttons under an image: a first row of the main
 // actions, Reroll (not for an upload), Edit, and Undo (when there is an
-// image before it); a second row with Details and Delete.
+// image before it); a second row with History, Details and Delete.
 func resultButtons(t bot.Turn) []discordgo.MessageComponent {
 	var bs []discordgo.MessageComponent
 	if t.Kind != bot.KindUpload {
@@ -491,6 +491,7 @@ func resultButtons(t bot.Turn) []discordgo.MessageComponent {
 		bs = append(bs, discordgo.Button{Label: "Undo", Style: discordgo.SecondaryButton, CustomID: customID(actUndo, t.ID)})
 	}
 	more := []discordgo.MessageComponent{
+		discordgo.Button{Label: "History", Style: discordgo.SecondaryButton, CustomID: customID(actHistory, t.ID)},
 		discordgo.Button{Label: "Details", Style: discordgo.SecondaryButton, CustomID: customID(actDetails, t.ID)},
 		discordgo.Button{Label: "Delete", Style: discordgo.DangerButton, CustomID: customID(actDelete, t.ID)},
 	}

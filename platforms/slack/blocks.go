@@ -106,7 +106,8 @@ func imageBlocks(d *bot.Delivery, thread string) slackgo.Blocks {
 	}
 	buttons = append(buttons,
 		slackgo.NewButtonBlockElement(actUndo, ref, plain("↩️ Undo")),
-		slackgo.NewButtonBlockElement(actEdit, ref, plain("✏️ Edit")))
+		slackgo.NewButtonBlockElement(actEdit, ref, plain("✏️ Edit")),
+		slackgo.NewButtonBlockElement(actHistory, ref, plain("🕘 History")))
 	return slackgo.Blocks{BlockSet: []slackgo.Block{
 		slackgo.NewSectionBlock(plain(caption), nil, nil),
 		slackgo.NewActionBlock(blockImage, buttons...),

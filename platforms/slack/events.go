@@ -25,6 +25,7 @@ func parseURL(s string) (*url.URL, error) { return url.Parse(s) }
 var Help = bot.Help(bot.HelpStyle{Bold: "*%s*", Imagine: "/imagine PROMPT", Edit: "/edit PROMPT", Usage: "/usage",
 	Help: "/imagine help", Options: "Options: `--ar 16:9`, `--seed N` (same seed + same prompt = same image), `--model pro`, `--enhance` (the model enhances your prompt). Its message starts the picture's thread.",
 	Menu: "⋯ More actions on a message with an image", Buttons: true, Thread: "the picture's thread", Settings: "/imagine settings",
+	History: "History (or /imagine history)", Use: "pick one in its menu",
 	Mention: "*@kontextbot PROMPT* with an image attached, or in a thread below one: edits that image."})
 
 // handleEvent handles one Events API event, already acknowledged. A retry
@@ -379,6 +380,8 @@ func (b *Bot) handleSlash(ctx context.Context, cmd slackgo.SlashCommand) {
 		b.openSettings(ctx, p, cmd.TriggerID)
 	case strings.HasSuffix(name, "usage") || strings.HasSuffix(name, "imagine") && strings.EqualFold(text, "usage"):
 		b.usage(ctx, p)
+	case strings.HasSuffix(name, "imagine") && strings.EqualFold(text, "history"):
+		b.history(ctx, p)
 	case strings.HasSuffix(name, "imagine") && (text == "" || strings.EqualFold(text, "help")):
 		b.ephemeral(ctx, p, Help)
 	case strings.HasSuffix(name, "imagine"):
@@ -445,8 +448,8 @@ func (b *Bot) handleInteraction(ctx context.Context, cb slackgo.InteractionCallb
 	}
 }
 
-// onButton handles Reroll, Undo, Edit, Details, Delete, Use these
-// settings and Cancel.
+// onButton handles Reroll, Undo, Edit, History, Details, Delete, Use
+// these settings, Cancel and the history's menus.
 func (b *Bot) onButton(ctx context.Context, team string, cb slackgo.InteractionCallback, a *slackgo.BlockAction) {
 	channel := cb.Container.ChannelID
 	if channel == "" {
@@ -456,6 +459,12 @@ func (b *Bot) onButton(ctx context.Context, team string, cb slackgo.InteractionC
 	if a.ActionID == actCancel {
 		if err := b.core.Cancel(ctx, a.Value, p.user); err != nil {
 			b.reply(ctx, p, err)
+		}
+		return
+	}
+	if a.ActionID == actHistoryUse || a.ActionID == actHistoryBranch {
+		if ref, ok := parseTurnRef(a.SelectedOption.Value); ok {
+			b.onHistoryPick(ctx, p, a.ActionID, ref)
 		}
 		return
 	}
@@ -478,6 +487,8 @@ func (b *Bot) onButton(ctx context.Context, team string, cb slackgo.InteractionC
 		b.submit(ctx, p, &bot.Request{Kind: bot.KindReroll, Conv: key, User: p.user, Turn: ref.Turn})
 	case actUndo:
 		b.undo(ctx, p, ref.Turn)
+	case actHistory:
+		b.history(ctx, p)
 	case actEdit:
 		meta := editMeta{Team: team, Channel: channel, Thread: p.thread, Turn: ref.Turn}
 		if _, err := b.api.OpenViewContext(ctx, cb.TriggerID, editModal(meta, "Edit image")); err != nil {
@@ -502,17 +513,7 @@ func (b *Bot) undo(ctx context.Context, p place, turn string) {
 		b.reply(ctx, p, err)
 		return
 	}
-	ts, err := b.postImage(ctx, p.channel, p.thread, d, "")
-	if err != nil {
-		b.reply(ctx, p, err)
-		return
-	}
-	if ts == "" {
-		return
-	}
-	if err := b.core.RecordPost(ctx, d.Conv, d.Turn.ID, bot.Posted{MessageID: messageID(p.channel, ts)}); err != nil {
-		b.log.Error("slack: record undo post", "err", err)
-	}
+	b.show(ctx, p, d)
 }
 
 // onShortcut opens the edit modal for a message's image.

@@ -72,6 +72,7 @@ const (
 	EditWindow          = 5 * time.Second
 	MaxContent          = 2000
 	MaxCustomID         = 100
+	MaxSelectOptions    = 25
 	MaxThreadName       = 100
 	// NonceWindow is how long a create with enforce_nonce returns the
 	// earlier message with the same nonce ("the past few minutes").
@@ -163,6 +164,20 @@ type Button struct {
 	Disabled bool
 }
 
+// Select is one string select menu (component type 3) of a message.
+type Select struct {
+	CustomID             string
+	Placeholder          string
+	MinValues, MaxValues int
+	Options              []SelectOption
+	Disabled             bool
+}
+
+// SelectOption is one choice of a Select.
+type SelectOption struct {
+	Label, Value, Description string
+}
+
 // Message is a message as a test sees it: a copy, safe to keep.
 type Message struct {
 	ID        string
@@ -174,6 +189,7 @@ type Message struct {
 	History     []string
 	Attachments []Attachment
 	Buttons     []Button
+	Selects     []Select
 	Type        int
 	Flags       int
 	// ReplyTo is the message this one replies to (message_reference).
@@ -584,6 +600,7 @@ func (m *message) copy() Message {
 	c := m.Message
 	c.History = slices.Clone(m.History)
 	c.Buttons = slices.Clone(m.Buttons)
+	c.Selects = slices.Clone(m.Selects)
 	c.Attachments = slices.Clone(m.Attachments)
 	return c
 }

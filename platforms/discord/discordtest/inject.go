@@ -187,6 +187,39 @@ func (s *Server) Click(userID, messageID, customID string) (Interaction, error) 
 	return s.deliver(in)
 }
 
+// Choose picks values in a string select of a message (interaction type
+// 3, component_type 3, data.values), as a person does: only values the
+// select offers, as many as its min_values and max_values allow.
+func (s *Server) Choose(userID, messageID, customID string, values ...string) (Interaction, error) {
+	s.mu.Lock()
+	m := s.messages[messageID]
+	if m == nil || m.Deleted {
+		s.mu.Unlock()
+		return Interaction{}, fmt.Errorf("discordtest: no message %s", messageID)
+	}
+	i := slices.IndexFunc(m.Selects, func(sel Select) bool { return sel.CustomID == customID })
+	if i < 0 || m.Selects[i].Disabled {
+		s.mu.Unlock()
+		return Interaction{}, fmt.Errorf("discordtest: message %s has no enabled select %q", messageID, customID)
+	}
+	sel := m.Selects[i]
+	if len(values) < sel.MinValues || len(values) > sel.MaxValues {
+		s.mu.Unlock()
+		return Interaction{}, fmt.Errorf("discordtest: select %q takes %d to %d values, got %d", customID, sel.MinValues, sel.MaxValues, len(values))
+	}
+	for _, v := range values {
+		if !slices.ContainsFunc(sel.Options, func(o SelectOption) bool { return o.Value == v }) {
+			s.mu.Unlock()
+			return Interaction{}, fmt.Errorf("discordtest: select %q has no option %q", customID, v)
+		}
+	}
+	ch := s.channels[m.ChannelID]
+	data := map[string]any{"custom_id": customID, "component_type": 3, "values": slices.Clone(values)}
+	in := s.newInteraction(3, ch, userID, data, m)
+	s.mu.Unlock()
+	return s.deliver(in)
+}
+
 // SubmitModal submits the modal the bot opened in answer to from, with a
 // value for each of its text inputs (interaction type 5).
 func (s *Server) SubmitModal(from Interaction, values map[string]string) (Interaction, error) {

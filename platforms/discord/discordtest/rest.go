@@ -475,62 +475,137 @@ func readPayload(r *http.Request, limit int) (*msgPayload, []upload, *apiErr) {
 	return p, files, nil
 }
 
-// parseButtons checks components as Discord does and returns the buttons.
-func parseButtons(raw json.RawMessage) ([]Button, *apiErr) {
+// parseButtons checks components as Discord does and returns the buttons
+// and string selects. A row holds 1 to 5 buttons, or one select
+// (component type 3: custom_id 1 to 100 characters, 1 to 25 options with
+// a label and a value of 1 to 100 characters each, distinct values, a
+// description of at most 100 and a placeholder of at most 150
+// characters, 0 <= min_values <= max_values <= 25 and no more than the
+// options, at most one option marked default when max_values is 1).
+func parseButtons(raw json.RawMessage) ([]Button, []Select, *apiErr) {
 	if !present(raw) {
-		return nil, nil
+		return nil, nil, nil
+	}
+	type option struct {
+		Label       string `json:"label"`
+		Value       string `json:"value"`
+		Description string `json:"description"`
+		Default     bool   `json:"default"`
 	}
 	var rows []struct {
 		Type       int `json:"type"`
 		Components []struct {
-			Type     int    `json:"type"`
-			Style    int    `json:"style"`
-			Label    string `json:"label"`
-			CustomID string `json:"custom_id"`
-			URL      string `json:"url"`
-			Disabled bool   `json:"disabled"`
+			Type        int      `json:"type"`
+			Style       int      `json:"style"`
+			Label       string   `json:"label"`
+			CustomID    string   `json:"custom_id"`
+			URL         string   `json:"url"`
+			Disabled    bool     `json:"disabled"`
+			Options     []option `json:"options"`
+			Placeholder string   `json:"placeholder"`
+			MinValues   *int     `json:"min_values"`
+			MaxValues   *int     `json:"max_values"`
 		} `json:"components"`
 	}
 	if err := json.Unmarshal(raw, &rows); err != nil {
-		return nil, invalidForm("components: %v", err)
+		return nil, nil, invalidForm("components: %v", err)
 	}
 	if len(rows) > 5 {
-		return nil, invalidForm("components: at most 5 rows")
+		return nil, nil, invalidForm("components: at most 5 rows")
 	}
 	var out []Button
+	var selects []Select
 	seen := map[string]bool{}
 	for i, row := range rows {
 		if row.Type != 1 || len(row.Components) == 0 || len(row.Components) > 5 {
-			return nil, invalidForm("components.%d: an action row holds 1 to 5 components", i)
+			return nil, nil, invalidForm("components.%d: an action row holds 1 to 5 components", i)
 		}
 		for j, c := range row.Components {
 			where := fmt.Sprintf("components.%d.components.%d", i, j)
+			if c.Type == 3 {
+				if len(row.Components) != 1 {
+					return nil, nil, invalidForm("%s: a select menu fills its action row alone", where)
+				}
+				if c.CustomID == "" || utf8.RuneCountInString(c.CustomID) > MaxCustomID {
+					return nil, nil, invalidForm("%s.custom_id: must be 1 to %d characters", where, MaxCustomID)
+				}
+				if seen[c.CustomID] {
+					return nil, nil, invalidForm("%s.custom_id: duplicate %q", where, c.CustomID)
+				}
+				seen[c.CustomID] = true
+				if len(c.Options) < 1 || len(c.Options) > MaxSelectOptions {
+					return nil, nil, invalidForm("%s.options: must be 1 to %d options", where, MaxSelectOptions)
+				}
+				if utf8.RuneCountInString(c.Placeholder) > 150 {
+					return nil, nil, invalidForm("%s.placeholder: at most 150 characters", where)
+				}
+				minV, maxV := 1, 1
+				if c.MinValues != nil {
+					minV = *c.MinValues
+				}
+				if c.MaxValues != nil {
+					maxV = *c.MaxValues
+				}
+				if minV < 0 || minV > 25 || maxV < 1 || maxV > 25 || minV > maxV || maxV > len(c.Options) {
+					return nil, nil, invalidForm("%s: min_values %d and max_values %d out of range", where, minV, maxV)
+				}
+				sel := Select{CustomID: c.CustomID, Placeholder: c.Placeholder, MinValues: minV, MaxValues: maxV, Disabled: c.Disabled}
+				values, defaults := map[string]bool{}, 0
+				for k, o := range c.Options {
+					ow := fmt.Sprintf("%s.options.%d", where, k)
+					if n := utf8.RuneCountInString(o.Label); n < 1 || n > 100 {
+						return nil, nil, invalidForm("%s.label: must be 1 to 100 characters", ow)
+					}
+					if n := utf8.RuneCountInString(o.Value); n < 1 || n > 100 {
+						return nil, nil, invalidForm("%s.value: must be 1 to 100 characters", ow)
+					}
+					if utf8.RuneCountInString(o.Description) > 100 {
+						return nil, nil, invalidForm("%s.description: at most 100 characters", ow)
+					}
+					if values[o.Value] {
+						return nil, nil, invalidForm("%s.value: duplicate %q", ow, o.Value)
+					}
+					values[o.Value] = true
+					if o.Default {
+						defaults++
+					}
+					sel.Options = append(sel.Options, SelectOption{Label: o.Label, Value: o.Value, Description: o.Description})
+				}
+				if defaults > maxV {
+					return nil, nil, invalidForm("%s.options: more defaults than max_values", where)
+				}
+				selects = append(selects, sel)
+				continue
+			}
 			if c.Type != 2 {
-				return nil, invalidForm("%s.type: only buttons are supported here", where)
+				return nil, nil, invalidForm("%s.type: only buttons and string selects are supported here", where)
+			}
+			if len(c.Options) > 0 {
+				return nil, nil, invalidForm("%s.options: a button has no options", where)
 			}
 			if utf8.RuneCountInString(c.Label) > 80 {
-				return nil, invalidForm("%s.label: at most 80 characters", where)
+				return nil, nil, invalidForm("%s.label: at most 80 characters", where)
 			}
 			switch {
 			case c.Style >= 1 && c.Style <= 4:
 				if c.CustomID == "" || utf8.RuneCountInString(c.CustomID) > MaxCustomID {
-					return nil, invalidForm("%s.custom_id: must be 1 to %d characters", where, MaxCustomID)
+					return nil, nil, invalidForm("%s.custom_id: must be 1 to %d characters", where, MaxCustomID)
 				}
 				if seen[c.CustomID] {
-					return nil, invalidForm("%s.custom_id: duplicate %q", where, c.CustomID)
+					return nil, nil, invalidForm("%s.custom_id: duplicate %q", where, c.CustomID)
 				}
 				seen[c.CustomID] = true
 			case c.Style == 5:
 				if c.URL == "" || c.CustomID != "" {
-					return nil, invalidForm("%s: a link button has a url and no custom_id", where)
+					return nil, nil, invalidForm("%s: a link button has a url and no custom_id", where)
 				}
 			default:
-				return nil, invalidForm("%s.style: invalid", where)
+				return nil, nil, invalidForm("%s.style: invalid", where)
 			}
 			out = append(out, Button{Label: c.Label, CustomID: c.CustomID, Style: c.Style, Disabled: c.Disabled})
 		}
 	}
-	return out, nil
+	return out, selects, nil
 }
 
 // checkMentions records allowed_mentions: anything but an empty one (parse
@@ -561,7 +636,7 @@ func (s *Server) apply(m *message, p *msgPayload, files []upload, create bool, w
 	if p.Content != nil && utf8.RuneCountInString(*p.Content) > MaxContent {
 		return invalidForm("content: Must be %d or fewer in length.", MaxContent)
 	}
-	buttons, e := parseButtons(p.Components)
+	buttons, selects, e := parseButtons(p.Components)
 	if e != nil {
 		return e
 	}
@@ -641,11 +716,11 @@ func (s *Server) apply(m *message, p *msgPayload, files []upload, create bool, w
 		m.Content = content
 	}
 	if present(p.Components) || (create && p.Components != nil) {
-		m.Buttons = buttons
+		m.Buttons, m.Selects = buttons, selects
 		m.components = p.Components
 	} else if p.Components != nil && !create {
 		// "components": null clears them
-		m.Buttons, m.components = nil, nil
+		m.Buttons, m.Selects, m.components = nil, nil, nil
 	}
 	if !create {
 		m.Edits++

@@ -410,3 +410,58 @@ func (s *Server) URLVerification(base, challenge string) (int, []byte, error) {
 	body, _ := json.Marshal(map[string]string{"token": "fake-verification-token", "challenge": challenge, "type": "url_verification"})
 	return s.SignedRequest(strings.TrimRight(base, "/")+"/slack/events", "application/json", body, time.Now(), "")
 }
+
+// Choose picks the option with value in the static_select with actionID
+// on a message, as user: a block_actions payload whose action carries
+// selected_option, as Slack sends it. Only a value the menu offers can
+// be picked.
+func (s *Server) Choose(user string, msg Message, actionID, value string) (*Envelope, error) {
+	var blocks []struct {
+		Type     string `json:"type"`
+		BlockID  string `json:"block_id"`
+		Elements []struct {
+			Type        string            `json:"type"`
+			ActionID    string            `json:"action_id"`
+			Placeholder json.RawMessage   `json:"placeholder"`
+			Options     []json.RawMessage `json:"options"`
+		} `json:"elements"`
+	}
+	s.mu.Lock()
+	m := s.findMsg(msg.Channel, msg.TS)
+	if m == nil || m.Deleted {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("slackfake: no message %s in %s", msg.TS, msg.Channel)
+	}
+	_ = json.Unmarshal(m.Blocks, &blocks)
+	var action map[string]any
+	for _, b := range blocks {
+		for _, e := range b.Elements {
+			if e.ActionID != actionID || e.Type != "static_select" {
+				continue
+			}
+			for _, raw := range e.Options {
+				var o option
+				if json.Unmarshal(raw, &o) == nil && o.Value == value {
+					action = map[string]any{"action_id": e.ActionID, "block_id": b.BlockID, "type": "static_select",
+						"selected_option": json.RawMessage(raw), "placeholder": e.Placeholder,
+						"action_ts": strconv.FormatFloat(float64(time.Now().UnixMicro())/1e6, 'f', 6, 64)}
+				}
+			}
+		}
+	}
+	if action == nil {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("slackfake: message %s has no menu %s with option %q", msg.TS, actionID, value)
+	}
+	p := s.interactionBase("block_actions", user, m.Channel)
+	container := map[string]any{"type": "message", "message_ts": m.TS, "channel_id": m.Channel, "is_ephemeral": false}
+	if m.InThread() {
+		container["thread_ts"] = m.ThreadTS
+	}
+	p["container"] = container
+	p["message"] = s.messageJSON(m)
+	p["state"] = map[string]any{"values": map[string]any{}}
+	p["actions"] = []any{action}
+	s.mu.Unlock()
+	return s.send("interactive", p), nil
+}

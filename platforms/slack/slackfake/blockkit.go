@@ -67,6 +67,78 @@ type block struct {
 	Text     json.RawMessage `json:"text"`
 }
 
+// Limits of a message's actions blocks.
+const (
+	maxActionElements = 25
+	maxButtonLabel    = 75
+	maxButtonValue    = 2000
+)
+
+// checkMessageBlocks checks the actions blocks of a message as
+// chat.postMessage and files.completeUploadExternal do: 1 to 25
+// elements, action ids of 1 to 255 characters unique in their block,
+// buttons with a plain_text label of at most 75 characters and a value
+// of at most 2000, and static selects checked as in a modal (1 to 100
+// options, option text 1 to 75 characters, value 1 to 150, placeholder
+// at most 150). Other blocks are only required to have a type.
+func checkMessageBlocks(raw json.RawMessage) error {
+	var blocks []struct {
+		Type     string            `json:"type"`
+		BlockID  string            `json:"block_id"`
+		Elements []json.RawMessage `json:"elements"`
+	}
+	if err := json.Unmarshal(raw, &blocks); err != nil {
+		return fmt.Errorf("blocks: %v", err)
+	}
+	for i, b := range blocks {
+		if b.Type != "actions" {
+			continue
+		}
+		where := fmt.Sprintf("blocks[%d]", i)
+		if len(b.BlockID) > maxBlockID {
+			return fmt.Errorf("%s.block_id: longer than %d", where, maxBlockID)
+		}
+		if len(b.Elements) < 1 || len(b.Elements) > maxActionElements {
+			return fmt.Errorf("%s.elements: want 1 to %d", where, maxActionElements)
+		}
+		ids := map[string]bool{}
+		for j, rawEl := range b.Elements {
+			ew := fmt.Sprintf("%s.elements[%d]", where, j)
+			var e element
+			var btn struct {
+				Text  json.RawMessage `json:"text"`
+				Value string          `json:"value"`
+			}
+			if json.Unmarshal(rawEl, &e) != nil || json.Unmarshal(rawEl, &btn) != nil {
+				return fmt.Errorf("%s: not an element", ew)
+			}
+			if e.ActionID == "" || len(e.ActionID) > maxActionID {
+				return fmt.Errorf("%s.action_id: want 1 to %d characters", ew, maxActionID)
+			}
+			if ids[e.ActionID] {
+				return fmt.Errorf("%s.action_id: %q used twice in the block", ew, e.ActionID)
+			}
+			ids[e.ActionID] = true
+			switch e.Type {
+			case "button":
+				if err := checkText(ew+".text", btn.Text, true, maxButtonLabel); err != nil {
+					return err
+				}
+				if len(btn.Value) > maxButtonValue {
+					return fmt.Errorf("%s.value: longer than %d", ew, maxButtonValue)
+				}
+			case "static_select":
+				if err := checkElement(ew, &e); err != nil {
+					return err
+				}
+			default:
+				return fmt.Errorf("%s.type: %q is not an element the fake knows in a message", ew, e.Type)
+			}
+		}
+	}
+	return nil
+}
+
 // checkText checks a text object: its type, and 1 to max characters.
 func checkText(what string, raw json.RawMessage, plainOnly bool, max int) error {
 	var t textObject

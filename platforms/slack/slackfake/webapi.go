@@ -198,6 +198,9 @@ func validBlocks(raw string) (json.RawMessage, bool) {
 			return nil, false
 		}
 	}
+	if checkMessageBlocks(json.RawMessage(raw)) != nil {
+		return nil, false
+	}
 	return json.RawMessage(raw), true
 }
 

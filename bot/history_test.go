@@ -1,0 +1,168 @@
+package bot_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"image/png"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"kontextbot/bot"
+	"kontextbot/kontext/kontexttest"
+)
+
+// branched makes imagine, edit, edit, undo, edit in conv: images 3 and 4
+// are both made from 2, and 4 is current.
+func branched(t *testing.T, h *harness) []*bot.Delivery {
+	t.Helper()
+	a := h.mustDeliver(h.submit(&bot.Request{Kind: bot.KindImagine, Prompt: "a lighthouse"}).ID)
+	b := h.mustDeliver(h.submit(&bot.Request{Kind: bot.KindEdit, Prompt: "at night"}).ID)
+	c := h.mustDeliver(h.submit(&bot.Request{Kind: bot.KindEdit, Prompt: "in a storm"}).ID)
+	if _, err := h.core.Undo(context.Background(), &bot.Request{Kind: bot.KindUndo, Conv: conv, User: "ada"}); err != nil {
+		t.Fatal(err)
+	}
+	d := h.mustDeliver(h.submit(&bot.Request{Kind: bot.KindEdit, Prompt: "make it snow"}).ID)
+	return []*bot.Delivery{a, b, c, d}
+}
+
+func TestHistorySheet(t *testing.T) {
+	h := newHarness(t, bot.Config{}, kontexttest.Options{})
+	ds := branched(t, h)
+	creates := h.fake.Stats().Creates
+	hs, err := h.core.History(context.Background(), &bot.Request{Kind: bot.KindHistory, Conv: conv, User: "ada"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := h.fake.Stats().Creates; got != creates {
+		t.Errorf("history called the provider (%d creates)", got-creates)
+	}
+	if got, want := len(hs.Items), 4; got != want {
+		t.Fatalf("got %d items, want %d", got, want)
+	}
+	for i, it := range hs.Items {
+		if it.Number != i+1 || it.Turn.ID != ds[i].Turn.ID {
+			t.Errorf("item %d: number %d turn %s, want %d %s", i, it.Number, it.Turn.ID, i+1, ds[i].Turn.ID)
+		}
+		if got, want := it.Head, i == 3; got != want {
+			t.Errorf("item %d: head %v, want %v", i+1, got, want)
+		}
+	}
+	if got, want := hs.Text(true), "History: 4 images, the current one is 4 (framed). Pick one to make it current again, or to open it in a new thread."; got != want {
+		t.Errorf("text: got %q, want %q", got, want)
+	}
+	if got, want := hs.Items[3].Label(100), "4 · make it snow (current)"; got != want {
+		t.Errorf("label: got %q, want %q", got, want)
+	}
+	img, err := png.Decode(bytes.NewReader(hs.PNG))
+	if err != nil {
+		t.Fatalf("the sheet is not a PNG: %v", err)
+	}
+	if got, want := img.Bounds().Size(), hs.Layout.Size; got != want {
+		t.Errorf("sheet is %v, layout says %v", got, want)
+	}
+	l := hs.Layout
+	if len(l.Thumbs) != 4 || l.Thumbs[2].Rect.Min.X != l.Thumbs[3].Rect.Min.X || l.Thumbs[2].Rect.Min.Y == l.Thumbs[3].Rect.Min.Y {
+		t.Errorf("the branch: 3 at %v and 4 at %v should share a column", l.Thumbs[2].Rect, l.Thumbs[3].Rect)
+	}
+	if hd := l.Head(); hd == nil || hd.Number != 4 {
+		t.Errorf("head on the sheet: %+v, want 4", hd)
+	}
+}
+
+func TestUseMakesAnOlderImageCurrent(t *testing.T) {
+	tests := []struct {
+		name string
+		pick func(ds []*bot.Delivery) string
+	}{
+		{"by number", func([]*bot.Delivery) string { return "3" }},
+		{"by id", func(ds []*bot.Delivery) string { return ds[2].Turn.ID }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t, bot.Config{}, kontexttest.Options{})
+			ds := branched(t, h)
+			creates := h.fake.Stats().Creates
+			d, err := h.core.Use(context.Background(), &bot.Request{Kind: bot.KindUse, Conv: conv, User: "ada", Turn: tt.pick(ds)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Turn.ID != ds[2].Turn.ID || !bytes.Equal(d.Image, ds[2].Image) {
+				t.Fatalf("use showed %s, want image 3 %s", d.Turn.ID, ds[2].Turn.ID)
+			}
+			if got := h.fake.Stats().Creates; got != creates {
+				t.Errorf("use called the provider")
+			}
+			next := h.mustDeliver(h.submit(&bot.Request{Kind: bot.KindEdit, Prompt: "add a boat"}).ID)
+			if p := provenance(t, next); p.InputSHA256 != digest(ds[2].Image) {
+				t.Errorf("the edit after use started from %s, want image 3 %s", p.InputSHA256, digest(ds[2].Image))
+			}
+		})
+	}
+}
+
+func TestBranchOpensAThreadFromAnOlderImage(t *testing.T) {
+	h := newHarness(t, bot.Config{}, kontexttest.Options{})
+	ds := branched(t, h)
+	d, err := h.core.Branch(context.Background(), &bot.Request{Conv: conv, User: "ada", Turn: "2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	thread := bot.ConvKey{Platform: "test", Workspace: ws1, Channel: "c1", Thread: "new"}
+	if err := d.Record(context.Background(), bot.Posted{MessageID: "m99", Thread: &thread}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := h.db.Conversation(context.Background(), thread)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Turns) != 2 || c.Head != ds[1].Turn.ID {
+		t.Errorf("new thread: %d turns, head %s; want image 1 and 2, head 2", len(c.Turns), c.Head)
+	}
+	old, err := h.db.Conversation(context.Background(), conv)
+	if err != nil || old.Head != ds[3].Turn.ID {
+		t.Errorf("the old conversation's head moved: %v %v", old, err)
+	}
+}
+
+func TestHistoryRefusals(t *testing.T) {
+	h := newHarness(t, bot.Config{}, kontexttest.Options{})
+	empty := bot.ConvKey{Platform: "test", Workspace: ws1, Channel: "quiet"}
+	if _, err := h.core.History(context.Background(), &bot.Request{Conv: empty}); !errors.Is(err, bot.ErrEmptyHistory) {
+		t.Errorf("history of an empty conversation: got %v, want ErrEmptyHistory", err)
+	}
+	if _, err := h.core.Use(context.Background(), &bot.Request{Conv: empty, Turn: "1"}); !errors.Is(err, bot.ErrEmptyHistory) {
+		t.Errorf("use in an empty conversation: got %v, want ErrEmptyHistory", err)
+	}
+	h.mustDeliver(h.submit(&bot.Request{Kind: bot.KindImagine, Prompt: "a lighthouse"}).ID)
+	for _, pick := range []string{"0", "2", "inope"} {
+		_, err := h.core.Use(context.Background(), &bot.Request{Conv: conv, Turn: pick})
+		var ue *bot.UserError
+		if !errors.As(err, &ue) {
+			t.Errorf("use %q: got %v, want a sentence", pick, err)
+		}
+	}
+}
+
+func TestHistoryLabel(t *testing.T) {
+	long := strings.Repeat("é", 300)
+	tests := []struct {
+		name string
+		item bot.HistoryItem
+		n    int
+		want string
+	}{
+		{"prompt", bot.HistoryItem{Number: 3, Turn: bot.Turn{Prompt: "make it\nsnow"}}, 100, "3 · make it snow"},
+		{"upload", bot.HistoryItem{Number: 1, Turn: bot.Turn{Kind: bot.KindUpload}, Head: true}, 100, "1 · uploaded image (current)"},
+		{"cut", bot.HistoryItem{Number: 12, Turn: bot.Turn{Prompt: long}}, 75, "12 · " + strings.Repeat("é", 69) + "…"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := tt.item.Label(tt.n)
+			if got != tt.want || utf8.RuneCountInString(got) > tt.n {
+				t.Errorf("got %q (%d runes), want %q", got, utf8.RuneCountInString(got), tt.want)
+			}
+		})
+	}
+}
