@@ -28,7 +28,8 @@ var helpText = bot.Help(bot.HelpStyle{Bold: "**%s**", Imagine: "/imagine prompt"
 	Usage: "/usage", Help: "/help", Options: "Options: aspect_ratio, seed (same seed + same prompt = same image), model (max or pro).",
 	Menu: "Apps → Edit image on a message with an image: right-click, or long-press on mobile", Buttons: true, Settings: "/kontext settings",
 	Thread: "the picture's thread", Reply: "A reply to any message with an image edits that image.",
-	Mention: "**@kontextbot prompt**: makes a picture, also where slash commands are not at hand."})
+	Mention:    "**@kontextbot prompt**: makes a picture, also where slash commands are not at hand.",
+	Variations: "count:4"})
 
 // maxSeed is the largest seed the commands accept.
 const maxSeed = math.MaxUint32
@@ -65,12 +66,16 @@ func commands() []*discordgo.ApplicationCommand {
 			{Name: "max: best quality and typography", Value: kontext.ModelMax},
 			{Name: "pro: faster and cheaper", Value: kontext.ModelPro},
 		}}
+	one := 1.0
+	count := &discordgo.ApplicationCommandOption{Type: discordgo.ApplicationCommandOptionInteger, Name: "count",
+		Description: "Variations: 1 to 4 images with different seeds, in one message; Use N picks one (default 1)",
+		MinValue:    &one, MaxValue: bot.MaxVariations}
 	image := &discordgo.ApplicationCommandOption{Type: discordgo.ApplicationCommandOptionAttachment, Name: "image",
 		Description: "Image to edit (PNG, JPEG, WebP or GIF); without it, the current image here"}
 	return []*discordgo.ApplicationCommand{
 		{Name: cmdImagine, Description: "Make an image from a prompt with FLUX.1 Kontext",
 			Contexts: contexts, IntegrationTypes: install,
-			Options: []*discordgo.ApplicationCommandOption{prompt("What to make"), aspect(false), seed, model}},
+			Options: []*discordgo.ApplicationCommandOption{prompt("What to make"), aspect(false), seed, model, count}},
 		{Name: cmdEdit, Description: "Edit an image: the one you attach, or the current one here",
 			Contexts: contexts, IntegrationTypes: install,
 			Options: []*discordgo.ApplicationCommandOption{prompt("What to change"), image, aspect(true), seed, model}},
@@ -91,6 +96,8 @@ type slashArgs struct {
 	Model  string
 	Seed   *int64
 	Image  *discordgo.MessageAttachment
+	// Count is how many variations /imagine asks for; 0 when not given.
+	Count int
 }
 
 // parseSlash reads the options of /imagine or /edit. Discord checks types
@@ -125,6 +132,12 @@ func parseSlash(data discordgo.ApplicationCommandInteractionData) (slashArgs, er
 			}
 			n := int64(f)
 			a.Seed = &n
+		case "count":
+			f, ok := o.Value.(float64)
+			if !ok || f < 1 || f > bot.MaxVariations || f != math.Trunc(f) {
+				return a, bot.Userf("count is how many variations to make: a whole number from 1 to %d.", bot.MaxVariations)
+			}
+			a.Count = int(f)
 		case "image":
 			id, _ := o.Value.(string)
 			if data.Resolved == nil || data.Resolved.Attachments[id] == nil {
@@ -147,6 +160,7 @@ const (
 	actCancel   = "cancel"  // button on a waiting job's status
 	actEditTurn = "editm"   // modal opened by actEdit
 	actEditMsg  = "editmsg" // modal opened by the "Edit image" menu
+	actUse      = "use"     // button under one image of variations: make it the current image
 )
 
 var idArg = regexp.MustCompile(`^[a-z0-9]{1,64}$`)
@@ -186,7 +200,7 @@ func parseCustomID(s string) (action, id string, err error) {
 		return "", "", fmt.Errorf("discord: unknown custom id %q", s)
 	}
 	switch parts[1] {
-	case actReroll, actUndo, actEdit, actCancel, actEditTurn, actEditMsg:
+	case actReroll, actUndo, actEdit, actCancel, actEditTurn, actEditMsg, actUse:
 		return parts[1], parts[2], nil
 	}
 	return "", "", fmt.Errorf("discord: unknown custom id action in %q", s)

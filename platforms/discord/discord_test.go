@@ -282,6 +282,9 @@ func (c stubCore) Submit(_ context.Context, req *bot.Request) (*bot.Job, error) 
 func (stubCore) Undo(context.Context, *bot.Request) (*bot.Delivery, error) {
 	return nil, bot.ErrNothingToUndo
 }
+func (stubCore) Use(context.Context, *bot.Request) (*bot.Delivery, error) {
+	return nil, bot.ErrNotInConversation
+}
 func (stubCore) Usage(context.Context, *bot.Request) (bot.UsageReport, error) {
 	return bot.UsageReport{}, nil
 }
