@@ -2,6 +2,7 @@ package slack
 
 import (
 	"encoding/json"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -18,6 +19,7 @@ const (
 	actUndo     = "kontext_undo"
 	actEdit     = "kontext_edit"
 	actCancel   = "kontext_cancel"
+	actUse      = "kontext_use" // under one image of variations: make it the current image
 	blockImage  = "kontext_image"
 	blockStatus = "kontext_status"
 
@@ -106,6 +108,22 @@ func imageBlocks(d *bot.Delivery, thread string) slackgo.Blocks {
 		slackgo.NewSectionBlock(plain(caption), nil, nil),
 		slackgo.NewActionBlock(blockImage, buttons...),
 	}}
+}
+
+// groupBlocks are the caption of a variations message and one actions
+// block per image (block ids kontext_image_N): Edit N, Reroll N, Use N,
+// each carrying the image's turn.
+func groupBlocks(d *bot.Delivery, thread string) slackgo.Blocks {
+	blocks := []slackgo.Block{slackgo.NewSectionBlock(plain(truncate(d.Caption(), 2900)), nil, nil)}
+	for _, v := range d.Group {
+		ref := turnRef{Turn: v.Turn.ID, Thread: thread}.value()
+		n := strconv.Itoa(v.N)
+		blocks = append(blocks, slackgo.NewActionBlock(blockImage+"_"+n,
+			slackgo.NewButtonBlockElement(actEdit, ref, plain("✏️ Edit "+n)),
+			slackgo.NewButtonBlockElement(actReroll, ref, plain("🎲 Reroll "+n)),
+			slackgo.NewButtonBlockElement(actUse, ref, plain("👉 Use "+n)).WithStyle(slackgo.StylePrimary)))
+	}
+	return slackgo.Blocks{BlockSet: blocks}
 }
 
 // statusBlocks are a status message: its line, the prompt, and a Cancel

@@ -25,7 +25,8 @@ func parseURL(s string) (*url.URL, error) { return url.Parse(s) }
 var Help = bot.Help(bot.HelpStyle{Bold: "*%s*", Imagine: "/imagine PROMPT", Edit: "/edit PROMPT", Usage: "/usage",
 	Help: "/imagine help", Options: "Options: `--ar 16:9`, `--seed N` (same seed + same prompt = same image), `--model pro`. Its message starts the picture's thread.",
 	Menu: "⋯ More actions on a message with an image", Buttons: true, Thread: "the picture's thread", Settings: "/imagine settings",
-	Mention: "*@kontextbot PROMPT* with an image attached, or in a thread below one: edits that image."})
+	Mention:    "*@kontextbot PROMPT* with an image attached, or in a thread below one: edits that image.",
+	Variations: "--n 4"})
 
 // handleEvent handles one Events API event, already acknowledged. A retry
 // of an event this process saw is dropped at once; the messages the bot
@@ -103,7 +104,7 @@ func (b *Bot) onMessage(ctx context.Context, team string, e *slackevents.Message
 		return
 	}
 	req := &bot.Request{Kind: bot.KindEdit, Conv: key, User: m.User, Prompt: prompt,
-		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model}
+		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model, Count: opts.Count}
 	if len(m.Files) > 0 {
 		f, err := b.pickFile(ctx, m.Files)
 		if err != nil {
@@ -182,7 +183,7 @@ func (b *Bot) mention(ctx context.Context, p place, ts, text string, files []sla
 		return
 	}
 	req := &bot.Request{Kind: bot.KindEdit, Conv: p.conv(), User: p.user, Prompt: prompt,
-		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model}
+		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model, Count: opts.Count}
 	switch {
 	case len(files) > 0:
 		f, err := b.pickFile(ctx, files)
@@ -401,7 +402,7 @@ func (b *Bot) command(ctx context.Context, p place, kind bot.Kind, text, userNam
 		return
 	}
 	b.submit(ctx, p, &bot.Request{Kind: kind, Conv: p.conv(), User: p.user, UserName: userName,
-		Prompt: prompt, Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model})
+		Prompt: prompt, Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model, Count: opts.Count})
 }
 
 func (b *Bot) usage(ctx context.Context, p place) {
@@ -477,6 +478,9 @@ func (b *Bot) onButton(ctx context.Context, team string, cb slackgo.InteractionC
 		b.submit(ctx, p, &bot.Request{Kind: bot.KindReroll, Conv: key, User: p.user, Turn: ref.Turn})
 	case actUndo:
 		b.undo(ctx, p, ref.Turn)
+	case actUse:
+		age := tsAge(cb.Container.MessageTs)
+		b.use(ctx, p, ref.Turn, age >= 0 && age < 30*time.Second)
 	case actEdit:
 		meta := editMeta{Team: team, Channel: channel, Thread: p.thread, Turn: ref.Turn}
 		if _, err := b.api.OpenViewContext(ctx, cb.TriggerID, editModal(meta, "Edit image")); err != nil {
@@ -502,6 +506,37 @@ func (b *Bot) undo(ctx context.Context, p place, turn string) {
 	}
 	if err := b.core.RecordPost(ctx, d.Conv, d.Turn.ID, bot.Posted{MessageID: messageID(p.channel, ts)}); err != nil {
 		b.log.Error("slack: record undo post", "err", err)
+	}
+}
+
+// use makes one image of a variations message the current image of its
+// thread and shows it there again, with its own buttons.
+func (b *Bot) use(ctx context.Context, p place, turn string, fresh bool) {
+	d, err := b.core.Use(ctx, &bot.Request{Conv: p.conv(), User: p.user, Turn: turn})
+	// The core records a group's thread just after Slack shares the
+	// message: a button pressed on a message that new gets a moment.
+	for deadline := time.Now().Add(3 * time.Second); errors.Is(err, bot.ErrNoImage) && fresh && time.Now().Before(deadline); {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+		d, err = b.core.Use(ctx, &bot.Request{Conv: p.conv(), User: p.user, Turn: turn})
+	}
+	if err != nil {
+		b.reply(ctx, p, err)
+		return
+	}
+	ts, err := b.postImage(ctx, p.channel, p.thread, d, "")
+	if err != nil {
+		b.reply(ctx, p, err)
+		return
+	}
+	if ts == "" {
+		return
+	}
+	if err := d.Record(ctx, bot.Posted{MessageID: messageID(p.channel, ts)}); err != nil {
+		b.log.Error("slack: record use post", "err", err)
 	}
 }
 
@@ -555,7 +590,7 @@ func (b *Bot) onEditSubmit(ctx context.Context, cb slackgo.InteractionCallback) 
 		return
 	}
 	req := &bot.Request{Kind: bot.KindEdit, Conv: p.conv(), User: p.user, UserName: cb.User.Name, Prompt: prompt,
-		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model, Turn: meta.Turn}
+		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model, Count: opts.Count, Turn: meta.Turn}
 	if meta.Msg != "" && meta.File != nil {
 		_, ts, _ := strings.Cut(meta.Msg, ":")
 		files := []slackgo.File{{URLPrivate: meta.File.URL, Name: meta.File.Name, Mimetype: meta.File.Mime, Size: meta.File.Size}}

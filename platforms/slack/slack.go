@@ -65,6 +65,7 @@ type Config struct {
 type Core interface {
 	Submit(ctx context.Context, req *bot.Request) (*bot.Job, error)
 	Undo(ctx context.Context, req *bot.Request) (*bot.Delivery, error)
+	Use(ctx context.Context, req *bot.Request) (*bot.Delivery, error)
 	Usage(ctx context.Context, req *bot.Request) (bot.UsageReport, error)
 	Settings(ctx context.Context, req *bot.Request) (bot.Effective, error)
 	SetSettings(ctx context.Context, req *bot.Request, s bot.WorkspaceSettings) (bot.Effective, error)
