@@ -480,7 +480,7 @@ func (b *Bot) onButton(ctx context.Context, team string, cb slackgo.InteractionC
 		b.undo(ctx, p, ref.Turn)
 	case actUse:
 		age := tsAge(cb.Container.MessageTs)
-		b.use(ctx, p, ref.Turn, age >= 0 && age < 30*time.Second)
+		b.use(ctx, p, ref.Turn, messageID(channel, cb.Container.MessageTs), age >= 0 && age < 30*time.Second)
 	case actEdit:
 		meta := editMeta{Team: team, Channel: channel, Thread: p.thread, Turn: ref.Turn}
 		if _, err := b.api.OpenViewContext(ctx, cb.TriggerID, editModal(meta, "Edit image")); err != nil {
@@ -511,18 +511,21 @@ func (b *Bot) undo(ctx context.Context, p place, turn string) {
 
 // use makes one image of a variations message the current image of its
 // thread and shows it there again, with its own buttons.
-func (b *Bot) use(ctx context.Context, p place, turn string, fresh bool) {
-	d, err := b.core.Use(ctx, &bot.Request{Conv: p.conv(), User: p.user, Turn: turn})
-	// The core records a group's thread just after Slack shares the
-	// message: a button pressed on a message that new gets a moment.
-	for deadline := time.Now().Add(3 * time.Second); errors.Is(err, bot.ErrNoImage) && fresh && time.Now().Before(deadline); {
+func (b *Bot) use(ctx context.Context, p place, turn, msgID string, fresh bool) {
+	// The core records a group's thread (every image, then the message)
+	// just after Slack shares the message: a button pressed on a message
+	// that new waits for that record.
+	for deadline := time.Now().Add(3 * time.Second); fresh && time.Now().Before(deadline); {
+		if _, _, err := b.core.Store().Message(ctx, p.conv(), msgID); !errors.Is(err, bot.ErrNotFound) {
+			break
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(50 * time.Millisecond):
 		}
-		d, err = b.core.Use(ctx, &bot.Request{Conv: p.conv(), User: p.user, Turn: turn})
 	}
+	d, err := b.core.Use(ctx, &bot.Request{Conv: p.conv(), User: p.user, Turn: turn})
 	if err != nil {
 		b.reply(ctx, p, err)
 		return
