@@ -35,6 +35,8 @@ const Platform = "console"
 // Help lists the lines the chat understands.
 const Help = `Type a prompt to edit the current image, or:
   /imagine PROMPT [--ar 16:9] [--seed N] [--model pro]   make a new image
+  /imagine --n 4 PROMPT                                  4 variations (different seeds)
+  /use N         right after variations: go on from image N
   /edit PROMPT                                           edit the current image
   /edit --image PATH PROMPT                              edit a local image
   /reroll        same prompt and parent, new seed
@@ -48,7 +50,7 @@ const Help = `Type a prompt to edit the current image, or:
 // only the terminal has.
 var help = bot.Help(bot.HelpStyle{Imagine: "/imagine PROMPT", Edit: "/edit PROMPT", Usage: "/usage", Help: "/help",
 	Options: "Options: --ar 16:9, --seed N (same seed + same prompt = same image), --model pro.",
-	Thread:  "this conversation"}) + `
+	Thread:  "this conversation", Variations: "--n 4"}) + `
 
 Only here:
   /edit --image PATH PROMPT   edit a local image
@@ -60,6 +62,7 @@ Only here:
 type Core interface {
 	Submit(ctx context.Context, req *bot.Request) (*bot.Job, error)
 	Undo(ctx context.Context, req *bot.Request) (*bot.Delivery, error)
+	Use(ctx context.Context, req *bot.Request) (*bot.Delivery, error)
 	Usage(ctx context.Context, req *bot.Request) (bot.UsageReport, error)
 	Store() bot.Store
 }
@@ -185,8 +188,13 @@ func (c *Chat) Running(job *bot.Job) {
 	c.printf("… %s: generating", job.ID)
 }
 
-// Deliver writes the image to the chat's folder and prints where.
+// Deliver writes the image to the chat's folder and prints where; a
+// variations group's images are written one file each and printed
+// numbered, for /use N.
 func (c *Chat) Deliver(_ context.Context, job *bot.Job, d *bot.Delivery) (bot.Posted, error) {
+	if len(d.Group) > 0 {
+		return c.deliverGroup(job, d)
+	}
 	path, err := c.write(d)
 	if err != nil {
 		return bot.Posted{}, err
@@ -208,6 +216,59 @@ func (c *Chat) Deliver(_ context.Context, job *bot.Job, d *bot.Delivery) (bot.Po
 func (c *Chat) Fail(_ context.Context, job *bot.Job, msg string) {
 	c.printf("✗ %s: %s", job.ID, msg)
 	c.untrack(job.ID)
+	c.untrackGroup(job)
+}
+
+// deliverGroup writes each image of a variations group and prints them
+// numbered.
+func (c *Chat) deliverGroup(job *bot.Job, d *bot.Delivery) (bot.Posted, error) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "✓ %d variations · %s", max(d.Count, len(d.Group)), d.Turn.Prompt)
+	if d.Turn.Model != "" {
+		b.WriteString(" · " + d.Turn.Model)
+	}
+	for _, v := range d.Group {
+		path, err := c.write(&bot.Delivery{Turn: v.Turn, Image: v.Image})
+		if err != nil {
+			return bot.Posted{}, err
+		}
+		fmt.Fprintf(&b, "\n  %d. %s · %d×%d", v.N, path, v.Turn.Width, v.Turn.Height)
+		if v.Turn.Seed != nil {
+			fmt.Fprintf(&b, " · seed %d", *v.Turn.Seed)
+		}
+	}
+	if d.Note != "" {
+		b.WriteString("\n  " + d.Note)
+	}
+	if len(d.Group) > 1 {
+		fmt.Fprintf(&b, "\n  Follow-ups edit image %d; /use N goes on from image N.", d.Group[0].N)
+	}
+	c.printf("%s", b.String())
+	c.mu.Lock()
+	delete(c.started, job.ID)
+	c.mu.Unlock()
+	c.untrack(job.ID)
+	c.untrackGroup(job)
+	return bot.Posted{}, nil
+}
+
+// untrackGroup stops waiting for the other jobs of job's variations
+// group: the group is told once, through its first job (a restart's
+// Recover may have handed the chat every job of the group).
+func (c *Chat) untrackGroup(job *bot.Job) {
+	if job.Group == "" {
+		return
+	}
+	for n := 1; n <= job.Count; n++ {
+		if id := bot.GroupJobID(job.Group, n); id != job.ID {
+			c.mu.Lock()
+			pending := c.pending[id]
+			c.mu.Unlock()
+			if pending {
+				c.untrack(id)
+			}
+		}
+	}
 }
 
 // write saves d's image as the next numbered file, once per turn.
@@ -535,6 +596,10 @@ func (c *Chat) Line(ctx context.Context, line string) (quit bool) {
 		if err = c.settle(ctx); err == nil {
 			err = c.history(ctx)
 		}
+	case "/use":
+		if err = c.settle(ctx); err == nil {
+			err = c.useVariation(ctx, req, rest)
+		}
 	case "/new":
 		thread := newThread()
 		c.mu.Lock()
@@ -568,7 +633,7 @@ func (c *Chat) submitWithOptions(ctx context.Context, req *bot.Request, text str
 	if err != nil {
 		return err
 	}
-	req.Prompt, req.Aspect, req.Seed, req.Model = prompt, opts.Aspect, opts.Seed, opts.Model
+	req.Prompt, req.Aspect, req.Seed, req.Model, req.Count = prompt, opts.Aspect, opts.Seed, opts.Model, opts.Count
 	if opts.Image != "" {
 		if req.Kind != bot.KindEdit {
 			return bot.Userf("--image goes with /edit.")
@@ -607,6 +672,48 @@ func (c *Chat) undo(ctx context.Context, req *bot.Request) error {
 	}
 	c.printf("↶ back to %s · %s", path, d.Caption())
 	return nil
+}
+
+// ErrNoVariations answers /use when the conversation's latest images are
+// not a variations result.
+var ErrNoVariations = bot.Userf("/use N picks one image of the variations just made; make some first with /imagine --n 4 PROMPT.")
+
+// useVariation handles "/use N" right after a variations result: the
+// conversation's newest image belongs to a variations group (read from
+// the store, so it works after a restart), and N picks image N of that
+// group as the current image.
+func (c *Chat) useVariation(ctx context.Context, req *bot.Request, arg string) error {
+	n, err := strconv.Atoi(strings.TrimSpace(arg))
+	if err != nil || n < 1 {
+		return bot.Userf("Say which image: /use 2.")
+	}
+	conv, err := c.core.Store().Conversation(ctx, req.Conv)
+	if errors.Is(err, bot.ErrNotFound) {
+		return ErrNoVariations
+	}
+	if err != nil {
+		return err
+	}
+	if len(conv.Turns) == 0 || conv.Turns[len(conv.Turns)-1].Group == "" {
+		return ErrNoVariations
+	}
+	group := conv.Turns[len(conv.Turns)-1].Group
+	for _, t := range conv.Turns {
+		if t.Group == group && t.Variation == n {
+			req.Turn = t.ID
+			d, err := c.core.Use(ctx, req)
+			if err != nil {
+				return err
+			}
+			path, err := c.write(d)
+			if err != nil {
+				return err
+			}
+			c.printf("→ image %d is the current image: %s · %s", n, path, d.Caption())
+			return nil
+		}
+	}
+	return bot.Userf("The last variations have no image %d.", n)
 }
 
 func (c *Chat) history(ctx context.Context) error {
