@@ -270,6 +270,8 @@ type Core struct {
 	// groups serialises, per variations group, the check "has every job
 	// of the group ended?" and the group's post.
 	groups map[string]*groupLock
+	// heldMu serialises releasing follow-ups held behind groups.
+	heldMu sync.Mutex
 
 	// stop is closed when Close begins: posting retries stop waiting.
 	stop     chan struct{}
@@ -729,6 +731,8 @@ func (c *Core) Cancel(ctx context.Context, jobID, user string) error {
 		return ErrJobGone
 	case j.User != user && !c.isAdmin(user):
 		return ErrNotYours
+	case j.Group != "":
+		return c.cancelGroup(ctx, j)
 	}
 	if err := c.queue.Cancel(ctx, jobID); err != nil {
 		return err
@@ -739,13 +743,6 @@ func (c *Core) Cancel(ctx context.Context, jobID, user string) error {
 		c.log.Error("bot: settle cancelled job", "job", j.ID, "err", err)
 	}
 	c.logEnd(j, c.now().Sub(j.Created), 0, kontext.ErrCanceled)
-	if j.Group != "" {
-		// The group's message says how many were made.
-		if err := c.finishGroup(ctx, j, false); err != nil {
-			c.log.Error("bot: post variations after a cancel", "job", j.ID, "err", err)
-		}
-		return nil
-	}
 	c.reporter(j).Fail(ctx, j, Explain(kontext.ErrCanceled))
 	return nil
 }
@@ -1233,12 +1230,12 @@ func (c *Core) Recover(ctx context.Context) ([]string, error) {
 		if j.After != "" {
 			// A follow-up held behind a variations group: queued when the
 			// group is posted, or now if that happened already.
-			if live, err := c.groupLive(ctx, j.After); err != nil || live {
+			held, err := c.recoverHeld(ctx, j)
+			if err != nil {
+				c.log.Error("bot: recover: held job", "job", j.ID, "err", err)
 				continue
 			}
-			j.After = ""
-			if err := c.store.PutJob(ctx, j); err != nil {
-				c.log.Error("bot: recover: release held job", "job", j.ID, "err", err)
+			if held {
 				continue
 			}
 		}

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"kontextbot/kontext"
 )
 
 // Variations: /imagine count:4 (Slack and the terminal: --n 4).
@@ -214,6 +216,8 @@ func (c *Core) holdBehindGroup(ctx context.Context, job *Job) (bool, error) {
 // releaseHeld queues the follow-ups held behind group, oldest first.
 func (c *Core) releaseHeld(ctx context.Context, group string) {
 	ctx = context.WithoutCancel(ctx)
+	c.heldMu.Lock()
+	defer c.heldMu.Unlock()
 	live, err := c.store.LiveJobs(ctx)
 	if err != nil {
 		c.log.Error("bot: release held follow-ups", "group", group, "err", err)
@@ -232,6 +236,62 @@ func (c *Core) releaseHeld(ctx context.Context, group string) {
 			_ = c.fail(ctx, j, c.reporter(j), 0, 0, err)
 		}
 	}
+}
+
+// recoverHeld decides, at a start, about a follow-up stored as held
+// behind a group (stale: it may have been released since it was read):
+// it reports true while the group is live (its post releases the job),
+// and otherwise clears the hold, so that Recover queues the job.
+func (c *Core) recoverHeld(ctx context.Context, stale *Job) (bool, error) {
+	c.heldMu.Lock()
+	defer c.heldMu.Unlock()
+	j, err := c.store.Job(ctx, stale.ID)
+	if err != nil {
+		return false, err
+	}
+	*stale = *j
+	if j.After == "" {
+		return false, nil // released meanwhile: queueing it again is harmless
+	}
+	if live, err := c.groupLive(ctx, j.After); err != nil || live {
+		return true, err
+	}
+	j.After, j.Updated = "", c.now()
+	if err := c.store.PutJob(ctx, j); err != nil {
+		return false, err
+	}
+	*stale = *j
+	return false, nil
+}
+
+// cancelGroup cancels every job of j's variations group still waiting
+// (the group's status, and its Cancel button, speak for all of them);
+// those already running or made are posted as the group's message, which
+// says how many were cancelled.
+func (c *Core) cancelGroup(ctx context.Context, j *Job) error {
+	canceled := 0
+	for n := 1; n <= j.Count; n++ {
+		s, err := c.store.Job(ctx, GroupJobID(j.Group, n))
+		if err != nil || s.State != JobWaiting {
+			continue
+		}
+		if err := c.queue.Cancel(ctx, s.ID); err != nil {
+			continue // started meanwhile
+		}
+		s.State, s.Updated = JobCanceled, c.now()
+		if err := c.store.PutJob(context.WithoutCancel(ctx), s); err != nil {
+			c.log.Error("bot: settle cancelled job", "job", s.ID, "err", err)
+		}
+		c.logEnd(s, c.now().Sub(s.Created), 0, kontext.ErrCanceled)
+		canceled++
+	}
+	if canceled == 0 {
+		return ErrJobGone
+	}
+	if err := c.finishGroup(context.WithoutCancel(ctx), j, false); err != nil {
+		c.log.Error("bot: post variations after a cancel", "group", j.Group, "err", err)
+	}
+	return nil
 }
 
 // finishGroup is called once a job of a variations group has ended
@@ -394,6 +454,9 @@ func groupNote(count int, jobs []*Job) string {
 		case p.n > 1:
 			why = append(why, fmt.Sprintf(p.several, p.n))
 		}
+	}
+	if canceled == count {
+		return "Cancelled."
 	}
 	if made == 0 {
 		return fmt.Sprintf("None of the %d variations could be made: %s. Nothing was charged for them.", count, strings.Join(why, ", "))

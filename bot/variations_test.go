@@ -186,3 +186,64 @@ func TestVariationsRestartMidGroup(t *testing.T) {
 		t.Errorf("charged %d images, want 3", day.Images)
 	}
 }
+
+// TestVariationsCancel: Cancel on a waiting group (its first job's
+// status) cancels every waiting job of it; nothing is made or charged.
+func TestVariationsCancel(t *testing.T) {
+	h := newHarness(t, bot.Config{}, kontexttest.Options{Latency: 500 * time.Millisecond})
+	h.stop(time.Minute)
+	h.start(newRecorder(), 1)
+	busy := h.submit(&bot.Request{Kind: bot.KindImagine, Prompt: "first", User: "bob", Conv: bot.ConvKey{Platform: "test", Workspace: ws1, Channel: "c9"}})
+	first := h.submit(&bot.Request{Kind: bot.KindImagine, Prompt: "a fox", Count: 3})
+	if err := h.core.Cancel(context.Background(), first.ID, "mallory"); !errors.Is(err, bot.ErrNotYours) {
+		t.Errorf("someone else's cancel: %v, want ErrNotYours", err)
+	}
+	if err := h.core.Cancel(context.Background(), first.ID, "ada"); err != nil {
+		t.Fatal(err)
+	}
+	if d := h.wait(first.ID); d != nil {
+		t.Fatal("a cancelled group was posted")
+	}
+	h.rec.mu.Lock()
+	msgs := h.rec.failed[first.ID]
+	h.rec.mu.Unlock()
+	if len(msgs) != 1 || msgs[0] != "Cancelled." {
+		t.Errorf("told %q, want one Cancelled.", msgs)
+	}
+	for _, id := range groupJobs(first) {
+		if j, _ := h.db.Job(context.Background(), id); j == nil || j.State != bot.JobCanceled {
+			t.Errorf("job %s: %+v, want cancelled", id, j)
+		}
+	}
+	h.mustDeliver(busy.ID)
+	if got := h.fake.Stats().Creates; got != 1 {
+		t.Errorf("creates: %d, want only the other job's", got)
+	}
+}
+
+// TestVariationsHeldFollowUpSurvivesRestart: a follow-up held behind a
+// group when the bot stops is queued after the restart once the group
+// is posted, and edits image 1.
+func TestVariationsHeldFollowUpSurvivesRestart(t *testing.T) {
+	h := newHarness(t, bot.Config{}, kontexttest.Options{Latency: 400 * time.Millisecond})
+	h.stop(time.Minute)
+	h.start(newRecorder(), 1)
+	first := h.submit(&bot.Request{Kind: bot.KindImagine, Prompt: "a barn", Count: 2})
+	edit := h.submit(&bot.Request{Kind: bot.KindEdit, Prompt: "make it snow"})
+	h.stop(50 * time.Millisecond)
+	h.start(newRecorder(), 2)
+	if j, _ := h.db.Job(context.Background(), edit.ID); j == nil || j.State != bot.JobWaiting || j.After != first.Group {
+		t.Fatalf("the follow-up before the restart: %+v, want waiting behind the group", j)
+	}
+	if _, err := h.core.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	g := h.mustDeliver(first.ID)
+	e := h.mustDeliver(edit.ID)
+	if p := provenance(t, e); p.InputSHA256 != digest(g.Group[0].Image) {
+		t.Errorf("the held follow-up edited %s, want image 1 %s", p.InputSHA256, digest(g.Group[0].Image))
+	}
+	if got := h.fake.Stats().Created; got != 3 {
+		t.Errorf("predictions created: %d, want 3", got)
+	}
+}
