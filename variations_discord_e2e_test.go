@@ -20,6 +20,22 @@ func TestDiscordVariations(t *testing.T) {
 	// Enough slots, and a per-user running cap of 4: all four run at once.
 	h := dcStart(t, dcOptions{env: map[string]string{"KONTEXT_USER_RUNNING": "4"},
 		provider: kontexttest.Options{Latency: 600 * time.Millisecond, Pixels: 64 * 64}})
+	// The option is findable, and Discord keeps it within 1..4.
+	var count *discordtest.CommandOption
+	for _, c := range h.dc.Commands(dcGuild) {
+		for i, o := range c.Options {
+			if c.Name == "imagine" && o.Name == "count" {
+				count = &c.Options[i]
+			}
+		}
+	}
+	if count == nil || count.Type != 4 || count.MinValue == nil || *count.MinValue != 1 || count.MaxValue == nil || *count.MaxValue != 4 ||
+		!strings.Contains(count.Description, "Variations") || !strings.Contains(count.Description, "Use N") {
+		t.Fatalf("/imagine's count option: %+v, want an integer from 1 to 4 that says what it does", count)
+	}
+	if _, err := h.dc.Slash(dcArt, dcAda, "imagine", discordtest.String("prompt", "x"), discordtest.Integer("count", 5)); err == nil {
+		t.Error("count:5 was accepted by the fake Discord")
+	}
 	in := h.slash(dcArt, dcAda, "imagine", discordtest.String("prompt", "a lighthouse at dusk"), discordtest.Integer("count", 4))
 	var grid discordtest.Message
 	h.wait("the four images in one message", func() bool {
