@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	mrand "math/rand/v2"
 	"strconv"
 	"strings"
@@ -89,7 +90,7 @@ func (c *Core) submitGroup(ctx context.Context, req *Request) (*Job, error) {
 	seeds := map[int64]bool{}
 	for i := range jobs {
 		j := *first
-		j.Origin = first.Origin
+		j.Origin = maps.Clone(first.Origin)
 		j.ID, j.Group, j.Index, j.Count = GroupJobID(group, i+1), group, i+1, n
 		switch {
 		case i == 0:
@@ -319,17 +320,19 @@ func (c *Core) finishGroup(ctx context.Context, job *Job, repost bool) error {
 		}
 		jobs = append(jobs, j)
 	}
-	var made []*Job
+	// made are the jobs with an image: posting (stored, not yet posted)
+	// or delivered (a crash while marking them left some posting).
+	var made, unposted []*Job
 	posted := false
 	for _, j := range jobs {
 		switch j.State {
 		case JobPosting:
-			made = append(made, j)
+			made, unposted = append(made, j), append(unposted, j)
 		case JobDelivered:
-			posted = true
+			made, posted = append(made, j), true
 		}
 	}
-	if len(made) == 0 {
+	if len(unposted) == 0 {
 		if !posted && len(jobs) > 0 {
 			c.reportGroupFailed(ctx, jobs)
 		}
@@ -349,8 +352,8 @@ func (c *Core) finishGroup(ctx context.Context, job *Job, repost bool) error {
 	if err := c.postRetrying(ctx, poster, c.reporter(poster), d); err != nil {
 		return err // the jobs stay posting: the next start posts the group
 	}
-	for i := len(made) - 1; i >= 0; i-- { // the poster's own job last
-		j := made[i]
+	for i := len(unposted) - 1; i >= 0; i-- { // the poster's own job last
+		j := unposted[i]
 		j.State, j.Updated = JobDelivered, c.now()
 		if err := c.store.PutJob(ctx, j); err != nil {
 			c.log.Error("bot: mark delivered", "job", j.ID, "err", err)

@@ -247,3 +247,35 @@ func TestVariationsHeldFollowUpSurvivesRestart(t *testing.T) {
 		t.Errorf("predictions created: %d, want 3", got)
 	}
 }
+
+// TestVariationsRepostAfterCrashWhileMarking: a crash after the group's
+// post, while its jobs were being marked delivered, leaves some posting;
+// the next start posts the group again as a Repost of every image (the
+// adapter finds the first post instead of posting twice), charging
+// nothing more.
+func TestVariationsRepostAfterCrashWhileMarking(t *testing.T) {
+	h := newHarness(t, bot.Config{}, kontexttest.Options{})
+	first := h.submit(&bot.Request{Kind: bot.KindImagine, Prompt: "a kite", Count: 3})
+	h.mustDeliver(first.ID)
+	j, err := h.db.Job(context.Background(), first.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.State = bot.JobPosting // as if the process died before marking it
+	if err := h.db.PutJob(context.Background(), j); err != nil {
+		t.Fatal(err)
+	}
+	h.stop(time.Minute)
+	h.start(newRecorder(), 2)
+	if _, err := h.core.Recover(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	d := h.mustDeliver(first.ID)
+	if len(d.Group) != 3 || !d.Repost {
+		t.Errorf("the repost: %d images, repost %v; want all 3 and a repost", len(d.Group), d.Repost)
+	}
+	day, _, _ := h.db.Usage(context.Background(), "test", ws1, "ada", time.Now())
+	if day.Images != 3 || h.fake.Stats().Creates != 3 {
+		t.Errorf("charged %d images, %d creates; want 3 and 3", day.Images, h.fake.Stats().Creates)
+	}
+}
