@@ -146,3 +146,21 @@ func TestDiscordVariationsRestartMidGroup(t *testing.T) {
 		return ok && strings.Contains(m.Content, "You have made 3 images today")
 	})
 }
+
+// TestDiscordVariationsOverLimit: count:4 with 3 images left today is
+// refused up front with one sentence, only to its user; nothing is made
+// or charged, and count:3 then goes through.
+func TestDiscordVariationsOverLimit(t *testing.T) {
+	h := dcStart(t, dcOptions{env: map[string]string{"KONTEXT_USER_DAILY": "3"}, provider: kontexttest.Options{Pixels: 64 * 64}})
+	in := h.slash(dcArt, dcAda, "imagine", discordtest.String("prompt", "a fox"), discordtest.Integer("count", 4))
+	var f []discordtest.Message
+	h.wait("the refusal", func() bool { f = h.dc.Followups(in.ID); return len(f) == 1 })
+	if !f[0].Ephemeral() || !strings.Contains(f[0].Content, "You asked for 4 images but have 3 left today") {
+		t.Errorf("refusal %q (ephemeral %v), want one private sentence", f[0].Content, f[0].Ephemeral())
+	}
+	if got := h.prov.Stats().Creates; got != 0 {
+		t.Errorf("creates after the refusal: %d", got)
+	}
+	ok := h.slash(dcArt, dcAda, "imagine", discordtest.String("prompt", "a fox"), discordtest.Integer("count", 3))
+	h.wait("three images", func() bool { m, found := h.dc.Original(ok.ID); return found && len(m.Attachments) == 3 })
+}
