@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"kontextbot/kontext/kontexttest"
 )
@@ -104,4 +105,34 @@ func TestSlackVariations(t *testing.T) {
 	if p := e.slack.Problems(); len(p) > 0 {
 		t.Errorf("fake Slack problems: %q", p)
 	}
+}
+
+// TestSlackVariationsRestartMidGroup: the bot stops while a group's jobs
+// run and wait (one slot); after the restart the group is posted once,
+// as one message with its three files, each image made once.
+func TestSlackVariationsRestartMidGroup(t *testing.T) {
+	slNoLeaks(t)
+	e := slStart(t, "socket", map[string]string{"KONTEXT_SLOTS": "1", "SHUTDOWN_TIMEOUT": "200ms"})
+	e.slack.AddUser(slAda, "ada")
+	ch := e.slack.CreateChannel("variations-restart", true)
+	e.kx.Inject(kontexttest.Create, kontexttest.Fault{Delay: 2 * time.Second})
+	e.acked(e.slack.Slash(slAda, ch, "/imagine", "a windmill --n 3"))
+	e.wait("the first variation at the provider", func() bool { return e.kx.Stats().Creates >= 1 })
+	e.stopBot()
+	if got := len(e.images(ch, "")); got != 0 {
+		t.Fatalf("images before the restart: %d, want none (the group is not complete)", got)
+	}
+	e.startBot()
+	grid := e.waitImages(ch, "", 1)[0]
+	if got := len(grid.Files); got != 3 {
+		t.Errorf("files in the message: %d, want 3", got)
+	}
+	e.wait("the status message to go", func() bool { return len(e.statuses(ch, "")) == 0 })
+	if got := len(e.images(ch, "")); got != 1 {
+		t.Errorf("messages with images: %d, want 1", got)
+	}
+	if got := e.kx.Stats().Created; got != 3 {
+		t.Errorf("predictions created: %d, want 3", got)
+	}
+	e.checkClean()
 }
