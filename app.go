@@ -87,7 +87,7 @@ func openApp(cfg config, log *slog.Logger) (*app, error) {
 		queue = bot.NewLocalScheduler(local)
 	}
 	core := bot.New(bot.Config{
-		Model: cfg.Model, Prices: cfg.Prices, UserDaily: cfg.UserDaily, WorkspaceBudget: cfg.Budget,
+		Model: cfg.Model, Prices: cfg.Prices, UserDaily: cfg.UserDaily, WorkspaceBudget: cfg.Budget, UserWaiting: cfg.UserWaiting,
 		Channels: cfg.Channels, Admins: cfg.Admins, Logger: log, OnJobEnd: met.jobEnd,
 		PostRetry: cfg.PostRetry, ImageBudget: images,
 	}, db, client, queue)

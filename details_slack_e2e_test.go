@@ -91,7 +91,7 @@ func testSlackDetailsDeleteEnhance(t *testing.T, mode string) {
 	}
 
 	views := len(e.slack.Views())
-	env, err := e.slack.ClickEphemeral(det, "kontext_use")
+	env, err := e.slack.ClickEphemeral(det, "kontext_use_settings")
 	if err != nil {
 		t.Fatal(err)
 	}

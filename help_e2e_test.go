@@ -24,7 +24,7 @@ func TestHelpOnDiscord(t *testing.T) {
 	if !m.Ephemeral() {
 		t.Error("the help is visible to everyone, want it only to its user")
 	}
-	for _, w := range append(helpMarks, "**Reroll**", "Apps → Edit image", "/help") {
+	for _, w := range append(helpMarks, "**Reroll**", "Apps → Edit image", "/help", "count:4", "**Use N**") {
 		if !strings.Contains(m.Content, w) {
 			t.Errorf("Discord's help lacks %q:\n%s", w, m.Content)
 		}
@@ -37,7 +37,7 @@ func TestHelpOnSlack(t *testing.T) {
 	ch := e.slack.CreateChannel("help", true)
 	e.acked(e.slack.Slash(slAda, ch, "/imagine", "help"))
 	eph := e.waitEphemeral(slAda, "Example")
-	for _, w := range append(helpMarks, "*Reroll*", "/imagine help") {
+	for _, w := range append(helpMarks, "*Reroll*", "/imagine help", "--n 4", "*Use N*") {
 		if !strings.Contains(eph.Text, w) {
 			t.Errorf("Slack's help lacks %q:\n%s", w, eph.Text)
 		}

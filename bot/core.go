@@ -101,10 +101,32 @@ type Delivery struct {
 	// crash before the post was recorded). The adapter then looks for
 	// that post first and returns it instead of posting the image twice.
 	Repost bool
+	// Group, when not empty, holds the images of a variations group, in
+	// their order, to post together as one message (Turn and Image are
+	// then the first of them); Count is how many were asked for and Note
+	// says in one sentence what became of those that were not made ("" when
+	// all were). Job is the group's job that posts it.
+	Group []Variation
+	Count int
+	Note  string
 }
 
-// Caption is the short line posted with an image: prompt, seed and model.
+// Variation is one image of a variations group.
+type Variation struct {
+	// N is the image's 1-based number in the group ("Use 3").
+	N     int
+	Job   *Job
+	Turn  Turn
+	Image []byte
+}
+
+// Caption is the short line posted with an image: prompt, seed and model;
+// for a variations group, the prompt, each image's number and seed, the
+// model, what became of the images not made, and how to go on.
 func (d *Delivery) Caption() string {
+	if len(d.Group) > 0 {
+		return d.groupCaption()
+	}
 	var b strings.Builder
 	if d.Turn.Kind == KindUpload {
 		b.WriteString("Uploaded image")
@@ -142,8 +164,11 @@ type Request struct {
 	ReplyTo string
 	// ReplyImage is the image of that message when it is a person's.
 	ReplyImage []byte
-	// Turn is the image a button was pressed on (reroll, undo, edit).
+	// Turn is the image a button was pressed on (reroll, undo, edit, use).
 	Turn string
+	// Count asks an imagine for that many variations (1 to
+	// MaxVariations; 0 means 1), each with its own seed, posted together.
+	Count int
 	// Origin is the adapter's note of where to answer; stored with the job.
 	Origin map[string]string
 	// Admin is set by the adapter when the platform says the user
@@ -191,6 +216,10 @@ type Config struct {
 	// checks of people's images take at once (see CheckImageWithin); nil
 	// means no bound.
 	ImageBudget *kontext.Budget
+	// UserWaiting is the queue's cap on one user's waiting jobs (0: not
+	// known); a variations request that would pass it is refused up
+	// front, before any of its jobs is queued.
+	UserWaiting int
 }
 
 // DefaultPostRetry is how long posting a finished image is retried in
@@ -244,6 +273,11 @@ type Core struct {
 	mu        sync.Mutex
 	platforms map[string]Platform
 	closing   bool
+	// groups serialises, per variations group, the check "has every job
+	// of the group ended?" and the group's post.
+	groups map[string]*groupLock
+	// heldMu serialises releasing follow-ups held behind groups.
+	heldMu sync.Mutex
 
 	// stop is closed when Close begins: posting retries stop waiting.
 	stop     chan struct{}
@@ -278,7 +312,7 @@ func New(cfg Config, st Store, gen Generator, q Scheduler) *Core {
 	}
 	halt, haltCancel := context.WithCancelCause(context.Background())
 	return &Core{cfg: cfg, store: st, gen: gen, queue: q, log: log, now: now,
-		platforms: map[string]Platform{}, thumbs: sheet.NewCache(ThumbnailCache),
+		platforms: map[string]Platform{}, thumbs: sheet.NewCache(ThumbnailCache), groups: map[string]*groupLock{},
 		stop: make(chan struct{}), halt: halt, haltCancel: haltCancel}
 }
 
@@ -299,6 +333,9 @@ func (c *Core) reporter(j *Job) Reporter {
 	if p == nil {
 		return nopReporter{}
 	}
+	if j.Index > 1 {
+		return quietReporter{p.Reporter(j)}
+	}
 	return p.Reporter(j)
 }
 
@@ -307,7 +344,16 @@ func (c *Core) isAdmin(user string) bool { return slices.Contains(c.cfg.Admins, 
 // Submit accepts an imagine, edit or reroll: it checks the input and the
 // limits before anything is charged or sent, persists the job and queues
 // it. The returned job is a copy for the caller.
+//
+// With req.Count above 1 it accepts a variations group (see
+// submitGroup) and returns the group's first job. A follow-up that edits
+// the conversation's current image while a variations group of the
+// conversation is still live is held until the group is posted (see
+// holdBehindGroup).
 func (c *Core) Submit(ctx context.Context, req *Request) (*Job, error) {
+	if req.Count > 1 {
+		return c.submitGroup(ctx, req)
+	}
 	job, upload, err := c.prepare(ctx, req)
 	if err != nil {
 		return nil, err
@@ -321,6 +367,16 @@ func (c *Core) Submit(ctx context.Context, req *Request) (*Job, error) {
 			return nil, fmt.Errorf("bot: submit: store upload: %w", err)
 		}
 		job.Base = t.ID
+	}
+	if job.FollowHead {
+		held, err := c.holdBehindGroup(ctx, job)
+		if err != nil {
+			return nil, fmt.Errorf("bot: submit: %w", err)
+		}
+		if held {
+			cp := *job
+			return &cp, nil
+		}
 	}
 	if err := c.store.PutJob(ctx, job); err != nil {
 		return nil, fmt.Errorf("bot: submit: %w", err)
@@ -354,6 +410,13 @@ func (c *Core) prepare(ctx context.Context, req *Request) (*Job, []byte, error) 
 	c.mu.Unlock()
 	if sh, ok := c.queue.(Shared); closing && (!ok || !sh.QueuesAfterClose()) {
 		return nil, nil, kontext.ErrShutdown
+	}
+	n := max(req.Count, 1)
+	switch {
+	case n > MaxVariations:
+		return nil, nil, Userf("I can make at most %d variations at once.", MaxVariations)
+	case n > 1 && req.Kind != KindImagine:
+		return nil, nil, Userf("Variations (count) are for /imagine only.")
 	}
 	if !req.Conv.Valid() {
 		return nil, nil, fmt.Errorf("bot: submit: invalid conversation key %q", req.Conv)
@@ -407,7 +470,7 @@ func (c *Core) prepare(ctx context.Context, req *Request) (*Job, []byte, error) 
 		job.Seed = mrand.Int64N(1 << 32)
 	}
 	if !admin {
-		if err := c.checkLimits(ctx, job, now, eff); err != nil {
+		if err := c.checkLimits(ctx, job, n, now, eff); err != nil {
 			return nil, nil, err
 		}
 	}
@@ -509,9 +572,17 @@ func (c *Core) hasLiveJob(ctx context.Context, key ConvKey) bool {
 	return slices.ContainsFunc(live, func(j *Job) bool { return j.Conv == key })
 }
 
-// checkLimits refuses a job past the user's daily cap or the workspace's
-// monthly budget, counting jobs still in flight as if they were delivered.
-func (c *Core) checkLimits(ctx context.Context, job *Job, now time.Time, eff Effective) error {
+// checkLimits refuses n images like job (a variations group is n jobs)
+// past the user's daily cap or the workspace's monthly budget, counting
+// jobs still in flight as if they were delivered (a posting job is
+// charged already, so it counts through the usage), and a group of n
+// past the user's waiting cap.
+func (c *Core) checkLimits(ctx context.Context, job *Job, n int, now time.Time, eff Effective) error {
+	if n > 1 && c.cfg.UserWaiting > 0 {
+		if err := c.checkWaiting(ctx, job, n); err != nil {
+			return err
+		}
+	}
 	if eff.DailyLimit <= 0 && eff.Budget <= 0 {
 		return nil
 	}
@@ -524,7 +595,7 @@ func (c *Core) checkLimits(ctx context.Context, job *Job, now time.Time, eff Eff
 		return fmt.Errorf("bot: limits: %w", err)
 	}
 	for _, l := range live {
-		if l.Conv.Platform != job.Conv.Platform || l.Conv.Workspace != job.Conv.Workspace {
+		if l.Conv.Platform != job.Conv.Platform || l.Conv.Workspace != job.Conv.Workspace || l.State == JobPosting {
 			continue
 		}
 		if l.User == job.User && sameDay(l.Created, now) {
@@ -537,7 +608,10 @@ func (c *Core) checkLimits(ctx context.Context, job *Job, now time.Time, eff Eff
 	if eff.DailyLimit > 0 && day.Images >= eff.DailyLimit {
 		return &UserError{Msg: fmt.Sprintf("You have used your %d images for today. The limit resets at midnight UTC.", eff.DailyLimit), Err: ErrDailyLimit}
 	}
-	if price := c.cfg.Prices[job.Model]; eff.Budget > 0 && month.Spend+price > eff.Budget+1e-9 {
+	if left := eff.DailyLimit - day.Images; eff.DailyLimit > 0 && n > left {
+		return &UserError{Msg: fmt.Sprintf("You asked for %d images but have %d left today (limit %d): ask for fewer. The limit resets at midnight UTC.", n, left, eff.DailyLimit), Err: ErrDailyLimit}
+	}
+	if price := c.cfg.Prices[job.Model] * float64(n); eff.Budget > 0 && month.Spend+price > eff.Budget+1e-9 {
 		return &UserError{Msg: fmt.Sprintf("This workspace has spent its $%.2f image budget for %s.", eff.Budget, now.UTC().Format("January")), Err: ErrBudget}
 	}
 	return nil
@@ -557,8 +631,11 @@ func (c *Core) enqueue(ctx context.Context, job *Job) error {
 	c.started.Do(func() { c.queue.Start(c.run) })
 	rep := c.reporter(job)
 	serial := job.Conv.String()
-	if job.Kind == KindImagine && job.Conv.Thread == "" {
-		serial = "" // a new picture in a channel waits for no one
+	if job.Kind == KindImagine && job.Conv.Thread == "" || job.Group != "" {
+		// A new picture in a channel waits for no one; variations run
+		// side by side (a follow-up after them is held until they are
+		// posted: see holdBehindGroup).
+		serial = ""
 	}
 	return c.queue.Submit(ctx, Slot{
 		ID:     job.ID,
@@ -662,6 +739,8 @@ func (c *Core) Cancel(ctx context.Context, jobID, user string) error {
 		return ErrJobGone
 	case j.User != user && !c.isAdmin(user):
 		return ErrNotYours
+	case j.Group != "":
+		return c.cancelGroup(ctx, j)
 	}
 	if err := c.queue.Cancel(ctx, jobID); err != nil {
 		return err
@@ -683,6 +762,10 @@ func (c *Core) execute(ctx context.Context, job *Job, rep Reporter, queued time.
 	started := c.now()
 	wait := started.Sub(queued)
 	if job.State == JobPosting {
+		if job.Group != "" {
+			// Stored before a restart: post the group if this was its last.
+			return c.finishGroup(context.WithoutCancel(ctx), job, true)
+		}
 		return c.post(context.WithoutCancel(ctx), job, rep, wait, 0)
 	}
 	rep.Running(job)
@@ -734,7 +817,8 @@ func (c *Core) execute(ctx context.Context, job *Job, rep Reporter, queued time.
 		return c.fail(ctx, job, rep, wait, provider, err)
 	}
 	t := Turn{ID: newID("i"), Parent: job.Base, Kind: job.Kind, Prompt: job.Prompt, Model: res.Model,
-		Aspect: job.Aspect, Seed: res.Seed, Requester: job.User, Created: c.now(), Enhance: job.Enhance}
+		Aspect: job.Aspect, Seed: res.Seed, Requester: job.User, Created: c.now(), Enhance: job.Enhance,
+		Group: job.Group, Variation: job.Index}
 	if t.Model == "" {
 		t.Model = job.Model
 	}
@@ -753,6 +837,11 @@ func (c *Core) execute(ctx context.Context, job *Job, rep Reporter, queued time.
 		Model: job.Model, USD: c.cfg.Prices[job.Model], At: t.Created}
 	if _, err := c.store.AddTurn(context.WithoutCancel(ctx), job.Conv, t, res.Data, job, charge); err != nil {
 		return c.fail(ctx, job, rep, wait, provider, fmt.Errorf("bot: store result: %w", err))
+	}
+	if job.Group != "" {
+		// Stored and charged: the group is posted once its last job ends.
+		c.logEnd(job, wait, provider, nil)
+		return c.finishGroup(context.WithoutCancel(ctx), job, false)
 	}
 	return c.deliver(context.WithoutCancel(ctx), job, rep, t, res.Data, wait, provider, false)
 }
@@ -813,6 +902,21 @@ func (c *Core) post(ctx context.Context, job *Job, rep Reporter, wait, provider 
 func (c *Core) deliver(ctx context.Context, job *Job, rep Reporter, t Turn, img []byte, wait, provider time.Duration, repost bool) error {
 	d := &Delivery{Job: job, Conv: job.Conv, Turn: t, Image: img, Repost: repost}
 	d.Record = func(ctx context.Context, p Posted) error { return c.recordPost(ctx, job.Conv, t, img, p) }
+	if err := c.postRetrying(ctx, job, rep, d); err != nil {
+		return err
+	}
+	c.thumbnail(ctx, job, t, img)
+	job.State, job.Updated = JobDelivered, c.now()
+	if err := c.store.PutJob(ctx, job); err != nil {
+		c.log.Error("bot: mark delivered", "job", job.ID, "err", err)
+	}
+	c.logEnd(job, wait, provider, nil)
+	return nil
+}
+
+// postRetrying posts d through rep, retrying as deliver describes, and
+// records where it landed.
+func (c *Core) postRetrying(ctx context.Context, job *Job, rep Reporter, d *Delivery) error {
 	deadline := time.Now().Add(c.cfg.PostRetry)
 	backoff := c.cfg.PostRetryBase
 	delayed := false
@@ -853,21 +957,19 @@ func (c *Core) deliver(ctx context.Context, job *Job, rep Reporter, t Turn, img 
 		}
 		backoff = min(backoff*2, MaxPostBackoff)
 	}
-	if err := c.recordPost(ctx, job.Conv, t, img, posted); err != nil {
+	if err := d.Record(ctx, posted); err != nil {
 		c.log.Error("bot: record post", "job", job.ID, "err", err)
 	}
-	// The image's thumbnail for history sheets, now that it is posted: a
-	// sheet then decodes none of the images this process delivered. It
-	// never waits for the image budget.
+	return nil
+}
+
+// thumbnail makes the image's thumbnail for history sheets, now that it
+// is posted: a sheet then decodes none of the images this process
+// delivered. It never waits for the image budget.
+func (c *Core) thumbnail(ctx context.Context, job *Job, t Turn, img []byte) {
 	if err := c.thumbs.Add(ctx, t.SHA256, img, c.cfg.ImageBudget); err != nil {
 		c.log.Debug("bot: thumbnail", "job", job.ID, "err", err)
 	}
-	job.State, job.Updated = JobDelivered, c.now()
-	if err := c.store.PutJob(ctx, job); err != nil {
-		c.log.Error("bot: mark delivered", "job", job.ID, "err", err)
-	}
-	c.logEnd(job, wait, provider, nil)
-	return nil
 }
 
 // attempt is one Deliver, cut short once Close's deadline passes.
@@ -990,6 +1092,7 @@ func (c *Core) fail(ctx context.Context, job *Job, rep Reporter, wait, provider 
 	}
 	ctx = context.WithoutCancel(ctx)
 	job.State, job.Error, job.Updated = JobFailed, err.Error(), c.now()
+	job.Refused = errors.Is(err, kontext.ErrContentRefused)
 	if perr := c.store.PutJob(ctx, job); perr != nil {
 		c.log.Error("bot: mark failed", "job", job.ID, "err", perr)
 	}
@@ -998,6 +1101,13 @@ func (c *Core) fail(ctx context.Context, job *Job, rep Reporter, wait, provider 
 		c.log.Error("bot: job failed", "job", job.ID, "err", err)
 	}
 	c.logEnd(job, wait, provider, err)
+	if job.Group != "" {
+		// Not told on its own: the group's message says how many were made.
+		if gerr := c.finishGroup(ctx, job, false); gerr != nil {
+			c.log.Error("bot: post variations", "job", job.ID, "err", gerr)
+		}
+		return err
+	}
 	rep.Fail(ctx, job, Explain(err))
 	return err
 }
@@ -1173,6 +1283,18 @@ func (c *Core) requeue(ctx context.Context, want func(*Job) bool) ([]string, err
 		c.mu.Unlock()
 		if !known || !want(j) {
 			continue // its platform is not configured in this run: it waits on disk
+		}
+		if j.After != "" {
+			// A follow-up held behind a variations group: queued when the
+			// group is posted, or now if that happened already.
+			held, err := c.recoverHeld(ctx, j)
+			if err != nil {
+				c.log.Error("bot: recover: held job", "job", j.ID, "err", err)
+				continue
+			}
+			if held {
+				continue
+			}
 		}
 		err := c.enqueue(ctx, j)
 		switch {

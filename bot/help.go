@@ -32,6 +32,9 @@ type HelpStyle struct {
 	// the History button"), Use how an image of it is picked; "" where
 	// there is none.
 	History, Use string
+	// Variations is how Imagine asks for several images ("count:4",
+	// "--n 4"); "" where it cannot.
+	Variations string
 }
 
 // Help is what /help (Discord), /imagine help (Slack) and /help in the
@@ -50,6 +53,13 @@ func Help(s HelpStyle) string {
 		", so you can refine it turn after turn.")
 	line()
 	line(b(s.Imagine), ": make a picture. ", s.Options)
+	if s.Variations != "" {
+		use := "Use N"
+		if !s.Buttons {
+			use = "/use N"
+		}
+		line(b(s.Imagine+" "+s.Variations), ": up to 4 variations with different seeds, in one message; follow-ups edit image 1 until ", b(use), " picks another.")
+	}
 	line(b(s.Edit), ": edit the image you attach, or else the current picture here.")
 	line("Any message in ", s.Thread, ": edits its current picture.", prefixed(" ", s.Reply))
 	if s.Mention != "" {

@@ -16,10 +16,12 @@ type Options struct {
 	Image string
 	// Enhance asks the model to enhance the prompt first (--enhance).
 	Enhance bool
+	// Count is how many variations to make (--n 4); 0 when not given.
+	Count int
 }
 
-// ParseOptions splits "a red fox --ar 16:9 --seed 7 --model pro" into the
-// prompt and its options. Options may stand anywhere; "--ar" also reads as
+// ParseOptions splits "a red fox --ar 16:9 --seed 7 --model pro --n 4"
+// into the prompt and its options. Options may stand anywhere; "--ar" also reads as
 // "--aspect", and the model may be given as max, pro or its full name.
 // "--enhance" takes no value ("--enhance=no" turns it off). Unknown "--"
 // words are refused, so a typo never ends up in the prompt.
@@ -72,8 +74,14 @@ func ParseOptions(text string) (string, Options, error) {
 			o.Model = m
 		case "--image":
 			o.Image = value
+		case "--n", "--count":
+			n, err := strconv.Atoi(value)
+			if err != nil || n < 1 || n > MaxVariations {
+				return "", o, Userf("--n is how many variations to make: a whole number from 1 to %d, not %q.", MaxVariations, value)
+			}
+			o.Count = n
 		default:
-			return "", o, Userf("Unknown option %s: use --ar, --seed, --model or --enhance.", name)
+			return "", o, Userf("Unknown option %s: use --ar, --seed, --model, --n or --enhance.", name)
 		}
 	}
 	return strings.Join(words, " "), o, nil
@@ -87,6 +95,8 @@ func optionExample(name string) string {
 		return "--model pro"
 	case "--image":
 		return "--image photo.png"
+	case "--n", "--count":
+		return "--n 4"
 	}
 	return "--ar 16:9"
 }

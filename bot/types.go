@@ -86,6 +86,11 @@ type Turn struct {
 	// its Refs): its image stays for undo and history, but a delete never
 	// makes it the head.
 	Hidden bool `json:"hidden,omitempty"`
+	// Group is the id of the variations group the image was made in ("" for
+	// a single image); Variation is its 1-based number in the group's
+	// message ("Use 3" picks Variation 3).
+	Group     string `json:"group,omitempty"`
+	Variation int    `json:"variation,omitempty"`
 }
 
 // KindUpload marks a turn that a person uploaded rather than the provider made.
@@ -164,6 +169,22 @@ type Job struct {
 	// Origin is the adapter's own note of where to answer (channel, thread,
 	// interaction token, status message id...). The core never reads it.
 	Origin map[string]string `json:"origin,omitempty"`
+	// Group is set on the jobs of one variations request (/imagine
+	// count:4): Count jobs with ids GroupJobID(Group, 1..Count), Index the
+	// job's 1-based number. Each job is queued, run and charged on its
+	// own; the group's images are posted together, by whichever job ends
+	// last (or by the recovery after a restart), from the jobs' stored
+	// states.
+	Group string `json:"group,omitempty"`
+	Index int    `json:"index,omitempty"`
+	Count int    `json:"count,omitempty"`
+	// After holds a follow-up that edits the conversation's current image
+	// until the variations group After, submitted before it in the same
+	// conversation, has been posted: only then is the job queued (see
+	// Core.Submit).
+	After string `json:"after,omitempty"`
+	// Refused is set on a failed job the provider refused as unsafe.
+	Refused bool `json:"refused,omitempty"`
 
 	State        JobState  `json:"state"`
 	PredictionID string    `json:"prediction_id,omitempty"`

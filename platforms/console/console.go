@@ -35,6 +35,7 @@ const Platform = "console"
 // Help lists the lines the chat understands.
 const Help = `Type a prompt to edit the current image, or:
   /imagine PROMPT [--ar 16:9] [--seed N] [--model pro] [--enhance]   make a new image
+  /imagine --n 4 PROMPT                                  4 variations (different seeds)
   /edit PROMPT [--enhance]                               edit the current image
   /edit --image PATH PROMPT                              edit a local image
   /reroll        same prompt and parent, new seed
@@ -52,7 +53,7 @@ const Help = `Type a prompt to edit the current image, or:
 var help = bot.Help(bot.HelpStyle{Imagine: "/imagine PROMPT", Edit: "/edit PROMPT", Usage: "/usage", Help: "/help",
 	Options: "Options: --ar 16:9, --seed N (same seed + same prompt = same image), --model pro, --enhance (the model enhances your prompt).",
 	Details: "/details [N]", Delete: "/delete [N]",
-	Thread: "this conversation", History: "/history", Use: "/use N"}) + `
+	Thread: "this conversation", History: "/history", Use: "/use N", Variations: "--n 4"}) + `
 
 Only here:
   /edit --image PATH PROMPT   edit a local image
@@ -194,8 +195,13 @@ func (c *Chat) Running(job *bot.Job) {
 	c.printf("… %s: generating", job.ID)
 }
 
-// Deliver writes the image to the chat's folder and prints where.
-func (c *Chat) Deliver(_ context.Context, job *bot.Job, d *bot.Delivery) (bot.Posted, error) {
+// Deliver writes the image to the chat's folder and prints where; a
+// variations group's images are written one file each and printed
+// numbered, for /use N.
+func (c *Chat) Deliver(ctx context.Context, job *bot.Job, d *bot.Delivery) (bot.Posted, error) {
+	if len(d.Group) > 0 {
+		return c.deliverGroup(ctx, job, d)
+	}
 	path, err := c.write(d)
 	if err != nil {
 		return bot.Posted{}, err
@@ -217,6 +223,65 @@ func (c *Chat) Deliver(_ context.Context, job *bot.Job, d *bot.Delivery) (bot.Po
 func (c *Chat) Fail(_ context.Context, job *bot.Job, msg string) {
 	c.printf("✗ %s: %s", job.ID, msg)
 	c.untrack(job.ID)
+	c.untrackGroup(job)
+}
+
+// deliverGroup writes each image of a variations group and prints them
+// with their numbers in /history, the numbers /use N takes.
+func (c *Chat) deliverGroup(ctx context.Context, job *bot.Job, d *bot.Delivery) (bot.Posted, error) {
+	numbers := map[string]int{}
+	if conv, err := c.core.Store().Conversation(ctx, d.Conv); err == nil {
+		for i, t := range conv.Turns {
+			numbers[t.ID] = i + 1
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "✓ %d variations · %s", max(d.Count, len(d.Group)), d.Turn.Prompt)
+	if d.Turn.Model != "" {
+		b.WriteString(" · " + d.Turn.Model)
+	}
+	for _, v := range d.Group {
+		path, err := c.write(&bot.Delivery{Turn: v.Turn, Image: v.Image})
+		if err != nil {
+			return bot.Posted{}, err
+		}
+		fmt.Fprintf(&b, "\n  image %d (variation %d). %s · %d×%d", numbers[v.Turn.ID], v.N, path, v.Turn.Width, v.Turn.Height)
+		if v.Turn.Seed != nil {
+			fmt.Fprintf(&b, " · seed %d", *v.Turn.Seed)
+		}
+	}
+	if d.Note != "" {
+		b.WriteString("\n  " + d.Note)
+	}
+	if len(d.Group) > 1 {
+		fmt.Fprintf(&b, "\n  Follow-ups edit image %d; /use N goes on from image N instead.", numbers[d.Group[0].Turn.ID])
+	}
+	c.printf("%s", b.String())
+	c.mu.Lock()
+	delete(c.started, job.ID)
+	c.mu.Unlock()
+	c.untrack(job.ID)
+	c.untrackGroup(job)
+	return bot.Posted{}, nil
+}
+
+// untrackGroup stops waiting for the other jobs of job's variations
+// group: the group is told once, through its first job (a restart's
+// Recover may have handed the chat every job of the group).
+func (c *Chat) untrackGroup(job *bot.Job) {
+	if job.Group == "" {
+		return
+	}
+	for n := 1; n <= job.Count; n++ {
+		if id := bot.GroupJobID(job.Group, n); id != job.ID {
+			c.mu.Lock()
+			pending := c.pending[id]
+			c.mu.Unlock()
+			if pending {
+				c.untrack(id)
+			}
+		}
+	}
 }
 
 // write saves d's image as the next numbered file, once per turn.
@@ -589,7 +654,7 @@ func (c *Chat) submitWithOptions(ctx context.Context, req *bot.Request, text str
 	if err != nil {
 		return err
 	}
-	req.Prompt, req.Aspect, req.Seed, req.Model, req.Enhance = prompt, opts.Aspect, opts.Seed, opts.Model, opts.Enhance
+	req.Prompt, req.Aspect, req.Seed, req.Model, req.Enhance, req.Count = prompt, opts.Aspect, opts.Seed, opts.Model, opts.Enhance, opts.Count
 	if opts.Image != "" {
 		if req.Kind != bot.KindEdit {
 			return bot.Userf("--image goes with /edit.")

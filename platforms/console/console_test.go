@@ -3,6 +3,8 @@ package console_test
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"image"
 	"image/png"
@@ -418,4 +420,57 @@ func onePixelPNG(t *testing.T) []byte {
 		t.Fatal(err)
 	}
 	return b.Bytes()
+}
+
+// TestVariationsAndUse: /imagine --n 3 writes three files, printed
+// numbered; /use 2 makes image 2 current, so the next prompt edits it;
+// /use without variations just before says how to make some.
+func TestVariationsAndUse(t *testing.T) {
+	h := newHarness(t)
+	var out strings.Builder
+	chat, err := console.New(h.core, &syncWriter{w: &out}, h.dir, "ada", "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.core.Register(chat)
+	script := "/use 1\n/imagine --n 3 a red fox\n/use 2\nmake it snow\n/use 3\n/quit\n"
+	if err := chat.Run(context.Background(), strings.NewReader(script)); err != nil {
+		t.Fatal(err)
+	}
+	text := out.String()
+	if !strings.Contains(text, "/imagine --n 4 PROMPT") {
+		t.Errorf("/use before any variations: want how to make some:\n%s", text)
+	}
+	m := regexp.MustCompile(`\n  2\. (\S+) · `).FindStringSubmatch(text)
+	if m == nil || !strings.Contains(text, "✓ 3 variations · a red fox") || !strings.Contains(text, "\n  3. ") {
+		t.Fatalf("the variations were not printed numbered:\n%s", text)
+	}
+	two, err := os.ReadFile(m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	edits, _ := filepath.Glob(filepath.Join(h.dir, "*-edit-*"))
+	if len(edits) != 1 {
+		t.Fatalf("edit files: %v, want 1:\n%s", edits, text)
+	}
+	edit, _ := os.ReadFile(edits[0])
+	p, err := kontexttest.ReadProvenance(edit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Prompt != "make it snow" || p.InputSHA256 != digest(two) {
+		t.Errorf("the edit after /use 2: %q from %s, want image 2 %s", p.Prompt, p.InputSHA256, digest(two))
+	}
+	// After an edit, /use no longer picks from the variations.
+	if strings.Count(text, "/imagine --n 4 PROMPT") != 2 {
+		t.Errorf("/use after an edit: want the hint again:\n%s", text)
+	}
+	if got := h.fake.Stats().Creates; got != 4 {
+		t.Errorf("creates: %d, want 4", got)
+	}
+}
+
+func digest(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
 }

@@ -30,7 +30,8 @@ var helpText = bot.Help(bot.HelpStyle{Bold: "**%s**", Imagine: "/imagine prompt"
 	Menu: "Apps → Edit image on a message with an image: right-click, or long-press on mobile", Buttons: true, Settings: "/kontext settings",
 	History: "/history", Use: "pick one in its menu",
 	Thread: "the picture's thread", Reply: "A reply to any message with an image edits that image.",
-	Mention: "**@kontextbot prompt**: makes a picture, also where slash commands are not at hand."})
+	Mention:    "**@kontextbot prompt**: makes a picture, also where slash commands are not at hand.",
+	Variations: "count:4"})
 
 // maxSeed is the largest seed the commands accept.
 const maxSeed = math.MaxUint32
@@ -69,12 +70,16 @@ func commands() []*discordgo.ApplicationCommand {
 		}}
 	enhance := &discordgo.ApplicationCommandOption{Type: discordgo.ApplicationCommandOptionBoolean, Name: "enhance",
 		Description: "Let the model enhance your prompt first (off by default); shown in Details"}
+	one := 1.0
+	count := &discordgo.ApplicationCommandOption{Type: discordgo.ApplicationCommandOptionInteger, Name: "count",
+		Description: "Variations: 1 to 4 images with different seeds, in one message; Use N picks one (default 1)",
+		MinValue:    &one, MaxValue: bot.MaxVariations}
 	image := &discordgo.ApplicationCommandOption{Type: discordgo.ApplicationCommandOptionAttachment, Name: "image",
 		Description: "Image to edit (PNG, JPEG, WebP or GIF); without it, the current image here"}
 	return []*discordgo.ApplicationCommand{
 		{Name: cmdImagine, Description: "Make an image from a prompt with FLUX.1 Kontext",
 			Contexts: contexts, IntegrationTypes: install,
-			Options: []*discordgo.ApplicationCommandOption{prompt("What to make"), aspect(false), seed, model, enhance}},
+			Options: []*discordgo.ApplicationCommandOption{prompt("What to make"), aspect(false), seed, model, count, enhance}},
 		{Name: cmdEdit, Description: "Edit an image: the one you attach, or the current one here",
 			Contexts: contexts, IntegrationTypes: install,
 			Options: []*discordgo.ApplicationCommandOption{prompt("What to change"), image, aspect(true), seed, model, enhance}},
@@ -98,6 +103,8 @@ type slashArgs struct {
 	Seed    *int64
 	Enhance bool
 	Image   *discordgo.MessageAttachment
+	// Count is how many variations /imagine asks for; 0 when not given.
+	Count int
 }
 
 // parseSlash reads the options of /imagine or /edit. Discord checks types
@@ -138,6 +145,12 @@ func parseSlash(data discordgo.ApplicationCommandInteractionData) (slashArgs, er
 				return a, bot.Userf("enhance must be true or false.")
 			}
 			a.Enhance = v
+		case "count":
+			f, ok := o.Value.(float64)
+			if !ok || f < 1 || f > bot.MaxVariations || f != math.Trunc(f) {
+				return a, bot.Userf("count is how many variations to make: a whole number from 1 to %d.", bot.MaxVariations)
+			}
+			a.Count = int(f)
 		case "image":
 			id, _ := o.Value.(string)
 			if data.Resolved == nil || data.Resolved.Attachments[id] == nil {
@@ -153,18 +166,19 @@ func parseSlash(data discordgo.ApplicationCommandInteractionData) (slashArgs, er
 // image (turn) a button was shown with, the job a Cancel button cancels,
 // or the message an "Edit image" modal edits: all on disk, so buttons
 // work after a restart. "Use these settings" and the modal it opens add
-// the result message the Details came from: "k:use:<turn>:<message>",
+// the result message the Details came from: "k:useset:<turn>:<message>",
 // "k:editm:<turn>:<message>".
 const (
-	actReroll   = "reroll"  // button: same prompt and parent, new seed
-	actUndo     = "undo"    // button: back to the parent image
-	actEdit     = "edit"    // button: opens the edit modal
-	actCancel   = "cancel"  // button on a waiting job's status
-	actEditTurn = "editm"   // modal opened by actEdit
-	actEditMsg  = "editmsg" // modal opened by the "Edit image" menu
-	actDetails  = "details" // button: the image's details, only to the presser
-	actDelete   = "delete"  // button: deletes the post and the image
-	actUse      = "use"     // button in the details: the Edit modal pre-filled
+	actReroll      = "reroll"  // button: same prompt and parent, new seed
+	actUndo        = "undo"    // button: back to the parent image
+	actEdit        = "edit"    // button: opens the edit modal
+	actCancel      = "cancel"  // button on a waiting job's status
+	actEditTurn    = "editm"   // modal opened by actEdit
+	actEditMsg     = "editmsg" // modal opened by the "Edit image" menu
+	actDetails     = "details" // button: the image's details, only to the presser
+	actDelete      = "delete"  // button: deletes the post and the image
+	actUseSettings = "useset"  // button in the details: the Edit modal pre-filled
+	actUse         = "use"     // button under one image of variations: make it the current image
 )
 
 var idArg = regexp.MustCompile(`^[a-z0-9]{1,64}$`)
@@ -207,7 +221,7 @@ func parseCustomID(s string) (action, id string, err error) {
 		return "", "", fmt.Errorf("discord: unknown custom id %q", s)
 	}
 	switch parts[1] {
-	case actReroll, actUndo, actEdit, actCancel, actEditTurn, actEditMsg, actDetails, actDelete, actHistory:
+	case actReroll, actUndo, actEdit, actCancel, actEditTurn, actEditMsg, actDetails, actDelete, actHistory, actUse:
 		return parts[1], parts[2], nil
 	}
 	return "", "", fmt.Errorf("discord: unknown custom id action in %q", s)
@@ -223,7 +237,7 @@ func turnMsgID(action, turn, messageID string) string {
 // whose Details it came from.
 func parseTurnMsgID(s string) (turn, messageID string, ok bool) {
 	parts := strings.Split(s, ":")
-	if len(parts) == 4 && parts[0] == "k" && (parts[1] == actUse || parts[1] == actEditTurn) &&
+	if len(parts) == 4 && parts[0] == "k" && (parts[1] == actUseSettings || parts[1] == actEditTurn) &&
 		idArg.MatchString(parts[2]) && snowflake.MatchString(parts[3]) {
 		return parts[2], parts[3], true
 	}

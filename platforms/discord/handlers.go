@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"regexp"
 	"slices"
 	"strconv"
@@ -196,7 +197,7 @@ func (b *Bot) onSlash(ctx context.Context, in *discordgo.Interaction, data disco
 	args, err := parseSlash(data)
 	o := b.interactionOrigin(ctx, in, received)
 	req := &bot.Request{Kind: kind, Conv: o.Place.key(), User: user, UserName: name, Prompt: args.Prompt,
-		Aspect: args.Aspect, Seed: args.Seed, Model: args.Model, Enhance: args.Enhance, Origin: o.encode()}
+		Aspect: args.Aspect, Seed: args.Seed, Model: args.Model, Enhance: args.Enhance, Count: args.Count, Origin: o.encode()}
 	switch {
 	case err != nil || kind != bot.KindEdit:
 	case args.Image != nil:
@@ -304,7 +305,7 @@ func (b *Bot) applyOptions(req *bot.Request, raw string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	req.Aspect, req.Seed, req.Model, req.Enhance = o.Aspect, o.Seed, o.Model, o.Enhance
+	req.Aspect, req.Seed, req.Model, req.Enhance, req.Count = o.Aspect, o.Seed, o.Model, o.Enhance, o.Count
 	return prompt, nil
 }
 
@@ -420,13 +421,18 @@ func (b *Bot) onButton(ctx context.Context, in *discordgo.Interaction, id string
 		b.undo(ctx, in, b.buttonConv(ctx, in), arg, user, name)
 	case actDetails:
 		b.details(ctx, in, arg)
-	case actUse:
+	case actUseSettings:
 		_, msg, _ := parseTurnMsgID(id)
 		b.useSettings(ctx, in, arg, msg)
 	case actDelete:
 		b.delete(ctx, in, arg, user)
 	case actHistory:
 		b.onHistory(ctx, in, b.buttonConv(ctx, in))
+	case actUse:
+		if b.deferUpdate(ctx, in) != nil {
+			return
+		}
+		b.use(ctx, in, b.buttonConv(ctx, in), arg, user, name)
 	default:
 		b.answerError(ctx, in, bot.Userf("That button does nothing any more."))
 	}
@@ -486,13 +492,31 @@ func (b *Bot) undo(ctx context.Context, in *discordgo.Interaction, conv bot.Conv
 		b.privately(ctx, in, err)
 		return
 	}
-	b.show(ctx, in, d, "Back to: ", "u")
+	b.show(ctx, in, d, "Back to: ", "u", false)
 }
 
-// show posts an image shown again (after an undo, or picked from the
-// history) in its conversation's place, once per interaction (kind is
-// the nonce's letter), and records the post.
-func (b *Bot) show(ctx context.Context, in *discordgo.Interaction, d *bot.Delivery, prefix, kind string) {
+// use makes image turn (one of a variations message) the conversation's
+// current image and shows it again with its own buttons: in the
+// picture's thread, or, posted in a text channel, in a thread it opens.
+func (b *Bot) use(ctx context.Context, in *discordgo.Interaction, conv bot.ConvKey, turn, user, name string) {
+	d, err := b.core.Use(ctx, &bot.Request{Conv: conv, User: user, UserName: name, Turn: turn})
+	if err != nil {
+		b.privately(ctx, in, err)
+		return
+	}
+	prefix := "Now the current image: "
+	if d.Turn.Variation > 0 {
+		prefix = fmt.Sprintf("Image %d, now the current image: ", d.Turn.Variation)
+	}
+	b.show(ctx, in, d, prefix, "v", true)
+}
+
+// show posts an image shown again (after an undo, picked from the history
+// or from variations) in its conversation's place, once per interaction
+// (kind is the nonce's letter), and records the post. When the post lands
+// in a text channel it opens a thread for it if thread is set, or if the
+// conversation's thread is gone.
+func (b *Bot) show(ctx context.Context, in *discordgo.Interaction, d *bot.Delivery, prefix, kind string, thread bool) {
 	p := b.live(placeOf(d.Conv))
 	m0, f0 := result(d, prefix)
 	m, file, err := b.fitResult(m0, f0, p.Guild, b.knownLimit(in.GuildID))
@@ -506,17 +530,17 @@ func (b *Bot) show(ctx context.Context, in *discordgo.Interaction, d *bot.Delive
 		return
 	}
 	out := bot.Posted{MessageID: posted.ID}
-	if p.Kind == kindText && placeOf(d.Conv).Kind == kindThread {
-		// The picture's thread is gone: the image shown again in the
-		// channel opens a new one.
+	if p.Kind == kindText && (thread || placeOf(d.Conv).Kind == kindThread) {
+		// The picture's thread is gone (or the image is picked in the
+		// channel): the image shown in the channel opens a new one.
 		out.Thread = b.openThread(ctx, p, posted, prefix+d.Turn.Prompt)
 	}
 	if d.Record != nil {
 		if err := d.Record(ctx, out); err != nil {
-			b.log.Error("discord: record a post", "err", err)
+			b.log.Error("discord: record a shown image", "err", err)
 		}
 	} else if err := b.core.RecordPost(ctx, d.Conv, d.Turn.ID, out); err != nil {
-		b.log.Error("discord: record a post", "err", err)
+		b.log.Error("discord: record a shown image", "err", err)
 	}
 }
 
@@ -824,7 +848,7 @@ func (b *Bot) details(ctx context.Context, in *discordgo.Interaction, turn strin
 	var comps []discordgo.MessageComponent
 	if in.Message != nil && snowflake.MatchString(in.Message.ID) && d.Turn.Kind != bot.KindUpload {
 		comps = []discordgo.MessageComponent{discordgo.ActionsRow{Components: []discordgo.MessageComponent{
-			discordgo.Button{Label: "Use these settings", Style: discordgo.PrimaryButton, CustomID: turnMsgID(actUse, turn, in.Message.ID)},
+			discordgo.Button{Label: "Use these settings", Style: discordgo.PrimaryButton, CustomID: turnMsgID(actUseSettings, turn, in.Message.ID)},
 		}}}
 	}
 	b.answerDeferred(ctx, in, text(d.Text(detailsStyle()), comps...))

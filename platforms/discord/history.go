@@ -114,7 +114,7 @@ func (b *Bot) onHistorySelect(ctx context.Context, in *discordgo.Interaction, ac
 			b.privately(ctx, in, err)
 			return
 		}
-		b.show(ctx, in, d, "Current again: ", "p")
+		b.show(ctx, in, d, "Current again: ", "p", false)
 		return
 	}
 	d, err := b.core.Branch(ctx, req)

@@ -294,6 +294,9 @@ func (r *reporter) Deliver(ctx context.Context, job *bot.Job, d *bot.Delivery) (
 		return bot.Posted{}, nil
 	}
 	m, file := result(d, "")
+	if len(d.Group) > 0 {
+		m, file = groupResult(d)
+	}
 	m, file, err := r.b.fitResult(m, file, r.o.Place.Guild, r.o.Lim)
 	if err != nil {
 		return bot.Posted{}, err
@@ -476,6 +479,37 @@ func result(d *bot.Delivery, prefix string) (outMessage, *outFile) {
 	m := text(prefix+d.Caption(), resultButtons(d.Turn)...)
 	m.Attachments = []outAttachment{{ID: 0, Filename: name, Description: truncate(alt, 1024)}}
 	return m, &outFile{Name: name, ContentType: "image/" + format, Data: d.Image}
+}
+
+// groupResult is the one message showing a variations group: every image
+// as an attachment (files[0..n-1], attachments with the same ids), the
+// caption, and one row of buttons per image: "Edit N", "Reroll N",
+// "Use N", whose custom ids carry the image's turn id.
+func groupResult(d *bot.Delivery) (outMessage, *outFile) {
+	var rows []discordgo.MessageComponent
+	var first *outFile
+	var atts []outAttachment
+	for i, v := range d.Group {
+		one := &bot.Delivery{Turn: v.Turn, Image: v.Image}
+		_, f := result(one, "")
+		atts = append(atts, outAttachment{ID: i, Filename: f.Name, Description: truncate(fmt.Sprintf("Image %d: %s", v.N, v.Turn.Prompt), 1024)})
+		if first == nil {
+			first = f
+		} else {
+			first.More = append(first.More, f)
+		}
+		if len(rows) < 5 {
+			n := strconv.Itoa(v.N)
+			rows = append(rows, discordgo.ActionsRow{Components: []discordgo.MessageComponent{
+				discordgo.Button{Label: "Edit " + n, Style: discordgo.PrimaryButton, CustomID: customID(actEdit, v.Turn.ID)},
+				discordgo.Button{Label: "Reroll " + n, Style: discordgo.SecondaryButton, CustomID: customID(actReroll, v.Turn.ID)},
+				discordgo.Button{Label: "Use " + n, Style: discordgo.SuccessButton, CustomID: customID(actUse, v.Turn.ID)},
+			}})
+		}
+	}
+	m := text(d.Caption(), rows...)
+	m.Attachments = atts
+	return m, first
 }
 
 // resultButtons are the buttons under an image: a first row of the main

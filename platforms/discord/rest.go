@@ -66,11 +66,13 @@ type outAttachment struct {
 	Description string `json:"description,omitempty"`
 }
 
-// outFile is a file to upload with a message.
+// outFile is a file to upload with a message: files[0]; More are
+// files[1], files[2]... of the same message (a variations message).
 type outFile struct {
 	Name        string
 	ContentType string
 	Data        []byte
+	More        []*outFile
 }
 
 func text(content string, components ...discordgo.MessageComponent) outMessage {
@@ -101,7 +103,11 @@ func (b *Bot) call(ctx context.Context, method, endpoint, bucket string, body ou
 	var resp []byte
 	var err error
 	if file != nil {
-		ct, data, merr := discordgo.MultipartBodyWithJSON(body, []*discordgo.File{{Name: file.Name, ContentType: file.ContentType, Reader: bytes.NewReader(file.Data)}})
+		files := []*discordgo.File{{Name: file.Name, ContentType: file.ContentType, Reader: bytes.NewReader(file.Data)}}
+		for _, f := range file.More {
+			files = append(files, &discordgo.File{Name: f.Name, ContentType: f.ContentType, Reader: bytes.NewReader(f.Data)})
+		}
+		ct, data, merr := discordgo.MultipartBodyWithJSON(body, files)
 		if merr != nil {
 			return nil, merr
 		}

@@ -113,8 +113,32 @@ func extOf(name string) string {
 
 // fitResult makes a result message's image fit the upload limit of the
 // server it is posted in, renaming its attachment if it is re-encoded.
+//
+// A message of several files (f.More) shares the limit: each file is
+// made to fit an equal part of it.
 func (b *Bot) fitResult(m outMessage, f *outFile, guildID string, known int) (outMessage, *outFile, error) {
 	limit := b.uploadLimit(guildID, known)
+	if f != nil && len(f.More) > 0 {
+		all := append([]*outFile{{Name: f.Name, ContentType: f.ContentType, Data: f.Data}}, f.More...)
+		part := limit / len(all)
+		var fitted []*outFile
+		for _, one := range all {
+			var err error
+			if m, one, err = b.fitOne(m, one, part); err != nil {
+				return m, nil, err
+			}
+			fitted = append(fitted, one)
+		}
+		out := *fitted[0]
+		out.More = fitted[1:]
+		return m, &out, nil
+	}
+	return b.fitOne(m, f, limit)
+}
+
+// fitOne makes one file fit limit, renaming its attachment if it is
+// re-encoded.
+func (b *Bot) fitOne(m outMessage, f *outFile, limit int) (outMessage, *outFile, error) {
 	small, err := fit(f, limit)
 	if err != nil || small == f {
 		return m, f, err

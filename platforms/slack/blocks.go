@@ -2,6 +2,7 @@ package slack
 
 import (
 	"encoding/json"
+	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -14,17 +15,18 @@ import (
 // and the modal's input. The shortcut's callback id is also in
 // manifest.yaml.
 const (
-	actReroll   = "kontext_reroll"
-	actUndo     = "kontext_undo"
-	actEdit     = "kontext_edit"
-	actCancel   = "kontext_cancel"
-	actDetails  = "kontext_details"
-	actDelete   = "kontext_delete"
-	actUse      = "kontext_use" // in the Details: the Edit modal pre-filled
-	blockImage  = "kontext_image"
-	blockMore   = "kontext_more"
-	blockUse    = "kontext_use"
-	blockStatus = "kontext_status"
+	actReroll      = "kontext_reroll"
+	actUndo        = "kontext_undo"
+	actEdit        = "kontext_edit"
+	actCancel      = "kontext_cancel"
+	actDetails     = "kontext_details"
+	actDelete      = "kontext_delete"
+	actUseSettings = "kontext_use_settings" // in the Details: the Edit modal pre-filled
+	actUse         = "kontext_use"          // under one image of variations: make it the current image
+	blockImage     = "kontext_image"
+	blockMore      = "kontext_more"
+	blockUse       = "kontext_use"
+	blockStatus    = "kontext_status"
 
 	cbShortcut  = "kontext_edit_image"
 	cbEditModal = "kontext_edit_modal"
@@ -124,9 +126,25 @@ func detailsBlocks(text string, ref turnRef, upload bool) []slackgo.Block {
 	blocks := []slackgo.Block{slackgo.NewSectionBlock(slackgo.NewTextBlockObject(slackgo.MarkdownType, truncate(text, 3000), false, false), nil, nil)}
 	if !upload {
 		blocks = append(blocks, slackgo.NewActionBlock(blockUse,
-			slackgo.NewButtonBlockElement(actUse, ref.value(), plain("Use these settings")).WithStyle(slackgo.StylePrimary)))
+			slackgo.NewButtonBlockElement(actUseSettings, ref.value(), plain("Use these settings")).WithStyle(slackgo.StylePrimary)))
 	}
 	return blocks
+}
+
+// groupBlocks are the caption of a variations message and one actions
+// block per image (block ids kontext_image_N): Edit N, Reroll N, Use N,
+// each carrying the image's turn.
+func groupBlocks(d *bot.Delivery, thread string) slackgo.Blocks {
+	blocks := []slackgo.Block{slackgo.NewSectionBlock(plain(truncate(d.Caption(), 2900)), nil, nil)}
+	for _, v := range d.Group {
+		ref := turnRef{Turn: v.Turn.ID, Thread: thread}.value()
+		n := strconv.Itoa(v.N)
+		blocks = append(blocks, slackgo.NewActionBlock(blockImage+"_"+n,
+			slackgo.NewButtonBlockElement(actEdit, ref, plain("✏️ Edit "+n)),
+			slackgo.NewButtonBlockElement(actReroll, ref, plain("🎲 Reroll "+n)),
+			slackgo.NewButtonBlockElement(actUse, ref, plain("👉 Use "+n)).WithStyle(slackgo.StylePrimary)))
+	}
+	return slackgo.Blocks{BlockSet: blocks}
 }
 
 // statusBlocks are a status message: its line, the prompt, and a Cancel

@@ -26,7 +26,8 @@ var Help = bot.Help(bot.HelpStyle{Bold: "*%s*", Imagine: "/imagine PROMPT", Edit
 	Help: "/imagine help", Options: "Options: `--ar 16:9`, `--seed N` (same seed + same prompt = same image), `--model pro`, `--enhance` (the model enhances your prompt). Its message starts the picture's thread.",
 	Menu: "⋯ More actions on a message with an image", Buttons: true, Thread: "the picture's thread", Settings: "/imagine settings",
 	History: "History (or /imagine history)", Use: "pick one in its menu",
-	Mention: "*@kontextbot PROMPT* with an image attached, or in a thread below one: edits that image."})
+	Mention:    "*@kontextbot PROMPT* with an image attached, or in a thread below one: edits that image.",
+	Variations: "--n 4"})
 
 // handleEvent handles one Events API event, already acknowledged. A retry
 // of an event this process saw is dropped at once; the messages the bot
@@ -104,7 +105,7 @@ func (b *Bot) onMessage(ctx context.Context, team string, e *slackevents.Message
 		return
 	}
 	req := &bot.Request{Kind: bot.KindEdit, Conv: key, User: m.User, Prompt: prompt,
-		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model, Enhance: opts.Enhance}
+		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model, Enhance: opts.Enhance, Count: opts.Count}
 	if len(m.Files) > 0 {
 		f, err := b.pickFile(ctx, m.Files)
 		if err != nil {
@@ -183,7 +184,7 @@ func (b *Bot) mention(ctx context.Context, p place, ts, text string, files []sla
 		return
 	}
 	req := &bot.Request{Kind: bot.KindEdit, Conv: p.conv(), User: p.user, Prompt: prompt,
-		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model, Enhance: opts.Enhance}
+		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model, Enhance: opts.Enhance, Count: opts.Count}
 	switch {
 	case len(files) > 0:
 		f, err := b.pickFile(ctx, files)
@@ -404,7 +405,7 @@ func (b *Bot) command(ctx context.Context, p place, kind bot.Kind, text, userNam
 		return
 	}
 	b.submit(ctx, p, &bot.Request{Kind: kind, Conv: p.conv(), User: p.user, UserName: userName,
-		Prompt: prompt, Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model, Enhance: opts.Enhance})
+		Prompt: prompt, Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model, Enhance: opts.Enhance, Count: opts.Count})
 }
 
 func (b *Bot) usage(ctx context.Context, p place) {
@@ -489,6 +490,9 @@ func (b *Bot) onButton(ctx context.Context, team string, cb slackgo.InteractionC
 		b.undo(ctx, p, ref.Turn)
 	case actHistory:
 		b.history(ctx, p)
+	case actUse:
+		age := tsAge(cb.Container.MessageTs)
+		b.use(ctx, p, ref.Turn, messageID(channel, cb.Container.MessageTs), age >= 0 && age < 30*time.Second)
 	case actEdit:
 		meta := editMeta{Team: team, Channel: channel, Thread: p.thread, Turn: ref.Turn}
 		if _, err := b.api.OpenViewContext(ctx, cb.TriggerID, editModal(meta, "Edit image")); err != nil {
@@ -496,7 +500,7 @@ func (b *Bot) onButton(ctx context.Context, team string, cb slackgo.InteractionC
 		}
 	case actDetails:
 		b.details(ctx, p, ref.Turn)
-	case actUse:
+	case actUseSettings:
 		b.useSettings(ctx, p, cb.TriggerID, ref.Turn)
 	case actDelete:
 		if cb.Container.IsEphemeral {
@@ -514,6 +518,40 @@ func (b *Bot) undo(ctx context.Context, p place, turn string) {
 		return
 	}
 	b.show(ctx, p, d)
+}
+
+// use makes one image of a variations message the current image of its
+// thread and shows it there again, with its own buttons.
+func (b *Bot) use(ctx context.Context, p place, turn, msgID string, fresh bool) {
+	// The core records a group's thread (every image, then the message)
+	// just after Slack shares the message: a button pressed on a message
+	// that new waits for that record.
+	for deadline := time.Now().Add(3 * time.Second); fresh && time.Now().Before(deadline); {
+		if _, _, err := b.core.Store().Message(ctx, p.conv(), msgID); !errors.Is(err, bot.ErrNotFound) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	d, err := b.core.Use(ctx, &bot.Request{Conv: p.conv(), User: p.user, Turn: turn})
+	if err != nil {
+		b.reply(ctx, p, err)
+		return
+	}
+	ts, err := b.postImage(ctx, p.channel, p.thread, d, "")
+	if err != nil {
+		b.reply(ctx, p, err)
+		return
+	}
+	if ts == "" {
+		return
+	}
+	if err := d.Record(ctx, bot.Posted{MessageID: messageID(p.channel, ts)}); err != nil {
+		b.log.Error("slack: record use post", "err", err)
+	}
 }
 
 // onShortcut opens the edit modal for a message's image.
@@ -566,7 +604,7 @@ func (b *Bot) onEditSubmit(ctx context.Context, cb slackgo.InteractionCallback) 
 		return
 	}
 	req := &bot.Request{Kind: bot.KindEdit, Conv: p.conv(), User: p.user, UserName: cb.User.Name, Prompt: prompt,
-		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model, Enhance: opts.Enhance, Turn: meta.Turn}
+		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model, Enhance: opts.Enhance, Count: opts.Count, Turn: meta.Turn}
 	if meta.Msg != "" && meta.File != nil {
 		_, ts, _ := strings.Cut(meta.Msg, ":")
 		files := []slackgo.File{{URLPrivate: meta.File.URL, Name: meta.File.Name, Mimetype: meta.File.Mime, Size: meta.File.Size}}

@@ -143,21 +143,42 @@ func (b *Bot) postImage(ctx context.Context, channel, thread string, d *bot.Deli
 	if d.Turn.Kind == bot.KindUpload || title == "" {
 		title = "Uploaded image"
 	}
-	name := imageName(d)
-	u, err := b.api.GetUploadURLExternalContext(ctx, slackgo.GetUploadURLExternalParameters{
-		FileName: name, FileSize: len(d.Image), AltTxt: truncate(d.Turn.Prompt, 1000)})
-	if err != nil {
-		return "", fmt.Errorf("slack: upload image: files.getUploadURLExternal: %w", transient(err))
+	// One file, or a variations group's files, shared by one
+	// files.completeUploadExternal: one message.
+	images := []*bot.Delivery{d}
+	blocks := imageBlocks(d, thread)
+	if len(d.Group) > 0 {
+		images = images[:0]
+		for _, v := range d.Group {
+			images = append(images, &bot.Delivery{Turn: v.Turn, Image: v.Image})
+		}
+		blocks = groupBlocks(d, thread)
 	}
-	if err := b.api.UploadToURL(ctx, slackgo.UploadToURLParameters{UploadURL: u.UploadURL, Reader: bytes.NewReader(d.Image), Filename: name}); err != nil {
-		return "", fmt.Errorf("slack: upload image: upload URL: %w", transient(err))
+	var files []slackgo.FileSummary
+	for i, one := range images {
+		name := imageName(one)
+		alt := one.Turn.Prompt
+		ftitle := title
+		if len(d.Group) > 0 {
+			alt = fmt.Sprintf("Image %d: %s", d.Group[i].N, alt)
+			ftitle = truncate(fmt.Sprintf("%d · %s", d.Group[i].N, title), 200)
+		}
+		u, err := b.api.GetUploadURLExternalContext(ctx, slackgo.GetUploadURLExternalParameters{
+			FileName: name, FileSize: len(one.Image), AltTxt: truncate(alt, 1000)})
+		if err != nil {
+			return "", fmt.Errorf("slack: upload image: files.getUploadURLExternal: %w", transient(err))
+		}
+		if err := b.api.UploadToURL(ctx, slackgo.UploadToURLParameters{UploadURL: u.UploadURL, Reader: bytes.NewReader(one.Image), Filename: name}); err != nil {
+			return "", fmt.Errorf("slack: upload image: upload URL: %w", transient(err))
+		}
+		files = append(files, slackgo.FileSummary{ID: u.FileID, Title: ftitle})
 	}
+	first := files[0].ID
 	if job != "" {
-		b.setPending(job, u.FileID)
+		b.setPending(job, first)
 	}
-	_, err = b.api.CompleteUploadExternalContext(ctx, slackgo.CompleteUploadExternalParameters{
-		Files: []slackgo.FileSummary{{ID: u.FileID, Title: title}}, Channel: channel, ThreadTimestamp: thread,
-		Blocks: imageBlocks(d, thread)})
+	_, err := b.api.CompleteUploadExternalContext(ctx, slackgo.CompleteUploadExternalParameters{
+		Files: files, Channel: channel, ThreadTimestamp: thread, Blocks: blocks})
 	if err != nil {
 		var se slackgo.SlackErrorResponse
 		if job != "" && errors.As(err, &se) {
@@ -165,11 +186,11 @@ func (b *Bot) postImage(ctx context.Context, channel, thread string, d *bot.Deli
 		}
 		return "", fmt.Errorf("slack: upload image: files.completeUploadExternal: %w", transient(err))
 	}
-	ts, err := b.findShare(ctx, u.FileID, channel, thread, shareTimeout)
+	ts, err := b.findShare(ctx, first, channel, thread, shareTimeout)
 	if err != nil {
 		// The image is posted; only its message id is unknown, so a reply
 		// to it cannot be traced. Not worth posting it twice.
-		b.log.Warn("slack: uploaded image's message not found", "file", u.FileID, "channel", channel, "err", err)
+		b.log.Warn("slack: uploaded image's message not found", "file", first, "channel", channel, "err", err)
 		return "", nil
 	}
 	return ts, nil

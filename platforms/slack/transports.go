@@ -121,7 +121,7 @@ func opensModal(cb slackgo.InteractionCallback) bool {
 		return true
 	}
 	for _, a := range cb.ActionCallback.BlockActions {
-		if a.ActionID == actEdit || a.ActionID == actUse {
+		if a.ActionID == actEdit || a.ActionID == actUseSettings {
 			return true
 		}
 	}

@@ -487,3 +487,65 @@ func TestIssue11Rules(t *testing.T) {
 		}
 	})
 }
+
+// TestSeveralFiles: a message carries up to 10 files (files[0..9]), each
+// described by the attachments entry with its index; more files, or an
+// entry naming no file, are refused as Discord refuses them.
+func TestSeveralFiles(t *testing.T) {
+	s := New(Options{})
+	defer s.Close()
+	s.AddTextChannel("1", "10", "art")
+	c := newClient(t, s)
+	c.connect(s.Token(), IntentGuildMessages)
+	post := func(files int, ids []int) (int, map[string]any) {
+		var buf bytes.Buffer
+		w := multipart.NewWriter(&buf)
+		var atts []any
+		for _, id := range ids {
+			atts = append(atts, map[string]any{"id": id, "filename": fmt.Sprintf("f%d.png", id), "description": fmt.Sprintf("image %d", id)})
+		}
+		p, _ := w.CreateFormField("payload_json")
+		json.NewEncoder(p).Encode(map[string]any{"content": "files", "allowed_mentions": map[string]any{"parse": []string{}}, "attachments": atts})
+		for i := range files {
+			f, _ := w.CreateFormFile(fmt.Sprintf("files[%d]", i), fmt.Sprintf("f%d.png", i))
+			f.Write([]byte{byte(i), 1, 2, 3})
+		}
+		w.Close()
+		req, _ := http.NewRequest("POST", s.URL+"/api/v9/channels/10/messages", &buf)
+		req.Header.Set("Content-Type", w.FormDataContentType())
+		req.Header.Set("Authorization", c.auth)
+		code, body, _ := c.send(req)
+		return code, body
+	}
+	for _, tc := range []struct {
+		name  string
+		files int
+		ids   []int
+		want  int
+	}{
+		{"Four", 4, []int{0, 1, 2, 3}, 200},
+		{"Ten", 10, []int{0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 200},
+		{"Eleven", 11, []int{0}, 400},
+		{"IDNamesNoFile", 2, []int{0, 2}, 400},
+		{"NegativeID", 1, []int{-1}, 400},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, m := post(tc.files, tc.ids)
+			if code != tc.want {
+				t.Fatalf("got %d %v, want %d", code, m, tc.want)
+			}
+			if code != 200 {
+				return
+			}
+			atts := m["attachments"].([]any)
+			if len(atts) != tc.files {
+				t.Fatalf("attachments: got %d, want %d", len(atts), tc.files)
+			}
+			for i, a := range atts {
+				if got := a.(map[string]any)["description"]; got != fmt.Sprintf("image %d", i) {
+					t.Errorf("attachment %d: description %v", i, got)
+				}
+			}
+		})
+	}
+}

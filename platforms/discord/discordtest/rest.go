@@ -659,9 +659,17 @@ func (s *Server) apply(m *message, p *msgPayload, files []upload, create bool, w
 		}
 		return nil
 	}
-	for _, mt := range metas {
+	for k, mt := range metas {
 		if utf8.RuneCountInString(mt.Description) > 1024 {
 			return invalidForm("attachments: description must be 1024 or fewer in length")
+		}
+		// An entry names a file of this request (its files[n] index) or
+		// an attachment the message has; anything else Discord refuses.
+		id := strings.Trim(string(mt.ID), `"`)
+		n, err := strconv.Atoi(id)
+		existing := slices.ContainsFunc(m.Attachments, func(a Attachment) bool { return a.ID == id })
+		if err != nil || !existing && (n < 0 || n >= len(files)) {
+			return invalidForm("attachments.%d.id: %s names neither a file of this request (files[0..%d]) nor an attachment of the message", k, id, len(files)-1)
 		}
 	}
 	content := m.Content

@@ -280,6 +280,13 @@ func (s *Server) interactionBase(typ, user, channelID string) map[string]any {
 
 // Click presses the button with actionID on a message, as user.
 func (s *Server) Click(user string, msg Message, actionID string) (*Envelope, error) {
+	return s.ClickIn(user, msg, "", actionID)
+}
+
+// ClickIn presses the button with actionID in the block with blockID
+// ("": any block) on a message, as user: a message with one actions
+// block per image has the same action ids in each.
+func (s *Server) ClickIn(user string, msg Message, blockID, actionID string) (*Envelope, error) {
 	var blocks []struct {
 		Type     string `json:"type"`
 		BlockID  string `json:"block_id"`
@@ -300,7 +307,7 @@ func (s *Server) Click(user string, msg Message, actionID string) (*Envelope, er
 	var action map[string]any
 	for _, b := range blocks {
 		for _, e := range b.Elements {
-			if e.ActionID == actionID && e.Type == "button" {
+			if e.ActionID == actionID && e.Type == "button" && (blockID == "" || b.BlockID == blockID) && action == nil {
 				action = map[string]any{"action_id": e.ActionID, "block_id": b.BlockID, "text": e.Text, "value": e.Value,
 					"type": "button", "action_ts": strconv.FormatFloat(float64(time.Now().UnixMicro())/1e6, 'f', 6, 64)}
 			}

@@ -188,6 +188,7 @@ type File struct {
 	// file ("file_not_found", "no_permission").
 	InfoError string
 	uploaded  bool
+	completed bool // files.completeUploadExternal was called for it (only once is allowed)
 	declared  int
 }
 

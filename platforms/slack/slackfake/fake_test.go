@@ -261,3 +261,58 @@ func TestIssue11Behaviours(t *testing.T) {
 	}
 	http.DefaultClient.CloseIdleConnections()
 }
+
+// TestUploadSeveralFiles: one files.completeUploadExternal shares several
+// uploaded files in one message; more than MaxFilesPerMessage, a file
+// listed twice, or a file completed a second time is refused.
+func TestUploadSeveralFiles(t *testing.T) {
+	s := New(Options{})
+	defer s.Close()
+	ch := s.CreateChannel("c", true)
+	api := slackgo.New(s.Options().BotToken, slackgo.OptionAPIURL(s.APIURL()), slackgo.OptionHTTPClient(&bearer{}))
+	ctx := context.Background()
+	upload := func(n int) []slackgo.FileSummary {
+		var out []slackgo.FileSummary
+		for i := range n {
+			name := "f" + strconv.Itoa(i) + ".png"
+			u, err := api.GetUploadURLExternalContext(ctx, slackgo.GetUploadURLExternalParameters{FileName: name, FileSize: 4})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := api.UploadToURL(ctx, slackgo.UploadToURLParameters{UploadURL: u.UploadURL, Reader: strings.NewReader("data"), Filename: name}); err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, slackgo.FileSummary{ID: u.FileID, Title: name})
+		}
+		return out
+	}
+	four := upload(4)
+	if _, err := api.CompleteUploadExternalContext(ctx, slackgo.CompleteUploadExternalParameters{Files: four, Channel: ch}); err != nil {
+		t.Fatal(err)
+	}
+	if !s.Wait(5*time.Second, func() bool { return len(s.TopLevel(ch)) == 1 }) {
+		t.Fatal("the files were never shared")
+	}
+	if got := len(s.TopLevel(ch)[0].Files); got != 4 {
+		t.Errorf("files in the message: %d, want 4", got)
+	}
+	for _, tc := range []struct {
+		name  string
+		files []slackgo.FileSummary
+	}{
+		{"Eleven", upload(MaxFilesPerMessage + 1)},
+		{"ListedTwice", func() []slackgo.FileSummary { f := upload(1); return append(f, f[0]) }()},
+		{"CompletedTwice", four[:1]},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := api.CompleteUploadExternalContext(ctx, slackgo.CompleteUploadExternalParameters{Files: tc.files, Channel: ch})
+			var se slackgo.SlackErrorResponse
+			if !errors.As(err, &se) {
+				t.Fatalf("got %v, want a Slack error", err)
+			}
+		})
+	}
+	if p := s.Problems(); len(p) != 3 {
+		t.Errorf("problems: %q, want one per refusal", p)
+	}
+}

@@ -189,13 +189,34 @@ func validBlocks(raw string) (json.RawMessage, bool) {
 	if raw == "" {
 		return nil, true
 	}
-	var blocks []map[string]any
-	if json.Unmarshal([]byte(raw), &blocks) != nil {
+	var blocks []struct {
+		Type     *string `json:"type"`
+		BlockID  string  `json:"block_id"`
+		Elements []struct {
+			ActionID string `json:"action_id"`
+		} `json:"elements"`
+	}
+	if json.Unmarshal([]byte(raw), &blocks) != nil || len(blocks) > 50 {
 		return nil, false
 	}
+	// Block Kit: block ids unique in the message, action ids unique in
+	// their block, both at most 255 characters; an actions block holds at
+	// most 25 elements.
+	ids := map[string]bool{}
 	for _, b := range blocks {
-		if _, ok := b["type"].(string); !ok {
+		if b.Type == nil || len(b.BlockID) > maxBlockID || b.BlockID != "" && ids[b.BlockID] {
 			return nil, false
+		}
+		ids[b.BlockID] = true
+		if *b.Type == "actions" && len(b.Elements) > 25 {
+			return nil, false
+		}
+		actions := map[string]bool{}
+		for _, e := range b.Elements {
+			if len(e.ActionID) > maxActionID || e.ActionID != "" && actions[e.ActionID] {
+				return nil, false
+			}
+			actions[e.ActionID] = true
 		}
 	}
 	if checkMessageBlocks(json.RawMessage(raw)) != nil {
@@ -448,6 +469,10 @@ func (s *Server) serveUpload(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, "OK - "+strconv.Itoa(len(data)))
 }
 
+// MaxFilesPerMessage is the most files one files.completeUploadExternal
+// shares in one message (Slack's limit of files per message).
+const MaxFilesPerMessage = 10
+
 func (s *Server) completeUpload(w http.ResponseWriter, p params) {
 	var list []struct {
 		ID    string `json:"id"`
@@ -457,6 +482,21 @@ func (s *Server) completeUpload(w http.ResponseWriter, p params) {
 		s.problem("files.completeUploadExternal: files %q", p.get("files"))
 		slackErr(w, "invalid_arguments")
 		return
+	}
+	// One message shares at most MaxFilesPerMessage files, each named once.
+	if len(list) > MaxFilesPerMessage {
+		s.problem("files.completeUploadExternal: %d files, at most %d", len(list), MaxFilesPerMessage)
+		slackErr(w, "invalid_arguments")
+		return
+	}
+	seen := map[string]bool{}
+	for _, l := range list {
+		if seen[l.ID] {
+			s.problem("files.completeUploadExternal: file %s listed twice", l.ID)
+			slackErr(w, "invalid_arguments")
+			return
+		}
+		seen[l.ID] = true
 	}
 	blocks, ok := validBlocks(p.get("blocks"))
 	if !ok {
@@ -470,6 +510,12 @@ func (s *Server) completeUpload(w http.ResponseWriter, p params) {
 	for _, l := range list {
 		f := s.files[l.ID]
 		if f == nil || !f.uploaded {
+			slackErr(w, "file_not_found")
+			return
+		}
+		if f.completed {
+			// "This method can only be called once" per upload.
+			s.problemLocked("files.completeUploadExternal: file %s completed twice", l.ID)
 			slackErr(w, "file_not_found")
 			return
 		}
@@ -498,6 +544,7 @@ func (s *Server) completeUpload(w http.ResponseWriter, p params) {
 	}
 	var out []map[string]any
 	for _, f := range files {
+		f.completed = true
 		out = append(out, map[string]any{"id": f.ID, "title": f.Title})
 	}
 	writeJSON(w, map[string]any{"ok": true, "files": out})
