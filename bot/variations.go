@@ -339,6 +339,19 @@ func (c *Core) finishGroup(ctx context.Context, job *Job, repost bool) error {
 		c.releaseHeld(ctx, job.Group)
 		return nil
 	}
+	if !repost && !posted {
+		// Two processes sharing the queue may end the group's last two
+		// jobs at once, each then finding every job ended: one posts.
+		// (After a crash the group is posted through the repost path,
+		// which needs no claim: the adapter finds an earlier post.)
+		first, err := c.store.Claim(ctx, "variations-post:"+job.Group, 7*24*time.Hour)
+		if err != nil {
+			return fmt.Errorf("bot: variations %s: claim the post: %w", job.Group, err)
+		}
+		if !first {
+			return nil
+		}
+	}
 	d, err := c.groupDelivery(ctx, job, jobs, made)
 	if err != nil {
 		// The jobs stay posting (they are charged): the next start tries again.

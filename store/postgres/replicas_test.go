@@ -740,3 +740,52 @@ func TestReplicaStoppingQueuesForOthers(t *testing.T) {
 		t.Errorf("delivered by %v, want r1 (r0 is stopping)", got)
 	}
 }
+
+// TestReplicasVariationsPostedOnce: variations groups submitted on
+// different replicas run on all of them (their jobs are shared like any
+// other), and each group is posted exactly once, by one replica, with
+// every image charged once.
+func TestReplicasVariationsPostedOnce(t *testing.T) {
+	const users, count = 6, 4
+	c := newCluster(t, 3, postgres.QueueOptions{Slots: 6, UserRunning: count, UserWaiting: 10, MaxWaiting: 1000, Lease: 5 * time.Second},
+		kontexttest.Options{Latency: 40 * time.Millisecond, Jitter: 40 * time.Millisecond})
+	for _, r := range c.reps {
+		c.start(r)
+	}
+	var firsts []*bot.Job
+	var ids []string
+	for u := range users {
+		r := c.reps[u%3]
+		j, err := r.core.Submit(context.Background(), &bot.Request{Kind: bot.KindImagine, Count: count,
+			Conv: bot.ConvKey{Platform: "test", Workspace: "w", Channel: fmt.Sprintf("v%d", u)}, User: fmt.Sprintf("user%d", u), Prompt: fmt.Sprintf("group %d", u)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		firsts = append(firsts, j)
+		for n := 1; n <= count; n++ {
+			ids = append(ids, bot.GroupJobID(j.Group, n))
+		}
+	}
+	c.waitEnded(c.reps[0].db, ids, 60*time.Second)
+	c.l.mu.Lock()
+	for _, j := range firsts {
+		if got := c.l.delivered[j.ID]; len(got) != 1 {
+			t.Errorf("group %s: posted by %v, want exactly once", j.Group, got)
+		}
+		for n := 2; n <= count; n++ {
+			if got := c.l.delivered[bot.GroupJobID(j.Group, n)]; len(got) != 0 {
+				t.Errorf("job %d of group %s posted on its own by %v", n, j.Group, got)
+			}
+		}
+	}
+	c.l.mu.Unlock()
+	for u := range users {
+		day, _, err := c.reps[1].db.Usage(context.Background(), "test", "w", fmt.Sprintf("user%d", u), time.Now())
+		if err != nil || day.Images != count {
+			t.Errorf("user%d charged %d images (%v), want %d", u, day.Images, err, count)
+		}
+	}
+	if got := c.fake.Stats().Creates; got != users*count {
+		t.Errorf("creates: %d, want %d", got, users*count)
+	}
+}
