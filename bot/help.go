@@ -75,9 +75,9 @@ func Help(s HelpStyle) string {
 		line(b("/reroll"), ": same prompt and starting image, new seed. ", b("/undo"), ": back to the previous picture (no new image, no charge).")
 	}
 	if s.Buttons {
-		line(b("Details"), ": prompt, seed, model, the image it was made from, who asked and the cost, only to you; ",
+		line(b("Details"), ": prompt, seed, model, the image it came from, who asked, the cost, only to you; ",
 			b("Use these settings"), " there opens Edit with them filled in. ",
-			b("Delete"), ": removes the post and its image (for whoever asked for it, and admins).")
+			b("Delete"), ": removes the post and its image (for whoever asked, and admins).")
 	} else if s.Details != "" {
 		line(b(s.Details), ": prompt, seed, model, the image it was made from and the cost. ",
 			b(s.Delete), ": deletes the current image.")

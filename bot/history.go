@@ -111,8 +111,9 @@ func (c *Core) History(ctx context.Context, req *Request) (*HistorySheet, error)
 		return nil, ErrEmptyHistory
 	}
 	h := &HistorySheet{Conv: req.Conv}
-	nodes := make([]sheet.Node, len(conv.Turns))
-	for i, t := range conv.Turns {
+	turns := conv.Numbered()
+	nodes := make([]sheet.Node, len(turns))
+	for i, t := range turns {
 		load := func(ctx context.Context) ([]byte, error) {
 			img, err := c.store.Image(ctx, t.SHA256)
 			if errors.Is(err, ErrNotFound) {
@@ -148,7 +149,7 @@ func (c *Core) pick(ctx context.Context, req *Request, op string) (*Turn, []byte
 		if n < 1 || n > len(conv.Turns) {
 			return nil, nil, Userf("There is no image %d here: pick one from 1 to %d.", n, len(conv.Turns))
 		}
-		t = &conv.Turns[n-1]
+		t = &conv.Numbered()[n-1]
 	}
 	if t == nil {
 		return nil, nil, ErrNoSuchImage

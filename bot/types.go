@@ -126,6 +126,35 @@ func (c *Conversation) Current() *Turn {
 	return c.Turn(c.Head)
 }
 
+// Numbered returns the conversation's turns in the order history sheets,
+// /details N and /use N number them (from 1): the order they were stored,
+// except that the images of one variations group, which are stored as
+// they finish, take their group's places in the order of their numbers,
+// so a fresh /imagine --n 4 is images 1 to 4.
+func (c *Conversation) Numbered() []Turn {
+	if c == nil {
+		return nil
+	}
+	out := slices.Clone(c.Turns)
+	places := map[string][]int{}
+	for i, t := range out {
+		if t.Group != "" {
+			places[t.Group] = append(places[t.Group], i)
+		}
+	}
+	for _, at := range places {
+		group := make([]Turn, len(at))
+		for k, i := range at {
+			group[k] = out[i]
+		}
+		slices.SortStableFunc(group, func(a, b Turn) int { return a.Variation - b.Variation })
+		for k, i := range at {
+			out[i] = group[k]
+		}
+	}
+	return out
+}
+
 // JobState is where a job is in its life.
 type JobState string
 

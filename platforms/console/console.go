@@ -231,7 +231,7 @@ func (c *Chat) Fail(_ context.Context, job *bot.Job, msg string) {
 func (c *Chat) deliverGroup(ctx context.Context, job *bot.Job, d *bot.Delivery) (bot.Posted, error) {
 	numbers := map[string]int{}
 	if conv, err := c.core.Store().Conversation(ctx, d.Conv); err == nil {
-		for i, t := range conv.Turns {
+		for i, t := range conv.Numbered() {
 			numbers[t.ID] = i + 1
 		}
 	}
@@ -245,7 +245,11 @@ func (c *Chat) deliverGroup(ctx context.Context, job *bot.Job, d *bot.Delivery) 
 		if err != nil {
 			return bot.Posted{}, err
 		}
-		fmt.Fprintf(&b, "\n  image %d (variation %d). %s · %d×%d", numbers[v.Turn.ID], v.N, path, v.Turn.Width, v.Turn.Height)
+		n := numbers[v.Turn.ID]
+		fmt.Fprintf(&b, "\n  %d. %s · %d×%d", n, path, v.Turn.Width, v.Turn.Height)
+		if n != v.N {
+			fmt.Fprintf(&b, " · variation %d", v.N)
+		}
 		if v.Turn.Seed != nil {
 			fmt.Fprintf(&b, " · seed %d", *v.Turn.Seed)
 		}
@@ -726,7 +730,8 @@ func (c *Chat) history(ctx context.Context, req *bot.Request) error {
 		return err
 	}
 	var b strings.Builder
-	for i, t := range conv.Turns {
+	turns := conv.Numbered()
+	for i, t := range turns {
 		mark := "  "
 		if t.ID == conv.Head {
 			mark = "→ "
@@ -739,7 +744,7 @@ func (c *Chat) history(ctx context.Context, req *bot.Request) error {
 		if t.Parent != "" {
 			fmt.Fprintf(&b, " (from %s)", t.Parent)
 		}
-		if i < len(conv.Turns)-1 {
+		if i < len(turns)-1 {
 			b.WriteByte('\n')
 		}
 	}
@@ -777,7 +782,7 @@ func (c *Chat) numbered(ctx context.Context, req *bot.Request, arg string) (stri
 	if n > len(conv.Turns) {
 		return "", bot.Userf("There is no image %d here: /history lists %d.", n, len(conv.Turns))
 	}
-	return conv.Turns[n-1].ID, nil
+	return conv.Numbered()[n-1].ID, nil
 }
 
 // details prints the details of the current image or of image arg.

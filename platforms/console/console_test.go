@@ -422,9 +422,10 @@ func onePixelPNG(t *testing.T) []byte {
 	return b.Bytes()
 }
 
-// TestVariationsAndUse: /imagine --n 3 writes three files, printed
-// numbered; /use 2 makes image 2 current, so the next prompt edits it;
-// /use without variations just before says how to make some.
+// TestVariationsAndUse: /imagine --n 3 writes three files, printed with
+// their numbers in /history (1 to 3 in a new conversation); /use 2 makes
+// image 2 current, so the next prompt edits it; /use before any image
+// says there is none yet, and /use 3 after the edit goes back to image 3.
 func TestVariationsAndUse(t *testing.T) {
 	h := newHarness(t)
 	var out strings.Builder
@@ -438,8 +439,8 @@ func TestVariationsAndUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	text := out.String()
-	if !strings.Contains(text, "/imagine --n 4 PROMPT") {
-		t.Errorf("/use before any variations: want how to make some:\n%s", text)
+	if !strings.Contains(text, "There is no history here yet") {
+		t.Errorf("/use before any image: want that there is none yet:\n%s", text)
 	}
 	m := regexp.MustCompile(`\n  2\. (\S+) · `).FindStringSubmatch(text)
 	if m == nil || !strings.Contains(text, "✓ 3 variations · a red fox") || !strings.Contains(text, "\n  3. ") {
@@ -461,9 +462,11 @@ func TestVariationsAndUse(t *testing.T) {
 	if p.Prompt != "make it snow" || p.InputSHA256 != digest(two) {
 		t.Errorf("the edit after /use 2: %q from %s, want image 2 %s", p.Prompt, p.InputSHA256, digest(two))
 	}
-	// After an edit, /use no longer picks from the variations.
-	if strings.Count(text, "/imagine --n 4 PROMPT") != 2 {
-		t.Errorf("/use after an edit: want the hint again:\n%s", text)
+	// /use takes /history's numbers: after the edit (image 4), /use 3
+	// is the third variation again.
+	m3 := regexp.MustCompile(`\n  3\. (\S+) · `).FindStringSubmatch(text)
+	if m3 == nil || !strings.Contains(text, "● image 3 is current: "+m3[1]) {
+		t.Errorf("/use 3 after the edit: want image 3 (%v) current:\n%s", m3, text)
 	}
 	if got := h.fake.Stats().Creates; got != 4 {
 		t.Errorf("creates: %d, want 4", got)
