@@ -203,6 +203,9 @@ func runChat(ctx context.Context, args []string, env envFunc, stdin io.Reader, s
 	if err != nil {
 		return err
 	}
+	if err := cfg.restrictModels(); err != nil {
+		return err
+	}
 	if *user == "" {
 		*user = env("USER")
 	}
