@@ -3,8 +3,8 @@ package kontexttest_test
 import (
 	"errors"
 	"net/http"
-	"regexp"
 	"reflect"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
