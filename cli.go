@@ -184,13 +184,15 @@ func runFakeAPI(ctx context.Context, args []string, _ envFunc, stdout, stderr io
 	addr := fs.String("addr", "127.0.0.1:8787", "address to listen on")
 	latency := fs.Duration("latency", 3*time.Second, "time each prediction takes")
 	jitter := fs.Duration("jitter", time.Second, "extra random time per prediction, up to this")
-	slots := fs.Int("slots", 6, "active predictions allowed at once (the next one gets 429)")
+	slots := fs.Int("slots", 24, "active predictions allowed at once (the next one gets 429)")
+	maxSlots := fs.Int("max-slots", 6, "of those, active flux-kontext-max predictions allowed (BFL's limit)")
 	key := fs.String("key", "", "accept only this API key (default: any non-empty key)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
-	opts := kontexttest.Options{APIKey: *key, Slots: *slots, Latency: *latency, Jitter: *jitter, Logger: logger}
+	opts := kontexttest.Options{APIKey: *key, Slots: *slots, ModelSlots: map[string]int{kontext.ModelMax: *maxSlots},
+		Latency: *latency, Jitter: *jitter, Logger: logger}
 	if *key == "" {
 		opts.APIKey = kontexttest.DefaultAPIKey
 	}

@@ -59,7 +59,8 @@ type config struct {
 	InputMaxBytes  int
 	ImageMemory    int
 
-	Slots       int
+	Slots       int            // KONTEXT_SLOTS: the account's active tasks
+	Pools       map[string]int // KONTEXT_SLOTS_<MODEL>: each model's pool inside Slots
 	UserRunning int
 	UserWaiting int
 	QueueMax    int
@@ -335,7 +336,18 @@ func loadConfig(getenv envFunc) (config, error) {
 	c.Model = p.oneOf("KONTEXT_MODEL", served[0], served...)
 	c.Route = p.oneOf("KONTEXT_ROUTE", kontext.RouteModels, kontext.RouteModels, kontext.RoutePredictions, kontext.RouteImages)
 	c.Wait = time.Duration(p.intIn("KONTEXT_WAIT", 0, 0, 60)) * time.Second
-	c.Slots = p.intIn("KONTEXT_SLOTS", 6, 1, 64)
+	// BFL: 24 active tasks per account, of which flux-kontext-max may use
+	// 6 (kontext.Models' PoolSlots); a model without its own limit has the
+	// account's.
+	c.Slots = p.intIn("KONTEXT_SLOTS", 24, 1, 64)
+	c.Pools = map[string]int{}
+	for _, m := range kontext.Models {
+		def := m.PoolSlots
+		if def <= 0 {
+			def = c.Slots
+		}
+		c.Pools[m.Pool] = min(p.intIn("KONTEXT_SLOTS_"+m.EnvName(), min(def, c.Slots), 1, 64), c.Slots)
+	}
 	c.UserRunning = p.intIn("KONTEXT_USER_RUNNING", 2, 1, 64)
 	c.UserWaiting = p.intIn("KONTEXT_USER_WAITING", 5, 0, 10000)
 	c.QueueMax = p.intIn("KONTEXT_QUEUE_MAX", 200, 1, 100000)

@@ -66,3 +66,53 @@ func TestConfigModels(t *testing.T) {
 		})
 	}
 }
+
+// TestConfigSlots: KONTEXT_SLOTS is the account's pool (24 by default),
+// KONTEXT_SLOTS_<MODEL> a model's pool inside it (flux-kontext-max 6 by
+// default; never above the account's).
+func TestConfigSlots(t *testing.T) {
+	tests := []struct {
+		name        string
+		env         map[string]string
+		wantProblem string
+		slots       int
+		pools       map[string]int
+	}{
+		{name: "Defaults", env: map[string]string{}, slots: 24,
+			pools: map[string]int{kontext.ModelMax: 6, kontext.ModelPro: 24, kontext.ModelFlux2Pro: 24, kontext.ModelFlux2Flex: 24}},
+		{name: "PerModel", env: map[string]string{"KONTEXT_SLOTS": "30", "KONTEXT_SLOTS_FLUX_KONTEXT_MAX": "8", "KONTEXT_SLOTS_FLUX_2_PRO": "10"}, slots: 30,
+			pools: map[string]int{kontext.ModelMax: 8, kontext.ModelPro: 30, kontext.ModelFlux2Pro: 10, kontext.ModelFlux2Flex: 30}},
+		{name: "AccountBelowModel", env: map[string]string{"KONTEXT_SLOTS": "4"}, slots: 4,
+			pools: map[string]int{kontext.ModelMax: 4, kontext.ModelPro: 4}},
+		{name: "ModelAboveAccount", env: map[string]string{"KONTEXT_SLOTS": "4", "KONTEXT_SLOTS_FLUX_2_FLEX": "9"}, slots: 4,
+			pools: map[string]int{kontext.ModelFlux2Flex: 4}},
+		{name: "BadModelSlots", env: map[string]string{"KONTEXT_SLOTS_FLUX_KONTEXT_PRO": "0"}, wantProblem: "KONTEXT_SLOTS_FLUX_KONTEXT_PRO"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := map[string]string{"COMETAPI_API_KEY": "sk-1"}
+			for k, v := range tt.env {
+				env[k] = v
+			}
+			c, err := loadConfig(envMap(env))
+			if tt.wantProblem != "" {
+				var ce *configError
+				if !errors.As(err, &ce) || len(ce.problems) != 1 || !strings.HasPrefix(ce.problems[0], tt.wantProblem) {
+					t.Errorf("got %v, want one problem naming %s", err, tt.wantProblem)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("loadConfig: %v", err)
+			}
+			if c.Slots != tt.slots {
+				t.Errorf("slots = %d, want %d", c.Slots, tt.slots)
+			}
+			for p, want := range tt.pools {
+				if got := c.Pools[p]; got != want {
+					t.Errorf("pool %s = %d, want %d", p, got, want)
+				}
+			}
+		})
+	}
+}

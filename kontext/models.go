@@ -225,3 +225,12 @@ func (m Model) EnvName() string {
 		return r
 	}, strings.ToUpper(m.Name))
 }
+
+// PoolOf is the pool a job of model counts against (its Pool in Models,
+// hidden or not): the scheduler's Job.Pool. "" for a name not in Models.
+func PoolOf(model string) string {
+	if m, ok := lookupIn(Models, model); ok {
+		return m.Pool
+	}
+	return ""
+}
