@@ -33,7 +33,8 @@ const (
 	RoutePredictions = "predictions"
 	// RouteImages sends text-to-image to the OpenAI-style
 	// /v1/images/generations; edits still use RouteModels, the only kind of
-	// route that takes an input image.
+	// route that takes an input image, and so do the models the Images
+	// route does not serve (Model.ImagesRoute: FLUX.2).
 	RouteImages = "images"
 )
 
@@ -297,7 +298,7 @@ func (c *Client) Run(ctx context.Context, req Request) (*Result, error) {
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, c.cfg.JobTimeout, errJobDeadline)
 	defer cancel()
-	if c.cfg.Route == RouteImages && req.InputImage == nil {
+	if c.cfg.Route == RouteImages && req.InputImage == nil && m.ImagesRoute {
 		return c.runImages(ctx, model, req)
 	}
 	start := time.Now()

@@ -67,6 +67,10 @@ type Model struct {
 	// Latency is how long the model usually takes for a 1 MP image: the
 	// first poll comes that long after the create.
 	Latency time.Duration
+	// ImagesRoute reports whether CometAPI's OpenAI-style
+	// /v1/images/generations serves the model (RouteImages); the others
+	// always use the Replicate-style route.
+	ImagesRoute bool
 }
 
 // Models is every model this package serves, the default first.
@@ -109,7 +113,7 @@ var Models = []Model{
 		Aspects: AspectRatios, DefaultAspect: AspectMatchInput,
 		OutputFormats: []string{"png", "jpg"}, DefaultFormat: "png",
 		SafetyMin: 0, SafetyMax: 6, SafetyMaxInput: 2, PromptUpsampling: true,
-		Latency: 4 * time.Second,
+		Latency: 4 * time.Second, ImagesRoute: true,
 	},
 	{
 		Name: ModelPro, ID: replicateOwner + ModelPro, Label: "pro: faster and cheaper",
@@ -117,7 +121,7 @@ var Models = []Model{
 		Aspects: AspectRatios, DefaultAspect: AspectMatchInput,
 		OutputFormats: []string{"png", "jpg"}, DefaultFormat: "png",
 		SafetyMin: 0, SafetyMax: 6, SafetyMaxInput: 2, PromptUpsampling: true,
-		Latency: 3 * time.Second,
+		Latency: 3 * time.Second, ImagesRoute: true,
 	},
 	{
 		Name: ModelFlux2Pro, ID: replicateOwner + ModelFlux2Pro, Label: "flux-2-pro: FLUX.2, up to 8 references",
