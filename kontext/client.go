@@ -588,7 +588,7 @@ type input struct {
 	Seed             *int64   `json:"seed,omitempty"`
 	OutputFormat     string   `json:"output_format,omitempty"`
 	SafetyTolerance  *int     `json:"safety_tolerance,omitempty"`
-	PromptUpsampling bool     `json:"prompt_upsampling,omitempty"`
+	PromptUpsampling *bool    `json:"prompt_upsampling,omitempty"`
 }
 
 // maxNumbered is how many numbered input_image fields exist in input.
@@ -598,7 +598,11 @@ const maxNumbered = 4
 // reference images' values, in order.
 func inputFields(m Model, req Request, refs []string) input {
 	in := input{Prompt: req.Prompt, AspectRatio: req.AspectRatio, Seed: req.Seed, OutputFormat: req.OutputFormat,
-		SafetyTolerance: req.SafetyTolerance, PromptUpsampling: req.PromptUpsampling}
+		SafetyTolerance: req.SafetyTolerance}
+	if req.PromptUpsampling != m.UpsamplingDefault {
+		up := req.PromptUpsampling // sent only when it differs from the provider's default
+		in.PromptUpsampling = &up
+	}
 	// Each model is asked for what the bot means by an unset field: a PNG
 	// (FLUX.2's own default is webp) in the input's aspect ratio for an
 	// edit (FLUX.2's is 1:1).

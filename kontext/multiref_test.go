@@ -34,6 +34,8 @@ func TestRunMultiReference(t *testing.T) {
 		{name: "Flux2ProThree", model: ModelFlux2Pro, refs: [][]byte{c, a, b}, fields: []string{"input_images"}},
 		{name: "Flux2FlexTwoUpsampled", model: ModelFlux2Flex, refs: [][]byte{b, a}, up: true, fields: []string{"input_images"}},
 		{name: "Flux2ProOne", model: ModelFlux2Pro, refs: [][]byte{d}, fields: []string{"input_images"}},
+		// flux-2-flex upsamples unless told not to: false is sent.
+		{name: "Flux2FlexNoUpsampling", model: ModelFlux2Flex, refs: [][]byte{a}, fields: []string{"input_images"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
