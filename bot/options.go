@@ -69,7 +69,7 @@ func ParseOptions(text string) (string, Options, error) {
 		case "--model":
 			m, ok := modelByName(value)
 			if !ok {
-				return "", o, Userf("Unknown model %q: use max or pro.", value)
+				return "", o, Userf("Unknown model %q: use one of %s.", value, strings.Join(kontext.ModelNames(), ", "))
 			}
 			o.Model = m
 		case "--image":
@@ -102,11 +102,6 @@ func optionExample(name string) string {
 }
 
 func modelByName(s string) (string, bool) {
-	switch strings.ToLower(s) {
-	case "max", kontext.ModelMax, "black-forest-labs/" + kontext.ModelMax:
-		return kontext.ModelMax, true
-	case "pro", kontext.ModelPro, "black-forest-labs/" + kontext.ModelPro:
-		return kontext.ModelPro, true
-	}
-	return "", false
+	m, ok := kontext.LookupModel(s) // "max", "pro", a short name or an id; the served ones only
+	return m.Name, ok
 }

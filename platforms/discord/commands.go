@@ -63,11 +63,8 @@ func commands() []*discordgo.ApplicationCommand {
 	seed := &discordgo.ApplicationCommandOption{Type: discordgo.ApplicationCommandOptionInteger, Name: "seed",
 		Description: "Same seed + same prompt = same image", MinValue: &zero, MaxValue: maxSeed}
 	model := &discordgo.ApplicationCommandOption{Type: discordgo.ApplicationCommandOptionString, Name: "model",
-		Description: "Which FLUX.1 Kontext model",
-		Choices: []*discordgo.ApplicationCommandOptionChoice{
-			{Name: "max: best quality and typography", Value: kontext.ModelMax},
-			{Name: "pro: faster and cheaper", Value: kontext.ModelPro},
-		}}
+		Description: "Which model: FLUX.1 Kontext (max, pro) or FLUX.2",
+		Choices:     modelChoices()}
 	enhance := &discordgo.ApplicationCommandOption{Type: discordgo.ApplicationCommandOptionBoolean, Name: "enhance",
 		Description: "Let the model enhance your prompt first (off by default); shown in Details"}
 	one := 1.0

@@ -136,10 +136,10 @@ func (s *Scheduler) Submit(ctx context.Context, sl bot.Slot) error {
 	closed := s.closed
 	s.mu.Unlock()
 	if closed {
-		_, err := s.q.Submit(ctx, sl.ID, sl.User, sl.Serial)
+		_, err := s.q.SubmitPool(ctx, sl.ID, sl.User, sl.Serial, sl.Pool)
 		return err
 	}
-	pos, err := s.q.Submit(ctx, sl.ID, sl.User, sl.Serial)
+	pos, err := s.q.SubmitPool(ctx, sl.ID, sl.User, sl.Serial, sl.Pool)
 	if err != nil || sl.Position == nil || pos == 0 {
 		return err
 	}
