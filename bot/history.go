@@ -30,8 +30,8 @@ var (
 	// errors.Is also matches ErrNoImage.
 	ErrEmptyHistory = &UserError{Msg: "There is no history here yet: no image has been made in this conversation. Make one first, then ask again.", Err: ErrNoImage}
 	// ErrNoSuchImage answers a pick of an image the conversation does
-	// not hold (any more).
-	ErrNoSuchImage = &UserError{Msg: "I no longer have that image: only the last images of a conversation are kept. Ask for the history again to see what is left."}
+	// not hold (any more); errors.Is also matches ErrNoImage.
+	ErrNoSuchImage = &UserError{Msg: "I no longer have that image: only the last images of a conversation are kept. Ask for the history again to see what is left.", Err: ErrNoImage}
 )
 
 // HistoryItem is one image on a history sheet.
