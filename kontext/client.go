@@ -60,11 +60,11 @@ const (
 )
 
 // TypicalLatency is how long model usually takes to make a 1 MP image
-// (CometAPI reports 3 to 10 s): by default the first poll comes that long
-// after the create.
+// (its Latency in Models; 4 s for a name not there): by default the first
+// poll comes that long after the create.
 func TypicalLatency(model string) time.Duration {
-	if model == ModelPro {
-		return 3 * time.Second
+	if m, ok := LookupModel(model); ok {
+		return m.Latency
 	}
 	return 4 * time.Second
 }
@@ -288,11 +288,12 @@ func (c *Client) Run(ctx context.Context, req Request) (*Result, error) {
 	if model == "" {
 		model = c.cfg.Model
 	}
-	if !ValidModel(model) {
+	m, ok := LookupModel(model)
+	if !ok || m.Name != model {
 		return nil, &APIError{Op: "create", Kind: ErrInvalidRequest, Message: fmt.Sprintf("unknown model %q", model)}
 	}
-	if req.AspectRatio != "" && !ValidAspect(req.AspectRatio) {
-		return nil, &APIError{Op: "create", Kind: ErrInvalidRequest, Message: fmt.Sprintf("aspect ratio %q is not one of %s", req.AspectRatio, strings.Join(AspectRatios, ", "))}
+	if err := checkRequest(m, req); err != nil {
+		return nil, err
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, c.cfg.JobTimeout, errJobDeadline)
 	defer cancel()
@@ -303,7 +304,7 @@ func (c *Client) Run(ctx context.Context, req Request) (*Result, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, c.ctxError(ctx, "create", "")
 	}
-	p, err := c.create(ctx, model, req)
+	p, err := c.create(ctx, m, req)
 	if err != nil {
 		return nil, err
 	}
@@ -362,34 +363,81 @@ func (c *Client) schedule(model string) (first, interval time.Duration) {
 
 var errJobDeadline = errors.New("kontext: the job's overall deadline passed")
 
-// create sends the create request and returns the prediction it made. An
-// input image goes byte for byte when its data URI is at most
-// InputMaxBytes, downscaled and re-encoded otherwise; a 413 (nothing was
-// created) makes it smaller and sends it once more.
-func (c *Client) create(ctx context.Context, model string, req Request) (*prediction, error) {
-	var in *encodedInput
-	if req.InputImage != nil {
-		var err error
-		if in, err = c.input(ctx, req.InputImage, c.cfg.InputMaxBytes); err != nil {
-			return nil, err
+// checkRequest refuses, before anything is sent, what model m would refuse
+// as invalid: too many references, references without an input image, an
+// aspect ratio or output format it does not take, prompt upsampling it
+// does not have. (A safety tolerance out of range is left to the provider,
+// whose message names the field.)
+func checkRequest(m Model, req Request) error {
+	refuse := func(format string, args ...any) error {
+		return &APIError{Op: "create", Kind: ErrInvalidRequest, Message: fmt.Sprintf(format, args...)}
+	}
+	if req.InputImage == nil && len(req.References) > 0 {
+		return refuse("further references need an image to edit first")
+	}
+	if n := 1 + len(req.References); req.InputImage != nil && n > m.MaxRefs {
+		return refuse("%s takes at most %d images, got %d", m.Name, m.MaxRefs, n)
+	}
+	for i, r := range req.References {
+		if len(r) == 0 {
+			return refuse("reference %d is empty", i+2)
 		}
 	}
+	if req.AspectRatio != "" && !m.ValidAspect(req.AspectRatio) {
+		return refuse("aspect ratio %q is not one of %s", req.AspectRatio, strings.Join(m.Aspects, ", "))
+	}
+	if req.OutputFormat != "" && !slices.Contains(m.OutputFormats, req.OutputFormat) {
+		return refuse("output format %q is not one of %s", req.OutputFormat, strings.Join(m.OutputFormats, ", "))
+	}
+	if req.PromptUpsampling && !m.PromptUpsampling {
+		return refuse("%s has no prompt upsampling", m.Name)
+	}
+	return nil
+}
+
+// images returns the request's references in order: InputImage, then
+// References; nil for text-to-image.
+func (req Request) images() [][]byte {
+	if req.InputImage == nil {
+		return nil
+	}
+	return append([][]byte{req.InputImage}, req.References...)
+}
+
+// create sends the create request and returns the prediction it made.
+// Each reference image goes byte for byte when its data URI is at most
+// InputMaxBytes, downscaled and re-encoded otherwise; a 413 (nothing was
+// created) makes every one of them half as big and sends it once more.
+func (c *Client) create(ctx context.Context, m Model, req Request) (*prediction, error) {
+	imgs := req.images()
+	ins := make([]*encodedInput, len(imgs))
+	for i, img := range imgs {
+		in, err := c.input(ctx, img, c.cfg.InputMaxBytes)
+		if err != nil {
+			return nil, refError(err, i)
+		}
+		ins[i] = in
+	}
 	for shrunk := false; ; shrunk = true {
-		body, err := c.createBody(model, req, in)
+		body, err := c.createBody(m, req, ins)
 		if err != nil {
 			return nil, err
 		}
-		raw, err := c.call(ctx, "create", http.MethodPost, c.createURL(model), body, "")
+		raw, err := c.call(ctx, "create", http.MethodPost, c.createURL(m), body, "")
 		var ae *APIError
 		if errors.As(err, &ae) && ae.StatusCode == http.StatusRequestEntityTooLarge {
-			if !shrunk && in != nil {
-				c.log.Info("kontext: the provider refused the request as too large; sending the input image smaller, once", "body_bytes", body.size)
-				if in, err = c.shrinkInput(ctx, req.InputImage, in.uriLen()/2); err != nil {
-					return nil, err
+			if !shrunk && len(ins) > 0 {
+				c.log.Info("kontext: the provider refused the request as too large; sending the input images smaller, once", "body_bytes", body.size, "images", len(ins))
+				for i, img := range imgs {
+					if ins[i], err = c.shrinkInput(ctx, img, ins[i].uriLen()/2); err != nil {
+						return nil, refError(err, i)
+					}
 				}
 				continue
 			}
-			if in != nil {
+			if len(ins) > 1 {
+				ae.Message = "the input images are too large for the provider, even made smaller"
+			} else if len(ins) == 1 {
 				ae.Message = "the input image is too large for the provider, even made smaller"
 			}
 			return nil, err
@@ -511,65 +559,127 @@ func (c *Client) abandon(ctx context.Context, id string, why error) {
 
 const replicateOwner = "black-forest-labs/"
 
-func (c *Client) createURL(model string) string {
+func (c *Client) createURL(m Model) string {
 	if c.cfg.Route == RoutePredictions {
 		return c.endpoint("replicate/v1/predictions")
 	}
-	return c.endpoint("replicate/v1/models/" + replicateOwner + model + "/predictions")
+	return c.endpoint("replicate/v1/models/" + m.ID + "/predictions")
 }
 
 func (c *Client) endpoint(path string) string {
 	return c.base.String() + "/" + path
 }
 
-// input is the provider's input schema (Replicate's for flux-kontext-*).
+// input is the provider's input schema: Replicate's for flux-kontext-* and
+// flux-2-* (see Models for the sources). A model is sent only the fields
+// it takes: the reference fields of its RefStyle, and the rest left out
+// when unset.
 type input struct {
-	Prompt          string `json:"prompt"`
-	InputImage      string `json:"input_image,omitempty"`
-	AspectRatio     string `json:"aspect_ratio,omitempty"`
-	Seed            *int64 `json:"seed,omitempty"`
-	OutputFormat    string `json:"output_format,omitempty"`
-	SafetyTolerance *int   `json:"safety_tolerance,omitempty"`
+	Prompt string `json:"prompt"`
+	// InputImage.. InputImage4: FLUX.1 Kontext (RefsNumbered).
+	InputImage  string `json:"input_image,omitempty"`
+	InputImage2 string `json:"input_image_2,omitempty"`
+	InputImage3 string `json:"input_image_3,omitempty"`
+	InputImage4 string `json:"input_image_4,omitempty"`
+	// InputImages: FLUX.2 (RefsArray).
+	InputImages      []string `json:"input_images,omitempty"`
+	AspectRatio      string   `json:"aspect_ratio,omitempty"`
+	Seed             *int64   `json:"seed,omitempty"`
+	OutputFormat     string   `json:"output_format,omitempty"`
+	SafetyTolerance  *int     `json:"safety_tolerance,omitempty"`
+	PromptUpsampling bool     `json:"prompt_upsampling,omitempty"`
 }
 
-// createBody is the create request's JSON; in is the input image, nil
-// for text-to-image. The body is json.Marshal's, byte for byte, but the
-// input image's data URI is never built: its base64 is encoded as the
-// body is sent, a few KiB at a time, from the image's bytes.
-func (c *Client) createBody(model string, req Request, in *encodedInput) (*body, error) {
-	fields := input{Prompt: req.Prompt, AspectRatio: req.AspectRatio, Seed: req.Seed, OutputFormat: req.OutputFormat,
-		SafetyTolerance: req.SafetyTolerance}
-	if in != nil {
-		fields.InputImage = "@"
+// maxNumbered is how many numbered input_image fields exist in input.
+const maxNumbered = 4
+
+// inputFields returns the input object for m and req, with refs as the
+// reference images' values, in order.
+func inputFields(m Model, req Request, refs []string) input {
+	in := input{Prompt: req.Prompt, AspectRatio: req.AspectRatio, Seed: req.Seed, OutputFormat: req.OutputFormat,
+		SafetyTolerance: req.SafetyTolerance, PromptUpsampling: req.PromptUpsampling}
+	// Each model is asked for what the bot means by an unset field: a PNG
+	// (FLUX.2's own default is webp) in the input's aspect ratio for an
+	// edit (FLUX.2's is 1:1).
+	if in.OutputFormat == "" && m.DefaultFormat != "png" {
+		in.OutputFormat = "png"
+	}
+	if in.AspectRatio == "" && len(refs) > 0 && m.DefaultAspect != AspectMatchInput {
+		in.AspectRatio = AspectMatchInput
+	}
+	switch m.Refs {
+	case RefsArray:
+		if len(refs) > 0 {
+			in.InputImages = refs
+		}
+	default:
+		numbered := []*string{&in.InputImage, &in.InputImage2, &in.InputImage3, &in.InputImage4}
+		for i, r := range refs {
+			*numbered[i] = r
+		}
+	}
+	return in
+}
+
+// createBody is the create request's JSON; ins are the reference images,
+// none for text-to-image. The body is json.Marshal's, byte for byte, but
+// no data URI is ever built: each image's base64 is encoded as the body
+// is sent, a few KiB at a time, from the image's bytes.
+func (c *Client) createBody(m Model, req Request, ins []*encodedInput) (*body, error) {
+	if m.Refs == RefsNumbered && len(ins) > maxNumbered {
+		return nil, fmt.Errorf("kontext: create body: %d images for %d input_image fields", len(ins), maxNumbered)
+	}
+	// Each image is first a placeholder string no prompt can collide
+	// with by chance, then replaced by its data URI as the body streams.
+	nonce := strconv.FormatUint(rand.Uint64(), 36)
+	marks := make([]string, len(ins))
+	for i := range ins {
+		marks[i] = "@kontext-input-" + nonce + "-" + strconv.Itoa(i)
 	}
 	v := struct {
 		Model string `json:"model,omitempty"`
 		Input input  `json:"input"`
-	}{Input: fields}
+	}{Input: inputFields(m, req, marks)}
 	if c.cfg.Route == RoutePredictions {
-		v.Model = replicateOwner + model
+		v.Model = m.ID
 	}
 	raw, err := json.Marshal(v)
 	if err != nil {
 		return nil, fmt.Errorf("kontext: create body: %w", err)
 	}
-	if in == nil {
+	if len(ins) == 0 {
 		return bytesBody(raw), nil
 	}
-	// The key, quotes included, occurs once: quotes inside strings are
-	// escaped.
-	const key = `"input_image":"`
-	at := bytes.Index(raw, []byte(key+`@"`))
-	if at < 0 {
-		return nil, errors.New("kontext: create body: no input_image in the JSON")
+	// Quotes inside strings are escaped, so each quoted mark is found
+	// exactly once, as the value it stands for.
+	var parts []func() io.Reader
+	size, rest := int64(0), raw
+	for i, in := range ins {
+		q := []byte(`"` + marks[i] + `"`)
+		if bytes.Count(raw, q) != 1 {
+			return nil, fmt.Errorf("kontext: create body: image %d is not once in the JSON", i+1)
+		}
+		at := bytes.Index(rest, q)
+		if at < 0 {
+			return nil, fmt.Errorf("kontext: create body: image %d is out of order in the JSON", i+1)
+		}
+		head := string(rest[:at+1]) + in.uriHeader()
+		data := in.data
+		size += int64(len(head)) + int64(base64.StdEncoding.EncodedLen(len(data)))
+		parts = append(parts, func() io.Reader { return strings.NewReader(head) }, func() io.Reader { return &base64Reader{src: data} })
+		rest = rest[at+len(q)-1:] // from the closing quote
 	}
-	head := string(raw[:at+len(key)]) + in.uriHeader()
-	tail := string(raw[at+len(key)+1:])
-	data := in.data
+	tail := string(rest)
+	size += int64(len(tail))
+	parts = append(parts, func() io.Reader { return strings.NewReader(tail) })
 	return &body{
-		size: int64(len(head)) + int64(base64.StdEncoding.EncodedLen(len(data))) + int64(len(tail)),
+		size: size,
 		open: func() io.Reader {
-			return io.MultiReader(strings.NewReader(head), &base64Reader{src: data}, strings.NewReader(tail))
+			rs := make([]io.Reader, len(parts))
+			for i, p := range parts {
+				rs[i] = p()
+			}
+			return io.MultiReader(rs...)
 		},
 	}, nil
 }
@@ -1229,4 +1339,14 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// refError names the reference an input error is about when it is not
+// the first one (the image being edited): "image 2 cannot be read...".
+func refError(err error, i int) error {
+	var ae *APIError
+	if i > 0 && errors.As(err, &ae) {
+		ae.Message = strings.Replace(ae.Message, "the input image", "image "+strconv.Itoa(i+1), 1)
+	}
+	return err
 }

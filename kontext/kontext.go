@@ -12,7 +12,7 @@ import (
 	"unicode"
 )
 
-// Models served by CometAPI for FLUX.1 Kontext.
+// Models served by CometAPI for FLUX.1 Kontext (the rest are in models.go).
 const (
 	ModelMax = "flux-kontext-max"
 	ModelPro = "flux-kontext-pro"
@@ -22,14 +22,15 @@ const (
 // provider's default.
 const AspectMatchInput = "match_input_image"
 
-// AspectRatios lists every aspect_ratio value the provider accepts, the
-// default first.
+// AspectRatios lists every aspect_ratio value FLUX.1 Kontext accepts, the
+// default first; every other model's Aspects are among them.
 var AspectRatios = []string{
 	AspectMatchInput, "1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3",
 	"4:5", "5:4", "21:9", "9:21", "2:1", "1:2",
 }
 
-// ValidAspect reports whether s is an aspect ratio the provider accepts.
+// ValidAspect reports whether s is an aspect ratio some model accepts
+// (Model.ValidAspect says whether a given one does).
 func ValidAspect(s string) bool {
 	for _, a := range AspectRatios {
 		if a == s {
@@ -39,16 +40,25 @@ func ValidAspect(s string) bool {
 	return false
 }
 
-// ValidModel reports whether s names a Kontext model this package serves.
-func ValidModel(s string) bool { return s == ModelMax || s == ModelPro }
+// ValidModel reports whether s is the short name of a model in Models.
+func ValidModel(s string) bool {
+	for _, m := range Models {
+		if m.Name == s {
+			return true
+		}
+	}
+	return false
+}
 
 // Request is one text-to-image generation (no InputImage) or one edit.
 type Request struct {
 	// Prompt is the instruction; required.
 	Prompt string
-	// Model is ModelMax or ModelPro; empty means the client's default.
+	// Model is the short name of one of Models; empty means the client's
+	// default.
 	Model string
-	// AspectRatio is one of AspectRatios; empty means the provider default.
+	// AspectRatio is one of the model's Aspects; empty means the input's
+	// (match_input_image) for an edit and the provider's default otherwise.
 	AspectRatio string
 	// Seed makes the result reproducible; nil lets the provider choose.
 	Seed *int64
@@ -61,9 +71,10 @@ type Request struct {
 	// PromptUpsampling asks the model to enhance the prompt first (BFL's
 	// prompt_upsampling); off by default.
 	PromptUpsampling bool
-	// OutputFormat is "png" (default) or "jpg".
+	// OutputFormat is "png" (default, on every model) or "jpg".
 	OutputFormat string
-	// SafetyTolerance is 0..6 (at most 2 with an input image); nil is the
+	// SafetyTolerance is within the model's SafetyMin..SafetyMax (Kontext:
+	// 0..6, at most 2 with an input image; FLUX.2: 1..5); nil is the
 	// provider's default.
 	SafetyTolerance *int
 	// OnCreated, when set, is called with the prediction id as soon as the

@@ -33,15 +33,23 @@ type Provenance struct {
 	Prompt string `json:"prompt"`
 	// Seed is the seed used: input.seed when given, else a random one.
 	Seed int64 `json:"seed"`
-	// Model is the bare model name, "flux-kontext-max" or "flux-kontext-pro".
+	// Model is the bare model name, "flux-kontext-max", "flux-2-pro"...
 	Model string `json:"model"`
 	// InputSHA256 is the hex sha256 of the exact input_image bytes the fake
 	// received (decoded from the data: URI, or the result it was pointed
 	// at); "" for text-to-image.
 	InputSHA256 string `json:"input_sha256"`
-	// AspectRatio is the requested aspect_ratio ("match_input_image" when
-	// the request gave none; "1:1" on the Images route).
+	// AspectRatio is the requested aspect_ratio (the model's default when
+	// the request gave none: "match_input_image" on Kontext, "1:1" on
+	// FLUX.2 and on the Images route).
 	AspectRatio string `json:"aspect_ratio"`
+	// Inputs are the hex sha256 of every reference image the fake
+	// received, in order: input_image, input_image_2.. on Kontext, the
+	// input_images array on FLUX.2. Inputs[0] is InputSHA256; nil for
+	// text-to-image.
+	Inputs []string `json:"inputs,omitempty"`
+	// PromptUpsampling is the request's prompt_upsampling.
+	PromptUpsampling bool `json:"prompt_upsampling,omitempty"`
 }
 
 // ErrNoProvenance is returned by ReadProvenance for a PNG or JPEG that
@@ -181,9 +189,10 @@ func sha256Hex(data []byte) string {
 // renderJob is everything that decides one result image.
 type renderJob struct {
 	prov   Provenance
-	input  image.Image // decoded input_image, nil for text-to-image
-	format string      // "png" or "jpg"
-	pixels int         // target area
+	input  image.Image   // decoded first reference, nil for text-to-image
+	refs   []image.Image // the further references, decoded
+	format string        // "png" or "jpg"
+	pixels int           // target area
 }
 
 // render draws and encodes the result image, provenance included.
@@ -267,6 +276,20 @@ func (j *renderJob) draw() *image.RGBA {
 		blendRect(img, image.Rect(0, h-t, w, h), accent, 256)
 		blendRect(img, image.Rect(0, 0, t, h), accent, 256)
 		blendRect(img, image.Rect(w-t, 0, w, h), accent, 256)
+		// Further references: a framed thumbnail each, top right, right
+		// to left in order, so a picture shows what it was made from.
+		side := min(w, h) / 4
+		for i, ref := range j.refs {
+			x1 := w - t - i*(side+t)
+			r := image.Rect(x1-side, 2*t+min(w, h)/32, x1, 2*t+min(w, h)/32+side)
+			if r.Min.X < t || side < 8 {
+				break
+			}
+			thumb := image.NewRGBA(image.Rect(0, 0, side-2*t, side-2*t))
+			cover(thumb, ref)
+			blendRect(img, r, accent, 256)
+			draw.Draw(img, r.Inset(t), thumb, image.Point{}, draw.Src)
+		}
 	}
 
 	scale := max(1, min(w/256, h/52))

@@ -13,6 +13,7 @@ import (
 	"math"
 	"net/http"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -201,8 +202,8 @@ func TestEditProvenance(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := kontexttest.Provenance{Prompt: "make it night", Seed: 9, Model: "flux-kontext-pro", InputSHA256: sha(input), AspectRatio: "match_input_image"}
-			if prov != want {
+			want := kontexttest.Provenance{Prompt: "make it night", Seed: 9, Model: "flux-kontext-pro", InputSHA256: sha(input), AspectRatio: "match_input_image", Inputs: []string{sha(input)}}
+			if !reflect.DeepEqual(prov, want) {
 				t.Errorf("provenance = %+v, want %+v", prov, want)
 			}
 			if !tt.twoTone {
@@ -273,7 +274,7 @@ func TestReadProvenance(t *testing.T) {
 					t.Fatal(err)
 				}
 				want := kontexttest.Provenance{Prompt: p.prompt, Seed: -5, Model: "flux-kontext-max", AspectRatio: "3:2"}
-				if got != want {
+				if !reflect.DeepEqual(got, want) {
 					t.Errorf("provenance = %+.80v, want %+.80v", got, want)
 				}
 			})

@@ -48,15 +48,76 @@ var aspectRatios = []string{
 	"4:5", "5:4", "21:9", "9:21", "2:1", "1:2",
 }
 
-var inputFields = []string{
-	"prompt", "input_image", "aspect_ratio", "seed", "output_format",
-	"safety_tolerance", "prompt_upsampling",
+// modelSpec is one model's input schema as the fake enforces it (a copy of
+// what kontext.Models says, from the same sources: BFL's API reference and
+// Replicate's schemas; this package must not import kontext).
+type modelSpec struct {
+	name     string
+	fields   []string // every input field the model takes
+	numbered bool     // references in input_image, input_image_2.. (else input_images)
+	maxRefs  int
+	aspects  []string
+	// defaultAspect and defaultFormat are the values of a field left out.
+	defaultAspect, defaultFormat string
+	formats                      []string
+	safetyMin, safetyMax         int64
+	safetyMaxInput               int64
+	flex                         bool // steps and guidance
 }
 
-// inputMIMETypes are the media types a data: URI input_image may declare.
+var kontextFields = []string{
+	"prompt", "input_image", "input_image_2", "input_image_3", "input_image_4", "aspect_ratio", "seed",
+	"output_format", "safety_tolerance", "prompt_upsampling",
+}
+
+// flux2Fields are FLUX.2 [pro]'s fields on Replicate; [flex] adds steps and
+// guidance.
+var flux2Fields = []string{
+	"prompt", "input_images", "aspect_ratio", "resolution", "width", "height", "safety_tolerance", "seed",
+	"output_format", "output_quality", "prompt_upsampling",
+}
+
+var flux2Aspects = []string{aspectMatchInput, "custom", "1:1", "16:9", "3:2", "2:3", "4:5", "5:4", "9:16", "3:4", "4:3"}
+
+// flux2Resolutions are FLUX.2's resolution values.
+var flux2Resolutions = []string{aspectMatchInput, "0.5 MP", "1 MP", "2 MP", "4 MP"}
+
+var models = []modelSpec{
+	{name: modelMax, fields: kontextFields, numbered: true, maxRefs: 4, aspects: aspectRatios, defaultAspect: aspectMatchInput,
+		formats: []string{"png", "jpg"}, defaultFormat: "png", safetyMin: 0, safetyMax: 6, safetyMaxInput: 2},
+	{name: modelPro, fields: kontextFields, numbered: true, maxRefs: 4, aspects: aspectRatios, defaultAspect: aspectMatchInput,
+		formats: []string{"png", "jpg"}, defaultFormat: "png", safetyMin: 0, safetyMax: 6, safetyMaxInput: 2},
+	{name: "flux-2-pro", fields: flux2Fields, maxRefs: 8, aspects: flux2Aspects, defaultAspect: "1:1",
+		formats: []string{"webp", "jpg", "png"}, defaultFormat: "webp", safetyMin: 1, safetyMax: 5, safetyMaxInput: 5},
+	{name: "flux-2-flex", fields: append(slices.Clone(flux2Fields), "steps", "guidance"), maxRefs: 10, aspects: flux2Aspects,
+		defaultAspect: "1:1", formats: []string{"webp", "jpg", "png"}, defaultFormat: "webp", safetyMin: 1, safetyMax: 5,
+		safetyMaxInput: 5, flex: true},
+}
+
+// inputMIMETypes are the media types a data: URI input image may declare.
 var inputMIMETypes = []string{"image/png", "image/jpeg", "image/jpg", "image/gif", "image/webp"}
 
+// lookupModel returns the spec of a bare model name.
+func lookupModel(s string) (modelSpec, bool) {
+	for _, m := range models {
+		if m.name == s {
+			return m, true
+		}
+	}
+	return modelSpec{}, false
+}
+
+// validModel reports whether s is a model the Images route serves
+// (FLUX.1 Kontext only).
 func validModel(s string) bool { return s == modelMax || s == modelPro }
+
+func modelList() string {
+	names := make([]string, len(models))
+	for i, m := range models {
+		names[i] = modelOwner + m.name
+	}
+	return strings.Join(names, ", ")
+}
 
 // prediction is one prediction's state, guarded by Fake.mu.
 type prediction struct {
@@ -251,7 +312,8 @@ type createRequest struct {
 	prov   Provenance
 	seeded bool
 	format string
-	image  image.Image // decoded input_image, nil for text-to-image
+	image  image.Image   // decoded first reference, nil for text-to-image
+	refs   []image.Image // the further references, decoded, in order
 }
 
 // parseCreate validates a create body. pathModel is the model of the model
@@ -277,18 +339,19 @@ func (f *Fake) parseCreate(r *http.Request, body []byte, pathModel string) (*cre
 		model = m
 	}
 	short, owned := strings.CutPrefix(model, modelOwner)
-	if !owned || !validModel(short) {
-		return nil, invalid("unknown model %q: use %s%s or %s%s", model, modelOwner, modelMax, modelOwner, modelPro)
+	spec, known := lookupModel(short)
+	if !owned || !known {
+		return nil, invalid("unknown model %q: use one of %s", model, modelList())
 	}
 	rawIn, ok := top["input"]
 	if !ok || string(rawIn) == "null" {
 		return nil, invalid("input is required")
 	}
-	in, rerr := object(rawIn, "input", inputFields...)
+	in, rerr := object(rawIn, "input", spec.fields...)
 	if rerr != nil {
 		return nil, rerr
 	}
-	req := &createRequest{model: model, format: "png"}
+	req := &createRequest{model: model, format: spec.defaultFormat}
 	req.prov.Model = short
 
 	prompt, _, rerr := field[string](in, "input", "prompt", "a string")
@@ -305,10 +368,10 @@ func (f *Fake) parseCreate(r *http.Request, body []byte, pathModel string) (*cre
 		return nil, rerr
 	}
 	if !ok {
-		aspect = aspectMatchInput
+		aspect = spec.defaultAspect
 	}
-	if !slices.Contains(aspectRatios, aspect) {
-		return nil, invalid("input.aspect_ratio %q is not one of %s", aspect, strings.Join(aspectRatios, ", "))
+	if !slices.Contains(spec.aspects, aspect) {
+		return nil, invalid("input.aspect_ratio %q is not one of %s", aspect, strings.Join(spec.aspects, ", "))
 	}
 	req.prov.AspectRatio = aspect
 
@@ -322,42 +385,59 @@ func (f *Fake) parseCreate(r *http.Request, body []byte, pathModel string) (*cre
 	if rerr != nil {
 		return nil, rerr
 	}
-	if ok {
-		if format != "png" && format != "jpg" {
-			return nil, invalid("input.output_format %q is not one of png, jpg", format)
-		}
-		req.format = format
+	if !ok {
+		format = spec.defaultFormat
 	}
+	if !slices.Contains(spec.formats, format) {
+		return nil, invalid("input.output_format %q is not one of %s", format, strings.Join(spec.formats, ", "))
+	}
+	if format == "webp" {
+		// Not the provider's answer: this fake encodes png and jpg only.
+		return nil, invalid("kontexttest: this fake renders png or jpg only; send input.output_format (%s defaults to webp)", short)
+	}
+	req.format = format
 
 	tolerance, hasTolerance, rerr := field[int64](in, "input", "safety_tolerance", "an integer")
 	if rerr != nil {
 		return nil, rerr
 	}
-	if hasTolerance && (tolerance < 0 || tolerance > 6) {
-		return nil, invalid("input.safety_tolerance must be between 0 and 6, got %d", tolerance)
+	if hasTolerance && (tolerance < spec.safetyMin || tolerance > spec.safetyMax) {
+		return nil, invalid("input.safety_tolerance must be between %d and %d, got %d", spec.safetyMin, spec.safetyMax, tolerance)
 	}
-	if _, _, rerr := field[bool](in, "input", "prompt_upsampling", "a boolean"); rerr != nil {
-		return nil, rerr
-	}
-
-	src, hasImage, rerr := field[string](in, "input", "input_image", "a string")
+	upsample, _, rerr := field[bool](in, "input", "prompt_upsampling", "a boolean")
 	if rerr != nil {
 		return nil, rerr
 	}
-	if hasImage {
-		if hasTolerance && tolerance > 2 {
-			return nil, invalid("input.safety_tolerance must be at most 2 with input_image, got %d", tolerance)
+	req.prov.PromptUpsampling = upsample
+	if !spec.numbered {
+		if rerr := flux2Options(in, spec, aspect); rerr != nil {
+			return nil, rerr
 		}
-		data, rerr := f.fetchInput(r, src)
+	}
+
+	srcs, names, rerr := references(in, spec)
+	if rerr != nil {
+		return nil, rerr
+	}
+	if len(srcs) > 0 && hasTolerance && tolerance > spec.safetyMaxInput {
+		return nil, invalid("input.safety_tolerance must be at most %d with %s, got %d", spec.safetyMaxInput, names[0], tolerance)
+	}
+	for i, src := range srcs {
+		data, rerr := f.fetchInput(r, names[i], src)
 		if rerr != nil {
 			return nil, rerr
 		}
-		img, rerr := decodeInput(data)
+		img, rerr := decodeInput(names[i], data)
 		if rerr != nil {
 			return nil, rerr
 		}
-		req.image = img
-		req.prov.InputSHA256 = sha256Hex(data)
+		if i == 0 {
+			req.image = img
+			req.prov.InputSHA256 = sha256Hex(data)
+		} else {
+			req.refs = append(req.refs, img)
+		}
+		req.prov.Inputs = append(req.prov.Inputs, sha256Hex(data))
 	}
 
 	var compact bytes.Buffer
@@ -368,56 +448,143 @@ func (f *Fake) parseCreate(r *http.Request, body []byte, pathModel string) (*cre
 	return req, nil
 }
 
-// fetchInput returns the bytes an input_image names: a data: URI, or a
-// still valid result URL of this fake.
-func (f *Fake) fetchInput(r *http.Request, src string) ([]byte, *reqError) {
+// references returns the reference images' values in order, with the
+// name of each in error details: input_image, input_image_2.. on Kontext
+// (input_image_N only after input_image_N-1: stricter than documented,
+// a gap is refused), input_images[i] on FLUX.2 (at most maxRefs).
+func references(in map[string]json.RawMessage, spec modelSpec) (srcs, names []string, rerr *reqError) {
+	if !spec.numbered {
+		list, ok, rerr := field[[]string](in, "input", "input_images", "an array of strings")
+		if rerr != nil || !ok {
+			return nil, nil, rerr
+		}
+		if len(list) > spec.maxRefs {
+			return nil, nil, invalid("input.input_images: at most %d images, got %d", spec.maxRefs, len(list))
+		}
+		for i, src := range list {
+			srcs, names = append(srcs, src), append(names, "input_images["+strconv.Itoa(i)+"]")
+		}
+		return srcs, names, nil
+	}
+	gap := ""
+	for i := 1; i <= spec.maxRefs; i++ {
+		name := "input_image"
+		if i > 1 {
+			name += "_" + strconv.Itoa(i)
+		}
+		src, ok, rerr := field[string](in, "input", name, "a string")
+		if rerr != nil {
+			return nil, nil, rerr
+		}
+		switch {
+		case !ok:
+			if gap == "" {
+				gap = name
+			}
+		case gap != "":
+			return nil, nil, invalid("input.%s given without input.%s", name, gap)
+		default:
+			srcs, names = append(srcs, src), append(names, name)
+		}
+	}
+	return srcs, names, nil
+}
+
+// flux2Options checks FLUX.2's own fields: resolution, width and height
+// (aspect_ratio custom only, and then required), output_quality, and
+// [flex]'s steps and guidance.
+func flux2Options(in map[string]json.RawMessage, spec modelSpec, aspect string) *reqError {
+	res, ok, rerr := field[string](in, "input", "resolution", "a string")
+	if rerr != nil {
+		return rerr
+	}
+	if ok && !slices.Contains(flux2Resolutions, res) {
+		return invalid("input.resolution %q is not one of %s", res, strings.Join(flux2Resolutions, ", "))
+	}
+	for _, side := range []string{"width", "height"} {
+		v, ok, rerr := field[int64](in, "input", side, "an integer")
+		if rerr != nil {
+			return rerr
+		}
+		if ok && (v < 256 || v > 2048) {
+			return invalid("input.%s must be between 256 and 2048, got %d", side, v)
+		}
+		if aspect == "custom" && !ok {
+			return invalid("input.%s is required with aspect_ratio custom", side)
+		}
+	}
+	if q, ok, rerr := field[int64](in, "input", "output_quality", "an integer"); rerr != nil {
+		return rerr
+	} else if ok && (q < 0 || q > 100) {
+		return invalid("input.output_quality must be between 0 and 100, got %d", q)
+	}
+	if !spec.flex {
+		return nil
+	}
+	if n, ok, rerr := field[int64](in, "input", "steps", "an integer"); rerr != nil {
+		return rerr
+	} else if ok && (n < 1 || n > 50) {
+		return invalid("input.steps must be between 1 and 50, got %d", n)
+	}
+	if g, ok, rerr := field[float64](in, "input", "guidance", "a number"); rerr != nil {
+		return rerr
+	} else if ok && (g < 1.5 || g > 10) {
+		return invalid("input.guidance must be between 1.5 and 10, got %g", g)
+	}
+	return nil
+}
+
+// fetchInput returns the bytes a reference image names (name is its
+// field, for error details): a data: URI, or a still valid result URL of
+// this fake.
+func (f *Fake) fetchInput(r *http.Request, name, src string) ([]byte, *reqError) {
 	switch {
 	case strings.HasPrefix(src, "data:"):
 		rest := strings.TrimPrefix(src, "data:")
 		mime, payload, ok := strings.Cut(rest, ";base64,")
 		if !ok {
-			return nil, invalid("input.input_image: a data URI must be data:image/<type>;base64,<data>")
+			return nil, invalid("input.%s: a data URI must be data:image/<type>;base64,<data>", name)
 		}
 		if !slices.Contains(inputMIMETypes, strings.ToLower(mime)) {
-			return nil, invalid("input.input_image: unsupported media type %q (png, jpeg, gif or webp)", mime)
+			return nil, invalid("input.%s: unsupported media type %q (png, jpeg, gif or webp)", name, mime)
 		}
 		data, err := base64.StdEncoding.DecodeString(payload)
 		if err != nil {
-			return nil, invalid("input.input_image: invalid base64: %v", err)
+			return nil, invalid("input.%s: invalid base64: %v", name, err)
 		}
 		return data, nil
 	case strings.HasPrefix(src, "http://"), strings.HasPrefix(src, "https://"):
 		u, err := url.Parse(src)
 		if err != nil {
-			return nil, invalid("could not fetch input_image: %v", err)
+			return nil, invalid("could not fetch %s: %v", name, err)
 		}
-		name, ok := strings.CutPrefix(u.Path, "/files/")
-		if !ok || !strings.EqualFold(u.Host, r.Host) || !validSegment(name) {
-			return nil, invalid("could not fetch input_image: %s is not reachable from the provider", abbreviate(src, 200))
+		file, ok := strings.CutPrefix(u.Path, "/files/")
+		if !ok || !strings.EqualFold(u.Host, r.Host) || !validSegment(file) {
+			return nil, invalid("could not fetch %s: %s is not reachable from the provider", name, abbreviate(src, 200))
 		}
-		data, _, ok := f.file(name)
+		data, _, ok := f.file(file)
 		if !ok {
-			return nil, invalid("could not fetch input_image: %s answered 404", abbreviate(src, 200))
+			return nil, invalid("could not fetch %s: %s answered 404", name, abbreviate(src, 200))
 		}
 		return data, nil
 	default:
-		return nil, invalid("input.input_image must be an http(s) URL or a data:image/...;base64, URI")
+		return nil, invalid("input.%s must be an http(s) URL or a data:image/...;base64, URI", name)
 	}
 }
 
-// decodeInput decodes an input image, refusing anything that is not a
-// complete png, jpeg, gif or webp.
-func decodeInput(data []byte) (image.Image, *reqError) {
+// decodeInput decodes a reference image (name is its field), refusing
+// anything that is not a complete png, jpeg, gif or webp.
+func decodeInput(name string, data []byte) (image.Image, *reqError) {
 	cfg, format, err := image.DecodeConfig(bytes.NewReader(data))
 	if err != nil {
-		return nil, invalid("input.input_image could not be decoded as an image: %v", err)
+		return nil, invalid("input.%s could not be decoded as an image: %v", name, err)
 	}
 	if cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width*cfg.Height > maxInputPixels {
-		return nil, invalid("input.input_image has an unsupported size %dx%d", cfg.Width, cfg.Height)
+		return nil, invalid("input.%s has an unsupported size %dx%d", name, cfg.Width, cfg.Height)
 	}
 	img, _, err := image.Decode(bytes.NewReader(data))
 	if err != nil {
-		return nil, invalid("input.input_image could not be decoded as %s: %v", format, err)
+		return nil, invalid("input.%s could not be decoded as %s: %v", name, format, err)
 	}
 	return img, nil
 }
@@ -476,7 +643,7 @@ func (f *Fake) start(w http.ResponseWriter, r *http.Request, key string, req *cr
 		base:    scheme + "://" + r.Host,
 		seed:    req.prov.Seed,
 		fate:    fate,
-		job:     &renderJob{prov: req.prov, input: req.image, format: req.format, pixels: f.opts.Pixels},
+		job:     &renderJob{prov: req.prov, input: req.image, refs: req.refs, format: req.format, pixels: f.opts.Pixels},
 		status:  statusStarting,
 		created: now,
 		done:    make(chan struct{}),
