@@ -64,8 +64,8 @@ func TestEditWithReferences(t *testing.T) {
 	}
 	d := h.mustDeliver(job.ID)
 
-	if p := provenance(t, d); p.InputSHA256 != digest(base.Image) {
-		t.Errorf("first reference: got %s, want the current image %s", p.InputSHA256, digest(base.Image))
+	if got, want := provenance(t, d).Inputs, []string{digest(base.Image), digest(dog), digest(ball)}; !slices.Equal(got, want) {
+		t.Errorf("provider inputs: got %v, want the current image then the two photos %v", got, want)
 	}
 	if got, want := seen.sent(job.Prompt), [][]string{{digest(dog), digest(ball)}}; !slices.EqualFunc(got, want, slices.Equal) {
 		t.Errorf("references sent: got %v, want %v (in order)", got, want)
@@ -109,8 +109,8 @@ func TestEditWithReferences(t *testing.T) {
 		if got, want := seen.sent(job.Prompt), [][]string{{digest(dog), digest(ball)}, {digest(dog), digest(ball)}}; !slices.EqualFunc(got, want, slices.Equal) {
 			t.Errorf("references sent: got %v, want the same twice %v", got, want)
 		}
-		if p := provenance(t, re); p.InputSHA256 != digest(base.Image) {
-			t.Errorf("reroll's first reference: got %s, want %s", p.InputSHA256, digest(base.Image))
+		if got, want := provenance(t, re).Inputs, provenance(t, d).Inputs; !slices.Equal(got, want) {
+			t.Errorf("reroll's provider inputs: got %v, want the edit's %v", got, want)
 		}
 		if !slices.Equal(re.Turn.Refs, d.Turn.Refs) || re.Turn.Parent != d.Turn.Parent {
 			t.Errorf("reroll turn: parent %s refs %v, want %s %v", re.Turn.Parent, re.Turn.Refs, d.Turn.Parent, d.Turn.Refs)
@@ -127,6 +127,9 @@ func TestEditWithReferences(t *testing.T) {
 		}
 		if got, want := seen.sent("mix them"), [][]string{{digest(base.Image), digest(d.Image), digest(dog)}}; !slices.EqualFunc(got, want, slices.Equal) {
 			t.Errorf("references sent: got %v, want %v", got, want)
+		}
+		if got, want := provenance(t, out).Inputs, []string{digest(d.Image), digest(base.Image), digest(d.Image), digest(dog)}; !slices.Equal(got, want) {
+			t.Errorf("provider inputs: got %v, want %v", got, want)
 		}
 		if !strings.Contains(out.Caption(), "from “put this dog with its ball on the beach” + “a sunny beach” + “put this dog with its ball on the beach” + your image ·") {
 			t.Errorf("caption: %q", out.Caption())
@@ -216,8 +219,8 @@ func TestReferencesSurviveARestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := h.mustDeliver(job.ID)
-	if p := provenance(t, d); p.InputSHA256 != digest(base.Image) {
-		t.Errorf("first reference after the restart: got %s, want %s", p.InputSHA256, digest(base.Image))
+	if got, want := provenance(t, d).Inputs, []string{digest(base.Image), digest(cow)}; !slices.Equal(got, want) {
+		t.Errorf("provider inputs after the restart: got %v, want %v", got, want)
 	}
 	if got, want := seen.sent("add this cow"), [][]string{{digest(cow)}}; !slices.EqualFunc(got, want, slices.Equal) {
 		t.Errorf("references sent after the restart: got %v, want %v", got, want)
