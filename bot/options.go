@@ -12,8 +12,12 @@ type Options struct {
 	Aspect string
 	Seed   *int64
 	Model  string
-	// Image is a local file to edit (the console's --image).
+	// Image is a local file to edit (the console's --image): the first
+	// of Images.
 	Image string
+	// Images are every --image given, in order: the file to edit, then
+	// further references.
+	Images []string
 }
 
 // ParseOptions splits "a red fox --ar 16:9 --seed 7 --model pro" into the
@@ -57,7 +61,10 @@ func ParseOptions(text string) (string, Options, error) {
 			}
 			o.Model = m
 		case "--image":
-			o.Image = value
+			if o.Image == "" {
+				o.Image = value
+			}
+			o.Images = append(o.Images, value)
 		default:
 			return "", o, Userf("Unknown option %s: use --ar, --seed or --model.", name)
 		}

@@ -37,6 +37,7 @@ const Help = `Type a prompt to edit the current image, or:
   /imagine PROMPT [--ar 16:9] [--seed N] [--model pro]   make a new image
   /edit PROMPT                                           edit the current image
   /edit --image PATH PROMPT                              edit a local image
+  /edit --image A --image B PROMPT                       edit A using B too (up to 4 images)
   /reroll        same prompt and parent, new seed
   /undo          go back to the previous image
   /history       list this conversation's images
@@ -51,7 +52,7 @@ var help = bot.Help(bot.HelpStyle{Imagine: "/imagine PROMPT", Edit: "/edit PROMP
 	Thread:  "this conversation"}) + `
 
 Only here:
-  /edit --image PATH PROMPT   edit a local image
+  /edit --image PATH PROMPT   edit a local image; --image A --image B PROMPT uses both (up to 4)
   /history   this conversation's images     /new   start a new conversation
   /quit or Ctrl-D   wait for running jobs, then leave; Ctrl-C leaves at once
   Up and down recall earlier lines; a pasted block of lines is one prompt.`
@@ -573,11 +574,20 @@ func (c *Chat) submitWithOptions(ctx context.Context, req *bot.Request, text str
 		if req.Kind != bot.KindEdit {
 			return bot.Userf("--image goes with /edit.")
 		}
-		img, err := os.ReadFile(opts.Image)
-		if err != nil {
-			return &bot.UserError{Msg: fmt.Sprintf("I cannot read %s.", opts.Image), Err: err}
+		if len(opts.Images) > bot.MaxImages {
+			return bot.ErrTooManyImages
 		}
-		req.Image = img
+		for i, path := range opts.Images {
+			img, err := os.ReadFile(path)
+			if err != nil {
+				return &bot.UserError{Msg: fmt.Sprintf("I cannot read %s.", path), Err: err}
+			}
+			if i == 0 {
+				req.Image = img
+			} else {
+				req.Refs = append(req.Refs, bot.Ref{Image: img})
+			}
+		}
 	}
 	return c.submit(ctx, req)
 }
