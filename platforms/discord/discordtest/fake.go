@@ -244,6 +244,10 @@ type Modal struct {
 	Title    string
 	// Inputs are the text inputs' custom ids, in order.
 	Inputs []string
+	// Optional are the inputs sent with "required": false: a person may
+	// leave them empty (Discord then submits ""). Inputs default to
+	// required, as on Discord.
+	Optional []string
 }
 
 // Identify is what a client identified with.

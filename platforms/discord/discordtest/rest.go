@@ -1150,6 +1150,7 @@ func parseModal(p *msgPayload) (*Modal, *apiErr) {
 			Label     string `json:"label"`
 			Style     int    `json:"style"`
 			MaxLength int    `json:"max_length"`
+			Required  *bool  `json:"required"`
 		} `json:"components"`
 	}
 	if err := json.Unmarshal(p.Components, &rows); err != nil || len(rows) < 1 || len(rows) > 5 {
@@ -1171,6 +1172,9 @@ func parseModal(p *msgPayload) (*Modal, *apiErr) {
 			return nil, invalidForm("data.components.%d.components.0.max_length: at most 4000", i)
 		}
 		m.Inputs = append(m.Inputs, c.CustomID)
+		if c.Required != nil && !*c.Required {
+			m.Optional = append(m.Optional, c.CustomID)
+		}
 	}
 	return m, nil
 }
