@@ -42,7 +42,9 @@ func TestParseMessageLink(t *testing.T) {
 // TestParseSlashImages: image2..image4 come out in their numbers' order,
 // whatever order the options arrive in, with gaps closed.
 func TestParseSlashImages(t *testing.T) {
-	att := func(id string) *discordgo.MessageAttachment { return &discordgo.MessageAttachment{ID: id, Filename: id + ".png"} }
+	att := func(id string) *discordgo.MessageAttachment {
+		return &discordgo.MessageAttachment{ID: id, Filename: id + ".png"}
+	}
 	data := discordgo.ApplicationCommandInteractionData{
 		Options: []*discordgo.ApplicationCommandInteractionDataOption{
 			{Name: "prompt", Type: discordgo.ApplicationCommandOptionString, Value: "mix"},
