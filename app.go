@@ -77,11 +77,11 @@ func openApp(cfg config, log *slog.Logger) (*app, error) {
 	if pg, ok := db.(*postgres.DB); ok {
 		// One queue in the database for every replica.
 		queue = pg.Scheduler(replicaName(), postgres.QueueOptions{
-			Slots: cfg.Slots, UserRunning: cfg.UserRunning, UserWaiting: cfg.UserWaiting, MaxWaiting: cfg.QueueMax, Lease: cfg.Lease,
+			Slots: cfg.Slots, Pools: cfg.Pools, UserRunning: cfg.UserRunning, UserWaiting: cfg.UserWaiting, MaxWaiting: cfg.QueueMax, Lease: cfg.Lease,
 		})
 	} else {
 		local := kontext.NewQueue(kontext.QueueOptions{
-			Slots: cfg.Slots, UserRunning: cfg.UserRunning, UserWaiting: cfg.UserWaiting, MaxWaiting: cfg.QueueMax, Logger: log,
+			Slots: cfg.Slots, Pools: cfg.Pools, UserRunning: cfg.UserRunning, UserWaiting: cfg.UserWaiting, MaxWaiting: cfg.QueueMax, Logger: log,
 		})
 		met.watchQueue(local)
 		queue = bot.NewLocalScheduler(local)
@@ -195,12 +195,16 @@ func runChat(ctx context.Context, args []string, env envFunc, stdin io.Reader, s
 		return err
 	}
 	if *fake {
-		srv := kontexttest.NewServer(kontexttest.Options{Latency: *fakeLatency, Jitter: *fakeLatency / 2})
+		srv := kontexttest.NewServer(kontexttest.Options{Latency: *fakeLatency, Jitter: *fakeLatency / 2,
+			Slots: 24, ModelSlots: map[string]int{kontext.ModelMax: 6}}) // BFL's limits, KONTEXT_SLOTS' defaults
 		defer srv.Close() // after the app below has closed
 		env = withFakeProvider(env, srv.URL)
 	}
 	cfg, err := loadConfig(env)
 	if err != nil {
+		return err
+	}
+	if err := cfg.restrictModels(); err != nil {
 		return err
 	}
 	if *user == "" {

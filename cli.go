@@ -29,7 +29,7 @@ func (o *oneShotFlags) register(fs *flag.FlagSet, defaultAspect string) {
 	fs.StringVar(&o.prompt, "prompt", "", "what to make or change (required)")
 	fs.StringVar(&o.aspect, "aspect", defaultAspect, "aspect ratio: "+strings.Join(kontext.AspectRatios, ", "))
 	fs.StringVar(&o.seed, "seed", "", "seed for a reproducible result (default: random)")
-	fs.StringVar(&o.model, "model", "", "flux-kontext-max or flux-kontext-pro (default: KONTEXT_MODEL)")
+	fs.StringVar(&o.model, "model", "", "model: "+strings.Join(kontext.ModelNames(), ", ")+" (default: KONTEXT_MODEL)")
 	fs.StringVar(&o.out, "o", "", "file to write (default: kontext-TIME.png in this folder)")
 	fs.StringVar(&o.format, "format", "png", "png or jpg")
 }
@@ -52,7 +52,7 @@ func (o *oneShotFlags) request() (kontext.Request, error) {
 		problems = append(problems, fmt.Sprintf("-aspect %q is not one of %s", o.aspect, strings.Join(kontext.AspectRatios, ", ")))
 	}
 	if o.model != "" && !kontext.ValidModel(o.model) {
-		problems = append(problems, fmt.Sprintf("-model %q is not %s or %s", o.model, kontext.ModelMax, kontext.ModelPro))
+		problems = append(problems, fmt.Sprintf("-model %q is not one of %s", o.model, strings.Join(kontext.ModelNames(), ", ")))
 	}
 	if o.format != "png" && o.format != "jpg" {
 		problems = append(problems, fmt.Sprintf("-format %q is not png or jpg", o.format))
@@ -139,6 +139,9 @@ func oneShot(ctx context.Context, env envFunc, stdout io.Writer, req kontext.Req
 	if err != nil {
 		return err
 	}
+	if err := cfg.restrictModels(); err != nil {
+		return err
+	}
 	client, err := kontext.NewClient(cfg.clientConfig())
 	if err != nil {
 		return err
@@ -203,13 +206,15 @@ func runFakeAPI(ctx context.Context, args []string, _ envFunc, stdout, stderr io
 	addr := fs.String("addr", "127.0.0.1:8787", "address to listen on")
 	latency := fs.Duration("latency", 3*time.Second, "time each prediction takes")
 	jitter := fs.Duration("jitter", time.Second, "extra random time per prediction, up to this")
-	slots := fs.Int("slots", 6, "active predictions allowed at once (the next one gets 429)")
+	slots := fs.Int("slots", 24, "active predictions allowed at once (the next one gets 429)")
+	maxSlots := fs.Int("max-slots", 6, "of those, active flux-kontext-max predictions allowed (BFL's limit)")
 	key := fs.String("key", "", "accept only this API key (default: any non-empty key)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
-	opts := kontexttest.Options{APIKey: *key, Slots: *slots, Latency: *latency, Jitter: *jitter, Logger: logger}
+	opts := kontexttest.Options{APIKey: *key, Slots: *slots, ModelSlots: map[string]int{kontext.ModelMax: *maxSlots},
+		Latency: *latency, Jitter: *jitter, Logger: logger}
 	if *key == "" {
 		opts.APIKey = kontexttest.DefaultAPIKey
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -48,6 +49,7 @@ type config struct {
 	APIKey  string
 	BaseURL string
 	Model   string
+	Models  []string // KONTEXT_MODELS: the models served; nil: all of kontext.Models
 	Route   string
 	Wait    time.Duration
 
@@ -57,7 +59,8 @@ type config struct {
 	InputMaxBytes  int
 	ImageMemory    int
 
-	Slots       int
+	Slots       int            // KONTEXT_SLOTS: the account's active tasks
+	Pools       map[string]int // KONTEXT_SLOTS_<MODEL>: each model's pool inside Slots
 	UserRunning int
 	UserWaiting int
 	QueueMax    int
@@ -175,6 +178,56 @@ func (p *parser) price(name string, def float64) float64 {
 	return f
 }
 
+// models reads a comma-separated list of model names (short names, ids
+// or max/pro), each one of kontext.Models, and returns their short names
+// in the table's order; nil when unset.
+func (p *parser) models(name string) []string {
+	list := p.list(name)
+	if len(list) == 0 {
+		return nil
+	}
+	var want []string
+	for _, n := range list {
+		var found bool
+		for _, m := range kontext.Models {
+			if n == m.Name || n == m.ID {
+				want, found = append(want, m.Name), true
+			}
+		}
+		if !found {
+			p.fail("%s: %q is not a model: use a comma-separated list of %s (default all)", name, n, strings.Join(modelNames(kontext.Models), ", "))
+		}
+	}
+	var out []string
+	for _, m := range kontext.Models {
+		if slices.Contains(want, m.Name) {
+			out = append(out, m.Name)
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+func modelNames(models []kontext.Model) []string {
+	out := make([]string, len(models))
+	for i, m := range models {
+		out[i] = m.Name
+	}
+	return out
+}
+
+// restrictModels makes the process serve only c.Models (KONTEXT_MODELS),
+// when set: the pickers, the option parsers and the client ignore the
+// others (kontext.Restrict).
+func (c config) restrictModels() error {
+	if c.Models == nil {
+		return nil
+	}
+	return kontext.Restrict(c.Models)
+}
+
 // list reads a comma-separated list of ids, ignoring blanks.
 func (p *parser) list(name string) []string {
 	var out []string
@@ -272,16 +325,32 @@ func (p *parser) err() error {
 func loadConfig(getenv envFunc) (config, error) {
 	p := &parser{getenv: getenv}
 	c := config{
-		APIKey:      p.required("COMETAPI_API_KEY", "set it to your CometAPI key (sk-...), or to try the bot without one run `kontextbot chat -fake`"),
-		BaseURL:     p.httpURL("COMETAPI_BASE_URL", "https://api.cometapi.com"),
-		Model:       p.oneOf("KONTEXT_MODEL", kontext.ModelMax, kontext.ModelMax, kontext.ModelPro),
-		Route:       p.oneOf("KONTEXT_ROUTE", kontext.RouteModels, kontext.RouteModels, kontext.RoutePredictions, kontext.RouteImages),
-		Wait:        time.Duration(p.intIn("KONTEXT_WAIT", 0, 0, 60)) * time.Second,
-		Slots:       p.intIn("KONTEXT_SLOTS", 6, 1, 64),
-		UserRunning: p.intIn("KONTEXT_USER_RUNNING", 2, 1, 64),
-		UserWaiting: p.intIn("KONTEXT_USER_WAITING", 5, 0, 10000),
-		QueueMax:    p.intIn("KONTEXT_QUEUE_MAX", 200, 1, 100000),
+		APIKey:  p.required("COMETAPI_API_KEY", "set it to your CometAPI key (sk-...), or to try the bot without one run `kontextbot chat -fake`"),
+		BaseURL: p.httpURL("COMETAPI_BASE_URL", "https://api.cometapi.com"),
 	}
+	c.Models = p.models("KONTEXT_MODELS")
+	served := c.Models
+	if served == nil {
+		served = modelNames(kontext.Models)
+	}
+	c.Model = p.oneOf("KONTEXT_MODEL", served[0], served...)
+	c.Route = p.oneOf("KONTEXT_ROUTE", kontext.RouteModels, kontext.RouteModels, kontext.RoutePredictions, kontext.RouteImages)
+	c.Wait = time.Duration(p.intIn("KONTEXT_WAIT", 0, 0, 60)) * time.Second
+	// BFL: 24 active tasks per account, of which flux-kontext-max may use
+	// 6 (kontext.Models' PoolSlots); a model without its own limit has the
+	// account's.
+	c.Slots = p.intIn("KONTEXT_SLOTS", 24, 1, 64)
+	c.Pools = map[string]int{}
+	for _, m := range kontext.Models {
+		def := m.PoolSlots
+		if def <= 0 {
+			def = c.Slots
+		}
+		c.Pools[m.Pool] = min(p.intIn("KONTEXT_SLOTS_"+m.EnvName(), min(def, c.Slots), 1, 64), c.Slots)
+	}
+	c.UserRunning = p.intIn("KONTEXT_USER_RUNNING", 2, 1, 64)
+	c.UserWaiting = p.intIn("KONTEXT_USER_WAITING", 5, 0, 10000)
+	c.QueueMax = p.intIn("KONTEXT_QUEUE_MAX", 200, 1, 100000)
 	c.RequestTimeout = p.duration("KONTEXT_REQUEST_TIMEOUT", kontext.DefaultRequestTimeout)
 	c.JobTimeout = p.duration("KONTEXT_JOB_TIMEOUT", kontext.DefaultJobTimeout)
 	if c.RequestTimeout < time.Second {
@@ -297,10 +366,16 @@ func loadConfig(getenv envFunc) (config, error) {
 	c.Lease = time.Duration(p.intIn("KONTEXT_LEASE", 10, 1, 3600)) * time.Second
 	c.History = p.intIn("KONTEXT_HISTORY", 20, 2, 1000)
 	c.RetentionDays = p.intIn("KONTEXT_RETENTION_DAYS", 30, 1, 3650)
-	c.Prices = map[string]float64{
-		kontext.ModelMax: p.price("KONTEXT_PRICE_MAX", 0.192), // CometAPI's price; BFL lists 0.08
-		kontext.ModelPro: p.price("KONTEXT_PRICE_PRO", 0.096), // CometAPI's price; BFL lists 0.04
+	// Prices: KONTEXT_PRICE_<MODEL> (KONTEXT_PRICE_FLUX_2_PRO...), the
+	// table's price by default (kontext.Models cites where each comes
+	// from); KONTEXT_PRICE_MAX and KONTEXT_PRICE_PRO, the names of old,
+	// still set the Kontext ones.
+	c.Prices = map[string]float64{}
+	for _, m := range kontext.Models {
+		c.Prices[m.Name] = p.price("KONTEXT_PRICE_"+m.EnvName(), m.Price)
 	}
+	c.Prices[kontext.ModelMax] = p.price("KONTEXT_PRICE_MAX", c.Prices[kontext.ModelMax])
+	c.Prices[kontext.ModelPro] = p.price("KONTEXT_PRICE_PRO", c.Prices[kontext.ModelPro])
 	c.UserDaily = p.intIn("KONTEXT_USER_DAILY", 0, 0, 1000000)
 	c.Budget = p.price("KONTEXT_WORKSPACE_BUDGET", 0)
 	c.Channels = p.list("KONTEXT_CHANNELS")

@@ -48,7 +48,7 @@ func TestLoadConfig(t *testing.T) {
 		check        func(t *testing.T, c config)
 	}{
 		{name: "Defaults", env: map[string]string{"COMETAPI_API_KEY": "sk-1"}, check: func(t *testing.T, c config) {
-			if c.BaseURL != "https://api.cometapi.com" || c.Model != kontext.ModelMax || c.Slots != 6 || c.Route != kontext.RouteModels {
+			if c.BaseURL != "https://api.cometapi.com" || c.Model != kontext.ModelMax || c.Slots != 24 || c.Pools[kontext.ModelMax] != 6 || c.Route != kontext.RouteModels {
 				t.Errorf("defaults: got %+v", c)
 			}
 			if c.UserRunning != 2 || c.UserWaiting != 5 || c.QueueMax != 200 || c.DB != "data/kontextbot.db" || c.History != 20 {

@@ -30,7 +30,7 @@ func setupReplica(cfg config, a *app, log *slog.Logger) (discord.Leaser, func())
 	if !ok {
 		return nil, func() {}
 	}
-	q := pg.Queue(cfg.ReplicaID, postgres.QueueOptions{Slots: cfg.Slots, UserRunning: cfg.UserRunning,
+	q := pg.Queue(cfg.ReplicaID, postgres.QueueOptions{Slots: cfg.Slots, Pools: cfg.Pools, UserRunning: cfg.UserRunning,
 		UserWaiting: cfg.UserWaiting, MaxWaiting: cfg.QueueMax})
 	a.met.watchSharedQueue(func(ctx context.Context) (sharedQueueStats, error) {
 		st, err := q.Stats(ctx)

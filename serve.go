@@ -69,6 +69,9 @@ func runServe(ctx context.Context, args []string, env envFunc, stdout, stderr io
 	if err != nil {
 		return err
 	}
+	if err := cfg.restrictModels(); err != nil {
+		return err
+	}
 	log := newLogger(cfg, stderr)
 	a, err := openApp(cfg, log)
 	if err != nil {

@@ -698,6 +698,7 @@ func (c *Core) enqueue(ctx context.Context, job *Job) error {
 		ID:     job.ID,
 		User:   job.Conv.Platform + "/" + job.Conv.Workspace + "/" + job.User,
 		Serial: serial,
+		Pool:   kontext.PoolOf(job.Model),
 		Position: func(pos int) {
 			if pos > 0 {
 				rep.Queued(job, pos)

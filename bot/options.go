@@ -85,11 +85,6 @@ func optionExample(name string) string {
 }
 
 func modelByName(s string) (string, bool) {
-	switch strings.ToLower(s) {
-	case "max", kontext.ModelMax, "black-forest-labs/" + kontext.ModelMax:
-		return kontext.ModelMax, true
-	case "pro", kontext.ModelPro, "black-forest-labs/" + kontext.ModelPro:
-		return kontext.ModelPro, true
-	}
-	return "", false
+	m, ok := kontext.LookupModel(s) // "max", "pro", a short name or an id; the served ones only
+	return m.Name, ok
 }

@@ -61,6 +61,10 @@ type Slot struct {
 	// Serial, when set, makes the jobs with the same Serial (a
 	// conversation) run one at a time, in submission order.
 	Serial string
+	// Pool is the provider's concurrency pool the job counts against, its
+	// model's (kontext.PoolOf): a full pool holds its jobs back, never
+	// those of another pool.
+	Pool string
 	// Position, when set, is told the job's 1-based place in line while it
 	// waits, counting the jobs ahead of it from every process, and 0 once
 	// it starts. It must not block.
@@ -117,7 +121,7 @@ func (s *LocalScheduler) Submit(ctx context.Context, sl Slot) error {
 	s.tickets[sl.ID] = lt
 	s.mu.Unlock()
 	t, err := s.q.Submit(context.WithoutCancel(ctx), kontext.Job{
-		ID: sl.ID, User: sl.User, Serial: sl.Serial, Position: sl.Position,
+		ID: sl.ID, User: sl.User, Serial: sl.Serial, Pool: sl.Pool, Position: sl.Position,
 		Run: func(ctx context.Context) error {
 			s.mu.Lock()
 			lt.started = true

@@ -996,6 +996,11 @@ func (c *Client) call(ctx context.Context, op, method, u string, body *body, id 
 		case !d.retry:
 			return nil, c.statusError(op, id, r, attempt)
 		}
+		if create && r.status == http.StatusTooManyRequests {
+			// The pool is full at the provider: the scheduler holds its
+			// other jobs back meanwhile.
+			slotLimited(ctx, d.wait)
+		}
 		if err := sleep(ctx, d.wait); err != nil {
 			return nil, c.ctxError(ctx, op, id)
 		}

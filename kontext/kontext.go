@@ -40,9 +40,10 @@ func ValidAspect(s string) bool {
 	return false
 }
 
-// ValidModel reports whether s is the short name of a model in Models.
+// ValidModel reports whether s is the short name of an available model
+// (see Restrict).
 func ValidModel(s string) bool {
-	for _, m := range Models {
+	for _, m := range Available() {
 		if m.Name == s {
 			return true
 		}

@@ -1,8 +1,10 @@
 package kontext
 
 import (
+	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -139,9 +141,51 @@ var Models = []Model{
 // needs width and height) left out.
 var flux2Aspects = []string{AspectMatchInput, "1:1", "16:9", "3:2", "2:3", "4:5", "5:4", "9:16", "3:4", "4:3"}
 
-// LookupModel returns the model called name: its short name, its provider
-// id ("black-forest-labs/flux-2-pro"), or "max"/"pro", case-insensitively.
-func LookupModel(name string) (Model, bool) {
+// available is the models this process serves (Restrict); nil: all.
+var available atomic.Pointer[[]Model]
+
+// Available returns the rows of Models this process serves, in order:
+// all of them unless Restrict said otherwise (KONTEXT_MODELS).
+func Available() []Model {
+	if p := available.Load(); p != nil {
+		return *p
+	}
+	return Models
+}
+
+// Restrict makes the process serve only the named models (short names, in
+// Models' order; none means all): LookupModel, ValidModel, Available and
+// therefore the client, the pickers and the option parsers ignore the
+// others. It is meant to be called once at start-up, from configuration.
+func Restrict(list []string) error {
+	if len(list) == 0 {
+		available.Store(nil)
+		return nil
+	}
+	var want []string
+	for _, n := range list {
+		m, ok := lookupIn(Models, n)
+		if !ok {
+			return fmt.Errorf("kontext: restrict: unknown model %q: use %s", n, strings.Join(names(Models), ", "))
+		}
+		want = append(want, m.Name)
+	}
+	var rows []Model
+	for _, m := range Models {
+		if slices.Contains(want, m.Name) {
+			rows = append(rows, m)
+		}
+	}
+	available.Store(&rows)
+	return nil
+}
+
+// LookupModel returns the available model called name: its short name,
+// its provider id ("black-forest-labs/flux-2-pro"), or "max"/"pro",
+// case-insensitively.
+func LookupModel(name string) (Model, bool) { return lookupIn(Available(), name) }
+
+func lookupIn(models []Model, name string) (Model, bool) {
 	n := strings.ToLower(strings.TrimSpace(name))
 	switch n {
 	case "max":
@@ -149,7 +193,7 @@ func LookupModel(name string) (Model, bool) {
 	case "pro":
 		n = ModelPro
 	}
-	for _, m := range Models {
+	for _, m := range models {
 		if n == m.Name || n == m.ID {
 			return m, true
 		}
@@ -157,13 +201,15 @@ func LookupModel(name string) (Model, bool) {
 	return Model{}, false
 }
 
-// ModelNames returns the short names of Models, in order.
-func ModelNames() []string {
-	names := make([]string, len(Models))
-	for i, m := range Models {
-		names[i] = m.Name
+// ModelNames returns the short names of the available models, in order.
+func ModelNames() []string { return names(Available()) }
+
+func names(models []Model) []string {
+	out := make([]string, len(models))
+	for i, m := range models {
+		out[i] = m.Name
 	}
-	return names
+	return out
 }
 
 // ValidAspect reports whether the model takes aspect ratio s.
@@ -178,4 +224,13 @@ func (m Model) EnvName() string {
 		}
 		return r
 	}, strings.ToUpper(m.Name))
+}
+
+// PoolOf is the pool a job of model counts against (its Pool in Models,
+// hidden or not): the scheduler's Job.Pool. "" for a name not in Models.
+func PoolOf(model string) string {
+	if m, ok := lookupIn(Models, model); ok {
+		return m.Pool
+	}
+	return ""
 }

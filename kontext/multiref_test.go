@@ -259,3 +259,36 @@ func TestModelsTable(t *testing.T) {
 		t.Errorf("EnvName = %q, want %q", got, want)
 	}
 }
+
+// TestRestrict: KONTEXT_MODELS hides models from every lookup and from the
+// client, and restricting to none serves all again.
+func TestRestrict(t *testing.T) {
+	t.Cleanup(func() { _ = Restrict(nil) })
+	if err := Restrict([]string{"flux-3"}); err == nil {
+		t.Fatal("Restrict(flux-3) succeeded, want an unknown model error")
+	}
+	if err := Restrict([]string{"black-forest-labs/flux-2-pro", "pro"}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ModelNames(), []string{ModelPro, ModelFlux2Pro}; !reflect.DeepEqual(got, want) {
+		t.Errorf("ModelNames = %v, want %v", got, want)
+	}
+	if ValidModel(ModelMax) {
+		t.Error("ValidModel(flux-kontext-max) = true while hidden")
+	}
+	if _, ok := LookupModel("max"); ok {
+		t.Error("LookupModel(max) found a hidden model")
+	}
+	s := newFake(t, kontexttest.Options{})
+	c := newTestClient(t, s, func(c *Config) { c.Model = ModelPro })
+	_, err := c.Run(context.Background(), Request{Prompt: "a cat", Model: ModelMax})
+	if !errors.Is(err, ErrInvalidRequest) {
+		t.Errorf("Run with a hidden model: %v, want an invalid request", err)
+	}
+	if got := s.Stats().Creates; got != 0 {
+		t.Errorf("%d creates sent for a hidden model, want 0", got)
+	}
+	if err := Restrict(nil); err != nil || len(ModelNames()) != len(Models) {
+		t.Errorf("Restrict(nil) = %v, %d models served; want all %d", err, len(ModelNames()), len(Models))
+	}
+}

@@ -21,8 +21,17 @@ import (
 // Scheduling. Every change (a submit, a job finishing, a cancel, a Submit
 // context ending) dispatches synchronously under one mutex; there is no
 // polling. A waiting job "may run" when its user has fewer than UserRunning
-// jobs running and its Serial is free: no job of that Serial is running and
-// no earlier job of that Serial is waiting. With RoundRobin the users that
+// jobs running, its Serial is free (no job of that Serial is running and
+// no earlier job of that Serial is waiting) and its pool has a free slot.
+//
+// Pools. Slots is the account's limit; Pools bounds, inside it, the slots
+// of the jobs of one pool (a model's: flux-kontext-max may hold 6 of the
+// account's 24). Neither is ever exceeded. A job whose pool is full is
+// passed over, so it never keeps a job of another pool behind it from a
+// free slot; the walk for a job that may run then skips it, which is the
+// one cost pools add (at most the waiting jobs, and only while some pool
+// is full). A pool whose create got a 429 (SlowPool) starts none of its
+// jobs until the provider's wait has passed; the other pools go on. With RoundRobin the users that
 // have waiting jobs form a ring ordered by when each was last given a slot,
 // least recent first: the dispatcher gives the free slot to the first user in
 // the ring with a job that may run (that user's oldest such job) and moves
@@ -32,9 +41,9 @@ import (
 // user's batch. With FIFO the oldest waiting job that may run is taken.
 //
 // Costs. Submit, Cancel and a job finishing are O(1) plus the dispatch
-// walk, which skips users at their running cap (at most Slots of them) and
-// users or jobs blocked by a busy Serial; when no waiting job may run it
-// does not walk at all. A user re-entering the ring walks back past the
+// walk, which skips users at their running cap (at most Slots of them),
+// users or jobs blocked by a busy Serial and jobs of a full pool; when no
+// waiting job's pool has a free slot it does not walk at all. A user re-entering the ring walks back past the
 // users served since its last turn. Waiting jobs cost about 650 bytes each
 // (BenchmarkQueueWaiting10k).
 //
@@ -42,9 +51,9 @@ import (
 // dispatcher would start the current waiting jobs if nothing else arrived:
 // for RoundRobin, the users in ring order each take one job per round, each
 // user's jobs in submission order; for FIFO, submission order. The
-// simulation ignores UserRunning and Serial: a user at their running cap, or
-// a job behind a busy Serial, keeps its place although it may be passed over
-// when a slot frees. Positions are exact up to ExactPositions; a job placed
+// simulation ignores UserRunning, Serial and pools: a user at their running
+// cap, a job behind a busy Serial or in a full pool, keeps its place
+// although it may be passed over when a slot frees. Positions are exact up to ExactPositions; a job placed
 // further back is at PositionBeyond ("over 50 in line"): nobody can use the
 // difference between 700th and 701st, and telling it would cost a callback
 // to every waiting job at every start (O(waiting²) to drain a long line).
@@ -94,6 +103,9 @@ type QueueOptions struct {
 	UserWaiting int
 	// MaxWaiting is how many jobs may wait in total; default 200.
 	MaxWaiting int
+	// Pools bounds the slots the jobs of one pool (Job.Pool) hold at once,
+	// inside Slots; a pool not in it, and "", has only Slots.
+	Pools map[string]int
 	// Policy picks the next job; default RoundRobin.
 	Policy Policy
 	// Logger receives the queue's logs; nil discards them.
@@ -110,6 +122,9 @@ type Job struct {
 	// conversation) never run at the same time, and start in submission
 	// order.
 	Serial string
+	// Pool is the provider's concurrency pool the job counts against (its
+	// model's, kontext.Model.Pool); "" for the account's only.
+	Pool string
 	// Run is the work; it holds a slot while it runs. Its ctx derives from
 	// Submit's ctx (values included) and ends when that ends, on
 	// Ticket.Cancel (context.Cause(ctx) == ErrCanceled), or at Shutdown's
@@ -139,6 +154,16 @@ type QueueStats struct {
 	Running int
 	// Waiting is the number of jobs waiting for a slot.
 	Waiting int
+	// Pools is the same per pool, for the pools in QueueOptions.Pools and
+	// those of the jobs seen so far.
+	Pools map[string]PoolStats
+}
+
+// PoolStats is one pool in QueueStats.
+type PoolStats struct {
+	// Slots is the pool's limit; Running the slots its jobs hold; Waiting
+	// its waiting jobs.
+	Slots, Running, Waiting int
 }
 
 // Queue errors.
@@ -218,6 +243,7 @@ type Ticket struct {
 
 	u        *user
 	s        *serial
+	p        *pool
 	seq      uint64    // submission order
 	ready    bool      // waiting and not blocked by its Serial
 	pos      int       // position at the last notifier pass (q.mu)
@@ -246,6 +272,17 @@ type user struct {
 	head, tail   *Ticket // waiting jobs in submission order
 	rnext, rprev *user
 	cur          *Ticket // scratch for the position walk
+}
+
+// pool is the per-pool state. Pools are few (one per model) and kept.
+type pool struct {
+	name    string
+	limit   int
+	busy    int       // slots held by its running jobs
+	waiting int       // its waiting jobs
+	ready   int       // its waiting jobs not blocked by their Serial
+	until   time.Time // SlowPool: no start before then
+	timer   *time.Timer
 }
 
 // serial is the per-Serial state, present while a job of it waits or runs.
@@ -277,6 +314,7 @@ type Queue struct {
 	eligible int // users with eligible == true
 	users    map[string]*user
 	serials  map[string]*serial
+	pools    map[string]*pool
 
 	ringHead, ringTail *user   // RoundRobin turn order (users with waiting jobs)
 	ringNew            *user   // last never-served user at the front of the ring
@@ -322,6 +360,7 @@ func NewQueue(opts QueueOptions) *Queue {
 		log:      log,
 		users:    make(map[string]*user),
 		serials:  make(map[string]*serial),
+		pools:    make(map[string]*pool),
 		idle:     make(chan struct{}),
 		shutDone: make(chan struct{}),
 	}
@@ -351,10 +390,11 @@ func (q *Queue) Submit(ctx context.Context, job Job) (*Ticket, error) {
 	if job.Serial != "" {
 		s = q.serials[job.Serial]
 	}
+	p := q.pool(job.Pool)
 	// Every change dispatches at once, so no job that may run waits while a
 	// slot is free: if this one may run now, it is the one to run.
-	if q.busy < q.opts.Slots && (u == nil || u.running < q.opts.UserRunning) && s == nil {
-		t := q.newTicket(ctx, job, u, s)
+	if q.busy < q.opts.Slots && (u == nil || u.running < q.opts.UserRunning) && s == nil && q.poolFree(p, time.Now()) {
+		t := q.newTicket(ctx, job, u, s, p)
 		q.start(t, false)
 		return t, nil
 	}
@@ -364,7 +404,7 @@ func (q *Queue) Submit(ctx context.Context, job Job) (*Ticket, error) {
 	if q.waiting >= q.opts.MaxWaiting {
 		return nil, &LimitError{Kind: ErrQueueFull, Limit: q.opts.MaxWaiting}
 	}
-	t := q.newTicket(ctx, job, u, s)
+	t := q.newTicket(ctx, job, u, s, p)
 	q.enqueue(t)
 	if ctx.Done() != nil {
 		t.stop = context.AfterFunc(ctx, func() { q.expire(t) })
@@ -372,8 +412,40 @@ func (q *Queue) Submit(ctx context.Context, job Job) (*Ticket, error) {
 	return t, nil
 }
 
+// pool returns the state of the pool called name, creating it.
+func (q *Queue) pool(name string) *pool {
+	p := q.pools[name]
+	if p == nil {
+		p = &pool{name: name, limit: q.opts.Slots}
+		if n, ok := q.opts.Pools[name]; ok && n > 0 {
+			p.limit = min(n, q.opts.Slots)
+		}
+		q.pools[name] = p
+	}
+	return p
+}
+
+// poolFree reports whether a job of p may take a slot now, the account
+// aside: p has one free and is not slowed down.
+func (q *Queue) poolFree(p *pool, now time.Time) bool {
+	return p.busy < p.limit && !now.Before(p.until)
+}
+
+// runnable reports whether some pool with a free slot has a waiting job
+// not blocked by its Serial: only then may the dispatcher find a job to
+// start. It costs O(pools).
+func (q *Queue) runnable() bool {
+	now := time.Now()
+	for _, p := range q.pools {
+		if p.ready > 0 && q.poolFree(p, now) {
+			return true
+		}
+	}
+	return false
+}
+
 // newTicket makes the ticket for job, creating its user and serial state.
-func (q *Queue) newTicket(ctx context.Context, job Job, u *user, s *serial) *Ticket {
+func (q *Queue) newTicket(ctx context.Context, job Job, u *user, s *serial, p *pool) *Ticket {
 	if u == nil {
 		u = &user{name: job.User}
 		q.users[job.User] = u
@@ -383,7 +455,7 @@ func (q *Queue) newTicket(ctx context.Context, job Job, u *user, s *serial) *Tic
 		q.serials[job.Serial] = s
 	}
 	q.seq++
-	return &Ticket{q: q, job: job, ctx: ctx, u: u, s: s, seq: q.seq, done: make(chan struct{})}
+	return &Ticket{q: q, job: job, ctx: ctx, u: u, s: s, p: p, seq: q.seq, done: make(chan struct{})}
 }
 
 // enqueue links a new ticket into the waiting structures.
@@ -405,6 +477,7 @@ func (q *Queue) enqueue(t *Ticket) {
 	}
 	q.wtail = t
 	u.waiting++
+	t.p.waiting++
 	q.waiting++
 	if t.job.Position != nil {
 		q.posCallbacks++
@@ -473,6 +546,7 @@ func (q *Queue) unlinkWaiting(t *Ticket) {
 		t.snext, t.sprev = nil, nil
 	}
 	u.waiting--
+	t.p.waiting--
 	q.waiting--
 	if t.job.Position != nil {
 		if q.posCallbacks--; q.posCallbacks == 0 {
@@ -497,8 +571,10 @@ func (q *Queue) setReady(t *Ticket, ready bool) {
 	t.ready = ready
 	if ready {
 		t.u.ready++
+		t.p.ready++
 	} else {
 		t.u.ready--
+		t.p.ready--
 	}
 	q.updateEligible(t.u)
 }
@@ -578,8 +654,11 @@ func (q *Queue) ringRemove(u *user) {
 
 // dispatch starts jobs while a slot is free and a waiting job may run.
 func (q *Queue) dispatch() {
-	for q.busy < q.opts.Slots && q.eligible > 0 {
+	for q.busy < q.opts.Slots && q.eligible > 0 && q.runnable() {
 		t := q.pick()
+		if t == nil {
+			return // every waiting job whose pool is free is blocked by its user's cap
+		}
 		if err := t.ctx.Err(); err != nil {
 			// Its Submit ctx ended; the AfterFunc has not removed it yet.
 			q.unlinkWaiting(t)
@@ -591,27 +670,30 @@ func (q *Queue) dispatch() {
 	}
 }
 
-// pick returns the waiting job to start next; q.eligible > 0.
+// pick returns the waiting job to start next, or nil when none may run:
+// the first eligible user in the ring, their oldest job that is ready and
+// whose pool is free (FIFO: the oldest such job of a user under the cap).
 func (q *Queue) pick() *Ticket {
+	now := time.Now()
 	if q.opts.Policy == FIFO {
 		for t := q.whead; t != nil; t = t.gnext {
-			if t.ready && t.u.running < q.opts.UserRunning {
+			if t.ready && t.u.running < q.opts.UserRunning && q.poolFree(t.p, now) {
 				return t
 			}
 		}
-	} else {
-		for u := q.ringHead; u != nil; u = u.rnext {
-			if !u.eligible {
-				continue
-			}
-			for t := u.head; t != nil; t = t.unext {
-				if t.ready {
-					return t
-				}
+		return nil
+	}
+	for u := q.ringHead; u != nil; u = u.rnext {
+		if !u.eligible {
+			continue
+		}
+		for t := u.head; t != nil; t = t.unext {
+			if t.ready && q.poolFree(t.p, now) {
+				return t
 			}
 		}
 	}
-	panic("kontext: queue: no eligible job although one was counted")
+	return nil
 }
 
 // start runs t in a slot: a waiting ticket, or a new one that never waited.
@@ -631,6 +713,7 @@ func (q *Queue) start(t *Ticket, waited bool) {
 	u.running++
 	q.running++
 	q.busy++
+	t.p.busy++
 	t.slot = true
 	q.updateEligible(u)
 	q.turn++
@@ -652,6 +735,7 @@ func (q *Queue) start(t *Ticket, waited bool) {
 	ctx, cancel := context.WithCancelCause(t.ctx)
 	t.cancel = cancel
 	ctx = context.WithValue(ctx, slotKey{}, func() { q.release(t) })
+	ctx = context.WithValue(ctx, limitKey{}, func(wait time.Duration) { q.SlowPool(t.job.Pool, wait) })
 	go q.run(t, ctx, cancel)
 }
 
@@ -680,6 +764,7 @@ func (q *Queue) release(t *Ticket) {
 	}
 	t.slot = false
 	q.busy--
+	t.p.busy--
 	q.dispatch()
 }
 
@@ -752,6 +837,7 @@ func (q *Queue) finish(t *Ticket, err error) {
 	if t.slot {
 		t.slot = false
 		q.busy--
+		t.p.busy--
 	}
 	q.updateEligible(u)
 	if s := t.s; s != nil {
@@ -802,7 +888,44 @@ func (q *Queue) expire(t *Ticket) {
 func (q *Queue) Stats() QueueStats {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return QueueStats{Slots: q.opts.Slots, Running: q.busy, Waiting: q.waiting}
+	st := QueueStats{Slots: q.opts.Slots, Running: q.busy, Waiting: q.waiting, Pools: map[string]PoolStats{}}
+	for name, n := range q.opts.Pools {
+		st.Pools[name] = PoolStats{Slots: min(max(n, 1), q.opts.Slots)}
+	}
+	for name, p := range q.pools {
+		st.Pools[name] = PoolStats{Slots: p.limit, Running: p.busy, Waiting: p.waiting}
+	}
+	return st
+}
+
+// SlowPool starts no job of pool for wait: the provider answered a create
+// of it 429 (its model's limit of active tasks, when the account has
+// others). The jobs of the other pools go on starting. The running job
+// that got the 429 retries in its slot.
+func (q *Queue) SlowPool(pool string, wait time.Duration) {
+	if wait <= 0 {
+		return
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		return
+	}
+	p := q.pool(pool)
+	until := time.Now().Add(wait)
+	if !until.After(p.until) {
+		return
+	}
+	p.until = until
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	p.timer = time.AfterFunc(wait, func() {
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		q.dispatch()
+	})
+	q.log.Info("kontext: the provider is rate limiting a pool; starting none of its jobs for a while", slog.String("pool", pool), slog.Duration("wait", wait))
 }
 
 // Shutdown stops the queue. It refuses new jobs, removes the waiting jobs
@@ -825,6 +948,11 @@ func (q *Queue) Shutdown(ctx context.Context) ([]Job, error) {
 		}
 	}
 	q.closed = true
+	for _, p := range q.pools {
+		if p.timer != nil {
+			p.timer.Stop()
+		}
+	}
 	order := q.dispatchOrder()
 	jobs := make([]Job, len(order))
 	for i, t := range order {

@@ -1080,10 +1080,12 @@ func checkInvariants(q *Queue) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	running, held := 0, 0
+	poolHeld := map[*pool]int{}
 	for t := q.rhead; t != nil; t = t.gnext {
 		running++
 		if t.slot {
 			held++
+			poolHeld[t.p]++
 		}
 		if t.state.Load() != stRunning {
 			return fmt.Errorf("%s in the running list is not running", t.job.ID)
@@ -1098,9 +1100,17 @@ func checkInvariants(q *Queue) error {
 	if q.busy > q.opts.Slots || q.busy > q.running {
 		return fmt.Errorf("%d slots held with %d running and %d slots", q.busy, q.running, q.opts.Slots)
 	}
+	for name, p := range q.pools {
+		if p.busy != poolHeld[p] || p.busy > p.limit || p.limit > q.opts.Slots || q.pools[p.name] != p || name != p.name {
+			return fmt.Errorf("pool %q: %d slots held, counted %d, limit %d", name, p.busy, poolHeld[p], p.limit)
+		}
+	}
 	waiting, prevSeq := 0, uint64(0)
 	userWaiting := map[*user]int{}
 	userReady := map[*user]int{}
+	poolWaiting, poolReady := map[*pool]int{}, map[*pool]int{}
+	mayRun := "" // a waiting job that may run now
+	now := time.Now()
 	for t := q.whead; t != nil; t = t.gnext {
 		waiting++
 		if t.seq <= prevSeq {
@@ -1112,8 +1122,13 @@ func checkInvariants(q *Queue) error {
 		if t.ready != wantReady {
 			return fmt.Errorf("%s ready = %v, want %v", t.job.ID, t.ready, wantReady)
 		}
+		poolWaiting[t.p]++
 		if t.ready {
 			userReady[t.u]++
+			poolReady[t.p]++
+			if t.u.running < q.opts.UserRunning && q.poolFree(t.p, now) {
+				mayRun = t.job.ID
+			}
 		}
 		if q.users[t.job.User] != t.u {
 			return fmt.Errorf("%s's user is not in the map", t.job.ID)
@@ -1150,8 +1165,13 @@ func checkInvariants(q *Queue) error {
 	if eligible != q.eligible {
 		return fmt.Errorf("eligible users %d, q.eligible = %d", eligible, q.eligible)
 	}
-	if q.busy < q.opts.Slots && q.eligible > 0 {
-		return fmt.Errorf("a slot is free (%d held) while %d users have a job that may run", q.busy, q.eligible)
+	for name, p := range q.pools {
+		if p.waiting != poolWaiting[p] || p.ready != poolReady[p] {
+			return fmt.Errorf("pool %q: waiting %d ready %d, counted %d and %d", name, p.waiting, p.ready, poolWaiting[p], poolReady[p])
+		}
+	}
+	if q.busy < q.opts.Slots && mayRun != "" {
+		return fmt.Errorf("a slot is free (%d held) while %s may run", q.busy, mayRun)
 	}
 	var prev *user
 	for u := q.ringHead; u != nil; u = u.rnext {
@@ -1197,7 +1217,8 @@ func isBefore(a, b *user) bool {
 func TestQueueInvariants(t *testing.T) {
 	for _, policy := range []Policy{RoundRobin, FIFO} {
 		t.Run(policy.String(), func(t *testing.T) {
-			h := newHarness(t, QueueOptions{Slots: 3, UserRunning: 2, UserWaiting: 4, MaxWaiting: 12, Policy: policy})
+			h := newHarness(t, QueueOptions{Slots: 3, UserRunning: 2, UserWaiting: 4, MaxWaiting: 12, Policy: policy,
+				Pools: map[string]int{"a": 1, "b": 2}})
 			rng := rand.New(rand.NewPCG(1, uint64(policy)))
 			var live []string // submitted, not known to be done
 			for i := range 3000 {
@@ -1209,7 +1230,9 @@ func TestQueueInvariants(t *testing.T) {
 					if rng.IntN(2) == 0 {
 						serial = fmt.Sprint("s", rng.IntN(3))
 					}
-					tk, err := h.q.Submit(context.Background(), h.job(id, user, serial))
+					job := h.job(id, user, serial)
+					job.Pool = []string{"", "a", "b"}[rng.IntN(3)]
+					tk, err := h.q.Submit(context.Background(), job)
 					if err != nil {
 						if !errors.Is(err, ErrUserWaitingLimit) && !errors.Is(err, ErrQueueFull) {
 							t.Fatalf("Submit: %v", err)

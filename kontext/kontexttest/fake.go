@@ -79,6 +79,11 @@ type Options struct {
 	// Slots is the number of active (starting or processing) predictions
 	// and running Images requests allowed per key; default 6.
 	Slots int
+	// ModelSlots bounds, per key, the active predictions of one model
+	// (bare name, "flux-kontext-max") inside Slots: BFL's 24 active tasks
+	// per account of which flux-kontext-max may use 6. The one over it gets
+	// 429 like the one over Slots. A model not in it has only Slots.
+	ModelSlots map[string]int
 	// Latency is the fixed part of a prediction's (or an Images request's)
 	// run time; default 50ms. A negative value means no latency at all.
 	Latency time.Duration
@@ -219,6 +224,9 @@ type Stats struct {
 	Active int
 	// MaxActive is the highest number of active tasks of one key ever seen.
 	MaxActive int
+	// MaxActiveModel is, per model, the highest number of its active
+	// tasks of one key ever seen.
+	MaxActiveModel map[string]int
 	// SlotLimit429 counts 429s answered because the key was at its Slots
 	// limit (caused by the client's own concurrency).
 	SlotLimit429 int
@@ -267,7 +275,9 @@ type Fake struct {
 	preds  map[string]*prediction
 	files  map[string]*resultFile
 	active map[string]int // active tasks per key
-	stats  Stats
+	// activeModel counts active tasks per key and model.
+	activeModel map[[2]string]int
+	stats       Stats
 }
 
 // New returns a Fake configured by opts, with defaults for zero fields.
@@ -343,6 +353,7 @@ func (f *Fake) Stats() Stats {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	s := f.stats
+	s.MaxActiveModel = maps.Clone(f.stats.MaxActiveModel)
 	for _, n := range f.active {
 		s.Active += n
 	}
@@ -633,8 +644,9 @@ func (f *Fake) authorize(r *http.Request) (string, bool) {
 }
 
 // acquire takes one of key's slots; the caller holds f.mu.
-func (f *Fake) acquire(key string) bool {
-	if f.active[key] >= f.opts.Slots {
+func (f *Fake) acquire(key, model string) bool {
+	mk := [2]string{key, model}
+	if limit, ok := f.opts.ModelSlots[model]; f.active[key] >= f.opts.Slots || (ok && f.activeModel[mk] >= limit) {
 		f.stats.SlotLimit429++
 		return false
 	}
@@ -642,13 +654,25 @@ func (f *Fake) acquire(key string) bool {
 	if n := f.active[key]; n > f.stats.MaxActive {
 		f.stats.MaxActive = n
 	}
+	if f.activeModel == nil {
+		f.activeModel = map[[2]string]int{}
+	}
+	if f.stats.MaxActiveModel == nil {
+		f.stats.MaxActiveModel = map[string]int{}
+	}
+	f.activeModel[mk]++
+	f.stats.MaxActiveModel[model] = max(f.stats.MaxActiveModel[model], f.activeModel[mk])
 	return true
 }
 
-// release frees one of key's slots; the caller holds f.mu.
-func (f *Fake) release(key string) {
+// release frees one of key's slots for model; the caller holds f.mu.
+func (f *Fake) release(key, model string) {
 	if f.active[key]--; f.active[key] <= 0 {
 		delete(f.active, key)
+	}
+	mk := [2]string{key, model}
+	if f.activeModel[mk]--; f.activeModel[mk] <= 0 {
+		delete(f.activeModel, mk)
 	}
 }
 

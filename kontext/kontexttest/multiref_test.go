@@ -5,6 +5,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"kontextbot/kontext/kontexttest"
 )
@@ -129,5 +130,35 @@ func TestCreateReferencesRefused(t *testing.T) {
 				t.Errorf("%d predictions created, want 0", got)
 			}
 		})
+	}
+}
+
+// TestModelSlots: a model's own limit of active tasks sits inside the
+// key's: the one over either gets 429.
+func TestModelSlots(t *testing.T) {
+	s := newServer(t, kontexttest.Options{Slots: 3, ModelSlots: map[string]int{"flux-kontext-max": 1}, Latency: time.Minute, Pixels: 64 * 64})
+	steps := []struct {
+		path string
+		want int
+	}{
+		{maxPath, http.StatusCreated},
+		{maxPath, http.StatusTooManyRequests}, // max's own pool is full
+		{proPath, http.StatusCreated},
+		{flux2ProPath, http.StatusCreated},
+		{proPath, http.StatusTooManyRequests}, // the key's 3 are busy
+	}
+	for i, st := range steps {
+		in := map[string]any{"prompt": "a cat"}
+		if st.path == flux2ProPath {
+			in["output_format"] = "png"
+		}
+		r := call(t, s, http.MethodPost, st.path, map[string]any{"input": in}, nil)
+		if r.status != st.want {
+			t.Fatalf("create %d on %s: status %d (%s), want %d", i+1, st.path, r.status, r.body, st.want)
+		}
+	}
+	got := s.Stats()
+	if got.SlotLimit429 != 2 || got.MaxActive != 3 || got.MaxActiveModel["flux-kontext-max"] != 1 {
+		t.Errorf("stats: %d slot 429s, max active %d, max active max %d; want 2, 3, 1", got.SlotLimit429, got.MaxActive, got.MaxActiveModel["flux-kontext-max"])
 	}
 }

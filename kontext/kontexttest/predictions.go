@@ -621,9 +621,9 @@ func (f *Fake) start(w http.ResponseWriter, r *http.Request, key string, req *cr
 		writeJSON(w, http.StatusServiceUnavailable, detailBody("the fake provider is closed"))
 		return
 	}
-	if !f.acquire(key) {
+	if !f.acquire(key, req.prov.Model) {
 		f.mu.Unlock()
-		f.log.Info("kontexttest: slot limit", "key_slots", f.opts.Slots)
+		f.log.Info("kontexttest: slot limit", "key_slots", f.opts.Slots, "model", req.prov.Model)
 		f.slotLimited(w, Create)
 		return
 	}
@@ -763,7 +763,7 @@ func (f *Fake) settle(p *prediction, status, errMsg string) {
 	p.stopTimers()
 	p.timers = nil
 	p.job = nil
-	f.release(p.key)
+	f.release(p.key, strings.TrimPrefix(p.model, modelOwner))
 	switch status {
 	case statusSucceeded:
 		f.stats.Succeeded++
@@ -933,7 +933,7 @@ func (f *Fake) images(w http.ResponseWriter, r *http.Request, key string) {
 		writeJSON(w, http.StatusServiceUnavailable, detailBody("the fake provider is closed"))
 		return
 	}
-	if !f.acquire(key) {
+	if !f.acquire(key, model) {
 		f.mu.Unlock()
 		f.slotLimited(w, Images)
 		return
@@ -947,7 +947,7 @@ func (f *Fake) images(w http.ResponseWriter, r *http.Request, key string) {
 		if held {
 			held = false
 			f.mu.Lock()
-			f.release(key)
+			f.release(key, model)
 			f.mu.Unlock()
 		}
 	}

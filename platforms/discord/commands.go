@@ -63,10 +63,7 @@ func commands() []*discordgo.ApplicationCommand {
 		Description: "Same seed + same prompt = same image", MinValue: &zero, MaxValue: maxSeed}
 	model := &discordgo.ApplicationCommandOption{Type: discordgo.ApplicationCommandOptionString, Name: "model",
 		Description: "Which FLUX.1 Kontext model",
-		Choices: []*discordgo.ApplicationCommandOptionChoice{
-			{Name: "max: best quality and typography", Value: kontext.ModelMax},
-			{Name: "pro: faster and cheaper", Value: kontext.ModelPro},
-		}}
+		Choices:     modelChoices()}
 	image := &discordgo.ApplicationCommandOption{Type: discordgo.ApplicationCommandOptionAttachment, Name: "image",
 		Description: "Image to edit (PNG, JPEG, WebP or GIF); without it, the current image here"}
 	// image2..image4: further images the edit uses after the first.

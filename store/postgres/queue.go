@@ -20,7 +20,11 @@ import (
 // every replica on the database. It keeps kontext.Queue's rules, decided
 // from the queue_jobs table instead of memory:
 //
-//   - at most Slots jobs are running across all replicas;
+//   - at most Slots jobs are running across all replicas, and at most
+//     Pools[p] of the jobs of pool p (a model's: migration 005); a job
+//     whose pool is full is passed over, never keeping a job of another
+//     pool from a free slot; a pool slowed down after a 429 (SlowPool)
+//     starts none of its jobs until its wait has passed;
 //   - a waiting job may start when its user has fewer than UserRunning jobs
 //     running and its Serial is free (no job of that Serial running, none
 //     earlier waiting);
@@ -60,6 +64,9 @@ const queueLockClass int32 = 0x6b717565 // "kque"
 type QueueOptions struct {
 	// Slots is how many jobs run at once across all replicas; default 6.
 	Slots int
+	// Pools bounds, inside Slots, how many jobs of one pool (a model's)
+	// run at once; a pool not in it, and "", has only Slots.
+	Pools map[string]int
 	// UserRunning is how many jobs of one user run at once; default 2.
 	UserRunning int
 	// UserWaiting is how many jobs of one user may wait; default 5.
@@ -84,6 +91,7 @@ type QueuedJob struct {
 	ID     string
 	User   string
 	Serial string
+	Pool   string
 	// TakenOver is set when the job was running on a replica whose lease
 	// lapsed: its prediction may exist (see the bot.Job), so it must be
 	// followed, not created again.
@@ -95,6 +103,9 @@ type QueueStats struct {
 	Slots   int
 	Running int
 	Waiting int
+	// Pools is the same per pool, for the pools in QueueOptions.Pools and
+	// those of the jobs in the queue.
+	Pools map[string]kontext.PoolStats
 }
 
 // Queue returns replica's handle on the shared queue. replica names this
@@ -121,6 +132,7 @@ func (db *DB) Queue(replica string, opts QueueOptions) *Queue {
 // qjob is a row of queue_jobs as the scheduler sees it.
 type qjob struct {
 	id, user, serial string
+	pool             string
 	seq              int64
 	running          bool
 	slotFree         bool // running, but its slot given back (FreeSlot)
@@ -130,6 +142,7 @@ type qjob struct {
 type qstate struct {
 	jobs       []qjob           // by seq
 	lastServed map[string]int64 // users with a turn recorded
+	slowed     map[string]bool  // pools slowed down after a 429, now
 }
 
 // locked runs fn in a transaction that holds the queue's lock, then
@@ -152,8 +165,8 @@ func (q *Queue) locked(ctx context.Context, fn func(tx pgx.Tx) (changed bool, er
 
 // load reads the queue's state in tx, in one query.
 func load(ctx context.Context, tx pgx.Tx) (*qstate, error) {
-	st := &qstate{lastServed: map[string]int64{}}
-	rows, err := tx.Query(ctx, `SELECT j.id, j.user_id, j.serial, j.seq, j.state = 'running', j.slot_free, u.last_served
+	st := &qstate{lastServed: map[string]int64{}, slowed: map[string]bool{}}
+	rows, err := tx.Query(ctx, `SELECT j.id, j.user_id, j.serial, j.pool, j.seq, j.state = 'running', j.slot_free, u.last_served
 		FROM queue_jobs j LEFT JOIN queue_users u ON u.user_id = j.user_id ORDER BY j.seq`)
 	if err != nil {
 		return nil, fmt.Errorf("read queue: %w", err)
@@ -161,7 +174,7 @@ func load(ctx context.Context, tx pgx.Tx) (*qstate, error) {
 	for rows.Next() {
 		var j qjob
 		var served *int64
-		if err := rows.Scan(&j.id, &j.user, &j.serial, &j.seq, &j.running, &j.slotFree, &served); err != nil {
+		if err := rows.Scan(&j.id, &j.user, &j.serial, &j.pool, &j.seq, &j.running, &j.slotFree, &served); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("read queue: %w", err)
 		}
@@ -172,6 +185,17 @@ func load(ctx context.Context, tx pgx.Tx) (*qstate, error) {
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("read queue: %w", err)
+	}
+	slowed, err := tx.Query(ctx, `SELECT pool FROM queue_pools WHERE slow_until > now()`)
+	if err != nil {
+		return nil, fmt.Errorf("read queue pools: %w", err)
+	}
+	pools, err := pgx.CollectRows(slowed, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("read queue pools: %w", err)
+	}
+	for _, p := range pools {
+		st.slowed[p] = true
 	}
 	return st, nil
 }
@@ -199,12 +223,14 @@ func (st *qstate) ring() (users []string, waiting map[string][]qjob) {
 // or no slot is free.
 func (st *qstate) pick(o QueueOptions) *qjob {
 	running := 0
+	poolRunning := map[string]int{}
 	userRunning := map[string]int{}
 	busy := map[string]bool{} // serials running or with an earlier job waiting
 	for _, j := range st.jobs {
 		if j.running {
 			if !j.slotFree {
 				running++
+				poolRunning[j.pool]++
 			}
 			userRunning[j.user]++
 			if j.serial != "" {
@@ -232,14 +258,21 @@ func (st *qstate) pick(o QueueOptions) *qjob {
 			ready[j.id] = !busy[j.serial]
 		}
 	}
+	poolFree := func(p string) bool {
+		limit, ok := o.Pools[p]
+		if !ok || limit <= 0 {
+			limit = o.Slots
+		}
+		return poolRunning[p] < limit && !st.slowed[p]
+	}
 	users, waiting := st.ring()
 	for _, u := range users {
 		if userRunning[u] >= o.UserRunning {
 			continue
 		}
 		for i := range waiting[u] {
-			if ready[waiting[u][i].id] {
-				return &waiting[u][i]
+			if j := &waiting[u][i]; ready[j.id] && poolFree(j.pool) {
+				return j
 			}
 		}
 	}
@@ -269,11 +302,16 @@ func (st *qstate) positions() map[string]int {
 	}
 }
 
-// Submit adds a waiting job. It fails with a *kontext.LimitError when the
-// user already has UserWaiting jobs waiting or MaxWaiting jobs wait in all,
-// and with an error wrapping bot.ErrQueued when id is already in the
-// queue. It returns the job's position.
+// Submit adds a waiting job of no pool but the account's (SubmitPool).
 func (q *Queue) Submit(ctx context.Context, id, user, serial string) (int, error) {
+	return q.SubmitPool(ctx, id, user, serial, "")
+}
+
+// SubmitPool adds a waiting job counted against pool. It fails with a
+// *kontext.LimitError when the user already has UserWaiting jobs waiting
+// or MaxWaiting jobs wait in all, and with an error wrapping bot.ErrQueued
+// when id is already in the queue. It returns the job's position.
+func (q *Queue) SubmitPool(ctx context.Context, id, user, serial, pool string) (int, error) {
 	wrap := func(err error) error { return fmt.Errorf("postgres: queue submit %s: %w", id, err) }
 	if id == "" || user == "" {
 		return 0, wrap(errors.New("a job needs an id and a user"))
@@ -297,8 +335,8 @@ func (q *Queue) Submit(ctx context.Context, id, user, serial string) (int, error
 		if total >= q.opts.MaxWaiting {
 			return false, &kontext.LimitError{Kind: kontext.ErrQueueFull, Limit: q.opts.MaxWaiting}
 		}
-		tag, err := tx.Exec(ctx, `INSERT INTO queue_jobs (id, user_id, serial, state) VALUES ($1, $2, $3, 'waiting')
-			ON CONFLICT (id) DO NOTHING`, id, user, serial)
+		tag, err := tx.Exec(ctx, `INSERT INTO queue_jobs (id, user_id, serial, pool, state) VALUES ($1, $2, $3, $4, 'waiting')
+			ON CONFLICT (id) DO NOTHING`, id, user, serial, pool)
 		if err != nil {
 			return false, err
 		}
@@ -367,7 +405,7 @@ func (q *Queue) startNext(ctx context.Context, tx pgx.Tx) (*QueuedJob, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &QueuedJob{ID: j.id, User: j.user, Serial: j.serial}, nil
+	return &QueuedJob{ID: j.id, User: j.user, Serial: j.serial, Pool: j.pool}, nil
 }
 
 // Release gives the job's slot back (its prediction is final, or it ended
@@ -456,6 +494,32 @@ func (q *Queue) FreeSlot(ctx context.Context, id string) (bool, error) {
 		return false, fmt.Errorf("postgres: queue free slot %s: %w", id, err)
 	}
 	return freed, nil
+}
+
+// SlowPool starts no job of pool for wait, on any replica: the provider
+// answered a create of it 429. The other pools go on. Every replica looks
+// again when the wait has passed (this one wakes them: it announces a
+// change then, see Work).
+func (q *Queue) SlowPool(ctx context.Context, pool string, wait time.Duration) error {
+	if wait <= 0 {
+		return nil
+	}
+	err := q.locked(ctx, func(tx pgx.Tx) (bool, error) {
+		_, err := tx.Exec(ctx, `INSERT INTO queue_pools (pool, slow_until) VALUES ($1, now() + $2 * interval '1 microsecond')
+			ON CONFLICT (pool) DO UPDATE SET slow_until = greatest(queue_pools.slow_until, EXCLUDED.slow_until)`,
+			pool, wait.Microseconds())
+		return true, err
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: queue slow pool %s: %w", pool, err)
+	}
+	return nil
+}
+
+// notify announces a change to every replica, outside any decision.
+func (q *Queue) notify(ctx context.Context) error {
+	_, err := q.db.pool.Exec(ctx, `SELECT pg_notify($1, '')`, QueueChannel)
+	return err
 }
 
 // forgetUser drops a user's turn once they have no job in the queue.
@@ -604,15 +668,15 @@ func (q *Queue) Takeover(ctx context.Context) ([]QueuedJob, error) {
 		out = nil
 		rows, err := tx.Query(ctx, `WITH t AS (
 				UPDATE queue_jobs SET owner = $1, lease_until = now() + $2 * interval '1 microsecond'
-				WHERE state = 'running' AND lease_until < now() RETURNING id, user_id, serial, seq)
-			SELECT id, user_id, serial FROM t ORDER BY seq`,
+				WHERE state = 'running' AND lease_until < now() RETURNING id, user_id, serial, pool, seq)
+			SELECT id, user_id, serial, pool FROM t ORDER BY seq`,
 			q.replica, q.opts.Lease.Microseconds())
 		if err != nil {
 			return false, err
 		}
 		for rows.Next() {
 			j := QueuedJob{TakenOver: true}
-			if err := rows.Scan(&j.ID, &j.User, &j.Serial); err != nil {
+			if err := rows.Scan(&j.ID, &j.User, &j.Serial, &j.Pool); err != nil {
 				rows.Close()
 				return false, err
 			}
@@ -653,10 +717,34 @@ func (q *Queue) Handover(ctx context.Context, ids ...string) (int, error) {
 // Stats reads the number of slots, the slots held by running jobs and the
 // waiting jobs, across every replica.
 func (q *Queue) Stats(ctx context.Context) (QueueStats, error) {
-	st := QueueStats{Slots: q.opts.Slots}
-	err := q.db.pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE state = 'running' AND NOT slot_free), count(*) FILTER (WHERE state = 'waiting')
-		FROM queue_jobs`).Scan(&st.Running, &st.Waiting)
+	st := QueueStats{Slots: q.opts.Slots, Pools: map[string]kontext.PoolStats{}}
+	limit := func(p string) int {
+		if n, ok := q.opts.Pools[p]; ok && n > 0 {
+			return min(n, q.opts.Slots)
+		}
+		return q.opts.Slots
+	}
+	for p := range q.opts.Pools {
+		st.Pools[p] = kontext.PoolStats{Slots: limit(p)}
+	}
+	rows, err := q.db.pool.Query(ctx, `SELECT pool, count(*) FILTER (WHERE state = 'running' AND NOT slot_free), count(*) FILTER (WHERE state = 'waiting')
+		FROM queue_jobs GROUP BY pool`)
 	if err != nil {
+		return QueueStats{}, fmt.Errorf("postgres: queue stats: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var p string
+		var ps kontext.PoolStats
+		if err := rows.Scan(&p, &ps.Running, &ps.Waiting); err != nil {
+			return QueueStats{}, fmt.Errorf("postgres: queue stats: %w", err)
+		}
+		ps.Slots = limit(p)
+		st.Pools[p] = ps
+		st.Running += ps.Running
+		st.Waiting += ps.Waiting
+	}
+	if err := rows.Err(); err != nil {
 		return QueueStats{}, fmt.Errorf("postgres: queue stats: %w", err)
 	}
 	return st, nil
@@ -769,6 +857,17 @@ func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j Queued
 		err error
 	}
 	done := make(chan result)
+	// A 429 on a job's create slows its pool down (SlowPool, by the job's
+	// goroutine); when the wait has passed, this replica looks again and
+	// wakes the others.
+	limited := make(chan time.Duration, 1)
+	var retry *time.Timer
+	var retryC <-chan time.Time
+	defer func() {
+		if retry != nil {
+			retry.Stop()
+		}
+	}()
 	start := func(j QueuedJob) {
 		if _, dup := running[j.ID]; dup {
 			return
@@ -781,6 +880,21 @@ func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j Queued
 			defer fcancel()
 			if _, err := q.FreeSlot(fctx, j.ID); err != nil {
 				q.db.log.Warn("postgres: queue free slot", "replica", q.replica, "job", j.ID, "err", err)
+			}
+		})
+		jctx = kontext.WithSlotLimited(jctx, func(wait time.Duration) {
+			sctx, scancel := context.WithTimeout(base, 10*time.Second)
+			defer scancel()
+			if err := q.SlowPool(sctx, j.Pool, wait); err != nil {
+				q.db.log.Warn("postgres: queue slow pool", "replica", q.replica, "pool", j.Pool, "err", err)
+			}
+			for {
+				select {
+				case limited <- wait:
+					return
+				case old := <-limited: // keep the longer wait
+					wait = max(wait, old)
+				}
 			}
 		})
 		go func() {
@@ -872,6 +986,19 @@ func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j Queued
 			return
 		case r := <-done:
 			finish(r)
+			fill(false)
+		case wait := <-limited:
+			if retry == nil {
+				retry = time.NewTimer(wait)
+			} else {
+				retry.Reset(wait)
+			}
+			retryC = retry.C
+		case <-retryC:
+			retryC = nil
+			if err := q.notify(ctx); err != nil && ctx.Err() == nil {
+				q.db.log.Warn("postgres: queue notify", "replica", q.replica, "err", err)
+			}
 			fill(false)
 		case <-wake:
 			if len(running) > 0 {

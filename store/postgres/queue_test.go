@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -166,7 +167,7 @@ func TestQueueCaps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := (QueueStats{Slots: 4, Running: 4, Waiting: 1}); st != want {
+	if want := (QueueStats{Slots: 4, Running: 4, Waiting: 1, Pools: map[string]kontext.PoolStats{"": {Slots: 4, Running: 4, Waiting: 1}}}); !reflect.DeepEqual(st, want) {
 		t.Errorf("Stats: got %+v, want %+v", st, want)
 	}
 	// With a slot free, a is still at its running cap: nothing starts

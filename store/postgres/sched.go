@@ -133,7 +133,7 @@ func (s *Scheduler) Submit(ctx context.Context, sl bot.Slot) error {
 		return kontext.ErrShutdown
 	}
 	s.mu.Unlock()
-	pos, err := s.q.Submit(ctx, sl.ID, sl.User, sl.Serial)
+	pos, err := s.q.SubmitPool(ctx, sl.ID, sl.User, sl.Serial, sl.Pool)
 	if err != nil || sl.Position == nil || pos == 0 {
 		return err
 	}
