@@ -443,6 +443,9 @@ func (c *Core) prepare(ctx context.Context, req *Request) (*Job, *pending, error
 	if job.Aspect != "" && !kontext.ValidAspect(job.Aspect) {
 		return nil, nil, Userf("Unknown aspect ratio %q: use one of %s.", job.Aspect, strings.Join(kontext.AspectRatios[1:], ", "))
 	}
+	if m, ok := kontext.LookupModel(job.Model); ok && m.MaxRefs > 0 && 1+len(req.Refs) > m.MaxRefs {
+		return nil, nil, Userf("%s takes at most %d images in one edit: send fewer images and try again.", m.Name, m.MaxRefs)
+	}
 	p := &pending{}
 	switch req.Kind {
 	case KindImagine, KindEdit:
