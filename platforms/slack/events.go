@@ -105,12 +105,12 @@ func (b *Bot) onMessage(ctx context.Context, team string, e *slackevents.Message
 	req := &bot.Request{Kind: bot.KindEdit, Conv: key, User: m.User, Prompt: prompt,
 		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model}
 	if len(m.Files) > 0 {
-		f, err := b.pickFile(ctx, m.Files)
-		if err != nil {
-			b.reply(ctx, p, err)
-			return
+		// The thread's current image first, then the files, in order.
+		fs, err := b.pickFiles(ctx, m.Files)
+		if err == nil {
+			req.Refs, err = b.downloadRefs(ctx, fs)
 		}
-		if req.Image, err = b.download(ctx, fileURL(f)); err != nil {
+		if err != nil {
 			b.reply(ctx, p, err)
 			return
 		}
@@ -183,23 +183,32 @@ func (b *Bot) mention(ctx context.Context, p place, ts, text string, files []sla
 	}
 	req := &bot.Request{Kind: bot.KindEdit, Conv: p.conv(), User: p.user, Prompt: prompt,
 		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model}
-	switch {
-	case len(files) > 0:
-		f, err := b.pickFile(ctx, files)
-		if err != nil {
+	var above *slackgo.Message
+	if !top {
+		if above, err = b.imageAbove(ctx, p.channel, p.thread, ts); err != nil {
 			b.reply(ctx, p, err)
 			return
 		}
-		if req.Image, err = b.download(ctx, fileURL(f)); err != nil {
+	}
+	switch {
+	case len(files) > 0:
+		// The files in order; in a thread, after the latest image above.
+		fs, err := b.pickFiles(ctx, files)
+		if err == nil && above != nil {
+			err = b.baseFromMessage(ctx, req, p.conv(), above.Timestamp, b.fromBot(above.User, above.BotID), above.Files)
+		} else if err == nil {
+			req.Image, err = b.download(ctx, fileURL(fs[0]))
+			fs = fs[1:]
+		}
+		if err == nil {
+			req.Refs, err = b.downloadRefs(ctx, fs)
+		}
+		if err != nil {
 			b.reply(ctx, p, err)
 			return
 		}
 	case !top:
-		msg, err := b.imageAbove(ctx, p.channel, p.thread, ts)
-		if err != nil {
-			b.reply(ctx, p, err)
-			return
-		}
+		msg := above
 		if msg == nil {
 			b.ephemeral(ctx, p, "I found no image above in this thread. Attach one to your message, or reply in a picture's thread.")
 			return
@@ -513,15 +522,21 @@ func (b *Bot) onShortcut(ctx context.Context, team string, cb slackgo.Interactio
 		ts = cb.MessageTs
 	}
 	p := place{team: team, channel: cb.Channel.ID, thread: msg.ThreadTimestamp, user: cb.User.ID, responseURL: cb.ResponseURL}
-	f, err := b.pickFile(ctx, msg.Files)
+	fs, err := b.pickFiles(ctx, msg.Files)
+	if err == nil && len(fs) > bot.MaxImages {
+		err = bot.ErrTooManyImages
+	}
 	if err != nil {
 		b.reply(ctx, p, err)
 		return
 	}
-	if u, err := url.Parse(fileURL(f)); err != nil || !b.mayReceiveToken(u) {
-		b.reply(ctx, p, errForeignFile)
-		return
+	for _, f := range fs {
+		if u, err := url.Parse(fileURL(f)); err != nil || !b.mayReceiveToken(u) {
+			b.reply(ctx, p, errForeignFile)
+			return
+		}
 	}
+	f := fs[0]
 	thread := msg.ThreadTimestamp
 	if thread == "" {
 		thread = ts // the edit continues in the message's own thread
@@ -529,6 +544,9 @@ func (b *Bot) onShortcut(ctx context.Context, team string, cb slackgo.Interactio
 	meta := editMeta{Team: team, Channel: cb.Channel.ID, Thread: thread, Msg: messageID(cb.Channel.ID, ts),
 		Own:  b.fromBot(msg.User, msg.BotID),
 		File: &fileRef{URL: fileURL(f), Name: f.Name, Mime: f.Mimetype, Size: f.Size}}
+	for _, f := range fs[1:] {
+		meta.More = append(meta.More, fileRef{URL: fileURL(f), Name: f.Name, Mime: f.Mimetype, Size: f.Size})
+	}
 	if _, err := b.api.OpenViewContext(ctx, cb.TriggerID, editModal(meta, "Edit image")); err != nil {
 		b.reply(ctx, p, fmt.Errorf("slack: views.open: %w", err))
 	}
@@ -560,6 +578,15 @@ func (b *Bot) onEditSubmit(ctx context.Context, cb slackgo.InteractionCallback) 
 		_, ts, _ := strings.Cut(meta.Msg, ":")
 		files := []slackgo.File{{URLPrivate: meta.File.URL, Name: meta.File.Name, Mimetype: meta.File.Mime, Size: meta.File.Size}}
 		if err := b.baseFromMessage(ctx, req, p.conv(), ts, meta.Own, files); err != nil {
+			b.reply(ctx, p, err)
+			return
+		}
+		more := make([]*slackgo.File, 0, len(meta.More))
+		for _, f := range meta.More {
+			more = append(more, &slackgo.File{URLPrivate: f.URL, Name: f.Name, Mimetype: f.Mime, Size: f.Size})
+		}
+		var err error
+		if req.Refs, err = b.downloadRefs(ctx, more); err != nil {
 			b.reply(ctx, p, err)
 			return
 		}
