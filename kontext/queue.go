@@ -673,11 +673,53 @@ func (q *Queue) dispatch() {
 // pick returns the waiting job to start next, or nil when none may run:
 // the first eligible user in the ring, their oldest job that is ready and
 // whose pool is free (FIFO: the oldest such job of a user under the cap).
+//
+// A pool smaller than the account (flux-kontext-max's 6 of 24) would lose
+// its slots to the others' jobs whenever the account is the tighter limit:
+// a slot one of its jobs gives back would go to a job of another pool
+// first in line, and its next job would wait for the account. So the
+// first walk keeps back, for each such pool, as many of the account's free
+// slots as it has free room and ready jobs: a job of another pool is
+// passed over when it would take one of those. If that walk finds nothing
+// (the kept-back jobs' users are at their cap), a second walk without
+// keeping anything back does: no slot stays idle while a job may run.
 func (q *Queue) pick() *Ticket {
 	now := time.Now()
+	kept, perPool := q.keptBack(now)
+	if t := q.walk(now, kept, perPool); t != nil || kept == 0 {
+		return t
+	}
+	return q.walk(now, 0, nil)
+}
+
+// keptBack is the account's free slots the first walk keeps for pools
+// smaller than the account (see pick), in all and per pool.
+func (q *Queue) keptBack(now time.Time) (int, map[*pool]int) {
+	var kept int
+	var per map[*pool]int
+	for _, p := range q.pools {
+		if p.limit >= q.opts.Slots || p.ready == 0 || !q.poolFree(p, now) {
+			continue
+		}
+		if per == nil {
+			per = make(map[*pool]int, len(q.pools))
+		}
+		n := min(p.limit-p.busy, p.ready)
+		per[p] = n
+		kept += n
+	}
+	return kept, per
+}
+
+// walk is one walk of pick: a job that would leave fewer free account
+// slots than kept (less its own pool's share) is passed over.
+func (q *Queue) walk(now time.Time, kept int, perPool map[*pool]int) *Ticket {
+	ok := func(t *Ticket) bool {
+		return t.ready && q.poolFree(t.p, now) && q.opts.Slots-q.busy-1 >= kept-perPool[t.p]
+	}
 	if q.opts.Policy == FIFO {
 		for t := q.whead; t != nil; t = t.gnext {
-			if t.ready && t.u.running < q.opts.UserRunning && q.poolFree(t.p, now) {
+			if t.u.running < q.opts.UserRunning && ok(t) {
 				return t
 			}
 		}
@@ -688,7 +730,7 @@ func (q *Queue) pick() *Ticket {
 			continue
 		}
 		for t := u.head; t != nil; t = t.unext {
-			if t.ready && q.poolFree(t.p, now) {
+			if ok(t) {
 				return t
 			}
 		}

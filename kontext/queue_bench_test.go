@@ -395,3 +395,139 @@ func provLightWait(b *testing.B, client *Client, opts QueueOptions) time.Duratio
 	}
 	return startedAt.Sub(submitted)
 }
+
+// BenchmarkQueueTwoModels runs the queue against the fake provider with
+// BFL's limits: 24 active tasks per key, of which flux-kontext-max may
+// use 6 (the fake answers 429 past either), and the queue's pools set
+// alike (Slots 24, Pools max 6). 20 users each keep 2 max and 2 pro jobs
+// submitted for provWarmup + provWindow, so both models always have more
+// demand than room. Reported:
+//
+//   - utilization_max: max jobs completed per second in the window ÷
+//     (6/L), L the fake's mean run time there (as BenchmarkQueueProvider);
+//   - utilization_account: all jobs per second ÷ (24/L);
+//   - utilization_pro: pro jobs per second ÷ (18/L), the account's slots
+//     max leaves to it;
+//   - max_inflight_max, max_inflight_pro, max_inflight: the fake's highest
+//     counts of active max and pro predictions and of all of them (at
+//     their limits: 6, 18 or more, 24);
+//   - provider_429: the fake's slot-limit 429s (0: the queue never sent
+//     more than either limit allows);
+//   - jain: Jain's index of the jobs each user completed in the window.
+func BenchmarkQueueTwoModels(b *testing.B) {
+	const (
+		key      = "bench-key"
+		slots    = 24
+		maxSlots = 6
+		users    = 20
+		perModel = 2
+	)
+	srv := kontexttest.NewServer(kontexttest.Options{APIKey: key, Slots: slots, ModelSlots: map[string]int{ModelMax: maxSlots},
+		Latency: provLatency, Jitter: provJitter, Pixels: 64 * 64})
+	defer srv.Close()
+	client, err := NewClient(Config{BaseURL: srv.URL, APIKey: key, Model: ModelMax})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	q := NewQueue(QueueOptions{Slots: slots, Pools: map[string]int{ModelMax: maxSlots}, UserRunning: provNoCap,
+		UserWaiting: 4 * perModel, MaxWaiting: users * 2 * perModel})
+
+	b.ResetTimer()
+	start := time.Now()
+	from, to := start.Add(provWarmup), start.Add(provWarmup+provWindow)
+	atFrom := make(chan kontexttest.Stats, 1)
+	time.AfterFunc(time.Until(from), func() { atFrom <- srv.Stats() })
+	var mu sync.Mutex
+	completed := map[string]float64{} // per model, edge-corrected
+	counts := make([]int, users)
+	var failures atomic.Int64
+	var firstErr atomic.Value
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for u := range users {
+		user := fmt.Sprint("user", u)
+		for _, model := range []string{ModelMax, ModelPro} {
+			for w := range perModel {
+				wg.Go(func() {
+					for n := 0; ; n++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						id := fmt.Sprint(user, "/", model, "/", w, "/", n)
+						job := Job{ID: id, User: user, Pool: PoolOf(model), Run: func(ctx context.Context) error {
+							began := time.Now()
+							seed := provSeed.Add(1)
+							_, err := client.Run(ctx, Request{Prompt: "a lighthouse at dusk, " + id, Model: model, Seed: &seed})
+							now := time.Now()
+							if err != nil {
+								failures.Add(1)
+								firstErr.CompareAndSwap(nil, err)
+								return err
+							}
+							end, beg := now, began
+							if end.After(to) {
+								end = to
+							}
+							if beg.Before(from) {
+								beg = from
+							}
+							if overlap := end.Sub(beg); overlap > 0 {
+								mu.Lock()
+								completed[model] += float64(overlap) / float64(now.Sub(began))
+								if !now.Before(from) && now.Before(to) {
+									counts[u]++
+								}
+								mu.Unlock()
+							}
+							return nil
+						}}
+						tk, err := q.Submit(context.Background(), job)
+						if errors.Is(err, ErrShutdown) {
+							return
+						}
+						if err != nil {
+							b.Errorf("Submit: %v", err)
+							return
+						}
+						<-tk.Done()
+					}
+				})
+			}
+		}
+	}
+	time.Sleep(time.Until(to))
+	atTo := srv.Stats()
+	close(stop)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := q.Shutdown(ctx); err != nil {
+		b.Fatalf("Shutdown: %v", err)
+	}
+	wg.Wait()
+	b.StopTimer()
+	if n := failures.Load(); n > 0 {
+		b.Fatalf("%d jobs failed, the first with: %v", n, firstErr.Load())
+	}
+	first := <-atFrom
+	served := (atTo.RunTime - first.RunTime) / time.Duration(max(atTo.Runs-first.Runs, 1))
+	rate := func(model string) float64 { return completed[model] / provWindow.Seconds() }
+	var sum, sumSq float64
+	for _, c := range counts {
+		sum += float64(c)
+		sumSq += float64(c) * float64(c)
+	}
+	st := srv.Stats()
+	b.Logf("mean served run time %.1fms for L = %v; jobs in the window: max %.0f, pro %.0f", float64(served)/float64(time.Millisecond),
+		provL, completed[ModelMax], completed[ModelPro])
+	b.ReportMetric(rate(ModelMax)/(float64(maxSlots)/served.Seconds()), "utilization_max")
+	b.ReportMetric(rate(ModelPro)/(float64(slots-maxSlots)/served.Seconds()), "utilization_pro")
+	b.ReportMetric((rate(ModelMax)+rate(ModelPro))/(float64(slots)/served.Seconds()), "utilization_account")
+	b.ReportMetric(float64(st.MaxActiveModel[ModelMax]), "max_inflight_max")
+	b.ReportMetric(float64(st.MaxActiveModel[ModelPro]), "max_inflight_pro")
+	b.ReportMetric(float64(st.MaxActive), "max_inflight")
+	b.ReportMetric(float64(st.SlotLimit429), "provider_429")
+	b.ReportMetric(sum*sum/(float64(users)*sumSq), "jain")
+}

@@ -244,3 +244,36 @@ func TestQueueSlowPoolFromClient(t *testing.T) {
 		t.Errorf("the pool is not slowed after a 429 (until %v from now)", d)
 	}
 }
+
+// TestQueuePoolKeepsItsSlot: when a job of a small pool ends with the
+// account full, its slot goes to the next job of that pool, not to
+// another pool's job first in line, which would leave the small pool
+// below its limit while its jobs wait; with no job of the pool that may
+// run, the other pool's job takes it.
+func TestQueuePoolKeepsItsSlot(t *testing.T) {
+	for _, policy := range []Policy{RoundRobin, FIFO} {
+		t.Run(policy.String(), func(t *testing.T) {
+			h := newHarness(t, QueueOptions{Slots: 3, UserRunning: 3, Policy: policy, Pools: map[string]int{ModelMax: 1}})
+			rec := newInflight()
+			for _, j := range []struct{ id, user, pool string }{
+				{"max1", "c", ModelMax}, {"pro1", "c", ModelPro}, {"pro2", "c", ModelPro},
+				{"pro3", "a", ModelPro}, {"max2", "b", ModelMax}, {"max3", "b", ModelMax},
+			} {
+				h.submitJob(context.Background(), h.poolJob(j.id, j.user, "", j.pool, rec))
+			}
+			for _, id := range []string{"max1", "pro1", "pro2"} {
+				h.waitStarted(id)
+			}
+			h.finish("max1", nil)
+			h.waitStarted("max2")
+			if h.started("pro3") {
+				t.Fatal("pro3 took the slot max1 gave back while max2 waited")
+			}
+			h.finish("pro1", nil) // an account slot, max's pool full: pro3
+			h.waitStarted("pro3")
+			if err := checkInvariants(h.q); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -258,25 +258,48 @@ func (st *qstate) pick(o QueueOptions) *qjob {
 			ready[j.id] = !busy[j.serial]
 		}
 	}
-	poolFree := func(p string) bool {
-		limit, ok := o.Pools[p]
-		if !ok || limit <= 0 {
-			limit = o.Slots
+	limit := func(p string) int {
+		if n, ok := o.Pools[p]; ok && n > 0 {
+			return min(n, o.Slots)
 		}
-		return poolRunning[p] < limit && !st.slowed[p]
+		return o.Slots
+	}
+	poolFree := func(p string) bool { return poolRunning[p] < limit(p) && !st.slowed[p] }
+	// As kontext.Queue: a pool smaller than the account keeps back as many
+	// of the account's free slots as it has free room and ready jobs, so a
+	// slot one of its jobs gives back is not lost to another pool's job
+	// first in line; a second walk without it leaves no slot idle.
+	poolReady := map[string]int{}
+	for _, j := range st.jobs {
+		if !j.running && ready[j.id] {
+			poolReady[j.pool]++
+		}
+	}
+	kept, perPool := 0, map[string]int{}
+	for p, n := range poolReady {
+		if limit(p) < o.Slots && poolFree(p) {
+			perPool[p] = min(limit(p)-poolRunning[p], n)
+			kept += perPool[p]
+		}
 	}
 	users, waiting := st.ring()
-	for _, u := range users {
-		if userRunning[u] >= o.UserRunning {
-			continue
-		}
-		for i := range waiting[u] {
-			if j := &waiting[u][i]; ready[j.id] && poolFree(j.pool) {
-				return j
+	walk := func(kept int) *qjob {
+		for _, u := range users {
+			if userRunning[u] >= o.UserRunning {
+				continue
+			}
+			for i := range waiting[u] {
+				if j := &waiting[u][i]; ready[j.id] && poolFree(j.pool) && o.Slots-running-1 >= kept-perPool[j.pool] {
+					return j
+				}
 			}
 		}
+		return nil
 	}
-	return nil
+	if j := walk(kept); j != nil || kept == 0 {
+		return j
+	}
+	return walk(0)
 }
 
 // positions is each waiting job's 1-based place in the order the slots

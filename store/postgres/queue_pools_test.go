@@ -235,3 +235,34 @@ func TestQueueWorkPools(t *testing.T) {
 		}
 	}
 }
+
+// TestQueuePoolKeepsItsSlot: as kontext.Queue, a slot a job of a small
+// pool gives back with the account full goes to that pool's next job.
+func TestQueuePoolKeepsItsSlot(t *testing.T) {
+	ctx := context.Background()
+	qs := replicas(t, 2, QueueOptions{Slots: 3, UserRunning: 3, Pools: map[string]int{kontext.ModelMax: 1}})
+	submit := func(id, user, pool string) {
+		t.Helper()
+		if _, err := qs[0].SubmitPool(ctx, id, user, "", pool); err != nil {
+			t.Fatal(err)
+		}
+	}
+	submit("max1", "c", kontext.ModelMax)
+	submit("pro1", "c", kontext.ModelPro)
+	submit("pro2", "c", kontext.ModelPro)
+	for _, want := range []string{"max1", "pro1", "pro2"} {
+		if got := idOf(mustNext(t, qs[1])); got != want {
+			t.Fatalf("next: %q, want %q", got, want)
+		}
+	}
+	submit("pro3", "a", kontext.ModelPro) // a is first in line, never served
+	submit("max2", "b", kontext.ModelMax)
+	mustRelease(t, qs[1], "max1")
+	if got := idOf(mustNext(t, qs[0])); got != "max2" {
+		t.Fatalf("next after max1 ended: %q, want max2", got)
+	}
+	mustRelease(t, qs[1], "pro1")
+	if got := idOf(mustNext(t, qs[0])); got != "pro3" {
+		t.Fatalf("next after pro1 ended: %q, want pro3", got)
+	}
+}
