@@ -25,7 +25,7 @@ func parseURL(s string) (*url.URL, error) { return url.Parse(s) }
 var Help = bot.Help(bot.HelpStyle{Bold: "*%s*", Imagine: "/imagine PROMPT", Edit: "/edit PROMPT", Usage: "/usage",
 	Help: "/imagine help", Options: "Options: `--ar 16:9`, `--seed N` (same seed + same prompt = same image), `--model pro`. Its message starts the picture's thread.",
 	Menu: "⋯ More actions on a message with an image", Buttons: true, Thread: "the picture's thread", Settings: "/imagine settings",
-	Mention: "*@kontextbot PROMPT* with an image attached, or in a thread below one: edits that image."})
+	Mention: "*@kontextbot PROMPT* with an image attached, or in a thread below one: edits that image. Attach up to 3 more images (or post them in a picture's thread) to use them too: \"put the dog from the second picture on the beach\"."})
 
 // handleEvent handles one Events API event, already acknowledged. A retry
 // of an event this process saw is dropped at once; the messages the bot
@@ -55,8 +55,8 @@ func (b *Bot) fromBot(user, botID string) bool {
 }
 
 // onMessage: in a picture's thread, a person's message edits the current
-// image, or the image attached to it. In a direct message with the bot, a
-// top-level message counts as a mention.
+// image, using the images attached to it too (after it, in order). In a
+// direct message with the bot, a top-level message counts as a mention.
 func (b *Bot) onMessage(ctx context.Context, team string, e *slackevents.MessageEvent) {
 	m := e.Message
 	if m == nil {
@@ -167,7 +167,8 @@ func (b *Bot) onMention(ctx context.Context, team string, e *slackevents.AppMent
 }
 
 // mention edits the image attached to a message, or the latest image
-// above it in its thread. The result goes to the message's thread.
+// above it in its thread; further attached images are used too, in order
+// (in a thread, all of them come after the image above). The result goes to the message's thread.
 func (b *Bot) mention(ctx context.Context, p place, ts, text string, files []slackgo.File) {
 	if !b.first(ctx, p.team, "msg", messageID(p.channel, ts)) {
 		return
