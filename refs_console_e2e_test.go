@@ -72,6 +72,7 @@ func TestChatEditWithSeveralImages(t *testing.T) {
 		"/reroll",
 		"/edit " + images(4) + "a collage of all four",
 		"/edit " + images(5) + "five is too many",
+		"/edit --with " + paths[4] + " put the thing from this picture in the collage",
 		"/quit",
 	}, "\n")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -84,9 +85,16 @@ func TestChatEditWithSeveralImages(t *testing.T) {
 		t.Fatalf("chat: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
 	}
 	prov := readOutputs(t, out)
-	if len(prov) != 3 {
-		t.Fatalf("got %d images, want 3 (edit, reroll, four):\n%s", len(prov), stdout.String())
+	if len(prov) != 4 {
+		t.Fatalf("got %d images, want 4 (edit, reroll, four, with):\n%s", len(prov), stdout.String())
 	}
+	files, _ := filepath.Glob(filepath.Join(out, "*.png"))
+	slices.Sort(files)
+	collage, err := os.ReadFile(files[2])
+	if err != nil {
+		t.Fatal(err)
+	}
+	collageSum := sha256.Sum256(collage)
 	tests := []struct {
 		name   string
 		got    kontexttest.Provenance
@@ -96,6 +104,7 @@ func TestChatEditWithSeveralImages(t *testing.T) {
 		{"TwoImages", prov[0], "put the dog from the second picture on the beach in the first", sums[:2]},
 		{"RerollKeepsThem", prov[1], "put the dog from the second picture on the beach in the first", sums[:2]},
 		{"FourImages", prov[2], "a collage of all four", sums[:4]},
+		{"CurrentImageWithAFile", prov[3], "put the thing from this picture in the collage", []string{hex.EncodeToString(collageSum[:]), sums[4]}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -112,15 +121,15 @@ func TestChatEditWithSeveralImages(t *testing.T) {
 			t.Errorf("stdout lacks %q:\n%s", want, stdout.String())
 		}
 	}
-	// Charged: the three images, not the refused five.
+	// Charged: the four images, not the refused five.
 	usage := binary(ctx, env, "chat", "-out", out, "-user", "ada")
 	usage.Stdin = strings.NewReader("/usage\n")
 	var stdout2 bytes.Buffer
 	usage.Stdout, usage.Stderr = &stdout2, io.Discard
-	if err := usage.Run(); err != nil || !strings.Contains(stdout2.String(), "You have made 3 images today") {
+	if err := usage.Run(); err != nil || !strings.Contains(stdout2.String(), "You have made 4 images today") {
 		t.Errorf("usage after: %v\n%s", err, stdout2.String())
 	}
-	if got, want := s.Stats().Creates, 3; got != want {
+	if got, want := s.Stats().Creates, 4; got != want {
 		t.Errorf("provider creates: got %d, want %d (nothing for five images)", got, want)
 	}
 }

@@ -18,6 +18,10 @@ type Options struct {
 	// Images are every --image given, in order: the file to edit, then
 	// further references.
 	Images []string
+	// With are local files (the console's --with) an edit uses after its
+	// base, whichever it is: "--with dog.png put this dog on the beach"
+	// edits the current image using dog.png too.
+	With []string
 }
 
 // ParseOptions splits "a red fox --ar 16:9 --seed 7 --model pro" into the
@@ -65,6 +69,8 @@ func ParseOptions(text string) (string, Options, error) {
 				o.Image = value
 			}
 			o.Images = append(o.Images, value)
+		case "--with":
+			o.With = append(o.With, value)
 		default:
 			return "", o, Userf("Unknown option %s: use --ar, --seed or --model.", name)
 		}
@@ -80,6 +86,8 @@ func optionExample(name string) string {
 		return "--model pro"
 	case "--image":
 		return "--image photo.png"
+	case "--with":
+		return "--with dog.png"
 	}
 	return "--ar 16:9"
 }

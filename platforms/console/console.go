@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,6 +39,7 @@ const Help = `Type a prompt to edit the current image, or:
   /edit PROMPT                                           edit the current image
   /edit --image PATH PROMPT                              edit a local image
   /edit --image A --image B PROMPT                       edit A using B too (up to 4 images)
+  /edit --with B PROMPT                                  edit the current image using B too
   /reroll        same prompt and parent, new seed
   /undo          go back to the previous image
   /history       list this conversation's images
@@ -52,7 +54,8 @@ var help = bot.Help(bot.HelpStyle{Imagine: "/imagine PROMPT", Edit: "/edit PROMP
 	Thread:  "this conversation"}) + `
 
 Only here:
-  /edit --image PATH PROMPT   edit a local image; --image A --image B PROMPT uses both (up to 4)
+  /edit --image PATH PROMPT   edit a local image; --image A --image B PROMPT uses both (up to 4);
+                              --with B PROMPT edits the current image using B too
   /history   this conversation's images     /new   start a new conversation
   /quit or Ctrl-D   wait for running jobs, then leave; Ctrl-C leaves at once
   Up and down recall earlier lines; a pasted block of lines is one prompt.`
@@ -570,19 +573,26 @@ func (c *Chat) submitWithOptions(ctx context.Context, req *bot.Request, text str
 		return err
 	}
 	req.Prompt, req.Aspect, req.Seed, req.Model = prompt, opts.Aspect, opts.Seed, opts.Model
-	if opts.Image != "" {
+	if opts.Image != "" || len(opts.With) > 0 {
 		if req.Kind != bot.KindEdit {
-			return bot.Userf("--image goes with /edit.")
+			return bot.Userf("--image and --with go with an edit.")
 		}
-		if len(opts.Images) > bot.MaxImages {
+		// The base: the first --image, else the current image; then the
+		// other --image files and the --with files, in order.
+		paths := append(slices.Clone(opts.Images), opts.With...)
+		base := 0
+		if opts.Image == "" {
+			base = 1 // the current image
+		}
+		if base+len(paths) > bot.MaxImages {
 			return bot.ErrTooManyImages
 		}
-		for i, path := range opts.Images {
+		for i, path := range paths {
 			img, err := os.ReadFile(path)
 			if err != nil {
 				return &bot.UserError{Msg: fmt.Sprintf("I cannot read %s.", path), Err: err}
 			}
-			if i == 0 {
+			if i == 0 && opts.Image != "" {
 				req.Image = img
 			} else {
 				req.Refs = append(req.Refs, bot.Ref{Image: img})

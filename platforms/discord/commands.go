@@ -284,8 +284,8 @@ func textOptions(text string) (string, bot.Options, error) {
 	if err != nil {
 		return "", o, err
 	}
-	if o.Image != "" {
-		return "", o, bot.Userf("--image only works in the terminal chat: attach the image to your message instead.")
+	if o.Image != "" || len(o.With) > 0 {
+		return "", o, bot.Userf("--image and --with only work in the terminal chat: attach the images to your message instead.")
 	}
 	return prompt, o, nil
 }
