@@ -79,6 +79,27 @@ func TestDiscordEditWithSeveralImages(t *testing.T) {
 		}
 	})
 
+	t.Run("ReplyWithAPhoto", func(t *testing.T) {
+		cat, hat := dcPNG(t, 72, 48, 13), dcPNG(t, 24, 24, 17)
+		posted := h.say(discordtest.Say{ChannelID: dcArt, UserID: dcBob, Content: "my cat",
+			Attachments: []discordtest.Attachment{h.dc.Upload(dcArt, "cat.png", "image/png", cat)}})
+		h.say(discordtest.Say{ChannelID: dcArt, UserID: dcAda, Content: "give the cat this hat", ReplyTo: posted.ID,
+			Attachments: []discordtest.Attachment{h.dc.Upload(dcArt, "hat.png", "image/png", hat)}})
+		var got discordtest.Message
+		h.wait("the reply's result", func() bool {
+			for _, m := range h.images(dcArt) {
+				if strings.HasPrefix(m.Content, "give the cat this hat") {
+					got = m
+					return true
+				}
+			}
+			return false
+		})
+		if p, want := dcProv(t, got), []string{dcSHA(cat), dcSHA(hat)}; !slices.Equal(p.Inputs, want) {
+			t.Errorf("reply with a photo: inputs %v, want the replied image then the photo %v", p.Inputs, want)
+		}
+	})
+
 	t.Run("EditImageFormWithALink", func(t *testing.T) {
 		photo := dcPNG(t, 96, 64, 11)
 		posted := h.say(discordtest.Say{ChannelID: dcArt, UserID: dcBob, Content: "my cat",
