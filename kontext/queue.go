@@ -283,6 +283,7 @@ type pool struct {
 	ready   int       // its waiting jobs not blocked by their Serial
 	until   time.Time // SlowPool: no start before then
 	timer   *time.Timer
+	kept    int // the account's free slots pick keeps back for it (scratch)
 }
 
 // serial is the per-Serial state, present while a job of it waits or runs.
@@ -685,37 +686,33 @@ func (q *Queue) dispatch() {
 // keeping anything back does: no slot stays idle while a job may run.
 func (q *Queue) pick() *Ticket {
 	now := time.Now()
-	kept, perPool := q.keptBack(now)
-	if t := q.walk(now, kept, perPool); t != nil || kept == 0 {
+	kept := q.keepBack(now)
+	if t := q.walk(now, kept); t != nil || kept == 0 {
 		return t
 	}
-	return q.walk(now, 0, nil)
+	return q.walk(now, 0)
 }
 
-// keptBack is the account's free slots the first walk keeps for pools
-// smaller than the account (see pick), in all and per pool.
-func (q *Queue) keptBack(now time.Time) (int, map[*pool]int) {
-	var kept int
-	var per map[*pool]int
+// keepBack sets each pool's share of the account's free slots the first
+// walk keeps back for pools smaller than the account (see pick), and
+// returns their sum.
+func (q *Queue) keepBack(now time.Time) int {
+	kept := 0
 	for _, p := range q.pools {
-		if p.limit >= q.opts.Slots || p.ready == 0 || !q.poolFree(p, now) {
-			continue
+		p.kept = 0
+		if p.limit < q.opts.Slots && p.ready > 0 && q.poolFree(p, now) {
+			p.kept = min(p.limit-p.busy, p.ready)
+			kept += p.kept
 		}
-		if per == nil {
-			per = make(map[*pool]int, len(q.pools))
-		}
-		n := min(p.limit-p.busy, p.ready)
-		per[p] = n
-		kept += n
 	}
-	return kept, per
+	return kept
 }
 
 // walk is one walk of pick: a job that would leave fewer free account
 // slots than kept (less its own pool's share) is passed over.
-func (q *Queue) walk(now time.Time, kept int, perPool map[*pool]int) *Ticket {
+func (q *Queue) walk(now time.Time, kept int) *Ticket {
 	ok := func(t *Ticket) bool {
-		return t.ready && q.poolFree(t.p, now) && q.opts.Slots-q.busy-1 >= kept-perPool[t.p]
+		return t.ready && q.poolFree(t.p, now) && (kept == 0 || q.opts.Slots-q.busy-1 >= kept-t.p.kept)
 	}
 	if q.opts.Policy == FIFO {
 		for t := q.whead; t != nil; t = t.gnext {

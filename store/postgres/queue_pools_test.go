@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"kontextbot/kontext"
+	"kontextbot/kontext/kontexttest"
 )
 
 // TestQueuePoolsTwoModels: three replicas over one database, an account
@@ -264,5 +265,51 @@ func TestQueuePoolKeepsItsSlot(t *testing.T) {
 	mustRelease(t, qs[1], "pro1")
 	if got := idOf(mustNext(t, qs[0])); got != "pro3" {
 		t.Fatalf("next after pro1 ended: %q, want pro3", got)
+	}
+}
+
+// TestQueueWorkSlowsPoolOn429: the client's 429 on a create, inside Work,
+// slows the job's pool down in the database for every replica. The fake
+// allows one active max prediction while the queue lets two run.
+func TestQueueWorkSlowsPoolOn429(t *testing.T) {
+	ctx := context.Background()
+	fake := kontexttest.NewServer(kontexttest.Options{APIKey: "k", Slots: 4, ModelSlots: map[string]int{kontext.ModelMax: 1},
+		Latency: 300 * time.Millisecond, Pixels: 64 * 64})
+	defer fake.Close()
+	client, err := kontext.NewClient(kontext.Config{BaseURL: fake.URL, APIKey: "k", Wait: -1, PollInterval: 20 * time.Millisecond,
+		RetryBase: 100 * time.Millisecond, MaxRetries: 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	qs := replicas(t, 1, QueueOptions{Slots: 4, Pools: map[string]int{kontext.ModelMax: 2}, Lease: 3 * time.Second})
+	var wg sync.WaitGroup
+	wg.Add(2)
+	errs := make(chan error, 2)
+	workers(t, qs, func(q *Queue, ctx context.Context, j QueuedJob) {
+		defer wg.Done()
+		_, err := client.Run(ctx, kontext.Request{Prompt: "a cat", Model: kontext.ModelMax})
+		errs <- err
+	})
+	for i := range 2 {
+		if _, err := qs[0].SubmitPool(ctx, fmt.Sprint("max", i), fmt.Sprint("u", i), "", kontext.ModelMax); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wg.Wait()
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatalf("a job failed: %v", err)
+		}
+	}
+	if st := fake.Stats(); st.SlotLimit429 == 0 {
+		t.Fatal("the fake never answered 429: the test proves nothing")
+	}
+	var n int
+	if err := qs[0].db.pool.QueryRow(ctx, `SELECT count(*) FROM queue_pools WHERE pool = $1`, kontext.ModelMax).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 {
+		t.Errorf("queue_pools has %d rows for max after a 429, want 1", n)
 	}
 }
