@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -123,11 +124,15 @@ func TestChatEditWithSeveralImages(t *testing.T) {
 	}
 	// Charged: the four images, not the refused five.
 	usage := binary(ctx, env, "chat", "-out", out, "-user", "ada")
-	usage.Stdin = strings.NewReader("/usage\n")
+	usage.Stdin = strings.NewReader("/usage\n/history\n")
 	var stdout2 bytes.Buffer
 	usage.Stdout, usage.Stderr = &stdout2, io.Discard
 	if err := usage.Run(); err != nil || !strings.Contains(stdout2.String(), "You have made 4 images today") {
 		t.Errorf("usage after: %v\n%s", err, stdout2.String())
+	}
+	// /history names every image an edit was made from.
+	if !regexp.MustCompile(`edit +i[a-z2-7]+ "a collage of all four" · seed \d+ \(from i[a-z2-7]+ \+ i[a-z2-7]+ \+ i[a-z2-7]+ \+ i[a-z2-7]+\)`).MatchString(stdout2.String()) {
+		t.Errorf("/history does not list the four images of the collage:\n%s", stdout2.String())
 	}
 	if got, want := s.Stats().Creates, 4; got != want {
 		t.Errorf("provider creates: got %d, want %d (nothing for five images)", got, want)

@@ -653,7 +653,7 @@ func (c *Chat) history(ctx context.Context) error {
 		}
 		fmt.Fprintf(&b, "%s%2d %-7s %s %q%s", mark, i+1, t.Kind, t.ID, t.Prompt, seed)
 		if t.Parent != "" {
-			fmt.Fprintf(&b, " (from %s)", t.Parent)
+			fmt.Fprintf(&b, " (from %s)", strings.Join(append([]string{t.Parent}, t.Refs...), " + "))
 		}
 		if i < len(conv.Turns)-1 {
 			b.WriteByte('\n')
