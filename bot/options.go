@@ -61,7 +61,7 @@ func ParseOptions(text string) (string, Options, error) {
 		case "--model":
 			m, ok := modelByName(value)
 			if !ok {
-				return "", o, Userf("Unknown model %q: use max or pro.", value)
+				return "", o, Userf("Unknown model %q: use one of %s.", value, strings.Join(kontext.ModelNames(), ", "))
 			}
 			o.Model = m
 		case "--image":

@@ -33,7 +33,8 @@ const (
 	RoutePredictions = "predictions"
 	// RouteImages sends text-to-image to the OpenAI-style
 	// /v1/images/generations; edits still use RouteModels, the only kind of
-	// route that takes an input image.
+	// route that takes an input image, and so do the models the Images
+	// route does not serve (Model.ImagesRoute: FLUX.2).
 	RouteImages = "images"
 )
 
@@ -297,7 +298,7 @@ func (c *Client) Run(ctx context.Context, req Request) (*Result, error) {
 	}
 	ctx, cancel := context.WithTimeoutCause(ctx, c.cfg.JobTimeout, errJobDeadline)
 	defer cancel()
-	if c.cfg.Route == RouteImages && req.InputImage == nil {
+	if c.cfg.Route == RouteImages && req.InputImage == nil && m.ImagesRoute {
 		return c.runImages(ctx, model, req)
 	}
 	start := time.Now()
@@ -587,7 +588,7 @@ type input struct {
 	Seed             *int64   `json:"seed,omitempty"`
 	OutputFormat     string   `json:"output_format,omitempty"`
 	SafetyTolerance  *int     `json:"safety_tolerance,omitempty"`
-	PromptUpsampling bool     `json:"prompt_upsampling,omitempty"`
+	PromptUpsampling *bool    `json:"prompt_upsampling,omitempty"`
 }
 
 // maxNumbered is how many numbered input_image fields exist in input.
@@ -597,7 +598,11 @@ const maxNumbered = 4
 // reference images' values, in order.
 func inputFields(m Model, req Request, refs []string) input {
 	in := input{Prompt: req.Prompt, AspectRatio: req.AspectRatio, Seed: req.Seed, OutputFormat: req.OutputFormat,
-		SafetyTolerance: req.SafetyTolerance, PromptUpsampling: req.PromptUpsampling}
+		SafetyTolerance: req.SafetyTolerance}
+	if req.PromptUpsampling != m.UpsamplingDefault {
+		up := req.PromptUpsampling // sent only when it differs from the provider's default
+		in.PromptUpsampling = &up
+	}
 	// Each model is asked for what the bot means by an unset field: a PNG
 	// (FLUX.2's own default is webp) in the input's aspect ratio for an
 	// edit (FLUX.2's is 1:1).

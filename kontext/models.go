@@ -62,11 +62,17 @@ type Model struct {
 	// SafetyMin and SafetyMax bound safety_tolerance; SafetyMaxInput is
 	// the bound with an input image.
 	SafetyMin, SafetyMax, SafetyMaxInput int
-	// PromptUpsampling reports whether the model takes prompt_upsampling.
-	PromptUpsampling bool
+	// PromptUpsampling reports whether the model takes prompt_upsampling;
+	// UpsamplingDefault is the provider's value when it is left out (true
+	// on flux-2-flex), so the client sends false explicitly then.
+	PromptUpsampling, UpsamplingDefault bool
 	// Latency is how long the model usually takes for a 1 MP image: the
 	// first poll comes that long after the create.
 	Latency time.Duration
+	// ImagesRoute reports whether CometAPI's OpenAI-style
+	// /v1/images/generations serves the model (RouteImages); the others
+	// always use the Replicate-style route.
+	ImagesRoute bool
 }
 
 // Models is every model this package serves, the default first.
@@ -102,6 +108,9 @@ type Model struct {
 //     defaults to true there. CometAPI's model page
 //     (cometapi.com/models/replicate/black-forest-labs/flux-2-flex) lists
 //     $0.192 per request. Replicate's example took 22.6 s.
+//   - Latency of flux-2-pro: no published figure was found; 6 s is assumed
+//     (between Kontext's 3-4 s and flex's 20 s); KONTEXT_FIRST_POLL
+//     overrides it.
 var Models = []Model{
 	{
 		Name: ModelMax, ID: replicateOwner + ModelMax, Label: "max: best quality and typography",
@@ -109,7 +118,7 @@ var Models = []Model{
 		Aspects: AspectRatios, DefaultAspect: AspectMatchInput,
 		OutputFormats: []string{"png", "jpg"}, DefaultFormat: "png",
 		SafetyMin: 0, SafetyMax: 6, SafetyMaxInput: 2, PromptUpsampling: true,
-		Latency: 4 * time.Second,
+		Latency: 4 * time.Second, ImagesRoute: true,
 	},
 	{
 		Name: ModelPro, ID: replicateOwner + ModelPro, Label: "pro: faster and cheaper",
@@ -117,7 +126,7 @@ var Models = []Model{
 		Aspects: AspectRatios, DefaultAspect: AspectMatchInput,
 		OutputFormats: []string{"png", "jpg"}, DefaultFormat: "png",
 		SafetyMin: 0, SafetyMax: 6, SafetyMaxInput: 2, PromptUpsampling: true,
-		Latency: 3 * time.Second,
+		Latency: 3 * time.Second, ImagesRoute: true,
 	},
 	{
 		Name: ModelFlux2Pro, ID: replicateOwner + ModelFlux2Pro, Label: "flux-2-pro: FLUX.2, up to 8 references",
@@ -132,7 +141,7 @@ var Models = []Model{
 		Refs: RefsArray, MaxRefs: 10, Price: 0.192, Pool: ModelFlux2Flex,
 		Aspects: flux2Aspects, DefaultAspect: "1:1",
 		OutputFormats: []string{"webp", "jpg", "png"}, DefaultFormat: "webp",
-		SafetyMin: 1, SafetyMax: 5, SafetyMaxInput: 5, PromptUpsampling: true,
+		SafetyMin: 1, SafetyMax: 5, SafetyMaxInput: 5, PromptUpsampling: true, UpsamplingDefault: true,
 		Latency: 20 * time.Second,
 	},
 }

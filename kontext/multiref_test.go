@@ -34,6 +34,8 @@ func TestRunMultiReference(t *testing.T) {
 		{name: "Flux2ProThree", model: ModelFlux2Pro, refs: [][]byte{c, a, b}, fields: []string{"input_images"}},
 		{name: "Flux2FlexTwoUpsampled", model: ModelFlux2Flex, refs: [][]byte{b, a}, up: true, fields: []string{"input_images"}},
 		{name: "Flux2ProOne", model: ModelFlux2Pro, refs: [][]byte{d}, fields: []string{"input_images"}},
+		// flux-2-flex upsamples unless told not to: false is sent.
+		{name: "Flux2FlexNoUpsampling", model: ModelFlux2Flex, refs: [][]byte{a}, fields: []string{"input_images"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -290,5 +292,22 @@ func TestRestrict(t *testing.T) {
 	}
 	if err := Restrict(nil); err != nil || len(ModelNames()) != len(Models) {
 		t.Errorf("Restrict(nil) = %v, %d models served; want all %d", err, len(ModelNames()), len(Models))
+	}
+}
+
+// TestImagesRouteOnlyForItsModels: with RouteImages, a FLUX.2
+// text-to-image goes to the Replicate-style route, which serves it.
+func TestImagesRouteOnlyForItsModels(t *testing.T) {
+	s := newFake(t, kontexttest.Options{})
+	c := newTestClient(t, s, func(c *Config) { c.Route = RouteImages })
+	res, err := c.Run(context.Background(), Request{Prompt: "a barn", Model: ModelFlux2Pro})
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	if st := s.Stats(); st.Creates != 1 || st.Images != 0 {
+		t.Errorf("%d creates, %d images requests; want 1 and 0", st.Creates, st.Images)
+	}
+	if prov, err := kontexttest.ReadProvenance(res.Data); err != nil || prov.Model != ModelFlux2Pro || prov.AspectRatio != "1:1" {
+		t.Errorf("provenance %+v, %v; want flux-2-pro at its default 1:1", prov, err)
 	}
 }

@@ -23,6 +23,13 @@ import (
 // polling. A waiting job "may run" when its user has fewer than UserRunning
 // jobs running, its Serial is free (no job of that Serial is running and
 // no earlier job of that Serial is waiting) and its pool has a free slot.
+// With RoundRobin the users that have waiting jobs form a ring ordered by
+// when each was last given a slot, least recent first: the dispatcher
+// gives the free slot to the first user in the ring with a job that may
+// run (that user's oldest such job) and moves the user to the back. A user who enters the ring takes the place its last
+// slot earns it, so someone who has never been served (or whose earlier jobs
+// have all finished) is served at the next slot turnover, ahead of a heavy
+// user's batch. With FIFO the oldest waiting job that may run is taken.
 //
 // Pools. Slots is the account's limit; Pools bounds, inside it, the slots
 // of the jobs of one pool (a model's: flux-kontext-max may hold 6 of the
@@ -31,20 +38,17 @@ import (
 // free slot; the walk for a job that may run then skips it, which is the
 // one cost pools add (at most the waiting jobs, and only while some pool
 // is full). A pool whose create got a 429 (SlowPool) starts none of its
-// jobs until the provider's wait has passed; the other pools go on. With RoundRobin the users that
-// have waiting jobs form a ring ordered by when each was last given a slot,
-// least recent first: the dispatcher gives the free slot to the first user in
-// the ring with a job that may run (that user's oldest such job) and moves
-// the user to the back. A user who enters the ring takes the place its last
-// slot earns it, so someone who has never been served (or whose earlier jobs
-// have all finished) is served at the next slot turnover, ahead of a heavy
-// user's batch. With FIFO the oldest waiting job that may run is taken.
+// jobs until the provider's wait has passed; the other pools go on.
+// A pool smaller than the account keeps the account slots its jobs give
+// back while its own jobs wait (see pick), so the account being full
+// never leaves it below its limit.
 //
 // Costs. Submit, Cancel and a job finishing are O(1) plus the dispatch
 // walk, which skips users at their running cap (at most Slots of them),
 // users or jobs blocked by a busy Serial and jobs of a full pool; when no
-// waiting job's pool has a free slot it does not walk at all. A user re-entering the ring walks back past the
-// users served since its last turn. Waiting jobs cost about 650 bytes each
+// waiting job's pool has a free slot it does not walk at all. A user
+// re-entering the ring walks back past the users served since its last
+// turn. Waiting jobs cost about 650 bytes each
 // (BenchmarkQueueWaiting10k).
 //
 // Positions. A waiting job's position is its place in the order the
@@ -53,9 +57,10 @@ import (
 // user's jobs in submission order; for FIFO, submission order. The
 // simulation ignores UserRunning, Serial and pools: a user at their running
 // cap, a job behind a busy Serial or in a full pool, keeps its place
-// although it may be passed over when a slot frees. Positions are exact up to ExactPositions; a job placed
-// further back is at PositionBeyond ("over 50 in line"): nobody can use the
-// difference between 700th and 701st, and telling it would cost a callback
+// although it may be passed over when a slot frees. Positions are exact
+// up to ExactPositions; a job placed further back is at PositionBeyond
+// ("over 50 in line"): nobody can use the difference between 700th and
+// 701st, and telling it would cost a callback
 // to every waiting job at every start (O(waiting²) to drain a long line).
 // So a position pass walks only the first ExactPositions jobs of the order
 // (O(ExactPositions), whatever the number waiting or of users), and tells a

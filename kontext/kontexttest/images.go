@@ -276,14 +276,14 @@ func (j *renderJob) draw() *image.RGBA {
 		blendRect(img, image.Rect(0, h-t, w, h), accent, 256)
 		blendRect(img, image.Rect(0, 0, t, h), accent, 256)
 		blendRect(img, image.Rect(w-t, 0, w, h), accent, 256)
-		// Further references: a framed thumbnail each, top right, right
-		// to left in order, so a picture shows what it was made from.
+		// Further references: a framed thumbnail each, top right, in
+		// order left to right, so a picture shows what it was made from.
 		side := min(w, h) / 4
 		for i, ref := range j.refs {
-			x1 := w - t - i*(side+t)
+			x1 := w - t - (len(j.refs)-1-i)*(side+t)
 			r := image.Rect(x1-side, 2*t+min(w, h)/32, x1, 2*t+min(w, h)/32+side)
 			if r.Min.X < t || side < 8 {
-				break
+				continue // no room for this many: the first ones go
 			}
 			thumb := image.NewRGBA(image.Rect(0, 0, side-2*t, side-2*t))
 			cover(thumb, ref)

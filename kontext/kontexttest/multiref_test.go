@@ -39,6 +39,10 @@ func TestCreateReferences(t *testing.T) {
 			input: map[string]any{"input_images": []string{ua}, "output_format": "jpg", "resolution": "1 MP", "output_quality": 90}},
 		{name: "Flux2FlexOptions", path: flux2FlexPath, inputs: [][]byte{b, a}, aspect: "4:3", upsample: true,
 			input: map[string]any{"input_images": []string{ub, ua}, "aspect_ratio": "4:3", "output_format": "png", "steps": 30, "guidance": 4.5, "prompt_upsampling": true, "safety_tolerance": 5}},
+		{name: "Flux2FlexDefaultUpsampling", path: flux2FlexPath, inputs: [][]byte{a}, aspect: "1:1", upsample: true,
+			input: map[string]any{"input_images": []string{ua}, "output_format": "png"}},
+		{name: "Flux2FlexNoUpsampling", path: flux2FlexPath, inputs: [][]byte{a}, aspect: "1:1",
+			input: map[string]any{"input_images": []string{ua}, "output_format": "png", "prompt_upsampling": false}},
 		{name: "Flux2TextToImage", path: flux2ProPath, aspect: "16:9",
 			input: map[string]any{"aspect_ratio": "16:9", "output_format": "png", "input_images": []string{}}},
 	}

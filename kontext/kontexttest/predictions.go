@@ -63,6 +63,7 @@ type modelSpec struct {
 	safetyMin, safetyMax         int64
 	safetyMaxInput               int64
 	flex                         bool // steps and guidance
+	upsample                     bool // prompt_upsampling when left out
 }
 
 var kontextFields = []string{
@@ -91,7 +92,7 @@ var models = []modelSpec{
 		formats: []string{"webp", "jpg", "png"}, defaultFormat: "webp", safetyMin: 1, safetyMax: 5, safetyMaxInput: 5},
 	{name: "flux-2-flex", fields: append(slices.Clone(flux2Fields), "steps", "guidance"), maxRefs: 10, aspects: flux2Aspects,
 		defaultAspect: "1:1", formats: []string{"webp", "jpg", "png"}, defaultFormat: "webp", safetyMin: 1, safetyMax: 5,
-		safetyMaxInput: 5, flex: true},
+		safetyMaxInput: 5, flex: true, upsample: true}, // Replicate: prompt_upsampling defaults to true on flex
 }
 
 // inputMIMETypes are the media types a data: URI input image may declare.
@@ -404,9 +405,12 @@ func (f *Fake) parseCreate(r *http.Request, body []byte, pathModel string) (*cre
 	if hasTolerance && (tolerance < spec.safetyMin || tolerance > spec.safetyMax) {
 		return nil, invalid("input.safety_tolerance must be between %d and %d, got %d", spec.safetyMin, spec.safetyMax, tolerance)
 	}
-	upsample, _, rerr := field[bool](in, "input", "prompt_upsampling", "a boolean")
+	upsample, ok, rerr := field[bool](in, "input", "prompt_upsampling", "a boolean")
 	if rerr != nil {
 		return nil, rerr
+	}
+	if !ok {
+		upsample = spec.upsample
 	}
 	req.prov.PromptUpsampling = upsample
 	if !spec.numbered {
