@@ -66,8 +66,14 @@ type Say struct {
 	NoReplyPing bool
 }
 
+// MaxAttachments is how many files Discord lets one message carry.
+const MaxAttachments = 10
+
 // Say posts a person's message and sends MESSAGE_CREATE to the bot.
 func (s *Server) Say(m Say) (Message, error) {
+	if len(m.Attachments) > MaxAttachments {
+		return Message{}, fmt.Errorf("discordtest: a message carries at most %d attachments, not %d", MaxAttachments, len(m.Attachments))
+	}
 	s.mu.Lock()
 	ch := s.channels[m.ChannelID]
 	if ch == nil {
