@@ -86,29 +86,51 @@ func runImagine(ctx context.Context, args []string, env envFunc, stdout, stderr 
 
 func runEdit(ctx context.Context, args []string, env envFunc, stdout, stderr io.Writer) error {
 	var o oneShotFlags
-	var in string
+	var in imagePaths
 	fs := newFlagSet("edit", stderr)
-	fs.StringVar(&in, "image", "", "the image to edit: PNG, JPEG, GIF or WebP (required)")
+	fs.Var(&in, "image", fmt.Sprintf("an image to use: PNG, JPEG, GIF or WebP (required; repeat it, up to %d times, for an edit from several images: the first is the one to edit)", bot.MaxImages))
 	o.register(fs, kontext.AspectMatchInput)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	req, err := o.request()
-	if in == "" {
+	switch {
+	case len(in) == 0:
 		err = errors.Join(err, usageError{"-image is required"})
+	case len(in) > bot.MaxImages:
+		err = errors.Join(err, usageError{fmt.Sprintf("-image is given %d times: one edit uses at most %d images", len(in), bot.MaxImages)})
 	}
 	if err != nil {
 		return err
 	}
-	img, err := os.ReadFile(in)
-	if err != nil {
-		return fmt.Errorf("cannot read the image to edit: %w", err)
+	for i, path := range in {
+		img, err := os.ReadFile(path)
+		if err != nil {
+			return fmt.Errorf("cannot read the image to edit: %w", err)
+		}
+		if err := bot.CheckImage(img); err != nil {
+			return fmt.Errorf("%s: %s", path, bot.Explain(err))
+		}
+		if i == 0 {
+			req.InputImage = img
+		} else {
+			req.References = append(req.References, img)
+		}
 	}
-	if err := bot.CheckImage(img); err != nil {
-		return fmt.Errorf("%s: %s", in, bot.Explain(err))
-	}
-	req.InputImage = img
 	return oneShot(ctx, env, stdout, req, o.out)
+}
+
+// imagePaths is a repeatable -image flag: the paths in the order given.
+type imagePaths []string
+
+func (p *imagePaths) String() string { return strings.Join(*p, ",") }
+
+func (p *imagePaths) Set(s string) error {
+	if s == "" {
+		return errors.New("empty path")
+	}
+	*p = append(*p, s)
+	return nil
 }
 
 // oneShot makes one image with the configured client and writes it to out.

@@ -496,7 +496,7 @@ func TestDiscordEditImageMenu(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.wait("the modal", func() bool { return h.dc.Interaction(menu.ID).Modal != nil })
-	if m := h.dc.Interaction(menu.ID).Modal; m.Title != "Edit image" || len(m.Inputs) != 1 {
+	if m := h.dc.Interaction(menu.ID).Modal; m.Title != "Edit image" || len(m.Inputs) != 2 {
 		t.Errorf("modal %+v", m)
 	}
 	submit, err := h.dc.SubmitModal(menu, map[string]string{"prompt": "give the cat a hat --seed 11"})

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -231,9 +232,10 @@ func TestSlackConnectStubFiles(t *testing.T) {
 	e.run(t, "ThreadMessageWithStub", func(t *testing.T) {
 		root := e.imagine(slAda, ch, "a garden")
 		f := e.slack.StubFile(slBob, "their.png", "image/png", photo, "")
-		e.slack.Say(slBob, ch, root.TS, "use this one instead", f)
-		if p := e.prov(e.waitImages(ch, root.TS, 2)[1]); p.InputSHA256 != slSHA(photo) {
-			t.Errorf("thread edit with a stub file: %+v", p)
+		e.slack.Say(slBob, ch, root.TS, "put this in the garden", f)
+		// The thread's image first, then the file (issue 13).
+		if p, want := e.prov(e.waitImages(ch, root.TS, 2)[1]), []string{slSHA(e.data(root)), slSHA(photo)}; !slices.Equal(p.Inputs, want) {
+			t.Errorf("thread edit with a stub file: inputs %v, want %v", p.Inputs, want)
 		}
 	})
 	e.run(t, "ShortcutOnStub", func(t *testing.T) {

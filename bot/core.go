@@ -95,6 +95,10 @@ type Delivery struct {
 	// belongs to the conversation it was posted in). What Deliver returns
 	// is recorded too; recording the same post twice is harmless.
 	Record func(ctx context.Context, p Posted) error
+	// Sources name the images an edit with further references was made
+	// from, in order (the base first), as the caption shows them; empty
+	// for a one-image edit.
+	Sources []string
 	// Repost is set when an earlier attempt to post this image, in this
 	// process or in one before a restart, may have succeeded although it
 	// did not report so (a timeout or 5xx after the request was sent, a
@@ -133,6 +137,9 @@ func (d *Delivery) Caption() string {
 	} else {
 		b.WriteString(d.Turn.Prompt)
 	}
+	if len(d.Sources) > 0 {
+		b.WriteString(" · from " + strings.Join(d.Sources, " + "))
+	}
 	if d.Turn.Seed != nil {
 		fmt.Fprintf(&b, " · seed %d", *d.Turn.Seed)
 	}
@@ -169,6 +176,10 @@ type Request struct {
 	// Count asks an imagine for that many variations (1 to
 	// MaxVariations; 0 means 1), each with its own seed, posted together.
 	Count int
+	// Refs are further images an edit uses after its base, in order: at
+	// most MaxImages-1 of them. The base (resolved as without Refs) is
+	// the first reference.
+	Refs []Ref
 	// Origin is the adapter's note of where to answer; stored with the job.
 	Origin map[string]string
 	// Admin is set by the adapter when the platform says the user
@@ -179,10 +190,28 @@ type Request struct {
 	// exempt.
 	Admin bool
 
-	// checked is the image Check accepted, so Submit with the same
-	// request does not decode it again.
-	checked []byte
+	// checked are the images Check accepted, so Submit with the same
+	// request does not decode them again.
+	checked [][]byte
 }
+
+// Ref is one further reference image of an edit: a person's image
+// (Image), or one of the bot's images, by the platform message it was
+// posted in (Message) or by its turn in the request's conversation
+// (Turn). Exactly one is set.
+type Ref struct {
+	Image   []byte
+	Message string
+	Turn    string
+}
+
+// MaxImages is how many images one edit may use in all: the base and
+// MaxImages-1 further references (FLUX.1 Kontext's input_image to
+// input_image_4).
+const MaxImages = 4
+
+// ErrTooManyImages refuses an edit with more than MaxImages images.
+var ErrTooManyImages = &UserError{Msg: fmt.Sprintf("One edit can use at most %d images (the image to edit and %d more): send fewer images and try again.", MaxImages, MaxImages-1)}
 
 // Config is the core's configuration.
 type Config struct {
@@ -354,11 +383,11 @@ func (c *Core) Submit(ctx context.Context, req *Request) (*Job, error) {
 	if req.Count > 1 {
 		return c.submitGroup(ctx, req)
 	}
-	job, upload, err := c.prepare(ctx, req)
+	job, p, err := c.prepare(ctx, req)
 	if err != nil {
 		return nil, err
 	}
-	if upload != nil {
+	if upload := p.base; upload != nil {
 		t := Turn{ID: newID("i"), Kind: KindUpload, Requester: req.User, Created: job.Created}
 		if err := describe(&t, upload); err != nil {
 			return nil, err
@@ -367,6 +396,23 @@ func (c *Core) Submit(ctx context.Context, req *Request) (*Job, error) {
 			return nil, fmt.Errorf("bot: submit: store upload: %w", err)
 		}
 		job.Base = t.ID
+	}
+	for i, r := range p.refs {
+		if r.data == nil {
+			job.Refs = append(job.Refs, r.id)
+			continue
+		}
+		t := r.turn
+		if t.ID == "" {
+			t = Turn{ID: newID("i"), Kind: KindUpload, Requester: req.User, Created: job.Created}
+		}
+		if err := describe(&t, r.data); err != nil {
+			return nil, err
+		}
+		if _, err := c.store.AddReference(ctx, job.Conv, t, r.data); err != nil {
+			return nil, fmt.Errorf("bot: submit: store reference %d: %w", i+2, err)
+		}
+		job.Refs = append(job.Refs, t.ID)
 	}
 	if job.FollowHead {
 		held, err := c.holdBehindGroup(ctx, job)
@@ -402,9 +448,26 @@ func (c *Core) Check(ctx context.Context, req *Request) error {
 	return err
 }
 
+// pending is what Submit stores for a prepared job: a person's image as
+// its base, and its further references.
+type pending struct {
+	base []byte
+	refs []pendingRef
+}
+
+// pendingRef is one further reference: a turn of the job's conversation
+// (id), or an image to store there (data, as turn when it is a copy of
+// another conversation's turn, else as a new upload turn).
+type pendingRef struct {
+	id   string
+	turn Turn
+	data []byte
+}
+
 // prepare turns a request into a job without persisting anything. It
-// returns the bytes of a person's image to store as the job's base.
-func (c *Core) prepare(ctx context.Context, req *Request) (*Job, []byte, error) {
+// returns what Submit must store first: a person's image as the job's
+// base, and the further references.
+func (c *Core) prepare(ctx context.Context, req *Request) (*Job, *pending, error) {
 	c.mu.Lock()
 	closing := c.closing
 	c.mu.Unlock()
@@ -420,6 +483,12 @@ func (c *Core) prepare(ctx context.Context, req *Request) (*Job, []byte, error) 
 	}
 	if !req.Conv.Valid() {
 		return nil, nil, fmt.Errorf("bot: submit: invalid conversation key %q", req.Conv)
+	}
+	if len(req.Refs) > 0 && req.Kind != KindEdit {
+		return nil, nil, fmt.Errorf("bot: submit: a %s takes no further references", req.Kind)
+	}
+	if 1+len(req.Refs) > MaxImages {
+		return nil, nil, ErrTooManyImages
 	}
 	admin := c.isAdmin(req.User)
 	eff, err := c.effective(ctx, req.Conv.Platform, req.Conv.Workspace)
@@ -444,7 +513,10 @@ func (c *Core) prepare(ctx context.Context, req *Request) (*Job, []byte, error) 
 	if job.Aspect != "" && !kontext.ValidAspect(job.Aspect) {
 		return nil, nil, Userf("Unknown aspect ratio %q: use one of %s.", job.Aspect, strings.Join(kontext.AspectRatios[1:], ", "))
 	}
-	var upload []byte
+	if m, ok := kontext.LookupModel(job.Model); ok && m.MaxRefs > 0 && 1+len(req.Refs) > m.MaxRefs {
+		return nil, nil, Userf("%s takes at most %d images in one edit: send fewer images and try again.", m.Name, m.MaxRefs)
+	}
+	p := &pending{}
 	switch req.Kind {
 	case KindImagine, KindEdit:
 		prompt, err := CleanPrompt(req.Prompt)
@@ -453,7 +525,10 @@ func (c *Core) prepare(ctx context.Context, req *Request) (*Job, []byte, error) 
 		}
 		job.Prompt = prompt
 		if req.Kind == KindEdit {
-			if upload, err = c.resolveBase(ctx, req, job); err != nil {
+			if p.base, err = c.resolveBase(ctx, req, job); err != nil {
+				return nil, nil, err
+			}
+			if p.refs, err = c.resolveRefs(ctx, req, job); err != nil {
 				return nil, nil, err
 			}
 		}
@@ -474,21 +549,84 @@ func (c *Core) prepare(ctx context.Context, req *Request) (*Job, []byte, error) 
 			return nil, nil, err
 		}
 	}
-	return job, upload, nil
+	return job, p, nil
 }
 
 // checkImage checks a person's image within the image budget, once per
 // request: a Submit after a Check of the same request and image does not
 // decode it again.
 func (c *Core) checkImage(ctx context.Context, req *Request, img []byte) error {
-	if len(img) > 0 && len(req.checked) == len(img) && &req.checked[0] == &img[0] {
+	if len(img) > 0 && slices.ContainsFunc(req.checked, func(b []byte) bool { return len(b) == len(img) && &b[0] == &img[0] }) {
 		return nil
 	}
 	if err := CheckImageWithin(ctx, img, c.cfg.ImageBudget); err != nil {
 		return err
 	}
-	req.checked = img
+	req.checked = append(req.checked, img)
 	return nil
+}
+
+// resolveRefs checks an edit's further references, in order, after its
+// base (which may have moved the job to the conversation of the message
+// it replies to): a person's image is checked like a base; one of the
+// bot's images must still be kept. A turn of another conversation is
+// copied into the job's, so every reference is a turn of it.
+func (c *Core) resolveRefs(ctx context.Context, req *Request, job *Job) ([]pendingRef, error) {
+	if len(req.Refs) == 0 {
+		return nil, nil
+	}
+	conv, err := c.conversation(ctx, job.Conv)
+	if err != nil {
+		return nil, fmt.Errorf("bot: resolve references: %w", err)
+	}
+	gone := func(n int) error {
+		return Userf("I no longer have image %d of this edit: only the last images of a conversation are kept.", n)
+	}
+	var out []pendingRef
+	for i, r := range req.Refs {
+		n := i + 2 // the base is image 1
+		switch {
+		case r.Image != nil:
+			if err := c.checkImage(ctx, req, r.Image); err != nil {
+				return nil, &UserError{Msg: fmt.Sprintf("Image %d: %s", n, Explain(err)), Err: err}
+			}
+			out = append(out, pendingRef{data: r.Image})
+		case r.Turn != "":
+			if conv.Turn(r.Turn) == nil {
+				return nil, gone(n)
+			}
+			out = append(out, pendingRef{id: r.Turn})
+		case r.Message != "":
+			key, id, err := c.store.Message(ctx, job.Conv, r.Message)
+			switch {
+			case errors.Is(err, ErrNotFound):
+				return nil, gone(n)
+			case err != nil:
+				return nil, fmt.Errorf("bot: resolve reference %d: %w", n, err)
+			case key == job.Conv || conv.Turn(id) != nil:
+				out = append(out, pendingRef{id: id})
+				continue
+			}
+			src, err := c.conversation(ctx, key)
+			if err != nil {
+				return nil, fmt.Errorf("bot: resolve reference %d: %w", n, err)
+			}
+			t := src.Turn(id)
+			if t == nil {
+				return nil, gone(n)
+			}
+			data, err := c.store.Image(ctx, t.SHA256)
+			if err != nil {
+				return nil, fmt.Errorf("bot: resolve reference %d: %w", n, err)
+			}
+			cp := *t
+			cp.Messages, cp.Refs = nil, nil
+			out = append(out, pendingRef{turn: cp, data: data})
+		default:
+			return nil, fmt.Errorf("bot: submit: reference %d is empty", n)
+		}
+	}
+	return out, nil
 }
 
 // resolveBase finds the image an edit starts from: an image attached to
@@ -558,6 +696,12 @@ func (c *Core) resolveReroll(ctx context.Context, req *Request, job *Job, model 
 	if t.Parent != "" && conv.Turn(t.Parent) == nil {
 		return Userf("I no longer have the image that one was made from, so I cannot reroll it.")
 	}
+	for _, r := range t.Refs {
+		if conv.Turn(r) == nil {
+			return Userf("I no longer have one of the images that one was made from, so I cannot reroll it.")
+		}
+	}
+	job.Refs = slices.Clone(t.Refs)
 	return nil
 }
 
@@ -790,6 +934,20 @@ func (c *Core) execute(ctx context.Context, job *Job, rep Reporter, queued time.
 		}
 		req.InputImage = img
 	}
+	if len(job.Refs) > 0 && job.Base == "" {
+		return c.fail(ctx, job, rep, wait, 0, fmt.Errorf("bot: job %s has references but no base", job.ID))
+	}
+	for i, id := range job.Refs {
+		img, err := c.baseImage(ctx, job.Conv, id)
+		var ue *UserError
+		if errors.As(err, &ue) {
+			err = &UserError{Msg: fmt.Sprintf("I no longer have image %d of this edit: only the last images of a conversation are kept.", i+2), Err: err}
+		}
+		if err != nil {
+			return c.fail(ctx, job, rep, wait, 0, err)
+		}
+		req.References = append(req.References, img)
+	}
 	req.OnCreated = func(id string) {
 		job.PredictionID, job.State, job.Updated = id, JobSubmitted, c.now()
 		if err := c.store.PutJob(context.WithoutCancel(ctx), job); err != nil {
@@ -817,7 +975,7 @@ func (c *Core) execute(ctx context.Context, job *Job, rep Reporter, queued time.
 		}
 		return c.fail(ctx, job, rep, wait, provider, err)
 	}
-	t := Turn{ID: newID("i"), Parent: job.Base, Kind: job.Kind, Prompt: job.Prompt, Model: res.Model,
+	t := Turn{ID: newID("i"), Parent: job.Base, Refs: slices.Clone(job.Refs), Kind: job.Kind, Prompt: job.Prompt, Model: res.Model,
 		Aspect: job.Aspect, Seed: res.Seed, Requester: job.User, Created: c.now(), Enhance: job.Enhance,
 		Group: job.Group, Variation: job.Index}
 	if t.Model == "" {
@@ -901,7 +1059,7 @@ func (c *Core) post(ctx context.Context, job *Job, rep Reporter, wait, provider 
 // next start posts it. Every attempt after a failure is a Repost, so an
 // earlier attempt that did land is found rather than posted twice.
 func (c *Core) deliver(ctx context.Context, job *Job, rep Reporter, t Turn, img []byte, wait, provider time.Duration, repost bool) error {
-	d := &Delivery{Job: job, Conv: job.Conv, Turn: t, Image: img, Repost: repost}
+	d := &Delivery{Job: job, Conv: job.Conv, Turn: t, Image: img, Repost: repost, Sources: c.sources(ctx, job.Conv, t, job.User)}
 	d.Record = func(ctx context.Context, p Posted) error { return c.recordPost(ctx, job.Conv, t, img, p) }
 	if err := c.postRetrying(ctx, job, rep, d); err != nil {
 		return err
@@ -1042,6 +1200,26 @@ func (c *Core) openThread(ctx context.Context, from, thread ConvKey, t Turn, img
 		chain = append(chain, *p)
 	}
 	slices.Reverse(chain)
+	// refs copies a turn's further references first, so reroll works in
+	// the thread too.
+	refs := func(t Turn) error {
+		for _, id := range t.Refs {
+			r := src.Turn(id)
+			if r == nil || existing.Turn(id) != nil {
+				continue
+			}
+			data, err := c.store.Image(ctx, r.SHA256)
+			if err != nil {
+				return err
+			}
+			cp := *r
+			cp.Messages = nil
+			if existing, err = c.store.AddReference(ctx, thread, cp, data); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 	for _, a := range chain {
 		if existing.Turn(a.ID) != nil {
 			continue
@@ -1050,10 +1228,16 @@ func (c *Core) openThread(ctx context.Context, from, thread ConvKey, t Turn, img
 		if err != nil {
 			return err
 		}
-		a.Messages = nil
-		if _, err := c.store.AddTurn(ctx, thread, a, data, nil, nil); err != nil {
+		if err := refs(a); err != nil {
 			return err
 		}
+		a.Messages = nil
+		if existing, err = c.store.AddTurn(ctx, thread, a, data, nil, nil); err != nil {
+			return err
+		}
+	}
+	if err := refs(t); err != nil {
+		return err
 	}
 	t.Messages = nil
 	_, err = c.store.AddTurn(ctx, thread, t, img, nil, nil)
@@ -1165,7 +1349,7 @@ func (c *Core) Undo(ctx context.Context, req *Request) (*Delivery, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bot: undo: %w", err)
 	}
-	d := &Delivery{Conv: req.Conv, Turn: *parent, Image: img}
+	d := &Delivery{Conv: req.Conv, Turn: *parent, Image: img, Sources: c.sources(ctx, req.Conv, *parent, req.User)}
 	d.Record = func(ctx context.Context, p Posted) error { return c.recordPost(ctx, req.Conv, *parent, img, p) }
 	return d, nil
 }
@@ -1352,3 +1536,56 @@ func (nopReporter) Queued(*Job, int)                                         {}
 func (nopReporter) Running(*Job)                                             {}
 func (nopReporter) Deliver(context.Context, *Job, *Delivery) (Posted, error) { return Posted{}, nil }
 func (nopReporter) Fail(context.Context, *Job, string)                       {}
+
+// sources names the images turn t of the conversation at key was made
+// from when it had further references: its parent first, then its Refs.
+// An image the bot made is named by its prompt, a person's by whose it
+// is ("your image" for user's own); uploads are numbered when there are
+// several. It is empty for a turn without Refs.
+func (c *Core) sources(ctx context.Context, key ConvKey, t Turn, user string) []string {
+	if len(t.Refs) == 0 {
+		return nil
+	}
+	conv, err := c.conversation(ctx, key)
+	if err != nil {
+		c.log.Warn("bot: name the references", "conv", key.String(), "err", err)
+	}
+	ids := append([]string{t.Parent}, t.Refs...)
+	uploads := 0
+	for _, id := range ids {
+		if r := conv.Turn(id); r != nil && r.Kind == KindUpload {
+			uploads++
+		}
+	}
+	out := make([]string, 0, len(ids))
+	n := 0
+	for _, id := range ids {
+		r := conv.Turn(id)
+		switch {
+		case r == nil:
+			out = append(out, "an earlier image")
+		case r.Kind != KindUpload:
+			out = append(out, "“"+clip(r.Prompt, 40)+"”")
+		default:
+			n++
+			name := "an uploaded image"
+			if r.Requester == user {
+				name = "your image"
+			}
+			if uploads > 1 {
+				name = fmt.Sprintf("%s %d", strings.TrimPrefix(name, "an "), n)
+			}
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// clip shortens s to at most n runes, ending with "…" when cut.
+func clip(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return strings.TrimSpace(string(r[:n-1])) + "…"
+}

@@ -136,6 +136,8 @@ type harness struct {
 	rec    *recorder
 	cfg    bot.Config
 	closed bool
+	// wrap, when set, wraps the client the core calls (to see requests).
+	wrap func(bot.Generator) bot.Generator
 }
 
 const (
@@ -179,7 +181,11 @@ func (h *harness) start(rec *recorder, slots int) {
 		h.t.Fatal(err)
 	}
 	h.queue = kontext.NewQueue(kontext.QueueOptions{Slots: slots, UserRunning: slots})
-	h.core = bot.New(h.cfg, h.db, h.client, bot.NewLocalScheduler(h.queue))
+	var gen bot.Generator = h.client
+	if h.wrap != nil {
+		gen = h.wrap(gen)
+	}
+	h.core = bot.New(h.cfg, h.db, gen, bot.NewLocalScheduler(h.queue))
 	h.rec = rec
 	h.core.Register(rec)
 	h.closed = false

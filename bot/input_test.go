@@ -3,6 +3,7 @@ package bot_test
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -144,6 +145,32 @@ func TestExplain(t *testing.T) {
 			}
 			if strings.Contains(got, "disk on fire") || strings.Contains(got, "kontext:") {
 				t.Errorf("internal details leaked to the user: %q", got)
+			}
+		})
+	}
+}
+
+// TestParseOptionsImages: --image and --with may repeat; their paths come
+// out in order, the first --image also as Image.
+func TestParseOptionsImages(t *testing.T) {
+	tests := []struct {
+		name, in             string
+		wantImage            string
+		wantImages, wantWith []string
+	}{
+		{"None", "a fox", "", nil, nil},
+		{"OneImage", "--image a.png make it winter", "a.png", []string{"a.png"}, nil},
+		{"TwoImages", "--image a.png put the hat --image=b.png on it", "a.png", []string{"a.png", "b.png"}, nil},
+		{"With", "--with dog.png put this dog on the beach --with ball.png", "", nil, []string{"dog.png", "ball.png"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, o, err := bot.ParseOptions(tt.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o.Image != tt.wantImage || !slices.Equal(o.Images, tt.wantImages) || !slices.Equal(o.With, tt.wantWith) {
+				t.Errorf("got %q %v %v, want %q %v %v", o.Image, o.Images, o.With, tt.wantImage, tt.wantImages, tt.wantWith)
 			}
 		})
 	}

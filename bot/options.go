@@ -12,12 +12,20 @@ type Options struct {
 	Aspect string
 	Seed   *int64
 	Model  string
-	// Image is a local file to edit (the console's --image).
+	// Image is a local file to edit (the console's --image): the first
+	// of Images.
 	Image string
 	// Enhance asks the model to enhance the prompt first (--enhance).
 	Enhance bool
 	// Count is how many variations to make (--n 4); 0 when not given.
 	Count int
+	// Images are every --image given, in order: the file to edit, then
+	// further references.
+	Images []string
+	// With are local files (the console's --with) an edit uses after its
+	// base, whichever it is: "--with dog.png put this dog on the beach"
+	// edits the current image using dog.png too.
+	With []string
 }
 
 // ParseOptions splits "a red fox --ar 16:9 --seed 7 --model pro --n 4"
@@ -73,13 +81,18 @@ func ParseOptions(text string) (string, Options, error) {
 			}
 			o.Model = m
 		case "--image":
-			o.Image = value
+			if o.Image == "" {
+				o.Image = value
+			}
+			o.Images = append(o.Images, value)
 		case "--n", "--count":
 			n, err := strconv.Atoi(value)
 			if err != nil || n < 1 || n > MaxVariations {
 				return "", o, Userf("--n is how many variations to make: a whole number from 1 to %d, not %q.", MaxVariations, value)
 			}
 			o.Count = n
+		case "--with":
+			o.With = append(o.With, value)
 		default:
 			return "", o, Userf("Unknown option %s: use --ar, --seed, --model, --n or --enhance.", name)
 		}
@@ -97,6 +110,8 @@ func optionExample(name string) string {
 		return "--image photo.png"
 	case "--n", "--count":
 		return "--n 4"
+	case "--with":
+		return "--with dog.png"
 	}
 	return "--ar 16:9"
 }

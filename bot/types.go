@@ -258,6 +258,12 @@ type Store interface {
 	// usage is recorded in it too: the image, the job's end and the charge
 	// land together or not at all. The returned conversation is the new state.
 	AddTurn(ctx context.Context, key ConvKey, t Turn, data []byte, job *Job, charge *Charge) (*Conversation, error)
+	// AddReference stores data (once per content) and appends t to the
+	// conversation at key (created if new) WITHOUT making it the head: a
+	// person's image that an edit uses as a further reference (Job.Refs)
+	// is kept, and survives a restart, but is not the current image.
+	// Pruning and the arguments' checks are as for AddTurn.
+	AddReference(ctx context.Context, key ConvKey, t Turn, data []byte) (*Conversation, error)
 	// SetHead makes turn id the conversation's head (undo), or ErrNotFound.
 	// A Hidden turn made the head is shown again: it is no longer hidden.
 	SetHead(ctx context.Context, key ConvKey, id string) (*Conversation, error)
@@ -404,4 +410,29 @@ func RemoveTurn(c *Conversation, id string) (gone []Turn, forget []string, err e
 		}
 	}
 	return gone, forget, nil
+}
+
+// PruneTurns removes from c its oldest turns while it holds more than
+// limit, and returns them, for a Store to release their images and
+// message mappings. It never removes the head, the turn keep (the one
+// just added), or a turn that a remaining turn lists in its Refs: an
+// image an edit was made from stays as long as that edit does. When only
+// such turns are left, c may stay above limit until they are released.
+func PruneTurns(c *Conversation, limit int, keep string) []Turn {
+	var out []Turn
+	for len(c.Turns) > limit {
+		used := map[string]bool{c.Head: true, keep: true}
+		for _, t := range c.Turns {
+			for _, r := range t.Refs {
+				used[r] = true
+			}
+		}
+		i := slices.IndexFunc(c.Turns, func(t Turn) bool { return !used[t.ID] })
+		if i < 0 {
+			break
+		}
+		out = append(out, c.Turns[i])
+		c.Turns = slices.Delete(c.Turns, i, i+1)
+	}
+	return out
 }

@@ -115,10 +115,10 @@ func (s *contractDB) Check(ctx context.Context) error {
 			if err := json.Unmarshal(v, &c); err != nil {
 				return err
 			}
-			if len(c.Turns) > s.history {
+			if len(c.Turns) > s.history && overfull(c, s.history) {
 				return fmt.Errorf("conversation %s holds %d turns, past the history of %d", k, len(c.Turns), s.history)
 			}
-			if c.Current() == nil {
+			if c.Head != "" && c.Current() == nil {
 				return fmt.Errorf("conversation %s: head %q is not one of its turns", k, c.Head)
 			}
 			for _, t := range c.Turns {
@@ -179,4 +179,12 @@ func (s *contractDB) Check(ctx context.Context) error {
 		}
 		return errors.Join(errs...)
 	})
+}
+
+// overfull reports whether c holds more turns than history although some
+// could be pruned (turns other turns use as references are kept past it).
+// The newest turn counts as just added.
+func overfull(c bot.Conversation, history int) bool {
+	c.Turns = slices.Clone(c.Turns)
+	return len(bot.PruneTurns(&c, history, c.Turns[len(c.Turns)-1].ID)) > 0
 }

@@ -325,7 +325,20 @@ func (db *DB) Image(ctx context.Context, sha string) ([]byte, error) {
 // message mappings and any image left unreferenced. A turn id already in
 // the conversation is an error. The result is the conversation as stored.
 func (db *DB) AddTurn(ctx context.Context, key bot.ConvKey, t bot.Turn, data []byte, job *bot.Job, charge *bot.Charge) (*bot.Conversation, error) {
-	wrap := func(err error) error { return fmt.Errorf("store: add turn %s: %w", key, err) }
+	return db.addTurn(ctx, "add turn", key, t, data, job, charge, true)
+}
+
+// AddReference stores data once per content and appends t to the
+// conversation at key (created if new) without making it the head: an
+// image an edit uses as a further reference. Otherwise it is AddTurn
+// without a job or a charge.
+func (db *DB) AddReference(ctx context.Context, key bot.ConvKey, t bot.Turn, data []byte) (*bot.Conversation, error) {
+	return db.addTurn(ctx, "add reference", key, t, data, nil, nil, false)
+}
+
+// addTurn is AddTurn, and AddReference when head is false.
+func (db *DB) addTurn(ctx context.Context, op string, key bot.ConvKey, t bot.Turn, data []byte, job *bot.Job, charge *bot.Charge, head bool) (*bot.Conversation, error) {
+	wrap := func(err error) error { return fmt.Errorf("store: %s %s: %w", op, key, err) }
 	if err := ctx.Err(); err != nil {
 		return nil, wrap(err)
 	}
@@ -357,14 +370,16 @@ func (db *DB) AddTurn(ctx context.Context, key bot.ConvKey, t bot.Turn, data []b
 			return err
 		}
 		c.Turns = append(c.Turns, t)
-		c.Head = t.ID
+		if head {
+			c.Head = t.ID
+		}
 		c.Updated = db.now()
 		for _, m := range msgs {
 			if _, err := attachMessage(tx, c, t.ID, m); err != nil {
 				return err
 			}
 		}
-		if err := db.prune(tx, c); err != nil {
+		if err := db.prune(tx, c, t.ID); err != nil {
 			return err
 		}
 		if out, err = putConv(tx, c); err != nil {
@@ -392,15 +407,11 @@ func (db *DB) AddTurn(ctx context.Context, key bot.ConvKey, t bot.Turn, data []b
 }
 
 // prune drops the oldest turns of c past the history limit (never the
-// head), releasing their images and message mappings.
-func (db *DB) prune(tx *bbolt.Tx, c *bot.Conversation) error {
-	for len(c.Turns) > db.history {
-		i := 0
-		if c.Turns[0].ID == c.Head {
-			i = 1
-		}
-		old := c.Turns[i]
-		c.Turns = slices.Delete(c.Turns, i, i+1)
+// head, the turn keep just added, or a turn another one uses as a
+// reference; see bot.PruneTurns), releasing their images and message
+// mappings.
+func (db *DB) prune(tx *bbolt.Tx, c *bot.Conversation, keep string) error {
+	for _, old := range bot.PruneTurns(c, db.history, keep) {
 		if _, err := dropRef(tx, old.SHA256); err != nil {
 			return err
 		}

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -38,6 +39,8 @@ const Help = `Type a prompt to edit the current image, or:
   /imagine --n 4 PROMPT                                  4 variations (different seeds)
   /edit PROMPT [--enhance]                               edit the current image
   /edit --image PATH PROMPT                              edit a local image
+  /edit --image A --image B PROMPT                       edit A using B too (up to 4 images)
+  /edit --with B PROMPT                                  edit the current image using B too
   /reroll        same prompt and parent, new seed
   /undo          go back to the previous image
   /history       this conversation's images, as a list and a picture
@@ -56,7 +59,8 @@ var help = bot.Help(bot.HelpStyle{Imagine: "/imagine PROMPT", Edit: "/edit PROMP
 	Thread: "this conversation", History: "/history", Use: "/use N", Variations: "--n 4"}) + `
 
 Only here:
-  /edit --image PATH PROMPT   edit a local image
+  /edit --image PATH PROMPT   edit a local image; --image A --image B PROMPT uses both (up to 4);
+                              --with B PROMPT edits the current image using B too
   /history   this conversation's images as a list, and as a picture in the folder
   /use N     make image N of /history the current one    /new   start a new conversation
   /quit or Ctrl-D   wait for running jobs, then leave; Ctrl-C leaves at once
@@ -659,15 +663,31 @@ func (c *Chat) submitWithOptions(ctx context.Context, req *bot.Request, text str
 		return err
 	}
 	req.Prompt, req.Aspect, req.Seed, req.Model, req.Enhance, req.Count = prompt, opts.Aspect, opts.Seed, opts.Model, opts.Enhance, opts.Count
-	if opts.Image != "" {
+	if opts.Image != "" || len(opts.With) > 0 {
 		if req.Kind != bot.KindEdit {
-			return bot.Userf("--image goes with /edit.")
+			return bot.Userf("--image and --with go with an edit.")
 		}
-		img, err := os.ReadFile(opts.Image)
-		if err != nil {
-			return &bot.UserError{Msg: fmt.Sprintf("I cannot read %s.", opts.Image), Err: err}
+		// The base: the first --image, else the current image; then the
+		// other --image files and the --with files, in order.
+		paths := append(slices.Clone(opts.Images), opts.With...)
+		base := 0
+		if opts.Image == "" {
+			base = 1 // the current image
 		}
-		req.Image = img
+		if base+len(paths) > bot.MaxImages {
+			return bot.ErrTooManyImages
+		}
+		for i, path := range paths {
+			img, err := os.ReadFile(path)
+			if err != nil {
+				return &bot.UserError{Msg: fmt.Sprintf("I cannot read %s.", path), Err: err}
+			}
+			if i == 0 && opts.Image != "" {
+				req.Image = img
+			} else {
+				req.Refs = append(req.Refs, bot.Ref{Image: img})
+			}
+		}
 	}
 	return c.submit(ctx, req)
 }
@@ -742,7 +762,7 @@ func (c *Chat) history(ctx context.Context, req *bot.Request) error {
 		}
 		fmt.Fprintf(&b, "%s%2d %-7s %s %q%s", mark, i+1, t.Kind, t.ID, t.Prompt, seed)
 		if t.Parent != "" {
-			fmt.Fprintf(&b, " (from %s)", t.Parent)
+			fmt.Fprintf(&b, " (from %s)", strings.Join(append([]string{t.Parent}, t.Refs...), " + "))
 		}
 		if i < len(turns)-1 {
 			b.WriteByte('\n')

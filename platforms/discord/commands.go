@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/bwmarrin/discordgo"
@@ -25,8 +27,8 @@ const (
 )
 
 // helpText is the answer to /help, only to the person who asked.
-var helpText = bot.Help(bot.HelpStyle{Bold: "**%s**", Imagine: "/imagine prompt", Edit: "/edit prompt [image]",
-	Usage: "/usage", Help: "/help", Options: "Options: aspect_ratio, seed (same seed + same prompt = same image), model (max or pro), enhance (the model enhances your prompt).",
+var helpText = bot.Help(bot.HelpStyle{Bold: "**%s**", Imagine: "/imagine prompt", Edit: "/edit prompt [image] [image2…image4]",
+	Usage: "/usage", Help: "/help", Options: "Options: aspect_ratio, seed (same seed + same prompt = same image), model, enhance (the model enhances your prompt).",
 	Menu: "Apps → Edit image on a message with an image: right-click, or long-press on mobile", Buttons: true, Settings: "/kontext settings",
 	History: "/history", Use: "pick one in its menu",
 	Thread: "the picture's thread", Reply: "A reply to any message with an image edits that image.",
@@ -73,13 +75,19 @@ func commands() []*discordgo.ApplicationCommand {
 		MinValue:    &one, MaxValue: bot.MaxVariations}
 	image := &discordgo.ApplicationCommandOption{Type: discordgo.ApplicationCommandOptionAttachment, Name: "image",
 		Description: "Image to edit (PNG, JPEG, WebP or GIF); without it, the current image here"}
+	// image2..image4: further images the edit uses after the first.
+	more := make([]*discordgo.ApplicationCommandOption, 0, bot.MaxImages-1)
+	for n := 2; n <= bot.MaxImages; n++ {
+		more = append(more, &discordgo.ApplicationCommandOption{Type: discordgo.ApplicationCommandOptionAttachment,
+			Name: fmt.Sprintf("image%d", n), Description: fmt.Sprintf("Image %d to use too, e.g. \"put the dog from image 2 on the sofa\"", n)})
+	}
 	return []*discordgo.ApplicationCommand{
 		{Name: cmdImagine, Description: "Make an image from a prompt with FLUX.1 Kontext",
 			Contexts: contexts, IntegrationTypes: install,
 			Options: []*discordgo.ApplicationCommandOption{prompt("What to make"), aspect(false), seed, model, count, enhance}},
 		{Name: cmdEdit, Description: "Edit an image: the one you attach, or the current one here",
 			Contexts: contexts, IntegrationTypes: install,
-			Options: []*discordgo.ApplicationCommandOption{prompt("What to change"), image, aspect(true), seed, model, enhance}},
+			Options: append(append([]*discordgo.ApplicationCommandOption{prompt("What to change"), image}, more...), aspect(true), seed, model, enhance)},
 		{Name: cmdUsage, Description: "Your images today and this server's image spend this month",
 			Contexts: contexts, IntegrationTypes: install},
 		{Name: cmdEditImage, Type: discordgo.MessageApplicationCommand,
@@ -100,6 +108,8 @@ type slashArgs struct {
 	Seed    *int64
 	Enhance bool
 	Image   *discordgo.MessageAttachment
+	// More are image2..image4, in that order (the ones given).
+	More []*discordgo.MessageAttachment
 	// Count is how many variations /imagine asks for; 0 when not given.
 	Count int
 }
@@ -107,8 +117,11 @@ type slashArgs struct {
 // parseSlash reads the options of /imagine or /edit. Discord checks types
 // and choices, but the values are checked again: a stale client or a
 // changed command must not send junk on.
-func parseSlash(data discordgo.ApplicationCommandInteractionData) (slashArgs, error) {
-	var a slashArgs
+func parseSlash(data discordgo.ApplicationCommandInteractionData) (a slashArgs, err error) {
+	more := make([]*discordgo.MessageAttachment, bot.MaxImages+1)
+	defer func() {
+		a.More = slices.DeleteFunc(more, func(m *discordgo.MessageAttachment) bool { return m == nil })
+	}()
 	for _, o := range data.Options {
 		switch o.Name {
 		case "prompt":
@@ -154,6 +167,13 @@ func parseSlash(data discordgo.ApplicationCommandInteractionData) (slashArgs, er
 				return a, bot.Userf("I could not find the attached image. Try attaching it again.")
 			}
 			a.Image = data.Resolved.Attachments[id]
+		case "image2", "image3", "image4":
+			id, _ := o.Value.(string)
+			if data.Resolved == nil || data.Resolved.Attachments[id] == nil {
+				return a, bot.Userf("I could not find the attached %s. Try attaching it again.", o.Name)
+			}
+			n, _ := strconv.Atoi(strings.TrimPrefix(o.Name, "image"))
+			more[n] = data.Resolved.Attachments[id]
 		}
 	}
 	return a, nil
@@ -241,12 +261,17 @@ func parseTurnMsgID(s string) (turn, messageID string, ok bool) {
 	return "", "", false
 }
 
-// promptInput is the custom id of the modal's text input.
-const promptInput = "prompt"
+// promptInput is the custom id of the modal's text input; linkInput the
+// one of the "Edit image" modal's optional second image.
+const (
+	promptInput = "prompt"
+	linkInput   = "image2"
+)
 
-// editModal is the modal asking for an edit prompt.
-func editModal(id string) *discordgo.InteractionResponse {
-	return prefilledModal(id, "")
+// editModal is the modal asking for an edit prompt; withLink adds an
+// optional field for a link to a message whose image the edit uses too.
+func editModal(id string, withLink bool) *discordgo.InteractionResponse {
+	return prefilledModal(id, "", withLink)
 }
 
 // maxModalInput is the edit modal's input length: a prompt and its typed
@@ -255,31 +280,62 @@ const maxModalInput = bot.MaxPromptRunes + 200
 
 // prefilledModal is the edit modal with value already typed in (the
 // settings of "Use these settings"); "" leaves it empty.
-func prefilledModal(id, value string) *discordgo.InteractionResponse {
+func prefilledModal(id, value string, withLink bool) *discordgo.InteractionResponse {
+	rows := []discordgo.MessageComponent{discordgo.ActionsRow{Components: []discordgo.MessageComponent{
+		discordgo.TextInput{CustomID: promptInput, Label: "What should change?", Style: discordgo.TextInputParagraph,
+			Placeholder: "make it night, add snow… (options: --ar 16:9 --seed 7 --model pro --enhance)",
+			Value:       truncate(value, maxModalInput), Required: true, MaxLength: maxModalInput},
+	}}}
+	if withLink {
+		rows = append(rows, discordgo.ActionsRow{Components: []discordgo.MessageComponent{
+			discordgo.TextInput{CustomID: linkInput, Label: "Second image (optional): a message link", Style: discordgo.TextInputShort,
+				Placeholder: "Right-click a message with an image → Copy Message Link", MaxLength: 200},
+		}})
+	}
 	return &discordgo.InteractionResponse{Type: discordgo.InteractionResponseModal, Data: &discordgo.InteractionResponseData{
-		CustomID: id, Title: "Edit image",
-		Components: []discordgo.MessageComponent{discordgo.ActionsRow{Components: []discordgo.MessageComponent{
-			discordgo.TextInput{CustomID: promptInput, Label: "What should change?", Style: discordgo.TextInputParagraph,
-				Placeholder: "make it night, add snow… (options: --ar 16:9 --seed 7 --model pro --enhance)",
-				Value:       truncate(value, maxModalInput), Required: true, MaxLength: maxModalInput},
-		}}},
+		CustomID: id, Title: "Edit image", Components: rows,
 	}}
 }
 
 // modalPrompt reads the prompt from a modal submit.
 func modalPrompt(data discordgo.ModalSubmitInteractionData) (string, error) {
+	if v, ok := modalValue(data, promptInput); ok {
+		return v, nil
+	}
+	return "", errors.New("discord: the modal carried no prompt")
+}
+
+// modalValue reads the text input id of a modal submit.
+func modalValue(data discordgo.ModalSubmitInteractionData, id string) (string, bool) {
 	for _, c := range data.Components {
 		row, ok := c.(*discordgo.ActionsRow)
 		if !ok {
 			continue
 		}
 		for _, cc := range row.Components {
-			if in, ok := cc.(*discordgo.TextInput); ok && in.CustomID == promptInput {
-				return in.Value, nil
+			if in, ok := cc.(*discordgo.TextInput); ok && in.CustomID == id {
+				return in.Value, true
 			}
 		}
 	}
-	return "", errors.New("discord: the modal carried no prompt")
+	return "", false
+}
+
+// messageLinkRE matches a link to a Discord message, as "Copy Message Link"
+// gives it: the server ("@me" in a DM), the channel, the message.
+var messageLinkRE = regexp.MustCompile(`^https://(?:(?:ptb|canary)\.)?discord(?:app)?\.com/channels/(@me|[0-9]{1,20})/([0-9]{1,20})/([0-9]{1,20})/?$`)
+
+// parseMessageLink reads a message link given in guild ("" in a DM): a
+// link to another server's message is refused.
+func parseMessageLink(link, guild string) (channelID, messageID string, err error) {
+	m := messageLinkRE.FindStringSubmatch(strings.TrimSpace(link))
+	if m == nil {
+		return "", "", bot.Userf("%q is not a message link: right-click (or long-press) a message with an image and choose Copy Message Link.", truncate(strings.TrimSpace(link), 80))
+	}
+	if g := strings.TrimPrefix(m[1], "@me"); g != guild {
+		return "", "", bot.Userf("That link is to a message in another server or DM: link a message from this one.")
+	}
+	return m[2], m[3], nil
 }
 
 // textOptions splits "--ar 16:9 --seed 7 --model pro" options out of a
@@ -290,8 +346,8 @@ func textOptions(text string) (string, bot.Options, error) {
 	if err != nil {
 		return "", o, err
 	}
-	if o.Image != "" {
-		return "", o, bot.Userf("--image only works in the terminal chat: attach the image to your message instead.")
+	if o.Image != "" || len(o.With) > 0 {
+		return "", o, bot.Userf("--image and --with only work in the terminal chat: attach the images to your message instead.")
 	}
 	return prompt, o, nil
 }

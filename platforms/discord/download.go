@@ -114,14 +114,21 @@ func isImage(a *discordgo.MessageAttachment) bool {
 	return false
 }
 
-// firstAttachment is the image attachment of m, else its first attachment
-// of any kind (which the core then refuses with a clear sentence), else nil.
-func firstAttachment(m *discordgo.Message) *discordgo.MessageAttachment {
-	if a := imageAttachment(m); a != nil {
-		return a
+// imageAttachments are m's attachments for an edit, in order: every one
+// that looks like an image, else its first attachment of any kind (which
+// the core then refuses with a clear sentence), else none.
+func imageAttachments(m *discordgo.Message) []*discordgo.MessageAttachment {
+	if m == nil {
+		return nil
 	}
-	if len(m.Attachments) > 0 {
-		return m.Attachments[0]
+	var out []*discordgo.MessageAttachment
+	for _, a := range m.Attachments {
+		if isImage(a) {
+			out = append(out, a)
+		}
 	}
-	return nil
+	if len(out) == 0 && len(m.Attachments) > 0 {
+		out = m.Attachments[:1]
+	}
+	return out
 }

@@ -205,6 +205,9 @@ func (b *Bot) onSlash(ctx context.Context, in *discordgo.Interaction, data disco
 	case o.Place.Kind == kindThread && o.Place.Ours:
 		b.pictureThread(ctx, o.Place) // a thread opened a moment ago: let its picture be recorded
 	}
+	if err == nil && kind == bot.KindEdit {
+		req.Refs, err = b.downloadRefs(ctx, args.More)
+	}
 	if err == nil {
 		_, err = b.core.Submit(ctx, req)
 	}
@@ -254,7 +257,7 @@ func (b *Bot) onEditImage(ctx context.Context, in *discordgo.Interaction, data d
 	}
 	b.targets[data.TargetID] = target{att: att, at: b.now()}
 	b.mu.Unlock()
-	if err := b.respond(ctx, in, editModal(editMsgID(in.ChannelID, data.TargetID))); err != nil {
+	if err := b.respond(ctx, in, editModal(editMsgID(in.ChannelID, data.TargetID), true)); err != nil {
 		b.log.Warn("discord: open modal", "err", err)
 	}
 }
@@ -291,12 +294,66 @@ func (b *Bot) onModal(ctx context.Context, in *discordgo.Interaction, data disco
 	if err == nil {
 		err = b.attachTarget(ctx, req, channelID, id)
 	}
+	if link, _ := modalValue(data, linkInput); err == nil && strings.TrimSpace(link) != "" {
+		var ref bot.Ref
+		if ref, err = b.linkedRef(ctx, req.Conv, in.GuildID, link); err == nil {
+			req.Refs = []bot.Ref{ref}
+		}
+	}
 	if err == nil {
 		_, err = b.core.Submit(ctx, req)
 	}
 	if err != nil {
 		b.failDeferred(ctx, in, err)
 	}
+}
+
+// linkedRef is the image of the message a link in the "Edit image" form
+// points to: one of the bot's images by its message, a person's by its
+// bytes.
+func (b *Bot) linkedRef(ctx context.Context, key bot.ConvKey, guild, link string) (bot.Ref, error) {
+	channelID, msgID, err := parseMessageLink(link, guild)
+	if err != nil {
+		return bot.Ref{}, err
+	}
+	_, _, err = b.core.Store().Message(ctx, key, msgID)
+	switch {
+	case err == nil:
+		return bot.Ref{Message: msgID}, nil
+	case !errors.Is(err, bot.ErrNotFound):
+		return bot.Ref{}, err
+	}
+	m, err := b.message(ctx, channelID, msgID)
+	if err != nil {
+		return bot.Ref{}, &bot.UserError{Msg: "I cannot see the message that link points to.", Err: err}
+	}
+	att := imageAttachment(m)
+	if att == nil {
+		return bot.Ref{}, bot.Userf("The message that link points to has no image I can use (PNG, JPEG, WebP or GIF).")
+	}
+	data, err := b.download(ctx, att)
+	if err != nil {
+		return bot.Ref{}, err
+	}
+	return bot.Ref{Image: data}, nil
+}
+
+// downloadRefs downloads attachments to use as an edit's further
+// references, in order. More than an edit can use is refused before any
+// download.
+func (b *Bot) downloadRefs(ctx context.Context, atts []*discordgo.MessageAttachment) ([]bot.Ref, error) {
+	if 1+len(atts) > bot.MaxImages {
+		return nil, bot.ErrTooManyImages
+	}
+	var refs []bot.Ref
+	for _, a := range atts {
+		data, err := b.download(ctx, a)
+		if err != nil {
+			return nil, err
+		}
+		refs = append(refs, bot.Ref{Image: data})
+	}
+	return refs, nil
 }
 
 // applyOptions reads "--ar 16:9"-style options typed in a prompt into req.
@@ -405,7 +462,7 @@ func (b *Bot) onButton(ctx context.Context, in *discordgo.Interaction, id string
 		}
 		_ = b.deferUpdate(ctx, in) // the job's status says "Cancelled." when the core settles it
 	case actEdit:
-		if err := b.respond(ctx, in, editModal(customID(actEditTurn, arg))); err != nil {
+		if err := b.respond(ctx, in, editModal(customID(actEditTurn, arg), false)); err != nil {
 			b.log.Warn("discord: open modal", "err", err)
 		}
 	case actReroll:
@@ -653,14 +710,24 @@ func (b *Bot) handleMessage(ctx context.Context, m *discordgo.Message) {
 	req := &bot.Request{Kind: bot.KindEdit, Conv: p.key(), User: m.Author.ID, UserName: displayName(m.Author), Origin: o.encode()}
 	req.Prompt, err = b.applyOptions(req, rawText)
 	followHead := false
+	atts := imageAttachments(m)
 	if err == nil {
-		switch att := firstAttachment(m); {
-		case att != nil:
-			req.Image, err = b.download(ctx, att)
+		switch {
 		case refImg != nil:
+			// The replied image first, then the attached ones.
 			req.ReplyTo = ref.ID
 			if _, ok := b.recorded(ctx, req.Conv, ref); !ok {
 				req.ReplyImage, err = b.download(ctx, refImg) // a person's image
+			}
+			if err == nil {
+				req.Refs, err = b.downloadRefs(ctx, atts)
+			}
+		case len(atts) > 0 && picture:
+			// The thread's current image first, then the attached ones.
+			req.Refs, err = b.downloadRefs(ctx, atts)
+		case len(atts) > 0:
+			if req.Refs, err = b.downloadRefs(ctx, atts[1:]); err == nil {
+				req.Image, err = b.download(ctx, atts[0])
 			}
 		case picture || p.Kind == kindDM:
 			followHead = true // edit the conversation's current image
@@ -876,7 +943,7 @@ func (b *Bot) useSettings(ctx context.Context, in *discordgo.Interaction, turn, 
 		b.answerError(ctx, in, err)
 		return
 	}
-	if err := b.respond(ctx, in, prefilledModal(turnMsgID(actEditTurn, d.Target, msg), d.Settings())); err != nil {
+	if err := b.respond(ctx, in, prefilledModal(turnMsgID(actEditTurn, d.Target, msg), d.Settings(), false)); err != nil {
 		b.log.Warn("discord: open modal", "err", err)
 	}
 }

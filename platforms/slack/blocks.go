@@ -64,6 +64,8 @@ type editMeta struct {
 	Msg     string   `json:"m,omitempty"` // shortcut: the message, channel:ts
 	Own     bool     `json:"o,omitempty"` // shortcut: the message is the bot's
 	File    *fileRef `json:"f,omitempty"` // shortcut: its image
+	// More are the message's further images (shortcut), used after File.
+	More []fileRef `json:"fs,omitempty"`
 }
 
 type fileRef struct {

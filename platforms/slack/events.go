@@ -26,7 +26,7 @@ var Help = bot.Help(bot.HelpStyle{Bold: "*%s*", Imagine: "/imagine PROMPT", Edit
 	Help: "/imagine help", Options: "Options: `--ar 16:9`, `--seed N` (same seed + same prompt = same image), `--model pro`, `--enhance` (the model enhances your prompt). Its message starts the picture's thread.",
 	Menu: "⋯ More actions on a message with an image", Buttons: true, Thread: "the picture's thread", Settings: "/imagine settings",
 	History: "History (or /imagine history)", Use: "pick one in its menu",
-	Mention:    "*@kontextbot PROMPT* with an image attached, or in a thread below one: edits that image.",
+	Mention:    "*@kontextbot PROMPT* with an image attached, or in a thread below one: edits that image. Attach up to 3 more images (or post them in a picture's thread) to use them too.",
 	Variations: "--n 4"})
 
 // handleEvent handles one Events API event, already acknowledged. A retry
@@ -57,8 +57,8 @@ func (b *Bot) fromBot(user, botID string) bool {
 }
 
 // onMessage: in a picture's thread, a person's message edits the current
-// image, or the image attached to it. In a direct message with the bot, a
-// top-level message counts as a mention.
+// image, using the images attached to it too (after it, in order). In a
+// direct message with the bot, a top-level message counts as a mention.
 func (b *Bot) onMessage(ctx context.Context, team string, e *slackevents.MessageEvent) {
 	m := e.Message
 	if m == nil {
@@ -107,12 +107,12 @@ func (b *Bot) onMessage(ctx context.Context, team string, e *slackevents.Message
 	req := &bot.Request{Kind: bot.KindEdit, Conv: key, User: m.User, Prompt: prompt,
 		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model, Enhance: opts.Enhance, Count: opts.Count}
 	if len(m.Files) > 0 {
-		f, err := b.pickFile(ctx, m.Files)
-		if err != nil {
-			b.reply(ctx, p, err)
-			return
+		// The thread's current image first, then the files, in order.
+		fs, err := b.pickFiles(ctx, m.Files)
+		if err == nil {
+			req.Refs, err = b.downloadRefs(ctx, fs)
 		}
-		if req.Image, err = b.download(ctx, fileURL(f)); err != nil {
+		if err != nil {
 			b.reply(ctx, p, err)
 			return
 		}
@@ -169,7 +169,8 @@ func (b *Bot) onMention(ctx context.Context, team string, e *slackevents.AppMent
 }
 
 // mention edits the image attached to a message, or the latest image
-// above it in its thread. The result goes to the message's thread.
+// above it in its thread; further attached images are used too, in order
+// (in a thread, all of them come after the image above). The result goes to the message's thread.
 func (b *Bot) mention(ctx context.Context, p place, ts, text string, files []slackgo.File) {
 	if !b.first(ctx, p.team, "msg", messageID(p.channel, ts)) {
 		return
@@ -185,23 +186,32 @@ func (b *Bot) mention(ctx context.Context, p place, ts, text string, files []sla
 	}
 	req := &bot.Request{Kind: bot.KindEdit, Conv: p.conv(), User: p.user, Prompt: prompt,
 		Aspect: opts.Aspect, Seed: opts.Seed, Model: opts.Model, Enhance: opts.Enhance, Count: opts.Count}
-	switch {
-	case len(files) > 0:
-		f, err := b.pickFile(ctx, files)
-		if err != nil {
+	var above *slackgo.Message
+	if !top {
+		if above, err = b.imageAbove(ctx, p.channel, p.thread, ts); err != nil {
 			b.reply(ctx, p, err)
 			return
 		}
-		if req.Image, err = b.download(ctx, fileURL(f)); err != nil {
+	}
+	switch {
+	case len(files) > 0:
+		// The files in order; in a thread, after the latest image above.
+		fs, err := b.pickFiles(ctx, files)
+		if err == nil && above != nil {
+			err = b.baseFromMessage(ctx, req, p.conv(), above.Timestamp, b.fromBot(above.User, above.BotID), above.Files)
+		} else if err == nil {
+			req.Image, err = b.download(ctx, fileURL(fs[0]))
+			fs = fs[1:]
+		}
+		if err == nil {
+			req.Refs, err = b.downloadRefs(ctx, fs)
+		}
+		if err != nil {
 			b.reply(ctx, p, err)
 			return
 		}
 	case !top:
-		msg, err := b.imageAbove(ctx, p.channel, p.thread, ts)
-		if err != nil {
-			b.reply(ctx, p, err)
-			return
-		}
+		msg := above
 		if msg == nil {
 			b.ephemeral(ctx, p, "I found no image above in this thread. Attach one to your message, or reply in a picture's thread.")
 			return
@@ -562,15 +572,21 @@ func (b *Bot) onShortcut(ctx context.Context, team string, cb slackgo.Interactio
 		ts = cb.MessageTs
 	}
 	p := place{team: team, channel: cb.Channel.ID, thread: msg.ThreadTimestamp, user: cb.User.ID, responseURL: cb.ResponseURL}
-	f, err := b.pickFile(ctx, msg.Files)
+	fs, err := b.pickFiles(ctx, msg.Files)
+	if err == nil && len(fs) > bot.MaxImages {
+		err = bot.ErrTooManyImages
+	}
 	if err != nil {
 		b.reply(ctx, p, err)
 		return
 	}
-	if u, err := url.Parse(fileURL(f)); err != nil || !b.mayReceiveToken(u) {
-		b.reply(ctx, p, errForeignFile)
-		return
+	for _, f := range fs {
+		if u, err := url.Parse(fileURL(f)); err != nil || !b.mayReceiveToken(u) {
+			b.reply(ctx, p, errForeignFile)
+			return
+		}
 	}
+	f := fs[0]
 	thread := msg.ThreadTimestamp
 	if thread == "" {
 		thread = ts // the edit continues in the message's own thread
@@ -578,6 +594,9 @@ func (b *Bot) onShortcut(ctx context.Context, team string, cb slackgo.Interactio
 	meta := editMeta{Team: team, Channel: cb.Channel.ID, Thread: thread, Msg: messageID(cb.Channel.ID, ts),
 		Own:  b.fromBot(msg.User, msg.BotID),
 		File: &fileRef{URL: fileURL(f), Name: f.Name, Mime: f.Mimetype, Size: f.Size}}
+	for _, f := range fs[1:] {
+		meta.More = append(meta.More, fileRef{URL: fileURL(f), Name: f.Name, Mime: f.Mimetype, Size: f.Size})
+	}
 	if _, err := b.api.OpenViewContext(ctx, cb.TriggerID, editModal(meta, "Edit image")); err != nil {
 		b.reply(ctx, p, fmt.Errorf("slack: views.open: %w", err))
 	}
@@ -609,6 +628,15 @@ func (b *Bot) onEditSubmit(ctx context.Context, cb slackgo.InteractionCallback) 
 		_, ts, _ := strings.Cut(meta.Msg, ":")
 		files := []slackgo.File{{URLPrivate: meta.File.URL, Name: meta.File.Name, Mimetype: meta.File.Mime, Size: meta.File.Size}}
 		if err := b.baseFromMessage(ctx, req, p.conv(), ts, meta.Own, files); err != nil {
+			b.reply(ctx, p, err)
+			return
+		}
+		more := make([]*slackgo.File, 0, len(meta.More))
+		for _, f := range meta.More {
+			more = append(more, &slackgo.File{URLPrivate: f.URL, Name: f.Name, Mimetype: f.Mime, Size: f.Size})
+		}
+		var err error
+		if req.Refs, err = b.downloadRefs(ctx, more); err != nil {
 			b.reply(ctx, p, err)
 			return
 		}

@@ -9,7 +9,7 @@
 //     its buttons, and that message becomes the root of the picture's
 //     thread: the conversation.
 //   - In a picture's thread every message from a person edits the current
-//     image (or the image attached to it).
+//     image, with the images attached to it as further references.
 //   - Outside the bot's threads, a mention of the bot with an image attached,
 //     or in a thread below an image, edits that image; the result is posted
 //     in the mention's thread, which becomes a picture thread.

@@ -175,6 +175,55 @@ func (b *Bot) pickFile(ctx context.Context, files []slackgo.File) (*slackgo.File
 	return f, err
 }
 
+// pickFiles is every image of files, in order, after stubs are completed
+// with files.info; when there is none, the error is pickFile's. An image
+// too large to use refuses the lot.
+func (b *Bot) pickFiles(ctx context.Context, files []slackgo.File) ([]*slackgo.File, error) {
+	var out []*slackgo.File
+	for i := range files {
+		f := files[i]
+		if isStub(&f) {
+			full, err := b.resolveStub(ctx, f.ID)
+			if err != nil {
+				continue
+			}
+			f = *full
+		}
+		if !isImageFile(&f) {
+			continue
+		}
+		if f.Size > bot.MaxImageBytes {
+			return nil, bot.ErrImageTooLarge
+		}
+		out = append(out, &f)
+	}
+	if len(out) == 0 {
+		_, err := b.pickFile(ctx, files) // the reason, as for one file
+		if err == nil {
+			err = bot.ErrNotImage
+		}
+		return nil, err
+	}
+	return out, nil
+}
+
+// downloadRefs downloads files to use as an edit's further references,
+// in order. More than an edit can use is refused before any download.
+func (b *Bot) downloadRefs(ctx context.Context, files []*slackgo.File) ([]bot.Ref, error) {
+	if 1+len(files) > bot.MaxImages {
+		return nil, bot.ErrTooManyImages
+	}
+	var refs []bot.Ref
+	for _, f := range files {
+		data, err := b.download(ctx, fileURL(f))
+		if err != nil {
+			return nil, err
+		}
+		refs = append(refs, bot.Ref{Image: data})
+	}
+	return refs, nil
+}
+
 // stubIsImage completes a stub and reports whether it is an image; f
 // becomes the full file when it can be read.
 func (b *Bot) stubIsImage(ctx context.Context, f *slackgo.File) bool {

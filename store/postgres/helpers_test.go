@@ -106,10 +106,10 @@ func (s *contractDB) Check(ctx context.Context) error {
 			rows.Close()
 			return err
 		}
-		if len(c.Turns) > s.history {
+		if len(c.Turns) > s.history && overfull(c, s.history) {
 			errs = append(errs, fmt.Errorf("conversation %s holds %d turns, past the history of %d", c.Key, len(c.Turns), s.history))
 		}
-		if c.Current() == nil {
+		if c.Head != "" && c.Current() == nil {
 			errs = append(errs, fmt.Errorf("conversation %s: head %q is not one of its turns", c.Key, c.Head))
 		}
 		for _, t := range c.Turns {
@@ -180,4 +180,12 @@ func (s *contractDB) Check(ctx context.Context) error {
 		errs = append(errs, fmt.Errorf("%d message rows stored, %d listed on turns (%v)", stored, len(listed), keys))
 	}
 	return errors.Join(errs...)
+}
+
+// overfull reports whether c holds more turns than history although some
+// could be pruned (turns other turns use as references are kept past it).
+// The newest turn counts as just added.
+func overfull(c bot.Conversation, history int) bool {
+	c.Turns = slices.Clone(c.Turns)
+	return len(bot.PruneTurns(&c, history, c.Turns[len(c.Turns)-1].ID)) > 0
 }

@@ -335,6 +335,120 @@ func testAddTurnPrunes(t *testing.T, open OpenFunc) {
 	})
 }
 
+func testAddReference(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	t.Run("keeps the head", func(t *testing.T) {
+		db := open(t, Options{})
+		if _, err := db.AddTurn(ctx, keyA, Turn("base"), Img(1), nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		c, err := db.AddReference(ctx, keyA, Turn("ref"), Img(2))
+		if err != nil {
+			t.Fatalf("AddReference: %v", err)
+		}
+		if got, want := c.Head, "base"; got != want {
+			t.Errorf("head after AddReference: got %q, want %q", got, want)
+		}
+		if c.Turn("ref") == nil || c.Turn("ref").SHA256 != SHA(Img(2)) {
+			t.Errorf("reference turn: got %+v, want a turn with the image's sha256", c.Turn("ref"))
+		}
+		read, err := db.Conversation(ctx, keyA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := len(read.Turns), 2; got != want || read.Head != "base" {
+			t.Errorf("read back: %d turns, head %q; want %d turns, head %q", got, read.Head, want, "base")
+		}
+		if _, err := db.Image(ctx, SHA(Img(2))); err != nil {
+			t.Errorf("reference image: %v", err)
+		}
+		if _, err := db.AddReference(ctx, keyA, Turn("ref"), Img(3)); err == nil {
+			t.Error("AddReference with a turn id already there: got no error")
+		}
+		check(t, db)
+	})
+	t.Run("new conversation has no head", func(t *testing.T) {
+		db := open(t, Options{})
+		c, err := db.AddReference(ctx, keyB, Turn("ref"), Img(4))
+		if err != nil {
+			t.Fatalf("AddReference: %v", err)
+		}
+		if c.Head != "" || c.Current() != nil || len(c.Turns) != 1 {
+			t.Errorf("got head %q and %d turns, want no head and 1 turn", c.Head, len(c.Turns))
+		}
+		check(t, db)
+	})
+	t.Run("errors", func(t *testing.T) {
+		db := open(t, Options{})
+		if _, err := db.AddReference(ctx, bot.ConvKey{}, Turn("x"), Img(1)); err == nil {
+			t.Error("invalid key: got no error")
+		}
+		if _, err := db.AddReference(ctx, keyA, Turn("x"), nil); err == nil {
+			t.Error("no bytes: got no error")
+		}
+	})
+	t.Run("a referenced turn outlives the history limit", func(t *testing.T) {
+		db := open(t, Options{History: 3})
+		if _, err := db.AddTurn(ctx, keyA, Turn("a"), Img(10), nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.AddReference(ctx, keyA, Turn("r"), Img(11)); err != nil {
+			t.Fatal(err)
+		}
+		e := Turn("e")
+		e.Kind, e.Parent, e.Refs = bot.KindEdit, "a", []string{"r"}
+		if _, err := db.AddTurn(ctx, keyA, e, Img(12), nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		ids := func() []string {
+			t.Helper()
+			c, err := db.Conversation(ctx, keyA)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []string
+			for _, tt := range c.Turns {
+				ids = append(ids, tt.ID)
+			}
+			return ids
+		}
+		// One turn more: a, older than r, is pruned; r is kept while e uses it.
+		if _, err := db.AddTurn(ctx, keyA, Turn("t00"), Img(20), nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := ids(), []string{"r", "e", "t00"}; !slices.Equal(got, want) {
+			t.Errorf("turns: got %v, want %v", got, want)
+		}
+		if _, err := db.Image(ctx, SHA(Img(11))); err != nil {
+			t.Errorf("referenced image: %v", err)
+		}
+		if got, want := refs(t, db, SHA(Img(11))), 1; got != want {
+			t.Errorf("refcount of the referenced image: got %d, want %d", got, want)
+		}
+		if _, err := db.Image(ctx, SHA(Img(10))); !errors.Is(err, bot.ErrNotFound) {
+			t.Errorf("pruned base image: got %v, want ErrNotFound", err)
+		}
+		// The next one prunes e, the oldest turn nothing refers to; the one
+		// after that prunes r, which nothing uses any more.
+		if _, err := db.AddTurn(ctx, keyA, Turn("t01"), Img(21), nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := ids(), []string{"r", "t00", "t01"}; !slices.Equal(got, want) {
+			t.Errorf("turns after one more: got %v, want %v", got, want)
+		}
+		if _, err := db.AddTurn(ctx, keyA, Turn("t02"), Img(22), nil, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got, want := ids(), []string{"t00", "t01", "t02"}; !slices.Equal(got, want) {
+			t.Errorf("turns after two more: got %v, want %v", got, want)
+		}
+		if _, err := db.Image(ctx, SHA(Img(11))); !errors.Is(err, bot.ErrNotFound) {
+			t.Errorf("reference image once no turn uses it: got %v, want ErrNotFound", err)
+		}
+		check(t, db)
+	})
+}
+
 func testImageDedup(t *testing.T, open OpenFunc) {
 	ctx := context.Background()
 	db := open(t, Options{History: 1})

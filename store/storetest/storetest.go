@@ -106,6 +106,7 @@ func Run(t *testing.T, open OpenFunc) {
 		{"AddTurn", testAddTurn},
 		{"DefaultHistory", testDefaultHistory},
 		{"AddTurnPrunes", testAddTurnPrunes},
+		{"AddReference", testAddReference},
 		{"ImageDedup", testImageDedup},
 		{"AddTurnAtomicWithJobAndCharge", testAddTurnAtomic},
 		{"SetHead", testSetHead},

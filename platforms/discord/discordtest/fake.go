@@ -265,6 +265,10 @@ type Modal struct {
 	// Values are the text inputs' pre-filled values (their "value"), by
 	// custom id; an input without one is absent.
 	Values map[string]string
+	// Optional are the inputs sent with "required": false: a person may
+	// leave them empty (Discord then submits ""). Inputs default to
+	// required, as on Discord.
+	Optional []string
 }
 
 // Identify is what a client identified with.

@@ -549,3 +549,33 @@ func TestSeveralFiles(t *testing.T) {
 		})
 	}
 }
+
+// TestSeveralAttachments: a message carries up to 10 files, in order,
+// and the bot sees them all; an 11th is refused as Discord's client does.
+func TestSeveralAttachments(t *testing.T) {
+	s := New(Options{})
+	defer s.Close()
+	s.AddTextChannel("1", "10", "art")
+	c := newClient(t, s)
+	c.connect(s.Token(), IntentGuildMessages|IntentMessageContent)
+	var atts []Attachment
+	for i := range MaxAttachments + 1 {
+		atts = append(atts, s.Upload("10", fmt.Sprintf("%d.png", i), "image/png", []byte{byte(i)}))
+	}
+	if _, err := s.Say(Say{ChannelID: "10", UserID: "5", Content: "many", Attachments: atts}); err == nil {
+		t.Errorf("%d attachments: got no error", len(atts))
+	}
+	if _, err := s.Say(Say{ChannelID: "10", UserID: "5", Content: "four", Attachments: atts[:4]}); err != nil {
+		t.Fatal(err)
+	}
+	ev := c.next("MESSAGE_CREATE")
+	got, _ := ev["attachments"].([]any)
+	if len(got) != 4 {
+		t.Fatalf("attachments: got %d, want 4", len(got))
+	}
+	for i, a := range got {
+		if id := a.(map[string]any)["id"]; id != atts[i].ID {
+			t.Errorf("attachment %d: got id %v, want %s (in order)", i, id, atts[i].ID)
+		}
+	}
+}

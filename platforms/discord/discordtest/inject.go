@@ -69,8 +69,14 @@ type Say struct {
 	NoReplyPing bool
 }
 
+// MaxAttachments is how many files Discord lets one message carry.
+const MaxAttachments = 10
+
 // Say posts a person's message and sends MESSAGE_CREATE to the bot.
 func (s *Server) Say(m Say) (Message, error) {
+	if len(m.Attachments) > MaxAttachments {
+		return Message{}, fmt.Errorf("discordtest: a message carries at most %d attachments, not %d", MaxAttachments, len(m.Attachments))
+	}
 	s.mu.Lock()
 	ch := s.channels[m.ChannelID]
 	if ch == nil {
@@ -221,7 +227,10 @@ func (s *Server) Choose(userID, messageID, customID string, values ...string) (I
 }
 
 // SubmitModal submits the modal the bot opened in answer to from, with a
-// value for each of its text inputs (interaction type 5).
+// value for each of its text inputs (interaction type 5). An optional
+// input without a value is submitted empty, as Discord does when the
+// person leaves it blank; a required one must have a value that is not
+// empty.
 func (s *Server) SubmitModal(from Interaction, values map[string]string) (Interaction, error) {
 	s.mu.Lock()
 	orig := s.interactions[from.ID]
@@ -233,9 +242,9 @@ func (s *Server) SubmitModal(from Interaction, values map[string]string) (Intera
 	var rows []any
 	for _, id := range modal.Inputs {
 		v, ok := values[id]
-		if !ok {
+		if (!ok || v == "") && !slices.Contains(modal.Optional, id) {
 			s.mu.Unlock()
-			return Interaction{}, fmt.Errorf("discordtest: no value for text input %q", id)
+			return Interaction{}, fmt.Errorf("discordtest: no value for the required text input %q", id)
 		}
 		if utf8.RuneCountInString(v) > 4000 {
 			s.mu.Unlock()

@@ -1236,6 +1236,7 @@ func parseModal(p *msgPayload) (*Modal, *apiErr) {
 			MaxLength   int     `json:"max_length"`
 			Value       *string `json:"value"`
 			Placeholder string  `json:"placeholder"`
+			Required    *bool   `json:"required"`
 		} `json:"components"`
 	}
 	if err := json.Unmarshal(p.Components, &rows); err != nil || len(rows) < 1 || len(rows) > 5 {
@@ -1278,6 +1279,9 @@ func parseModal(p *msgPayload) (*Modal, *apiErr) {
 			m.Values[c.CustomID] = *c.Value
 		}
 		m.Inputs = append(m.Inputs, c.CustomID)
+		if c.Required != nil && !*c.Required {
+			m.Optional = append(m.Optional, c.CustomID)
+		}
 	}
 	return m, nil
 }

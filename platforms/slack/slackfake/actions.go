@@ -217,6 +217,9 @@ func (s *Server) ExternalFile(user, name, mimetype, rawURL string, size int) *Fi
 // as events carry it (Mention makes a mention of the bot). The bot receives it as a
 // message event, and as an app_mention too when text mentions it.
 func (s *Server) Say(user, channelID, thread, text string, files ...*File) Message {
+	if len(files) > MaxFilesPerMessage {
+		panic(fmt.Sprintf("slackfake: Slack shares at most %d files in one message, not %d", MaxFilesPerMessage, len(files)))
+	}
 	s.mu.Lock()
 	c := s.channels[channelID]
 	if c == nil {
@@ -257,6 +260,10 @@ func (s *Server) Say(user, channelID, thread, text string, files ...*File) Messa
 	s.wake()
 	return out
 }
+
+// MaxFilesPerMessage is how many files Slack lets a person share in one
+// message, and the most one files.completeUploadExternal shares.
+const MaxFilesPerMessage = 10
 
 // Mention is text that mentions the bot.
 func (s *Server) Mention(text string) string { return "<@" + s.opts.BotUserID + "> " + text }

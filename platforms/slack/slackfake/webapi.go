@@ -469,10 +469,6 @@ func (s *Server) serveUpload(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, "OK - "+strconv.Itoa(len(data)))
 }
 
-// MaxFilesPerMessage is the most files one files.completeUploadExternal
-// shares in one message (Slack's limit of files per message).
-const MaxFilesPerMessage = 10
-
 func (s *Server) completeUpload(w http.ResponseWriter, p params) {
 	var list []struct {
 		ID    string `json:"id"`
