@@ -139,6 +139,12 @@ func (b *Bot) open(s *discordgo.Session) error {
 // logged and false returned (REST still works; the next try may succeed);
 // a gateway error is returned.
 func (b *Bot) tryShard(ctx context.Context, sh *shard) (bool, error) {
+	b.mu.Lock()
+	closed := b.closed
+	b.mu.Unlock()
+	if closed {
+		return false, nil // closing: the shards are the other replicas' now
+	}
 	lost, release, ok, err := b.leaser.TryAcquire(ctx, leaseName(sh.id))
 	if err != nil {
 		if ctx.Err() == nil {
