@@ -282,6 +282,12 @@ func (b *Bot) keep(sh *shard) {
 // connection (it resumes when Discord lets it).
 func (b *Bot) reopen(sh *shard, s *discordgo.Session) {
 	b.mu.Lock()
+	if b.closed || sh.s != s {
+		// Dropped meanwhile (Close gives the shards up first): a
+		// session reopened now would be nobody's to close.
+		b.mu.Unlock()
+		return
+	}
 	sh.down = false
 	b.mu.Unlock()
 	err := b.open(s)
