@@ -246,6 +246,29 @@ func (c *cluster) delivered() map[string]int {
 	return got
 }
 
+// leftovers lists the bot's messages without an image left at the top
+// level of the Slack channels and in the Discord channels (statuses such
+// as "Queued · 3rd in line" that were never replaced by the result).
+func (c *cluster) leftovers() []string {
+	var out []string
+	bot := c.sl.Options().BotID
+	for _, ch := range c.slChans {
+		for _, m := range c.sl.TopLevel(ch) {
+			if m.BotID == bot && len(m.Files) == 0 && !m.Deleted {
+				out = append(out, fmt.Sprintf("slack %s: %q", m.TS, m.Text))
+			}
+		}
+	}
+	for _, ch := range c.dcChans {
+		for _, m := range c.dc.Messages(ch) {
+			if m.Author.Bot && len(m.Attachments) == 0 {
+				out = append(out, fmt.Sprintf("discord %s: %q", m.ID, m.Content))
+			}
+		}
+	}
+	return out
+}
+
 // jobs maps each prompt to the states of its jobs in the database.
 func (c *cluster) jobs() map[string][]string {
 	c.t.Helper()
@@ -546,6 +569,9 @@ func TestServeReplicasKilledMidBurst(t *testing.T) {
 		t.Errorf("%d identifies overlapped a live session of the shard: two replicas held the gateway", n)
 	}
 	c.checkProvider(tl.deliveredOnce, unknown)
+	if l := c.leftovers(); len(l) > 0 {
+		t.Logf("%d messages without an image left: %v", len(l), l)
+	}
 }
 
 // TestRollingRestartUnderLoad runs 2 replicas of `kontextbot serve` with
@@ -633,6 +659,20 @@ func TestRollingRestartUnderLoad(t *testing.T) {
 		}
 	}
 	tl := c.check(reqs, gaps...)
+	jobs := c.jobs()
+	for _, g := range gaps {
+		var lost []string
+		for _, r := range reqs {
+			if r.platform == "discord" && len(jobs[r.prompt]) == 0 && inGap(r.sent, [][2]time.Time{g}) {
+				how := "into the stopping replica's session"
+				if r.dcErr != nil {
+					how = "with no session"
+				}
+				lost = append(lost, fmt.Sprintf("+%s %s", r.sent.Sub(g[0]).Round(time.Millisecond), how))
+			}
+		}
+		t.Logf("gateway handover took %s; Discord commands lost in it: %v", g[1].Sub(g[0]).Round(time.Millisecond), lost)
+	}
 	t.Logf("%d requests: %d accepted, %d delivered exactly once; Discord commands sent while the gateway moved (lost, documented gap): %d; "+
 		"sent to a replica and never acknowledged: %d %v; acknowledged without a job: %d %v",
 		tl.sent, tl.accepted, tl.deliveredOnce, tl.unseen, len(tl.lostInSession), tl.lostInSession, len(tl.noJob), tl.noJob)
@@ -649,4 +689,7 @@ func TestRollingRestartUnderLoad(t *testing.T) {
 		t.Errorf("%d accepted, %d delivered once; want every accepted request delivered once", tl.accepted, tl.deliveredOnce)
 	}
 	c.checkProvider(tl.deliveredOnce, 0)
+	if l := c.leftovers(); len(l) > 0 {
+		t.Logf("%d messages without an image left: %v", len(l), l)
+	}
 }

@@ -307,6 +307,7 @@ type Core struct {
 	groups map[string]*groupLock
 	// heldMu serialises releasing follow-ups held behind groups.
 	heldMu sync.Mutex
+	recovered bool // Recover has run: the platforms are registered
 
 	// stop is closed when Close begins: posting retries stop waiting.
 	stop     chan struct{}
@@ -1423,6 +1424,9 @@ func (c *Core) Recover(ctx context.Context) ([]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bot: recover: %w", err)
 	}
+	c.mu.Lock()
+	c.recovered = true
+	c.mu.Unlock()
 	return ids, nil
 }
 
@@ -1433,16 +1437,18 @@ func (c *Core) Recover(ctx context.Context) ([]string, error) {
 // now and then; a job queued meanwhile, by its own Submit or another
 // replica, is skipped. olderThan must exceed the time a Submit takes
 // between storing a job and queueing it; a Submit that is slower still
-// finds the job queued and goes on (ErrQueued). It returns the ids of
-// the jobs it queued.
+// finds the job queued and goes on (ErrQueued). It does nothing before
+// Recover has run. It returns the ids of the jobs it queued.
 func (c *Core) Adopt(ctx context.Context, olderThan time.Duration) ([]string, error) {
 	c.mu.Lock()
-	closing := c.closing
+	closing, recovered := c.closing, c.recovered
 	c.mu.Unlock()
-	if closing {
-		return nil, nil // stopping: the jobs are the other replicas' now
+	if closing || !recovered {
+		// Stopping: the jobs are the other replicas' now. Not started
+		// yet: queueing would start the scheduler before the platforms
+		// are registered.
+		return nil, nil
 	}
-	c.started.Do(func() { c.queue.Start(c.run) })
 	before := c.now().Add(-olderThan)
 	ids, err := c.requeue(ctx, func(j *Job) bool { return j.Updated.Before(before) })
 	if err != nil {

@@ -124,9 +124,12 @@ type Bot struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu       sync.Mutex
-	closed   bool
-	wg       sync.WaitGroup
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
+	// events counts the event handlers running (a subset of wg): Close
+	// lets them finish before it cancels them.
+	events   sync.WaitGroup
 	appID    string
 	botID    string
 	botName  string
@@ -429,6 +432,24 @@ func (b *Bot) Close() error {
 		b.mu.Lock()
 		b.closed, b.started = true, false
 		b.mu.Unlock()
+		// No event is taken from now on: the gateway is closed and its
+		// leases given up at once, so another replica takes the shards
+		// over while this one finishes. The events being handled finish
+		// first (a request acknowledged to Discord is submitted, not
+		// dropped: on a shared queue another replica runs it), for up to
+		// closeGrace, before everything still running is cancelled.
+		b.dropShards()
+		handled := make(chan struct{})
+		go func() {
+			b.events.Wait()
+			close(handled)
+		}()
+		grace := time.NewTimer(closeGrace)
+		select {
+		case <-handled:
+		case <-grace.C:
+		}
+		grace.Stop()
 		b.cancel()
 		close(b.done)
 		b.wg.Wait()
@@ -438,6 +459,10 @@ func (b *Bot) Close() error {
 	})
 	return err
 }
+
+// closeGrace is how long Close lets the event handlers already running
+// finish before it cancels them.
+const closeGrace = 10 * time.Second
 
 // Healthy is nil once started while the gateway connection of every
 // shard this replica holds is up (a replica holding none is a standby).
@@ -451,9 +476,11 @@ func (b *Bot) spawn(f func(ctx context.Context)) bool {
 		return false
 	}
 	b.wg.Add(1)
+	b.events.Add(1)
 	b.mu.Unlock()
 	go func() {
 		defer b.wg.Done()
+		defer b.events.Done()
 		defer b.recover()
 		f(b.ctx)
 	}()
@@ -479,9 +506,11 @@ func (b *Bot) serialize(key string, f func(ctx context.Context)) {
 	done := make(chan struct{})
 	b.serial[key] = done
 	b.wg.Add(1)
+	b.events.Add(1)
 	b.mu.Unlock()
 	go func() {
 		defer b.wg.Done()
+		defer b.events.Done()
 		defer func() {
 			close(done)
 			b.mu.Lock()

@@ -139,6 +139,12 @@ func (b *Bot) open(s *discordgo.Session) error {
 // logged and false returned (REST still works; the next try may succeed);
 // a gateway error is returned.
 func (b *Bot) tryShard(ctx context.Context, sh *shard) (bool, error) {
+	b.mu.Lock()
+	closed := b.closed
+	b.mu.Unlock()
+	if closed {
+		return false, nil // closing: the shards are the other replicas' now
+	}
 	lost, release, ok, err := b.leaser.TryAcquire(ctx, leaseName(sh.id))
 	if err != nil {
 		if ctx.Err() == nil {
@@ -276,6 +282,12 @@ func (b *Bot) keep(sh *shard) {
 // connection (it resumes when Discord lets it).
 func (b *Bot) reopen(sh *shard, s *discordgo.Session) {
 	b.mu.Lock()
+	if b.closed || sh.s != s {
+		// Dropped meanwhile (Close gives the shards up first): a
+		// session reopened now would be nobody's to close.
+		b.mu.Unlock()
+		return
+	}
 	sh.down = false
 	b.mu.Unlock()
 	err := b.open(s)

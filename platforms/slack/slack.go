@@ -116,12 +116,19 @@ type Bot struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
+	// sockCtx ends the Socket Mode connection; Close ends it first, so
+	// Slack sends the app's envelopes to the other replicas' connections
+	// while the events already received are handled.
+	sockCtx    context.Context
+	sockCancel context.CancelFunc
 
 	life   sync.Mutex // guards closed and wg.Add
 	closed bool
 	wg     sync.WaitGroup
 
 	mu       sync.Mutex
+	inflight int                                // events received and not yet handled (see track)
+	idle     chan struct{}                      // closed when inflight drops to 0, while Close waits
 	statuses map[string]*status                 // by job id
 	queues   map[string][]func(context.Context) // by key, see serial
 	uploads  map[string]string                  // by job id: a file whose completion got no clear answer
@@ -173,6 +180,7 @@ func New(cfg Config, core Core) (*Bot, error) {
 		statusEvery: defaultStatusEvery, elapsedEvery: defaultElapsedEvery,
 		statuses: map[string]*status{}, queues: map[string][]func(context.Context){}, uploads: map[string]string{}, seen: newDedupe(10 * time.Minute)}
 	b.ctx, b.cancel = context.WithCancel(context.Background())
+	b.sockCtx, b.sockCancel = context.WithCancel(b.ctx)
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	b.hc = &http.Client{Transport: &tokenTransport{base: tr, allowed: b.mayReceiveToken}, Timeout: 60 * time.Second}
 	b.files = &http.Client{Transport: b.hc.Transport, Timeout: downloadTimeout, CheckRedirect: b.checkRedirect}
@@ -237,8 +245,8 @@ func (b *Bot) startSocket(ctx context.Context) error {
 	ready := make(chan struct{})
 	runErr := make(chan error, 1)
 	if !b.spawn(func(context.Context) {
-		err := sm.RunContext(b.ctx)
-		if b.ctx.Err() == nil { // RunContext always returns an error
+		err := sm.RunContext(b.sockCtx)
+		if b.sockCtx.Err() == nil { // RunContext always returns an error
 			b.log.Error("slack: Socket Mode stopped", "err", err)
 			b.setDisconnected(err)
 		}
@@ -266,6 +274,24 @@ func (b *Bot) Handler() http.Handler { return b.handler }
 
 // Close disconnects and waits for the adapter's goroutines.
 func (b *Bot) Close() error {
+	// Stop receiving first; the events already received (acknowledged to
+	// Slack) are handled, for up to closeGrace, before the rest stops.
+	b.sockCancel()
+	b.mu.Lock()
+	var idle chan struct{}
+	if b.inflight > 0 {
+		b.idle = make(chan struct{})
+		idle = b.idle
+	}
+	b.mu.Unlock()
+	if idle != nil {
+		grace := time.NewTimer(closeGrace)
+		select {
+		case <-idle:
+		case <-grace.C:
+		}
+		grace.Stop()
+	}
 	b.life.Lock()
 	b.closed = true
 	b.life.Unlock()
@@ -317,14 +343,42 @@ func (b *Bot) spawn(fn func(ctx context.Context)) bool {
 	return true
 }
 
+// closeGrace is how long Close lets the events already received finish.
+const closeGrace = 10 * time.Second
+
+// track counts an event received until the returned func, its end, is
+// called: Close waits for them.
+func (b *Bot) track() func() {
+	b.mu.Lock()
+	b.inflight++
+	b.mu.Unlock()
+	return func() { b.untrack(1) }
+}
+
+// untrack ends n tracked events.
+func (b *Bot) untrack(n int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.inflight -= n
+	if b.inflight == 0 && b.idle != nil {
+		close(b.idle)
+		b.idle = nil
+	}
+}
+
 // serial runs fn after every earlier fn of the same key, in its own
 // goroutine: events of one conversation are handled in the order they
 // arrived (three quick messages in a thread edit in that order), while
 // different conversations run side by side.
 func (b *Bot) serial(key string, fn func(ctx context.Context)) {
+	end := b.track()
+	run := func(ctx context.Context) {
+		defer end()
+		fn(ctx)
+	}
 	b.mu.Lock()
 	q, busy := b.queues[key]
-	b.queues[key] = append(q, fn)
+	b.queues[key] = append(q, run)
 	b.mu.Unlock()
 	if busy {
 		return
@@ -346,8 +400,10 @@ func (b *Bot) serial(key string, fn func(ctx context.Context)) {
 	})
 	if !started {
 		b.mu.Lock()
+		dropped := len(b.queues[key])
 		delete(b.queues, key)
 		b.mu.Unlock()
+		b.untrack(dropped) // this event's and any queued behind it meanwhile
 	}
 }
 

@@ -22,7 +22,7 @@ func (b *Bot) socketLoop(sm *socketmode.Client, ready chan<- struct{}) {
 	for {
 		var evt socketmode.Event
 		select {
-		case <-b.ctx.Done():
+		case <-b.sockCtx.Done():
 			return
 		case evt = <-sm.Events:
 		}
@@ -101,7 +101,13 @@ func (b *Bot) dispatchSlash(cmd slackgo.SlashCommand) {
 func (b *Bot) dispatchInteraction(cb slackgo.InteractionCallback) {
 	if opensModal(cb) {
 		// views.open must follow the click within 3 s: wait for no one.
-		b.spawn(func(ctx context.Context) { b.handleInteraction(ctx, cb) })
+		end := b.track()
+		if !b.spawn(func(ctx context.Context) {
+			defer end()
+			b.handleInteraction(ctx, cb)
+		}) {
+			end()
+		}
 		return
 	}
 	key := cb.Channel.ID + "/"

@@ -688,9 +688,16 @@ func TestReplicasAdoptJobsNeverQueued(t *testing.T) {
 		stale, staleIDs = append(stale, j), append(staleIDs, j.ID)
 	}
 	fresh := put("jfresh", time.Now())
+	// A replica whose platforms are not registered yet (before Recover)
+	// adopts nothing: it would run the jobs with no one to post them.
+	early := c.open("r-early")
+	c.reps = append(c.reps, early)
+	if ids, err := early.core.Adopt(ctx, 30*time.Second); err != nil || len(ids) != 0 {
+		t.Errorf("adopted before Recover: %v, %v; want nothing", ids, err)
+	}
 	var wg sync.WaitGroup
-	adopted := make([][]string, len(c.reps))
-	for i, r := range c.reps {
+	adopted := make([][]string, 3)
+	for i, r := range c.reps[:3] {
 		wg.Go(func() {
 			ids, err := r.core.Adopt(ctx, 30*time.Second)
 			if err != nil {
