@@ -859,7 +859,7 @@ func (c *Core) deliver(ctx context.Context, job *Job, rep Reporter, t Turn, img 
 	// The image's thumbnail for history sheets, now that it is posted: a
 	// sheet then decodes none of the images this process delivered. It
 	// never waits for the image budget.
-	if err := c.thumbs.Add(ctx, t.SHA256, img, c.cfg.ImageBudget); err != nil {
+	if _, err := c.thumbs.Add(ctx, t.SHA256, img, c.cfg.ImageBudget); err != nil {
 		c.log.Debug("bot: thumbnail", "job", job.ID, "err", err)
 	}
 	job.State, job.Updated = JobDelivered, c.now()
