@@ -856,18 +856,31 @@ func (c *Core) deliver(ctx context.Context, job *Job, rep Reporter, t Turn, img 
 	if err := c.recordPost(ctx, job.Conv, t, img, posted); err != nil {
 		c.log.Error("bot: record post", "job", job.ID, "err", err)
 	}
-	// The image's thumbnail for history sheets, now that it is posted: a
-	// sheet then decodes none of the images this process delivered. It
-	// never waits for the image budget.
-	if _, err := c.thumbs.Add(ctx, t.SHA256, img, c.cfg.ImageBudget); err != nil {
-		c.log.Debug("bot: thumbnail", "job", job.ID, "err", err)
-	}
+	// The image's thumbnail for history sheets, now that it is posted,
+	// kept in memory and in the store: a sheet then decodes none of the
+	// images delivered, whichever process draws it and after a restart.
+	// It never waits for the image budget (the sheet makes what is
+	// missing).
+	c.storeThumbnail(ctx, job, t.SHA256, img)
 	job.State, job.Updated = JobDelivered, c.now()
 	if err := c.store.PutJob(ctx, job); err != nil {
 		c.log.Error("bot: mark delivered", "job", job.ID, "err", err)
 	}
 	c.logEnd(job, wait, provider, nil)
 	return nil
+}
+
+// storeThumbnail makes the thumbnail of img (digest sha) for history
+// sheets, keeps it in memory and stores it.
+func (c *Core) storeThumbnail(ctx context.Context, job *Job, sha string, img []byte) {
+	enc, err := c.thumbs.Add(ctx, sha, img, c.cfg.ImageBudget)
+	if err != nil || enc == nil {
+		c.log.Debug("bot: thumbnail not made", "job", job.ID, "err", err)
+		return
+	}
+	if err := c.store.PutThumbnail(ctx, sha, enc); err != nil {
+		c.log.Warn("bot: store thumbnail", "job", job.ID, "sha256", sha, "err", err)
+	}
 }
 
 // attempt is one Deliver, cut short once Close's deadline passes.

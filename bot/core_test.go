@@ -136,6 +136,9 @@ type harness struct {
 	rec    *recorder
 	cfg    bot.Config
 	closed bool
+	// wrap, when set, is what the core sees of the store, made from it
+	// at each start.
+	wrap func(bot.Store) bot.Store
 }
 
 const (
@@ -179,7 +182,11 @@ func (h *harness) start(rec *recorder, slots int) {
 		h.t.Fatal(err)
 	}
 	h.queue = kontext.NewQueue(kontext.QueueOptions{Slots: slots, UserRunning: slots})
-	h.core = bot.New(h.cfg, h.db, h.client, bot.NewLocalScheduler(h.queue))
+	var st bot.Store = h.db
+	if h.wrap != nil {
+		st = h.wrap(h.db)
+	}
+	h.core = bot.New(h.cfg, st, h.client, bot.NewLocalScheduler(h.queue))
 	h.rec = rec
 	h.core.Register(rec)
 	h.closed = false
