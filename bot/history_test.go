@@ -325,3 +325,36 @@ func TestHistoryStoresMissingThumbnails(t *testing.T) {
 		})
 	}
 }
+
+// TestHistoryOfANewThreadSharesThumbnails: a thread opened from an older
+// image holds the same images, so its sheet, after a restart, reads the
+// thumbnails already stored and no image.
+func TestHistoryOfANewThreadSharesThumbnails(t *testing.T) {
+	h := newHarness(t, bot.Config{}, kontexttest.Options{})
+	ds := branched(t, h)
+	d, err := h.core.Branch(context.Background(), &bot.Request{Conv: conv, User: "ada", Turn: "2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	thread := bot.ConvKey{Platform: "test", Workspace: ws1, Channel: "c1", Thread: "new"}
+	if err := d.Record(context.Background(), bot.Posted{MessageID: "m99", Thread: &thread}); err != nil {
+		t.Fatal(err)
+	}
+	cs := restartCounting(h)
+	hs, err := h.core.History(context.Background(), &bot.Request{Kind: bot.KindHistory, Conv: thread, User: "ada"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(hs.Items); got != 2 {
+		t.Fatalf("got %d images on the thread's sheet, want 2", got)
+	}
+	images, thumbs, put := cs.counts()
+	if sum(images) != 0 || sum(put) != 0 {
+		t.Errorf("the thread's sheet read images %v and stored thumbnails %v, want none", images, put)
+	}
+	for i, d := range ds[:2] {
+		if got := thumbs[d.Turn.SHA256]; got != 1 {
+			t.Errorf("image %d: thumbnail read %d times, want once", i+1, got)
+		}
+	}
+}
