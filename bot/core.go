@@ -306,7 +306,7 @@ type Core struct {
 	// of the group ended?" and the group's post.
 	groups map[string]*groupLock
 	// heldMu serialises releasing follow-ups held behind groups.
-	heldMu sync.Mutex
+	heldMu    sync.Mutex
 	recovered bool // Recover has run: the platforms are registered
 
 	// stop is closed when Close begins: posting retries stop waiting.
@@ -1123,12 +1123,24 @@ func (c *Core) postRetrying(ctx context.Context, job *Job, rep Reporter, d *Deli
 	return nil
 }
 
-// thumbnail makes the image's thumbnail for history sheets, now that it
-// is posted: a sheet then decodes none of the images this process
-// delivered. It never waits for the image budget.
+// thumbnail keeps the image's thumbnail for history sheets, now that it
+// is posted, in memory and in the store: a sheet then decodes none of
+// the images delivered, whichever process draws it and after a restart.
+// It never waits for the image budget (the sheet makes what is missing).
 func (c *Core) thumbnail(ctx context.Context, job *Job, t Turn, img []byte) {
-	if err := c.thumbs.Add(ctx, t.SHA256, img, c.cfg.ImageBudget); err != nil {
-		c.log.Debug("bot: thumbnail", "job", job.ID, "err", err)
+	c.storeThumbnail(ctx, job, t.SHA256, img)
+}
+
+// storeThumbnail makes the thumbnail of img (digest sha) for history
+// sheets, keeps it in memory and stores it.
+func (c *Core) storeThumbnail(ctx context.Context, job *Job, sha string, img []byte) {
+	enc, err := c.thumbs.Add(ctx, sha, img, c.cfg.ImageBudget)
+	if err != nil || enc == nil {
+		c.log.Debug("bot: thumbnail not made", "job", job.ID, "err", err)
+		return
+	}
+	if err := c.store.PutThumbnail(ctx, sha, enc); err != nil {
+		c.log.Warn("bot: store thumbnail", "job", job.ID, "sha256", sha, "err", err)
 	}
 }
 

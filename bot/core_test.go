@@ -138,6 +138,9 @@ type harness struct {
 	closed bool
 	// wrap, when set, wraps the client the core calls (to see requests).
 	wrap func(bot.Generator) bot.Generator
+	// wrapStore, when set, is what the core sees of the store, made from
+	// it at each start.
+	wrapStore func(bot.Store) bot.Store
 }
 
 const (
@@ -185,7 +188,11 @@ func (h *harness) start(rec *recorder, slots int) {
 	if h.wrap != nil {
 		gen = h.wrap(gen)
 	}
-	h.core = bot.New(h.cfg, h.db, gen, bot.NewLocalScheduler(h.queue))
+	var st bot.Store = h.db
+	if h.wrapStore != nil {
+		st = h.wrapStore(h.db)
+	}
+	h.core = bot.New(h.cfg, st, gen, bot.NewLocalScheduler(h.queue))
 	h.rec = rec
 	h.core.Register(rec)
 	h.closed = false

@@ -20,8 +20,9 @@ const (
 )
 
 // ThumbnailCache is how many thumbnails of history sheets the core keeps
-// (at most 160 KB each), so a sheet asked for again decodes only the
-// images it has not drawn before.
+// in memory (at most 160 KB each), in front of the ones in the store
+// (Store.Thumbnail), so a sheet asked for again reads nothing but the
+// conversation.
 const ThumbnailCache = 128
 
 // History errors, each with its sentence.
@@ -100,8 +101,10 @@ func (h *HistorySheet) Text(threads bool) string {
 }
 
 // History draws the conversation at req.Conv as a contact sheet: its
-// kept images (at most the store's history limit), each decoded once and
-// scaled down. No provider call, no charge.
+// kept images (at most the store's history limit) as thumbnails, from
+// memory, else from the store, else made from the image (decoded once,
+// scaled down) and stored for every later sheet, in any process. No
+// provider call, no charge.
 func (c *Core) History(ctx context.Context, req *Request) (*HistorySheet, error) {
 	conv, err := c.conversation(ctx, req.Conv)
 	if err != nil {
@@ -127,11 +130,37 @@ func (c *Core) History(ctx context.Context, req *Request) (*HistorySheet, error)
 		nodes[i] = sheet.Node{ID: t.ID, Parent: t.Parent, Load: load, Key: t.SHA256}
 		h.Items = append(h.Items, HistoryItem{Number: i + 1, Turn: t, Head: t.ID == conv.Head})
 	}
-	h.PNG, h.Layout, err = sheet.Render(ctx, nodes, conv.Head, sheet.Options{Budget: c.cfg.ImageBudget, Cache: c.thumbs})
+	h.PNG, h.Layout, err = sheet.Render(ctx, nodes, conv.Head, sheet.Options{Budget: c.cfg.ImageBudget, Cache: c.thumbs, Store: storedThumbs{c}})
 	if err != nil {
 		return nil, fmt.Errorf("bot: history: %w", err)
 	}
 	return h, nil
+}
+
+// storedThumbs is the store's thumbnails as a sheet.Store.
+type storedThumbs struct{ c *Core }
+
+// Thumb reads the thumbnail of image sha; nil when none is stored.
+func (s storedThumbs) Thumb(ctx context.Context, sha string) ([]byte, error) {
+	data, err := s.c.store.Thumbnail(ctx, sha)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("bot: history: thumbnail %s: %w", sha, err)
+	}
+	return data, nil
+}
+
+// PutThumb stores the thumbnail of image sha, made for a sheet. An image
+// gone meanwhile (deleted, pruned) needs none; any other failure is
+// logged, and the thumbnail is made again next time.
+func (s storedThumbs) PutThumb(ctx context.Context, sha string, data []byte) error {
+	err := s.c.store.PutThumbnail(ctx, sha, data)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		s.c.log.Warn("bot: store thumbnail", "sha256", sha, "err", err)
+	}
+	return err
 }
 
 // pick finds the image req.Turn names in the conversation at req.Conv:

@@ -5,8 +5,11 @@ import (
 	"context"
 	"errors"
 	"image/png"
+	"maps"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"kontextbot/bot"
@@ -164,5 +167,194 @@ func TestHistoryLabel(t *testing.T) {
 				t.Errorf("got %q (%d runes), want %q", got, utf8.RuneCountInString(got), tt.want)
 			}
 		})
+	}
+}
+
+// countingStore is a real store that counts the image and thumbnail
+// reads and writes the core makes, by image digest.
+type countingStore struct {
+	bot.Store
+	mu                  sync.Mutex
+	images, thumbs, put map[string]int
+}
+
+func newCountingStore(s bot.Store) *countingStore {
+	return &countingStore{Store: s, images: map[string]int{}, thumbs: map[string]int{}, put: map[string]int{}}
+}
+
+func (s *countingStore) Image(ctx context.Context, sha string) ([]byte, error) {
+	s.mu.Lock()
+	s.images[sha]++
+	s.mu.Unlock()
+	return s.Store.Image(ctx, sha)
+}
+
+func (s *countingStore) Thumbnail(ctx context.Context, sha string) ([]byte, error) {
+	s.mu.Lock()
+	s.thumbs[sha]++
+	s.mu.Unlock()
+	return s.Store.Thumbnail(ctx, sha)
+}
+
+func (s *countingStore) PutThumbnail(ctx context.Context, sha string, data []byte) error {
+	s.mu.Lock()
+	s.put[sha]++
+	s.mu.Unlock()
+	return s.Store.PutThumbnail(ctx, sha, data)
+}
+
+// counts is how many images were read, thumbnails read and thumbnails
+// stored, and resets the counters.
+func (s *countingStore) counts() (images, thumbs, put map[string]int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	images, thumbs, put = s.images, s.thumbs, s.put
+	s.images, s.thumbs, s.put = map[string]int{}, map[string]int{}, map[string]int{}
+	return images, thumbs, put
+}
+
+// restartCounting stops the process and starts a new one (an empty
+// thumbnail cache) over the same store, seen through a countingStore.
+func restartCounting(h *harness) *countingStore {
+	h.t.Helper()
+	var cs *countingStore
+	h.wrapStore = func(s bot.Store) bot.Store {
+		cs = newCountingStore(s)
+		return cs
+	}
+	h.stop(time.Minute)
+	h.start(newRecorder(), 6)
+	return cs
+}
+
+func sum(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
+
+// TestHistoryAfterRestartReadsThumbnails: thumbnails are stored as
+// images are delivered, so after a restart (or on another replica) a
+// history sheet reads the thumbnails and not one full image.
+func TestHistoryAfterRestartReadsThumbnails(t *testing.T) {
+	h := newHarness(t, bot.Config{}, kontexttest.Options{})
+	ds := branched(t, h)
+	for i, d := range ds {
+		if _, err := h.db.Thumbnail(context.Background(), d.Turn.SHA256); err != nil {
+			t.Errorf("image %d delivered: thumbnail: %v, want it stored", i+1, err)
+		}
+	}
+	cs := restartCounting(h)
+	hs, err := h.core.History(context.Background(), &bot.Request{Kind: bot.KindHistory, Conv: conv, User: "ada"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := len(hs.Layout.Thumbs), len(ds); got != want {
+		t.Fatalf("got %d thumbnails on the sheet, want %d", got, want)
+	}
+	images, thumbs, put := cs.counts()
+	if got := sum(images); got != 0 {
+		t.Errorf("history after a restart read %d full images (%v), want none", got, images)
+	}
+	for i, d := range ds {
+		if got := thumbs[d.Turn.SHA256]; got != 1 {
+			t.Errorf("image %d: thumbnail read %d times, want once", i+1, got)
+		}
+	}
+	if got := sum(put); got != 0 {
+		t.Errorf("history stored %d thumbnails (%v), want none (all were stored)", got, put)
+	}
+	if _, err := png.Decode(bytes.NewReader(hs.PNG)); err != nil {
+		t.Errorf("the sheet is not a PNG: %v", err)
+	}
+	// Asked again in the same process: from memory, no store read at all.
+	if _, err := h.core.History(context.Background(), &bot.Request{Kind: bot.KindHistory, Conv: conv, User: "ada"}); err != nil {
+		t.Fatal(err)
+	}
+	if images, thumbs, put := cs.counts(); sum(images)+sum(thumbs)+sum(put) != 0 {
+		t.Errorf("the second sheet read %v images and %v thumbnails and stored %v, want nothing", images, thumbs, put)
+	}
+}
+
+// TestHistoryStoresMissingThumbnails: an image stored without a
+// thumbnail (delivered before thumbnails were stored) is decoded once,
+// by the first sheet that shows it, and its thumbnail stored: no later
+// sheet, in any process, reads it again.
+func TestHistoryStoresMissingThumbnails(t *testing.T) {
+	h := newHarness(t, bot.Config{}, kontexttest.Options{})
+	a := h.mustDeliver(h.submit(&bot.Request{Kind: bot.KindImagine, Prompt: "a lighthouse"}).ID)
+	// An older bot's image: in the store, with no thumbnail.
+	old := append(bytes.Clone(a.Image), 0) // other bytes, the same picture
+	oldSHA := digest(old)
+	if _, err := h.db.AddTurn(context.Background(), conv, bot.Turn{ID: "old1", Parent: a.Turn.ID, Kind: bot.KindEdit, Prompt: "older", Format: "png"}, old, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.db.Thumbnail(context.Background(), oldSHA); !errors.Is(err, bot.ErrNotFound) {
+		t.Fatalf("the older image's thumbnail: %v, want none yet", err)
+	}
+	steps := []struct {
+		name   string
+		images map[string]int
+		put    map[string]int
+	}{
+		{name: "the first sheet makes the missing thumbnail", images: map[string]int{oldSHA: 1}, put: map[string]int{oldSHA: 1}},
+		{name: "a sheet after another restart reads none", images: map[string]int{}, put: map[string]int{}},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			cs := restartCounting(h)
+			hs, err := h.core.History(context.Background(), &bot.Request{Kind: bot.KindHistory, Conv: conv, User: "ada"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := len(hs.Items); got != 2 {
+				t.Fatalf("got %d images on the sheet, want 2", got)
+			}
+			images, _, put := cs.counts()
+			if !maps.Equal(images, st.images) {
+				t.Errorf("images read: got %v, want %v", images, st.images)
+			}
+			if !maps.Equal(put, st.put) {
+				t.Errorf("thumbnails stored: got %v, want %v", put, st.put)
+			}
+			if _, err := h.db.Thumbnail(context.Background(), oldSHA); err != nil {
+				t.Errorf("the older image's thumbnail after the sheet: %v, want it stored", err)
+			}
+		})
+	}
+}
+
+// TestHistoryOfANewThreadSharesThumbnails: a thread opened from an older
+// image holds the same images, so its sheet, after a restart, reads the
+// thumbnails already stored and no image.
+func TestHistoryOfANewThreadSharesThumbnails(t *testing.T) {
+	h := newHarness(t, bot.Config{}, kontexttest.Options{})
+	ds := branched(t, h)
+	d, err := h.core.Branch(context.Background(), &bot.Request{Conv: conv, User: "ada", Turn: "2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	thread := bot.ConvKey{Platform: "test", Workspace: ws1, Channel: "c1", Thread: "new"}
+	if err := d.Record(context.Background(), bot.Posted{MessageID: "m99", Thread: &thread}); err != nil {
+		t.Fatal(err)
+	}
+	cs := restartCounting(h)
+	hs, err := h.core.History(context.Background(), &bot.Request{Kind: bot.KindHistory, Conv: thread, User: "ada"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(hs.Items); got != 2 {
+		t.Fatalf("got %d images on the thread's sheet, want 2", got)
+	}
+	images, thumbs, put := cs.counts()
+	if sum(images) != 0 || sum(put) != 0 {
+		t.Errorf("the thread's sheet read images %v and stored thumbnails %v, want none", images, put)
+	}
+	for i, d := range ds[:2] {
+		if got := thumbs[d.Turn.SHA256]; got != 1 {
+			t.Errorf("image %d: thumbnail read %d times, want once", i+1, got)
+		}
 	}
 }

@@ -250,6 +250,14 @@ type Store interface {
 	Conversation(ctx context.Context, key ConvKey) (*Conversation, error)
 	// Image returns the bytes stored under sha256, or ErrNotFound.
 	Image(ctx context.Context, sha256 string) ([]byte, error)
+	// Thumbnail returns the small encoded thumbnail of image sha256 that
+	// PutThumbnail stored (history sheets draw it instead of decoding
+	// the image), or ErrNotFound.
+	Thumbnail(ctx context.Context, sha256 string) ([]byte, error)
+	// PutThumbnail stores (or replaces) the thumbnail of image sha256. It
+	// is ErrNotFound when the store does not hold the image; a thumbnail
+	// goes with its image, when the last turn that uses the image does.
+	PutThumbnail(ctx context.Context, sha256 string, data []byte) error
 	// AddTurn stores data (once per content) and appends t to the
 	// conversation at key (created if new), making it the head, pruning the
 	// oldest turns past the history limit and any image no conversation

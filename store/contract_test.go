@@ -83,6 +83,7 @@ func (s *contractDB) Counts(ctx context.Context) (storetest.Counts, error) {
 		}{
 			{bucketConvs, &c.Conversations}, {bucketImages, &c.Images}, {bucketRefs, &c.ImageRefs},
 			{bucketMessages, &c.Messages}, {bucketJobs, &c.Jobs}, {bucketClaims, &c.Claims},
+			{bucketThumbs, &c.Thumbnails},
 		} {
 			*b.n = tx.Bucket(b.name).Stats().KeyN
 		}
@@ -153,6 +154,15 @@ func (s *contractDB) Check(ctx context.Context) error {
 			if tx.Bucket(bucketImages).Get([]byte(sha)) == nil {
 				errs = append(errs, fmt.Errorf("image %s: used by a turn but not stored", sha))
 			}
+		}
+		err = tx.Bucket(bucketThumbs).ForEach(func(k, _ []byte) error {
+			if tx.Bucket(bucketImages).Get(k) == nil {
+				errs = append(errs, fmt.Errorf("thumbnail %s: its image is not stored", k))
+			}
+			return nil
+		})
+		if err != nil {
+			return err
 		}
 		stored := 0
 		err = tx.Bucket(bucketMessages).ForEach(func(k, v []byte) error {

@@ -12,6 +12,7 @@
 //	conv_updated   time(Updated) + ConvKey.String() -> empty: conversations by last use
 //	images         sha256 hex -> the raw image bytes
 //	image_refs     sha256 hex -> 8-byte big-endian count of turns that use it
+//	thumbnails     sha256 hex -> the image's encoded history thumbnail (absent: none made yet)
 //	messages       platform/workspace/msgID -> {"key": ConvKey, "turn": id}
 //	jobs           job id -> bot.Job
 //	jobs_live      job id -> empty: the jobs whose State is live
@@ -32,7 +33,8 @@
 //   - image_refs[h] is the number of turns, across all conversations, whose
 //     SHA256 is h; images[h] exists exactly while that count is above zero,
 //     so identical bytes are stored once and dropped when the last turn that
-//     uses them goes.
+//     uses them goes. thumbnails[h] exists only while images[h] does, and
+//     goes with it.
 //   - messages[p/w/m] exists exactly while m is listed in the Messages of the
 //     turn it points to. A turn lists at most MaxMessagesPerTurn message ids
 //     (the oldest mapping is dropped past that), and pruning or sweeping a
@@ -113,10 +115,11 @@ var (
 	bucketJobsLive   = []byte("jobs_live")
 	bucketJobsDone   = []byte("jobs_done")
 	bucketSettings   = []byte("settings")
+	bucketThumbs     = []byte("thumbnails")
 
 	allBuckets = [][]byte{bucketMeta, bucketConvs, bucketImages, bucketRefs,
 		bucketMessages, bucketJobs, bucketUsageDay, bucketUsageMonth, bucketClaims,
-		bucketConvIdx, bucketJobsLive, bucketJobsDone, bucketSettings}
+		bucketConvIdx, bucketJobsLive, bucketJobsDone, bucketSettings, bucketThumbs}
 
 	keySchema = []byte("schema")
 )
@@ -315,6 +318,53 @@ func (db *DB) Image(ctx context.Context, sha string) ([]byte, error) {
 		return nil, fmt.Errorf("store: image %s: %w", sha, err)
 	}
 	return data, nil
+}
+
+// Thumbnail returns a copy of the thumbnail stored for the image under
+// the sha256 hex digest, or an error wrapping bot.ErrNotFound.
+func (db *DB) Thumbnail(ctx context.Context, sha string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("store: thumbnail %s: %w", sha, err)
+	}
+	var data []byte
+	err := db.bolt.View(func(tx *bbolt.Tx) error {
+		// A file made before the bucket existed and opened read-only has none.
+		if b := tx.Bucket(bucketThumbs); b != nil {
+			data = bytes.Clone(b.Get([]byte(sha)))
+		}
+		if data == nil {
+			return bot.ErrNotFound
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: thumbnail %s: %w", sha, err)
+	}
+	return data, nil
+}
+
+// PutThumbnail stores (or replaces) the thumbnail of the image under the
+// sha256 hex digest; an error wrapping bot.ErrNotFound when the image is
+// not stored. The thumbnail is deleted with the image.
+func (db *DB) PutThumbnail(ctx context.Context, sha string, data []byte) error {
+	wrap := func(err error) error { return fmt.Errorf("store: put thumbnail %s: %w", sha, err) }
+	if err := ctx.Err(); err != nil {
+		return wrap(err)
+	}
+	if len(data) == 0 {
+		return wrap(errors.New("no thumbnail bytes"))
+	}
+	err := db.bolt.Update(func(tx *bbolt.Tx) error {
+		k := []byte(sha)
+		if tx.Bucket(bucketImages).Get(k) == nil {
+			return bot.ErrNotFound
+		}
+		return tx.Bucket(bucketThumbs).Put(k, data)
+	})
+	if err != nil {
+		return wrap(err)
+	}
+	return nil
 }
 
 // AddTurn stores data once per content and appends t to the conversation at
@@ -1194,7 +1244,7 @@ func addRef(tx *bbolt.Tx, sha string, data []byte) (uint64, error) {
 }
 
 // dropRef counts one reference fewer to image sha and deletes the image
-// when none is left, reporting whether it did.
+// (and its thumbnail) when none is left, reporting whether it did.
 func dropRef(tx *bbolt.Tx, sha string) (deleted bool, err error) {
 	k := []byte(sha)
 	refs := tx.Bucket(bucketRefs)
@@ -1203,6 +1253,9 @@ func dropRef(tx *bbolt.Tx, sha string) (deleted bool, err error) {
 		return false, refs.Put(k, binary.BigEndian.AppendUint64(nil, n-1))
 	}
 	if err := refs.Delete(k); err != nil {
+		return false, err
+	}
+	if err := tx.Bucket(bucketThumbs).Delete(k); err != nil {
 		return false, err
 	}
 	images := tx.Bucket(bucketImages)

@@ -78,18 +78,21 @@ func (c *Cache) Len() int {
 }
 
 // Add makes the thumbnail of data, the image key names, unless the cache
-// has it: done as an image is stored, it saves the sheet that shows the
-// image the decode. It never waits for budget: when the decode's memory
-// is not free at once, or the image cannot be read, nothing is added
-// (the sheet makes it when it needs it).
-func (c *Cache) Add(ctx context.Context, key string, data []byte, budget *kontext.Budget) error {
-	if c == nil || key == "" || c.get(key) != nil {
-		return nil
+// has it, and returns it encoded as EncodeThumb does, for a Store to
+// keep: done as an image is stored, it saves the sheet that shows the
+// image the decode, in this process and (through the Store) in any
+// other. It never waits for budget: when the decode's memory is not free
+// at once, or the image cannot be read, nothing is made (nil, no error;
+// the sheet makes it when it needs it). A nil *Cache keeps nothing but
+// still returns the encoded thumbnail.
+func (c *Cache) Add(ctx context.Context, key string, data []byte, budget *kontext.Budget) ([]byte, error) {
+	th := c.get(key)
+	if th == nil {
+		var err error
+		if th, err = thumbnail(ctx, data, budget, false); err != nil || th == nil {
+			return nil, err
+		}
+		c.put(key, th)
 	}
-	th, err := thumbnail(ctx, data, budget, false)
-	if err != nil {
-		return err
-	}
-	c.put(key, th) // nil is not kept
-	return nil
+	return EncodeThumb(th)
 }

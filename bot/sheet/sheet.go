@@ -79,12 +79,13 @@ type Node struct {
 	// missing or does not decode is drawn as an empty box.
 	Image []byte
 	// Load, when Image is nil, reads the image when it is needed: only
-	// when its thumbnail is not in Options.Cache, a few at a time, so a
+	// when its thumbnail is neither in Options.Cache nor in
+	// Options.Store, a few at a time, so a
 	// sheet holds at most one image per worker in memory. A nil result
 	// with no error is drawn as an empty box; an error fails the render.
 	Load func(ctx context.Context) ([]byte, error)
-	// Key names the image's bytes (their SHA-256) for Options.Cache; ""
-	// is never cached.
+	// Key names the image's bytes (their SHA-256) for Options.Cache and
+	// Options.Store; "" is never cached.
 	Key string
 }
 
@@ -235,6 +236,10 @@ type Options struct {
 	Workers int
 	// Cache, when set, keeps thumbnails between renders (by Node.Key).
 	Cache *Cache
+	// Store, when set, keeps encoded thumbnails beyond the process (by
+	// Node.Key): a node's thumbnail is read from it, after Cache and
+	// before the node's image, and one made from the image is put in it.
+	Store Store
 }
 
 // Render draws nodes, the current one being head, as a PNG. Each image is
@@ -285,8 +290,10 @@ func workers(opts Options) int {
 	return min(runtime.GOMAXPROCS(0), 4)
 }
 
-// thumbnails decodes every node's image once, a few at a time, and
-// scales it to fit ThumbSize. An image that does not decode is nil.
+// thumbnails finds every node's thumbnail, a few at a time: in the
+// cache, else in the store, else by decoding the node's image once and
+// scaling it to fit ThumbSize (and keeping it in both). An image that
+// does not decode is nil.
 func thumbnails(ctx context.Context, nodes []Node, opts Options) ([]*image.RGBA, error) {
 	out := make([]*image.RGBA, len(nodes))
 	next := make(chan int)
@@ -302,13 +309,21 @@ func thumbnails(ctx context.Context, nodes []Node, opts Options) ([]*image.RGBA,
 					out[i] = th
 					continue
 				}
-				data, err := nodes[i].Image, error(nil)
-				if data == nil && nodes[i].Load != nil {
+				th, err := stored(ctx, opts.Store, nodes[i])
+				if err == nil && th != nil {
+					out[i] = th
+					opts.Cache.put(nodes[i].Key, th)
+					continue
+				}
+				data := nodes[i].Image
+				if err == nil && data == nil && nodes[i].Load != nil {
 					data, err = nodes[i].Load(ctx)
 				}
-				var th *image.RGBA
 				if err == nil {
 					th, err = thumbnail(ctx, data, opts.Budget, true)
+				}
+				if err == nil {
+					keep(ctx, opts.Store, nodes[i], th)
 				}
 				if err != nil {
 					mu.Lock()

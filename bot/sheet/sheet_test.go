@@ -310,15 +310,19 @@ func TestEncodePNG(t *testing.T) {
 // sheet draws, without reading the image again.
 func TestCacheAdd(t *testing.T) {
 	c := NewCache(4)
-	if err := c.Add(context.Background(), "ka", solid(t, 40, 20, colourOf(3)), nil); err != nil {
+	enc, err := c.Add(context.Background(), "ka", solid(t, 40, 20, colourOf(3)), nil)
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Add(context.Background(), "kb", []byte("not an image"), nil); err != nil || c.Len() != 1 {
-		t.Fatalf("an unreadable image: %v, %d kept", err, c.Len())
+	if th, err := DecodeThumb(enc); err != nil || th.Bounds().Dx() != ThumbSize || th.Bounds().Dy() != ThumbSize/2 {
+		t.Errorf("the encoded thumbnail: %v, %v; want a %d×%d JPEG", err, th.Bounds(), ThumbSize, ThumbSize/2)
+	}
+	if enc, err := c.Add(context.Background(), "kb", []byte("not an image"), nil); err != nil || enc != nil || c.Len() != 1 {
+		t.Fatalf("an unreadable image: %v, %d bytes, %d kept", err, len(enc), c.Len())
 	}
 	full := kontext.NewBudget(64)
-	if err := c.Add(context.Background(), "kc", solid(t, 40, 20, colourOf(1)), full); err != nil || c.Len() != 1 {
-		t.Fatalf("an image whose decode the budget cannot take now: %v, %d kept (want none added, at once)", err, c.Len())
+	if enc, err := c.Add(context.Background(), "kc", solid(t, 40, 20, colourOf(1)), full); err != nil || enc != nil || c.Len() != 1 {
+		t.Fatalf("an image whose decode the budget cannot take now: %v, %d bytes, %d kept (want none made, at once)", err, len(enc), c.Len())
 	}
 	nodes := []Node{{ID: "a", Key: "ka", Load: func(context.Context) ([]byte, error) {
 		t.Error("an image added to the cache was read again")

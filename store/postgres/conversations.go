@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"kontextbot/bot"
 )
@@ -48,6 +49,48 @@ func (db *DB) Image(ctx context.Context, sha string) ([]byte, error) {
 		return nil, wrap(err)
 	}
 	return data, nil
+}
+
+// Thumbnail returns the thumbnail stored for the image under the sha256
+// hex digest, or an error wrapping bot.ErrNotFound.
+func (db *DB) Thumbnail(ctx context.Context, sha string) ([]byte, error) {
+	wrap := func(err error) error { return fmt.Errorf("postgres: thumbnail %s: %w", sha, err) }
+	if err := ctx.Err(); err != nil {
+		return nil, wrap(err)
+	}
+	var data []byte
+	err := db.pool.QueryRow(ctx, `SELECT data FROM thumbnails WHERE sha256 = $1`, sha).Scan(&data)
+	if errors.Is(err, pgx.ErrNoRows) {
+		err = bot.ErrNotFound
+	}
+	if err != nil {
+		return nil, wrap(err)
+	}
+	return data, nil
+}
+
+// PutThumbnail stores (or replaces) the thumbnail of the image under the
+// sha256 hex digest; an error wrapping bot.ErrNotFound when the image is
+// not stored (the foreign key refuses it). The row is deleted with the
+// image (ON DELETE CASCADE).
+func (db *DB) PutThumbnail(ctx context.Context, sha string, data []byte) error {
+	wrap := func(err error) error { return fmt.Errorf("postgres: put thumbnail %s: %w", sha, err) }
+	if err := ctx.Err(); err != nil {
+		return wrap(err)
+	}
+	if len(data) == 0 {
+		return wrap(errors.New("no thumbnail bytes"))
+	}
+	_, err := db.pool.Exec(ctx, `INSERT INTO thumbnails (sha256, data) VALUES ($1, $2)
+		ON CONFLICT (sha256) DO UPDATE SET data = EXCLUDED.data`, sha, data)
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) && pe.Code == "23503" { // foreign_key_violation: no such image
+		err = bot.ErrNotFound
+	}
+	if err != nil {
+		return wrap(err)
+	}
+	return nil
 }
 
 // AddTurn stores data once per content and appends t to the conversation at

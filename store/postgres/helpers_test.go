@@ -68,8 +68,8 @@ func (s *contractDB) Counts(ctx context.Context) (storetest.Counts, error) {
 	err := s.pool.QueryRow(ctx, `SELECT
 		(SELECT count(*) FROM conversations), (SELECT count(*) FROM images),
 		(SELECT count(*) FROM images WHERE refs > 0), (SELECT count(*) FROM messages),
-		(SELECT count(*) FROM jobs), (SELECT count(*) FROM claims)`).
-		Scan(&c.Conversations, &c.Images, &c.ImageRefs, &c.Messages, &c.Jobs, &c.Claims)
+		(SELECT count(*) FROM jobs), (SELECT count(*) FROM claims), (SELECT count(*) FROM thumbnails)`).
+		Scan(&c.Conversations, &c.Images, &c.ImageRefs, &c.Messages, &c.Jobs, &c.Claims, &c.Thumbnails)
 	return c, err
 }
 

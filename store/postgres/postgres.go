@@ -13,7 +13,7 @@
 //     apply one after the other and none is lost.
 //   - Image bytes are stored once per sha256 (bytea) with a reference count
 //     equal to the number of turns using them; the row goes with the last
-//     turn that uses it.
+//     turn that uses it, and its thumbnail row (if any) with it.
 //   - A message row maps platform/workspace/message id to a turn and exists
 //     exactly while the turn lists that message id; lookups never cross
 //     workspaces.

@@ -58,6 +58,8 @@ func testCancelledContext(t *testing.T, open OpenFunc) {
 	}{
 		{"Conversation", func() error { _, err := db.Conversation(ctx, keyA); return err }},
 		{"Image", func() error { _, err := db.Image(ctx, SHA(Img(1))); return err }},
+		{"Thumbnail", func() error { _, err := db.Thumbnail(ctx, SHA(Img(1))); return err }},
+		{"PutThumbnail", func() error { return db.PutThumbnail(ctx, SHA(Img(1)), Thumb(1)) }},
 		{"AddTurn", func() error { _, err := db.AddTurn(ctx, keyA, Turn("t1"), Img(1), nil, nil); return err }},
 		{"SetHead", func() error { _, err := db.SetHead(ctx, keyA, "t1"); return err }},
 		{"DeleteTurn", func() error { _, err := db.DeleteTurn(ctx, keyA, "t1"); return err }},
@@ -1501,4 +1503,196 @@ func testConcurrentOneConversation(t *testing.T, open OpenFunc) {
 		t.Errorf("total refcount: got %d, want %d (one per kept turn)", got, want)
 	}
 	check(t, db)
+}
+
+// Thumb returns small deterministic thumbnail bytes, distinct for each n.
+func Thumb(n int) []byte { return []byte(fmt.Sprintf("\xff\xd8 fake thumbnail %d", n)) }
+
+// thumbnail reads the thumbnail of sha; nil when the store says
+// ErrNotFound. Any other error fails the test.
+func thumbnail(t *testing.T, db Store, sha string) []byte {
+	t.Helper()
+	got, err := db.Thumbnail(context.Background(), sha)
+	if errors.Is(err, bot.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		t.Fatalf("Thumbnail(%s): %v", sha, err)
+	}
+	if got == nil {
+		t.Fatalf("Thumbnail(%s): nil bytes without ErrNotFound", sha)
+	}
+	return got
+}
+
+// testThumbnails: a thumbnail is stored for an image the store holds,
+// replaced by a later put, absent (ErrNotFound) otherwise, kept across a
+// restart and shared by every turn with the same bytes.
+func testThumbnails(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	db := open(t, Options{})
+	sha := SHA(Img(1))
+	if got := thumbnail(t, db, sha); got != nil {
+		t.Fatalf("thumbnail of an image never stored: got %q, want ErrNotFound", got)
+	}
+	if err := db.PutThumbnail(ctx, sha, Thumb(1)); !errors.Is(err, bot.ErrNotFound) {
+		t.Errorf("PutThumbnail of an image the store does not hold: got %v, want ErrNotFound", err)
+	}
+	if got := counts(t, db).Thumbnails; got != 0 {
+		t.Errorf("thumbnails stored without their image: got %d, want 0", got)
+	}
+	if _, err := db.AddTurn(ctx, keyA, Turn("t1"), Img(1), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := thumbnail(t, db, sha); got != nil {
+		t.Errorf("thumbnail before any put: got %q, want ErrNotFound", got)
+	}
+	if err := db.PutThumbnail(ctx, sha, nil); err == nil {
+		t.Error("PutThumbnail with no bytes: got no error")
+	}
+	steps := []struct {
+		name string
+		data []byte
+	}{
+		{"put", Thumb(1)},
+		{"put again replaces it", Thumb(2)},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			if err := db.PutThumbnail(ctx, sha, st.data); err != nil {
+				t.Fatal(err)
+			}
+			if got := thumbnail(t, db, sha); !slices.Equal(got, st.data) {
+				t.Errorf("got %q, want %q", got, st.data)
+			}
+		})
+	}
+	// The same bytes in another conversation (a new thread from the
+	// image) share the thumbnail.
+	if _, err := db.AddTurn(ctx, keyB, Turn("b1"), Img(1), nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	db = db.Reopen(t, Options{})
+	if got, want := thumbnail(t, db, sha), Thumb(2); !slices.Equal(got, want) {
+		t.Errorf("after reopen: got %q, want %q", got, want)
+	}
+	if got := thumbnail(t, db, SHA(Img(2))); got != nil {
+		t.Errorf("thumbnail of another image: got %q, want ErrNotFound", got)
+	}
+	if got, want := counts(t, db), (Counts{Conversations: 2, Images: 1, ImageRefs: 1, Thumbnails: 1}); got != want {
+		t.Errorf("counts: got %+v, want %+v", got, want)
+	}
+	check(t, db)
+}
+
+// testThumbnailsGoWithImages: a thumbnail leaves the store exactly when
+// its image does, whichever way the image goes (pruning past the
+// history, DeleteTurn, the retention sweep), so none is left behind.
+func testThumbnailsGoWithImages(t *testing.T, open OpenFunc) {
+	ctx := context.Background()
+	late := t0.Add(48 * time.Hour)
+	// put stores the turns' images with a thumbnail each.
+	put := func(t *testing.T, db Store, key bot.ConvKey, ids []string, imgs []int) {
+		t.Helper()
+		for i, id := range ids {
+			if _, err := db.AddTurn(ctx, key, Turn(id), Img(imgs[i]), nil, nil); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.PutThumbnail(ctx, SHA(Img(imgs[i])), Thumb(imgs[i])); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	tests := []struct {
+		name string
+		// run stores turns and removes some; the images 1..4 that stay
+		// are kept.
+		run  func(t *testing.T, db Store, clock *Clock)
+		kept []int
+	}{
+		{
+			name: "pruned past the history limit",
+			run: func(t *testing.T, db Store, _ *Clock) {
+				put(t, db, keyA, []string{"t1", "t2", "t3", "t4"}, []int{1, 2, 3, 4})
+			},
+			kept: []int{3, 4},
+		},
+		{
+			name: "deleted",
+			run: func(t *testing.T, db Store, _ *Clock) {
+				put(t, db, keyA, []string{"t1", "t2"}, []int{1, 2})
+				if _, err := db.DeleteTurn(ctx, keyA, "t2"); err != nil {
+					t.Fatal(err)
+				}
+			},
+			kept: []int{1},
+		},
+		{
+			name: "the last conversation deleted",
+			run: func(t *testing.T, db Store, _ *Clock) {
+				put(t, db, keyA, []string{"t1"}, []int{1})
+				if _, err := db.DeleteTurn(ctx, keyA, "t1"); err != nil {
+					t.Fatal(err)
+				}
+			},
+		},
+		{
+			name: "kept while another conversation uses the bytes",
+			run: func(t *testing.T, db Store, _ *Clock) {
+				put(t, db, keyA, []string{"t1"}, []int{1})
+				put(t, db, keyB, []string{"b1"}, []int{1})
+				if _, err := db.DeleteTurn(ctx, keyA, "t1"); err != nil {
+					t.Fatal(err)
+				}
+			},
+			kept: []int{1},
+		},
+		{
+			name: "swept",
+			run: func(t *testing.T, db Store, clock *Clock) {
+				put(t, db, keyA, []string{"t1", "t2"}, []int{1, 2})
+				clock.Set(late)
+				put(t, db, keyB, []string{"b1"}, []int{3})
+				if _, err := db.Sweep(ctx, late.Add(-time.Hour)); err != nil {
+					t.Fatal(err)
+				}
+			},
+			kept: []int{3},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := NewClock(t0)
+			db := open(t, Options{History: 2, Now: clock.Now})
+			tt.run(t, db, clock)
+			for n := 1; n <= 4; n++ {
+				sha := SHA(Img(n))
+				_, imgErr := db.Image(ctx, sha)
+				got := thumbnail(t, db, sha)
+				want := slices.Contains(tt.kept, n)
+				if (imgErr == nil) != want || (got != nil) != want {
+					t.Errorf("image %d: image stored %v, thumbnail %q; want both stored: %v", n, imgErr == nil, got, want)
+				}
+				if want && !slices.Equal(got, Thumb(n)) {
+					t.Errorf("image %d: thumbnail %q, want %q", n, got, Thumb(n))
+				}
+			}
+			if got, want := counts(t, db).Thumbnails, len(tt.kept); got != want {
+				t.Errorf("thumbnails stored: got %d, want %d", got, want)
+			}
+			// A thumbnail cannot come back for an image that went.
+			if len(tt.kept) < 4 {
+				gone := 0
+				for n := 1; n <= 4 && gone == 0; n++ {
+					if !slices.Contains(tt.kept, n) {
+						gone = n
+					}
+				}
+				if err := db.PutThumbnail(ctx, SHA(Img(gone)), Thumb(gone)); !errors.Is(err, bot.ErrNotFound) {
+					t.Errorf("PutThumbnail of image %d after it went: got %v, want ErrNotFound", gone, err)
+				}
+			}
+			check(t, db)
+		})
+	}
 }

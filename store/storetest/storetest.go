@@ -52,6 +52,8 @@ type Counts struct {
 	Messages int
 	Jobs     int
 	Claims   int
+	// Thumbnails is the number of images with a stored thumbnail.
+	Thumbnails int
 }
 
 // SweepStats is what one retention pass removed.
@@ -112,6 +114,8 @@ func Run(t *testing.T, open OpenFunc) {
 		{"SetHead", testSetHead},
 		{"DeleteTurn", testDeleteTurn},
 		{"DeleteTurnShared", testDeleteTurnShared},
+		{"Thumbnails", testThumbnails},
+		{"ThumbnailsGoWithImages", testThumbnailsGoWithImages},
 		{"Messages", testMessages},
 		{"Jobs", testJobs},
 		{"Usage", testUsage},
