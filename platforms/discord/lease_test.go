@@ -406,8 +406,15 @@ func TestGatewayShardsOneProcess(t *testing.T) {
 	if got := dc.Sessions(); !slices.Equal(got, want) {
 		t.Errorf("sessions %v, want %v", got, want)
 	}
-	if err := b.Healthy(); err != nil {
-		t.Errorf("Healthy: %v", err)
+	// A shard is healthy once its READY is handled, which discordgo does
+	// on its own goroutine after Open returns.
+	deadline := time.Now().Add(5 * time.Second)
+	for err := b.Healthy(); err != nil; err = b.Healthy() {
+		if time.Now().After(deadline) {
+			t.Errorf("Healthy: %v", err)
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if _, err := New(Config{Token: dc.Token(), Shards: 2, ShardIDs: []int{2}}, stubCore{}); err == nil || !strings.Contains(err.Error(), "DISCORD_SHARD_ID") {
 		t.Errorf("shard 2 of 2: got %v, want an error naming DISCORD_SHARD_ID", err)
