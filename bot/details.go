@@ -162,19 +162,10 @@ func (d *Details) Settings() string {
 // Details describes turn req.Turn (or the current image) of the
 // conversation at req.Conv. Anyone may see them.
 func (c *Core) Details(ctx context.Context, req *Request) (*Details, error) {
-	conv, err := c.conversation(ctx, req.Conv)
+	conv, t, err := c.turnOf(ctx, req, "details",
+		Userf("I no longer have that image: it was deleted, or only the last images of a conversation are kept."))
 	if err != nil {
-		return nil, fmt.Errorf("bot: details: %w", err)
-	}
-	t := conv.Current()
-	if req.Turn != "" {
-		t = conv.Turn(req.Turn)
-	}
-	if t == nil {
-		if req.Turn == "" {
-			return nil, ErrNoImage
-		}
-		return nil, Userf("I no longer have that image: it was deleted, or only the last images of a conversation are kept.")
+		return nil, err
 	}
 	d := &Details{Conv: req.Conv, Turn: *t, Target: t.ID}
 	if p := conv.Turn(t.Parent); p != nil {
@@ -212,19 +203,9 @@ type Deleted struct {
 // lets them delete others' messages there); anyone else gets
 // ErrCannotDelete. The adapter then removes the post.
 func (c *Core) Delete(ctx context.Context, req *Request) (*Deleted, error) {
-	conv, err := c.conversation(ctx, req.Conv)
+	conv, t, err := c.turnOf(ctx, req, "delete", Userf("That image is already deleted (or no longer kept)."))
 	if err != nil {
-		return nil, fmt.Errorf("bot: delete: %w", err)
-	}
-	t := conv.Current()
-	if req.Turn != "" {
-		t = conv.Turn(req.Turn)
-	}
-	if t == nil {
-		if req.Turn == "" {
-			return nil, ErrNoImage
-		}
-		return nil, Userf("That image is already deleted (or no longer kept).")
+		return nil, err
 	}
 	if t.Requester != req.User && !req.Admin && !c.isAdmin(req.User) {
 		return nil, ErrCannotDelete
@@ -236,4 +217,24 @@ func (c *Core) Delete(ctx context.Context, req *Request) (*Deleted, error) {
 	}
 	c.log.Info("image deleted", "turn", t.ID, "platform", req.Conv.Platform, "kept", kept)
 	return &Deleted{Turn: *t, Kept: kept, Conv: after}, nil
+}
+
+// turnOf loads the conversation at req.Conv and its turn req.Turn, or its
+// current image when req.Turn is empty: ErrNoImage when there is none,
+// gone when the conversation no longer holds req.Turn.
+func (c *Core) turnOf(ctx context.Context, req *Request, op string, gone error) (*Conversation, *Turn, error) {
+	conv, err := c.conversation(ctx, req.Conv)
+	if err != nil {
+		return nil, nil, fmt.Errorf("bot: %s: %w", op, err)
+	}
+	if req.Turn == "" {
+		if t := conv.Current(); t != nil {
+			return conv, t, nil
+		}
+		return nil, nil, ErrNoImage
+	}
+	if t := conv.Turn(req.Turn); t != nil {
+		return conv, t, nil
+	}
+	return nil, nil, gone
 }

@@ -36,35 +36,33 @@ func (db *DB) Conversation(ctx context.Context, key bot.ConvKey) (*bot.Conversat
 // Image returns the bytes stored under the sha256 hex digest, or an error
 // wrapping bot.ErrNotFound.
 func (db *DB) Image(ctx context.Context, sha string) ([]byte, error) {
-	wrap := func(err error) error { return fmt.Errorf("postgres: image %s: %w", sha, err) }
-	if err := ctx.Err(); err != nil {
-		return nil, wrap(err)
-	}
-	var data []byte
-	err := db.pool.QueryRow(ctx, `SELECT data FROM images WHERE sha256 = $1`, sha).Scan(&data)
-	if errors.Is(err, pgx.ErrNoRows) {
-		err = bot.ErrNotFound
-	}
+	data, err := db.blob(ctx, `SELECT data FROM images WHERE sha256 = $1`, sha)
 	if err != nil {
-		return nil, wrap(err)
+		return nil, fmt.Errorf("postgres: image %s: %w", sha, err)
 	}
 	return data, nil
+}
+
+// blob runs query, which selects one bytea column by a sha256 key, for
+// sha: bot.ErrNotFound when no row matches.
+func (db *DB) blob(ctx context.Context, query, sha string) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var data []byte
+	err := db.pool.QueryRow(ctx, query, sha).Scan(&data)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, bot.ErrNotFound
+	}
+	return data, err
 }
 
 // Thumbnail returns the thumbnail stored for the image under the sha256
 // hex digest, or an error wrapping bot.ErrNotFound.
 func (db *DB) Thumbnail(ctx context.Context, sha string) ([]byte, error) {
-	wrap := func(err error) error { return fmt.Errorf("postgres: thumbnail %s: %w", sha, err) }
-	if err := ctx.Err(); err != nil {
-		return nil, wrap(err)
-	}
-	var data []byte
-	err := db.pool.QueryRow(ctx, `SELECT data FROM thumbnails WHERE sha256 = $1`, sha).Scan(&data)
-	if errors.Is(err, pgx.ErrNoRows) {
-		err = bot.ErrNotFound
-	}
+	data, err := db.blob(ctx, `SELECT data FROM thumbnails WHERE sha256 = $1`, sha)
 	if err != nil {
-		return nil, wrap(err)
+		return nil, fmt.Errorf("postgres: thumbnail %s: %w", sha, err)
 	}
 	return data, nil
 }
