@@ -46,6 +46,13 @@ func TestUnknownModelListsServed(t *testing.T) {
 			if !errors.As(err, &ue) || ue.Msg != tc.want {
 				t.Errorf("SetSettings(model %s): got %v, want %q", tc.model, err, tc.want)
 			}
+			_, err = h.core.Submit(ctx, &bot.Request{Kind: bot.KindImagine, Conv: conv, User: "ada", Prompt: "a fox", Model: tc.model})
+			if !errors.As(err, &ue) || ue.Msg != tc.want {
+				t.Errorf("Submit(model %s): got %v, want %q", tc.model, err, tc.want)
+			}
+			if got := h.fake.Stats().Creates; got != 0 {
+				t.Errorf("creates: got %d, want 0", got)
+			}
 		})
 	}
 }

@@ -57,7 +57,7 @@ func (s WorkspaceSettings) Validate() error {
 		return Userf("The monthly budget must be an amount in US dollars from 0 (no budget) to %.0f.", MaxSettingsBudget)
 	}
 	if s.Model != "" && !kontext.ValidModel(s.Model) {
-		return unknownModel(s.Model)
+		return UnknownModel(s.Model)
 	}
 	if len(s.Channels) > MaxSettingsChannels {
 		return Userf("At most %d channels can be allowed; leave the list empty to allow every channel.", MaxSettingsChannels)
@@ -203,9 +203,6 @@ func (e Effective) allowedIn(channel string) bool {
 func UnknownModel(s string) error {
 	return Userf("Unknown model %q: use %s.", s, orList(kontext.ModelNames()))
 }
-
-// unknownModel is UnknownModel inside the package.
-func unknownModel(s string) error { return UnknownModel(s) }
 
 // orList joins names as a sentence does: "a", "a or b", "a, b or c".
 func orList(names []string) string {
