@@ -222,10 +222,7 @@ func modelNames(models []kontext.Model) []string {
 // when set: the pickers, the option parsers and the client ignore the
 // others (kontext.Restrict).
 func (c config) restrictModels() error {
-	if c.Models == nil {
-		return nil
-	}
-	return kontext.Restrict(c.Models)
+	return kontext.Restrict(c.Models) // none: every model, whatever an earlier run in this process said
 }
 
 // list reads a comma-separated list of ids, ignoring blanks.

@@ -33,7 +33,6 @@ var (
 	jobKinds    = []bot.Kind{bot.KindImagine, bot.KindEdit, bot.KindReroll}
 	jobOutcomes = []string{"delivered", "failed", "refused", "canceled", "kept"}
 	providerOps = []string{"create", "poll", "download", "images"}
-	models      = []string{kontext.ModelMax, kontext.ModelPro}
 )
 
 func newMetrics() *metrics {
@@ -85,7 +84,7 @@ func newMetrics() *metrics {
 	for _, o := range jobOutcomes {
 		m.provider.WithLabelValues(o)
 	}
-	for _, model := range models {
+	for _, model := range kontext.ModelNames() { // after kontext.Restrict (KONTEXT_MODELS)
 		m.spend.WithLabelValues(model)
 	}
 	for _, op := range providerOps {

@@ -63,6 +63,8 @@ func TestMetricsExistFromStart(t *testing.T) {
 		{"kontextbot_images_delivered_total", map[string]string{"platform": "slack"}},
 		{"kontextbot_spend_usd_total", map[string]string{"model": kontext.ModelMax}},
 		{"kontextbot_spend_usd_total", map[string]string{"model": kontext.ModelPro}},
+		{"kontextbot_spend_usd_total", map[string]string{"model": kontext.ModelFlux2Pro}},
+		{"kontextbot_spend_usd_total", map[string]string{"model": kontext.ModelFlux2Flex}},
 		{"kontextbot_platform_up", map[string]string{"platform": "slack"}},
 		{"kontextbot_workspace_budget_usd", nil},
 		{"kontextbot_build_info", map[string]string{"goversion": readBuildInfo().GoVersion, "version": readBuildInfo().Version}},

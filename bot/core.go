@@ -509,7 +509,7 @@ func (c *Core) prepare(ctx context.Context, req *Request) (*Job, *pending, error
 		job.Model = eff.Model
 	}
 	if !kontext.ValidModel(job.Model) {
-		return nil, nil, Userf("Unknown model %q: use %s or %s.", job.Model, kontext.ModelMax, kontext.ModelPro)
+		return nil, nil, UnknownModel(job.Model)
 	}
 	if job.Aspect != "" && !kontext.ValidAspect(job.Aspect) {
 		return nil, nil, Userf("Unknown aspect ratio %q: use one of %s.", job.Aspect, strings.Join(kontext.AspectRatios[1:], ", "))

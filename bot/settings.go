@@ -57,7 +57,7 @@ func (s WorkspaceSettings) Validate() error {
 		return Userf("The monthly budget must be an amount in US dollars from 0 (no budget) to %.0f.", MaxSettingsBudget)
 	}
 	if s.Model != "" && !kontext.ValidModel(s.Model) {
-		return Userf("Unknown model %q: use %s or %s.", s.Model, kontext.ModelMax, kontext.ModelPro)
+		return UnknownModel(s.Model)
 	}
 	if len(s.Channels) > MaxSettingsChannels {
 		return Userf("At most %d channels can be allowed; leave the list empty to allow every channel.", MaxSettingsChannels)
@@ -196,4 +196,21 @@ func (e Effective) Text() string {
 // allowedIn reports whether channel is allowed by e.
 func (e Effective) allowedIn(channel string) bool {
 	return len(e.Channels) == 0 || slices.Contains(e.Channels, channel)
+}
+
+// UnknownModel is the sentence refusing model name s: it lists the models
+// this process serves (kontext.ModelNames, KONTEXT_MODELS).
+func UnknownModel(s string) error {
+	return Userf("Unknown model %q: use %s.", s, orList(kontext.ModelNames()))
+}
+
+// orList joins names as a sentence does: "a", "a or b", "a, b or c".
+func orList(names []string) string {
+	switch len(names) {
+	case 0:
+		return ""
+	case 1:
+		return names[0]
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " or " + names[len(names)-1]
 }

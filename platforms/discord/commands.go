@@ -139,7 +139,7 @@ func parseSlash(data discordgo.ApplicationCommandInteractionData) (a slashArgs, 
 		case "model":
 			s, _ := o.Value.(string)
 			if !kontext.ValidModel(s) {
-				return a, bot.Userf("Unknown model %q: use max or pro.", s)
+				return a, bot.UnknownModel(s)
 			}
 			a.Model = s
 		case "seed":

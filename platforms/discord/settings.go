@@ -10,7 +10,6 @@ import (
 	"github.com/bwmarrin/discordgo"
 
 	"kontextbot/bot"
-	"kontextbot/kontext"
 )
 
 // Settings subcommands of /kontext settings, and the names of the
@@ -55,10 +54,7 @@ func settingsCommand(install *[]discordgo.ApplicationIntegrationType) *discordgo
 						{Type: discordgo.ApplicationCommandOptionNumber, Name: setBudget,
 							Description: "US dollars this server may spend per UTC month (0: no budget)", MinValue: &zero, MaxValue: bot.MaxSettingsBudget},
 						{Type: discordgo.ApplicationCommandOptionString, Name: setModel, Description: "Model used when a request names none",
-							Choices: []*discordgo.ApplicationCommandOptionChoice{
-								{Name: "max: best quality and typography", Value: kontext.ModelMax},
-								{Name: "pro: faster and cheaper", Value: kontext.ModelPro},
-							}},
+							Choices: modelChoices()},
 						{Type: discordgo.ApplicationCommandOptionString, Name: setChannels, MaxLength: 1000,
 							Description: "The only channels I answer in: #channel mentions, or \"all\""},
 						{Type: discordgo.ApplicationCommandOptionChannel, Name: setAdd, Description: "Allow one more channel",

@@ -12,7 +12,6 @@ import (
 	slackgo "github.com/slack-go/slack"
 
 	"kontextbot/bot"
-	"kontextbot/kontext"
 )
 
 // The settings modal: its callback id, and its blocks and actions.
@@ -104,11 +103,7 @@ func settingsModal(meta settingsMeta, eff bot.Effective) slackgo.ModalViewReques
 	if o.Budget != nil {
 		budget.WithInitialValue(strconv.FormatFloat(*o.Budget, 'f', -1, 64))
 	}
-	models := []*slackgo.OptionBlockObject{
-		slackgo.NewOptionBlockObject(modelDefault, plain("Default ("+eff.Env.Model+")"), nil),
-		slackgo.NewOptionBlockObject(kontext.ModelMax, plain("max: best quality and typography"), nil),
-		slackgo.NewOptionBlockObject(kontext.ModelPro, plain("pro: faster and cheaper"), nil),
-	}
+	models := modelOptions(eff.Env.Model)
 	model := slackgo.NewOptionsSelectBlockElement(slackgo.OptTypeStatic, plain("Default"), actSetting, models...)
 	model.InitialOption = models[0]
 	for _, opt := range models[1:] {
