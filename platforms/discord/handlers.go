@@ -175,11 +175,7 @@ func (b *Bot) failDeferred(ctx context.Context, in *discordgo.Interaction, err e
 
 // interactionOrigin notes where a deferred interaction is answered.
 func (b *Bot) interactionOrigin(ctx context.Context, in *discordgo.Interaction, received time.Time) origin {
-	o := origin{Mode: "i", App: in.AppID, Token: in.Token, At: received, Place: b.placeFor(ctx, in.GuildID, in.ChannelID),
-		Lim: b.knownLimit(in.GuildID)}
-	if o.App == "" {
-		o.App, _ = b.ids()
-	}
+	o := b.responseOrigin(ctx, in, received)
 	// The response's message id lets a job that outlives the token reply
 	// to it; without it the reply names the user instead.
 	if m, err := b.original(ctx, o.App, o.Token); err == nil && m != nil {
@@ -188,14 +184,29 @@ func (b *Bot) interactionOrigin(ctx context.Context, in *discordgo.Interaction, 
 	return o
 }
 
-// onSlash handles /imagine and /edit.
-func (b *Bot) onSlash(ctx context.Context, in *discordgo.Interaction, data discordgo.ApplicationCommandInteractionData, kind bot.Kind, received time.Time) {
-	if b.deferResponse(ctx, in, false) != nil {
-		return
+// responseOrigin notes where an interaction not yet acknowledged will be
+// answered: its response, edited through the token. It has no message id
+// (the response does not exist yet): a job that outlives the token names
+// its user in its reply instead of replying to the response.
+func (b *Bot) responseOrigin(ctx context.Context, in *discordgo.Interaction, received time.Time) origin {
+	o := origin{Mode: "i", App: in.AppID, Token: in.Token, At: received, Place: b.placeFor(ctx, in.GuildID, in.ChannelID),
+		Lim: b.knownLimit(in.GuildID)}
+	if o.App == "" {
+		o.App, _ = b.ids()
 	}
+	return o
+}
+
+// onSlash handles /imagine and /edit. The job is stored before the
+// interaction is acknowledged (deferral), so a replica that dies in
+// between leaves either a stored job that another replica runs or an
+// interaction Discord says did not respond, never a "thinking…" that
+// nothing follows.
+func (b *Bot) onSlash(ctx context.Context, in *discordgo.Interaction, data discordgo.ApplicationCommandInteractionData, kind bot.Kind, received time.Time) {
+	d := b.deferLater(ctx, in, false)
 	user, name := who(in)
 	args, err := parseSlash(data)
-	o := b.interactionOrigin(ctx, in, received)
+	o := b.responseOrigin(ctx, in, received)
 	req := &bot.Request{Kind: kind, Conv: o.Place.key(), User: user, UserName: name, Prompt: args.Prompt,
 		Aspect: args.Aspect, Seed: args.Seed, Model: args.Model, Enhance: args.Enhance, Count: args.Count, Origin: o.encode()}
 	switch {
@@ -208,12 +219,17 @@ func (b *Bot) onSlash(ctx context.Context, in *discordgo.Interaction, data disco
 	if err == nil && kind == bot.KindEdit {
 		req.Refs, err = b.downloadRefs(ctx, args.More)
 	}
+	if d.failed() {
+		return // the interaction is void: no one would see the job
+	}
 	if err == nil {
-		_, err = b.core.Submit(ctx, req)
+		_, err = b.core.Submit(d.stored(ctx), req)
 	}
 	if err != nil {
-		b.failDeferred(ctx, in, err)
+		d.fail(ctx, b, in, err, func() { b.failDeferred(ctx, in, err) })
+		return
 	}
+	d.ack() // held behind a group, or stored without the hook
 }
 
 // onUsage answers /usage, privately.

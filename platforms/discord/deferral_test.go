@@ -1,0 +1,83 @@
+package discord
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"kontextbot/bot"
+	"kontextbot/platforms/discord/discordtest"
+)
+
+// gateCore is stubCore whose Submit waits for release: the time a
+// shared store takes to store a job.
+type gateCore struct {
+	stubCore
+	release chan struct{}
+	err     error
+}
+
+func (c gateCore) Submit(ctx context.Context, req *bot.Request) (*bot.Job, error) {
+	c.submitted <- req
+	<-c.release
+	if c.err != nil {
+		return nil, c.err
+	}
+	return &bot.Job{ID: "j1", User: req.User, Origin: req.Origin, Prompt: req.Prompt}, nil
+}
+
+// TestSlashAcknowledgedAfterStored: /imagine is acknowledged (deferred)
+// only once Submit stored its job, so a replica killed in between leaves
+// no "thinking…" without a job; a store slower than storeWait is
+// acknowledged anyway, inside Discord's 3 s; an error found before the
+// acknowledgement is the response itself, only to its user.
+func TestSlashAcknowledgedAfterStored(t *testing.T) {
+	const deferred, message = 5, 4 // callback types
+	tests := []struct {
+		name    string
+		err     error
+		hold    bool // Submit outlives storeWait
+		wantAck int
+	}{
+		{name: "stored", wantAck: deferred},
+		{name: "slow store", hold: true, wantAck: deferred},
+		{name: "refused", err: bot.Userf("Say what to draw."), wantAck: message},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			core := gateCore{stubCore: stubCore{submitted: make(chan *bot.Request, 1)}, release: make(chan struct{}), err: tc.err}
+			_, dc, _ := started(t, core)
+			in, err := dc.Slash("10", "5", "imagine", discordtest.String("prompt", "an owl"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-core.submitted:
+			case <-time.After(5 * time.Second):
+				t.Fatal("no request")
+			}
+			if got := dc.Interaction(in.ID).Ack; got != 0 {
+				t.Errorf("acknowledged (type %d) before the job was stored", got)
+			}
+			if tc.hold {
+				if !dc.Wait(5*time.Second, func() bool { return dc.Interaction(in.ID).Ack != 0 }) {
+					t.Error("a slow store left the interaction unacknowledged")
+				}
+			}
+			close(core.release)
+			if !dc.Wait(5*time.Second, func() bool { return dc.Interaction(in.ID).Ack != 0 }) {
+				t.Fatal("never acknowledged")
+			}
+			got := dc.Interaction(in.ID)
+			if got.Ack != tc.wantAck || got.Failed {
+				t.Errorf("got callback type %d (failed %v), want %d", got.Ack, got.Failed, tc.wantAck)
+			}
+			if tc.err != nil {
+				m, _ := dc.Original(in.ID)
+				if !m.Ephemeral() || m.Content != bot.Explain(tc.err) {
+					t.Errorf("answered %q (ephemeral %v), want %q only to its user", m.Content, m.Ephemeral(), bot.Explain(tc.err))
+				}
+			}
+		})
+	}
+}
