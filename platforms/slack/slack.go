@@ -376,12 +376,29 @@ func (b *Bot) untrack(n int) {
 // arrived (three quick messages in a thread edit in that order), while
 // different conversations run side by side.
 // The request is acknowledged (a) when its job is stored or fn returns.
-func (b *Bot) serial(key string, a *acker, fn func(ctx context.Context)) {
+// With overlap, the next fn of key starts once this one is acknowledged
+// (its job stored) instead of when it returns: requests that need only
+// be stored in order (slash commands) do not wait for each other's
+// queueing, which may wait for the shared queue.
+func (b *Bot) serial(key string, a *acker, overlap bool, fn func(ctx context.Context)) {
 	end := b.track()
-	run := func(ctx context.Context) {
+	handle := func(ctx context.Context) {
 		defer end()
 		defer a.ack()
 		fn(bot.WithStored(ctx, a.ack))
+	}
+	run := handle
+	if overlap {
+		run = func(ctx context.Context) {
+			if !b.spawn(handle) {
+				end()
+				return
+			}
+			select {
+			case <-a.done:
+			case <-ctx.Done():
+			}
+		}
 	}
 	b.mu.Lock()
 	q, busy := b.queues[key]

@@ -98,12 +98,13 @@ func (b *Bot) dispatchEvent(ev slackevents.EventsAPIEvent, a *acker) {
 		}
 		key = e.Channel + "/" + thread
 	}
-	b.serial(key, a, func(ctx context.Context) { b.handleEvent(ctx, ev) })
+	b.serial(key, a, false, func(ctx context.Context) { b.handleEvent(ctx, ev) })
 }
 
-// dispatchSlash queues a command behind the earlier ones of its channel.
+// dispatchSlash queues a command behind the earlier ones of its channel,
+// until they are stored.
 func (b *Bot) dispatchSlash(cmd slackgo.SlashCommand, a *acker) {
-	b.serial(cmd.ChannelID+"/", a, func(ctx context.Context) { b.handleSlash(ctx, cmd) })
+	b.serial(cmd.ChannelID+"/", a, true, func(ctx context.Context) { b.handleSlash(ctx, cmd) })
 }
 
 // dispatchInteraction queues a button, shortcut or modal submission
@@ -131,7 +132,7 @@ func (b *Bot) dispatchInteraction(cb slackgo.InteractionCallback, a *acker) {
 	case cb.Type == slackgo.InteractionTypeViewSubmission:
 		key = "view/" + cb.View.ID
 	}
-	b.serial(key, a, func(ctx context.Context) { b.handleInteraction(ctx, cb) })
+	b.serial(key, a, false, func(ctx context.Context) { b.handleInteraction(ctx, cb) })
 }
 
 func opensModal(cb slackgo.InteractionCallback) bool {
