@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bwmarrin/discordgo"
+
 	"kontextbot/bot"
 	"kontextbot/platforms/discord/discordtest"
 )
@@ -79,5 +81,44 @@ func TestSlashAcknowledgedAfterStored(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRerollAcknowledgedAfterStored: a Reroll click is acknowledged
+// (deferred update) only once Submit stored its job.
+func TestRerollAcknowledgedAfterStored(t *testing.T) {
+	const deferredUpdate = 6 // callback type
+	core := gateCore{stubCore: stubCore{submitted: make(chan *bot.Request, 1)}, release: make(chan struct{})}
+	b, dc, offset := started(t, core)
+	id := customID(actReroll, "i1")
+	m, err := b.s.ChannelMessageSendComplex("10", &discordgo.MessageSend{Content: "a picture",
+		Components: []discordgo.MessageComponent{discordgo.ActionsRow{Components: []discordgo.MessageComponent{
+			discordgo.Button{Label: "Reroll", Style: discordgo.SecondaryButton, CustomID: id},
+		}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	offset.Store(int64(2 * time.Minute)) // an old result: no wait for its record
+	in, err := dc.Click("5", m.ID, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case req := <-core.submitted:
+		if req.Kind != bot.KindReroll || req.Turn != "i1" {
+			t.Errorf("submitted %s of %q, want a reroll of i1", req.Kind, req.Turn)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no request")
+	}
+	if got := dc.Interaction(in.ID).Ack; got != 0 {
+		t.Errorf("acknowledged (type %d) before the job was stored", got)
+	}
+	close(core.release)
+	if !dc.Wait(5*time.Second, func() bool { return dc.Interaction(in.ID).Ack != 0 }) {
+		t.Fatal("never acknowledged")
+	}
+	if got := dc.Interaction(in.ID); got.Ack != deferredUpdate || got.Failed {
+		t.Errorf("got callback type %d (failed %v), want %d", got.Ack, got.Failed, deferredUpdate)
 	}
 }
