@@ -19,15 +19,14 @@ const storeWait = 2 * time.Second
 
 // deferral states.
 const (
-	deferPending  = iota // not acknowledged yet
-	deferDone            // the deferred response was sent
-	deferFailed          // Discord refused the deferred response
-	deferAnswered        // answered with a message instead (an error)
+	deferPending = iota // not acknowledged yet
+	deferDone           // the deferred response was sent
+	deferFailed         // Discord refused the deferred response
 )
 
 // deferral acknowledges one interaction with a deferred response once the
 // job it asks for is stored (bot.WithStored), or after storeWait,
-// whichever is first; an error found before that is the response itself.
+// whichever is first; an error is told as before, after a deferral.
 // A replica that dies before it acknowledged leaves the person with
 // "did not respond", never with a "thinking…" that nothing follows.
 type deferral struct {
@@ -35,18 +34,34 @@ type deferral struct {
 	state int
 	send  func() error
 	timer *time.Timer
+	// response is the id of the deferred response's message, once sent
+	// (not for an update).
+	response string
 }
 
 // deferLater starts the deferral of in: a deferred message update
 // (update, for buttons and modals answered in place) or a deferred
 // channel message.
 func (b *Bot) deferLater(ctx context.Context, in *discordgo.Interaction, update bool) *deferral {
-	d := &deferral{send: func() error {
+	d := &deferral{}
+	d.send = func() error {
 		if update {
 			return b.deferUpdate(ctx, in)
 		}
-		return b.deferResponse(ctx, in, false)
-	}}
+		if err := b.deferResponse(ctx, in, false); err != nil {
+			return err
+		}
+		app := in.AppID
+		if app == "" {
+			app, _ = b.ids()
+		}
+		// Its id lets a job that outlives the token reply to it; without
+		// it the reply names the user instead.
+		if m, err := b.original(ctx, app, in.Token); err == nil && m != nil {
+			d.response = m.ID // under d.mu: send runs in ack
+		}
+		return nil
+	}
 	d.mu.Lock()
 	d.timer = time.AfterFunc(storeWait, func() { d.ack() })
 	d.mu.Unlock()
@@ -77,25 +92,31 @@ func (d *deferral) failed() bool {
 }
 
 // stored is the context under which Submit acknowledges the interaction
-// once its job is stored.
-func (d *deferral) stored(ctx context.Context) context.Context {
-	return bot.WithStored(ctx, func() { d.ack() })
+// once its job is stored. With o (a job answered through the response),
+// the job's origin gets the response's message id, which Submit stores.
+func (d *deferral) stored(ctx context.Context, o *origin) context.Context {
+	return bot.WithStored(ctx, func(j *bot.Job) {
+		if !d.ack() || o == nil {
+			return
+		}
+		d.mu.Lock()
+		msg := d.response
+		d.mu.Unlock()
+		if msg != "" {
+			withMsg := *o
+			withMsg.Msg = msg
+			j.Origin = withMsg.encode()
+		}
+	})
 }
 
-// fail tells the person why nothing was done: as the interaction's
-// response while it is not acknowledged, else through deferred (the
-// follow-up for an acknowledged interaction).
+// fail tells the person why nothing was done through deferred (the
+// follow-up for an acknowledged interaction), acknowledging it first if
+// it is not yet.
 func (d *deferral) fail(ctx context.Context, b *Bot, in *discordgo.Interaction, err error, deferred func()) {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	switch d.state {
-	case deferPending:
-		d.timer.Stop()
-		d.state = deferAnswered
-		b.answerError(ctx, in, err)
-	case deferDone:
+	if d.ack() {
 		deferred()
-	default:
-		b.logUnexpected("request", err)
+		return
 	}
+	b.logUnexpected("request", err)
 }

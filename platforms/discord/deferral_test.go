@@ -32,9 +32,9 @@ func (c gateCore) Submit(ctx context.Context, req *bot.Request) (*bot.Job, error
 // only once Submit stored its job, so a replica killed in between leaves
 // no "thinking…" without a job; a store slower than storeWait is
 // acknowledged anyway, inside Discord's 3 s; an error found before the
-// acknowledgement is the response itself, only to its user.
+// acknowledgement is told after a deferral, only to its user.
 func TestSlashAcknowledgedAfterStored(t *testing.T) {
-	const deferred, message = 5, 4 // callback types
+	const deferred = 5 // callback type
 	tests := []struct {
 		name    string
 		err     error
@@ -43,7 +43,7 @@ func TestSlashAcknowledgedAfterStored(t *testing.T) {
 	}{
 		{name: "stored", wantAck: deferred},
 		{name: "slow store", hold: true, wantAck: deferred},
-		{name: "refused", err: bot.Userf("Say what to draw."), wantAck: message},
+		{name: "refused", err: bot.Userf("Say what to draw."), wantAck: deferred},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -75,9 +75,12 @@ func TestSlashAcknowledgedAfterStored(t *testing.T) {
 				t.Errorf("got callback type %d (failed %v), want %d", got.Ack, got.Failed, tc.wantAck)
 			}
 			if tc.err != nil {
-				m, _ := dc.Original(in.ID)
-				if !m.Ephemeral() || m.Content != bot.Explain(tc.err) {
-					t.Errorf("answered %q (ephemeral %v), want %q only to its user", m.Content, m.Ephemeral(), bot.Explain(tc.err))
+				var f []discordtest.Message
+				if !dc.Wait(5*time.Second, func() bool { f = dc.Followups(in.ID); return len(f) == 1 }) {
+					t.Fatal("no follow-up")
+				}
+				if !f[0].Ephemeral() || f[0].Content != bot.Explain(tc.err) {
+					t.Errorf("follow-up %q (ephemeral %v), want %q only to its user", f[0].Content, f[0].Ephemeral(), bot.Explain(tc.err))
 				}
 			}
 		})

@@ -212,7 +212,7 @@ func (b *Bot) onSlash(ctx context.Context, in *discordgo.Interaction, data disco
 		return // the interaction is void: no one would see the job
 	}
 	if err == nil {
-		_, err = b.core.Submit(d.stored(ctx), req)
+		_, err = b.core.Submit(d.stored(ctx, &o), req)
 	}
 	if err != nil {
 		d.fail(ctx, b, in, err, func() { b.failDeferred(ctx, in, err) })
@@ -308,7 +308,7 @@ func (b *Bot) onModal(ctx context.Context, in *discordgo.Interaction, data disco
 		return // the interaction is void: no one would see the job
 	}
 	if err == nil {
-		_, err = b.core.Submit(d.stored(ctx), req)
+		_, err = b.core.Submit(d.stored(ctx, &o), req)
 	}
 	if err != nil {
 		d.fail(ctx, b, in, err, func() { b.failDeferred(ctx, in, err) })
@@ -540,7 +540,7 @@ func (b *Bot) submitInPlace(ctx context.Context, in *discordgo.Interaction, d *d
 	}
 	o := origin{Mode: "c", Place: p, Msg: status.ID, Lim: b.knownLimit(in.GuildID)}
 	req.Origin = o.encode()
-	if _, err := b.core.Submit(d.stored(ctx), req); err != nil {
+	if _, err := b.core.Submit(d.stored(ctx, nil), req); err != nil {
 		if derr := b.s.ChannelMessageDelete(p.Channel, status.ID, discordgo.WithContext(ctx)); derr != nil {
 			b.log.Warn("discord: delete status", "err", derr)
 		}

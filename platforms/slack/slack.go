@@ -385,7 +385,7 @@ func (b *Bot) serial(key string, a *acker, overlap bool, fn func(ctx context.Con
 	handle := func(ctx context.Context) {
 		defer end()
 		defer a.ack()
-		fn(bot.WithStored(ctx, a.ack))
+		fn(bot.WithStored(ctx, func(*bot.Job) { a.ack() }))
 	}
 	run := handle
 	if overlap {
