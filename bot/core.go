@@ -421,6 +421,7 @@ func (c *Core) Submit(ctx context.Context, req *Request) (*Job, error) {
 			return nil, fmt.Errorf("bot: submit: %w", err)
 		}
 		if held {
+			c.markStored(ctx, job)
 			cp := *job
 			return &cp, nil
 		}
@@ -428,7 +429,8 @@ func (c *Core) Submit(ctx context.Context, req *Request) (*Job, error) {
 	if err := c.store.PutJob(ctx, job); err != nil {
 		return nil, fmt.Errorf("bot: submit: %w", err)
 	}
-	cp := *job // the caller's copy: once queued, job belongs to its run
+	c.markStored(ctx, job) // the platform may acknowledge now: Adopt queues a stored job whose replica died
+	cp := *job             // the caller's copy: once queued, job belongs to its run
 	// ErrQueued: another process's Recover queued the stored job first.
 	if err := c.enqueue(ctx, job); err != nil && !errors.Is(err, ErrQueued) {
 		job.State, job.Error, job.Updated = JobFailed, err.Error(), c.now()

@@ -113,6 +113,7 @@ func (c *Core) submitGroup(ctx context.Context, req *Request) (*Job, error) {
 			return nil, fmt.Errorf("bot: submit variations: %w", err)
 		}
 	}
+	c.markStored(ctx, jobs...)
 	cp := *jobs[0]
 	for i, j := range jobs {
 		if err := c.enqueue(ctx, j); err != nil && !errors.Is(err, ErrQueued) {

@@ -325,7 +325,7 @@ func (emptyStore) Message(context.Context, bot.ConvKey, string) (bot.ConvKey, st
 }
 
 // started runs an adapter against a fake Discord, with a clock a test can move.
-func started(t *testing.T, core stubCore) (*Bot, *discordtest.Server, *atomic.Int64) {
+func started(t *testing.T, core Core) (*Bot, *discordtest.Server, *atomic.Int64) {
 	t.Helper()
 	dc := discordtest.New(discordtest.Options{})
 	t.Cleanup(dc.Close)

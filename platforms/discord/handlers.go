@@ -173,29 +173,29 @@ func (b *Bot) failDeferred(ctx context.Context, in *discordgo.Interaction, err e
 	}
 }
 
-// interactionOrigin notes where a deferred interaction is answered.
-func (b *Bot) interactionOrigin(ctx context.Context, in *discordgo.Interaction, received time.Time) origin {
+// responseOrigin notes where an interaction not yet acknowledged will be
+// answered: its response, edited through the token. It has no message id
+// (the response does not exist yet): a job that outlives the token names
+// its user in its reply instead of replying to the response.
+func (b *Bot) responseOrigin(ctx context.Context, in *discordgo.Interaction, received time.Time) origin {
 	o := origin{Mode: "i", App: in.AppID, Token: in.Token, At: received, Place: b.placeFor(ctx, in.GuildID, in.ChannelID),
 		Lim: b.knownLimit(in.GuildID)}
 	if o.App == "" {
 		o.App, _ = b.ids()
 	}
-	// The response's message id lets a job that outlives the token reply
-	// to it; without it the reply names the user instead.
-	if m, err := b.original(ctx, o.App, o.Token); err == nil && m != nil {
-		o.Msg = m.ID
-	}
 	return o
 }
 
-// onSlash handles /imagine and /edit.
+// onSlash handles /imagine and /edit. The job is stored before the
+// interaction is acknowledged (deferral), so a replica that dies in
+// between leaves either a stored job that another replica runs or an
+// interaction Discord says did not respond, never a "thinking…" that
+// nothing follows.
 func (b *Bot) onSlash(ctx context.Context, in *discordgo.Interaction, data discordgo.ApplicationCommandInteractionData, kind bot.Kind, received time.Time) {
-	if b.deferResponse(ctx, in, false) != nil {
-		return
-	}
+	d := b.deferLater(ctx, in, false)
 	user, name := who(in)
 	args, err := parseSlash(data)
-	o := b.interactionOrigin(ctx, in, received)
+	o := b.responseOrigin(ctx, in, received)
 	req := &bot.Request{Kind: kind, Conv: o.Place.key(), User: user, UserName: name, Prompt: args.Prompt,
 		Aspect: args.Aspect, Seed: args.Seed, Model: args.Model, Enhance: args.Enhance, Count: args.Count, Origin: o.encode()}
 	switch {
@@ -208,12 +208,17 @@ func (b *Bot) onSlash(ctx context.Context, in *discordgo.Interaction, data disco
 	if err == nil && kind == bot.KindEdit {
 		req.Refs, err = b.downloadRefs(ctx, args.More)
 	}
+	if d.failed() {
+		return // the interaction is void: no one would see the job
+	}
 	if err == nil {
-		_, err = b.core.Submit(ctx, req)
+		_, err = b.core.Submit(d.stored(ctx, &o), req)
 	}
 	if err != nil {
-		b.failDeferred(ctx, in, err)
+		d.fail(ctx, b, in, err, func() { b.failDeferred(ctx, in, err) })
+		return
 	}
+	d.ack() // held behind a group, or stored without the hook
 }
 
 // onUsage answers /usage, privately.
@@ -279,12 +284,11 @@ func (b *Bot) onModal(ctx context.Context, in *discordgo.Interaction, data disco
 		b.onEditTurn(ctx, in, id, msg, raw)
 		return
 	}
-	// "Edit image" on a message: the answer is the interaction's response.
-	if b.deferResponse(ctx, in, false) != nil {
-		return
-	}
+	// "Edit image" on a message: the answer is the interaction's response,
+	// acknowledged once the job is stored.
+	d := b.deferLater(ctx, in, false)
 	user, name := who(in)
-	o := b.interactionOrigin(ctx, in, received)
+	o := b.responseOrigin(ctx, in, received)
 	req := &bot.Request{Kind: bot.KindEdit, Conv: o.Place.key(), User: user, UserName: name, ReplyTo: id, Origin: o.encode()}
 	req.Prompt, err = b.applyOptions(req, raw)
 	channelID := in.ChannelID
@@ -300,12 +304,17 @@ func (b *Bot) onModal(ctx context.Context, in *discordgo.Interaction, data disco
 			req.Refs = []bot.Ref{ref}
 		}
 	}
+	if d.failed() {
+		return // the interaction is void: no one would see the job
+	}
 	if err == nil {
-		_, err = b.core.Submit(ctx, req)
+		_, err = b.core.Submit(d.stored(ctx, &o), req)
 	}
 	if err != nil {
-		b.failDeferred(ctx, in, err)
+		d.fail(ctx, b, in, err, func() { b.failDeferred(ctx, in, err) })
+		return
 	}
+	d.ack()
 }
 
 // linkedRef is the image of the message a link in the "Edit image" form
@@ -466,11 +475,9 @@ func (b *Bot) onButton(ctx context.Context, in *discordgo.Interaction, id string
 			b.log.Warn("discord: open modal", "err", err)
 		}
 	case actReroll:
-		if b.deferUpdate(ctx, in) != nil {
-			return
-		}
+		d := b.deferLater(ctx, in, true)
 		conv := b.buttonConv(ctx, in)
-		b.submitInPlace(ctx, in, &bot.Request{Kind: bot.KindReroll, Conv: conv, User: user, UserName: name, Turn: arg})
+		b.submitInPlace(ctx, in, d, &bot.Request{Kind: bot.KindReroll, Conv: conv, User: user, UserName: name, Turn: arg})
 	case actUndo:
 		if b.deferUpdate(ctx, in) != nil {
 			return
@@ -498,9 +505,7 @@ func (b *Bot) onButton(ctx context.Context, in *discordgo.Interaction, id string
 // onEditTurn handles the modal of a result's Edit button, or of "Use
 // these settings" in the Details of result message msg ("" for Edit).
 func (b *Bot) onEditTurn(ctx context.Context, in *discordgo.Interaction, turn, msg, raw string) {
-	if b.deferUpdate(ctx, in) != nil {
-		return
-	}
+	d := b.deferLater(ctx, in, true)
 	user, name := who(in)
 	conv := b.buttonConv(ctx, in)
 	if msg != "" {
@@ -509,10 +514,10 @@ func (b *Bot) onEditTurn(ctx context.Context, in *discordgo.Interaction, turn, m
 	req := &bot.Request{Kind: bot.KindEdit, Conv: conv, User: user, UserName: name, Turn: turn}
 	var err error
 	if req.Prompt, err = b.applyOptions(req, raw); err != nil {
-		b.privately(ctx, in, err)
+		d.fail(ctx, b, in, err, func() { b.privately(ctx, in, err) })
 		return
 	}
-	b.submitInPlace(ctx, in, req)
+	b.submitInPlace(ctx, in, d, req)
 }
 
 // privately tells the user of an acknowledged interaction why nothing
@@ -525,21 +530,24 @@ func (b *Bot) privately(ctx context.Context, in *discordgo.Interaction, err erro
 }
 
 // submitInPlace submits a button's job: its progress and result go in a
-// new message where the conversation lives (the picture's thread).
-func (b *Bot) submitInPlace(ctx context.Context, in *discordgo.Interaction, req *bot.Request) {
+// new message where the conversation lives (the picture's thread). The
+// interaction is acknowledged (d) once the job is stored.
+func (b *Bot) submitInPlace(ctx context.Context, in *discordgo.Interaction, d *deferral, req *bot.Request) {
 	status, p, err := b.sendIn(ctx, placeOf(req.Conv), once(text(startingText), "s", in.ID), nil)
 	if err != nil {
-		b.privately(ctx, in, err)
+		d.fail(ctx, b, in, err, func() { b.privately(ctx, in, err) })
 		return
 	}
 	o := origin{Mode: "c", Place: p, Msg: status.ID, Lim: b.knownLimit(in.GuildID)}
 	req.Origin = o.encode()
-	if _, err := b.core.Submit(ctx, req); err != nil {
+	if _, err := b.core.Submit(d.stored(ctx, nil), req); err != nil {
 		if derr := b.s.ChannelMessageDelete(p.Channel, status.ID, discordgo.WithContext(ctx)); derr != nil {
 			b.log.Warn("discord: delete status", "err", derr)
 		}
-		b.privately(ctx, in, err)
+		d.fail(ctx, b, in, err, func() { b.privately(ctx, in, err) })
+		return
 	}
+	d.ack()
 }
 
 // undo shows the image before turn again, in the conversation's place.

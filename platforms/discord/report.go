@@ -34,6 +34,36 @@ type reporter struct {
 	// retries of one job run in order, on one reporter, so it needs no
 	// lock. A restart forgets it; the message then stays.
 	notice, noticeIn string
+
+	// mu guards response: the id of the interaction's response message,
+	// learned from an edit through its token when the origin has none
+	// (the job was stored before the interaction was acknowledged), so a
+	// result that outlives the token still replies to it. A restart or
+	// another replica forgets it; the reply then names the user.
+	mu       sync.Mutex
+	response string
+}
+
+// origin is the job's origin, with the response message id learned
+// since, if the stored origin has none.
+func (r *reporter) origin() origin {
+	o := r.o
+	if o.Mode == "i" && o.Msg == "" {
+		r.mu.Lock()
+		o.Msg = r.response
+		r.mu.Unlock()
+	}
+	return o
+}
+
+// learn notes the response message m an edit through the token returned.
+func (r *reporter) learn(m *discordgo.Message) {
+	if m == nil || r.o.Mode != "i" || r.o.Msg != "" {
+		return
+	}
+	r.mu.Lock()
+	r.response = m.ID
+	r.mu.Unlock()
 }
 
 // Reporter reports on job in Discord, from what job.Origin says.
@@ -248,7 +278,9 @@ func (b *Bot) sendProgress(t *tracker, txt string, cancel bool) {
 	var err error
 	switch {
 	case o.Mode == "i" && b.tokenValid(o):
-		_, err = b.editOriginal(ctx, o, text(txt, comps...), nil, false)
+		var m *discordgo.Message
+		m, err = b.editOriginal(ctx, o, text(txt, comps...), nil, false)
+		t.r.learn(m)
 	case o.Mode == "c" && o.Msg != "":
 		_, err = b.edit(ctx, o.Place.Channel, o.Msg, text(txt, comps...), nil, false)
 	default:
@@ -402,7 +434,7 @@ func (r *reporter) Fail(ctx context.Context, _ *bot.Job, msg string) {
 // non-zero since makes post look for a message of the bot's made since
 // then with file first (see earlier).
 func (r *reporter) post(ctx context.Context, kind string, m outMessage, file *outFile, since time.Time) (*discordgo.Message, place, error) {
-	b, o := r.b, r.o
+	b, o := r.b, r.origin()
 	if o.Mode == "i" && b.tokenValid(o) {
 		msg, err := b.editOriginal(ctx, o, m, file, true)
 		switch {
@@ -560,7 +592,7 @@ var _ bot.DelayReporter = (*reporter)(nil)
 // a message of its own. A failure is only logged (posting is failing
 // already).
 func (r *reporter) notify(ctx context.Context, kind, txt string) {
-	b, o := r.b, r.o
+	b, o := r.b, r.origin()
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
 	defer cancel()
 	ctx = withCallerRetries(ctx)

@@ -96,9 +96,11 @@ func (b *Bot) onMessage(ctx context.Context, team string, e *slackevents.Message
 		}
 		return
 	}
-	if !b.first(ctx, team, "msg", messageID(channel, ts)) {
+	handled, ok := b.firstMessage(ctx, team, messageID(channel, ts))
+	if !ok {
 		return
 	}
+	defer handled()
 	prompt, opts, err := bot.ParseOptions(b.cleanText(m.Text))
 	if err != nil {
 		b.reply(ctx, p, err)
@@ -172,9 +174,11 @@ func (b *Bot) onMention(ctx context.Context, team string, e *slackevents.AppMent
 // above it in its thread; further attached images are used too, in order
 // (in a thread, all of them come after the image above). The result goes to the message's thread.
 func (b *Bot) mention(ctx context.Context, p place, ts, text string, files []slackgo.File) {
-	if !b.first(ctx, p.team, "msg", messageID(p.channel, ts)) {
+	handled, ok := b.firstMessage(ctx, p.team, messageID(p.channel, ts))
+	if !ok {
 		return
 	}
+	defer handled()
 	top := p.thread == "" || p.thread == ts
 	if top {
 		p.thread = ts // answer in the message's own thread
@@ -647,6 +651,50 @@ func (b *Bot) onEditSubmit(ctx context.Context, cb slackgo.InteractionCallback) 
 // claimTTL is how long a command, interaction or message stays claimed:
 // well past Slack's retries and its 5-minute signature window.
 const claimTTL = time.Hour
+
+// handlingTTL is how long a message stays claimed while a replica
+// handles it (see firstMessage): a replica that dies meanwhile, before
+// it acknowledged the event, blocks Slack's retries of it for no longer.
+// Slack retries an unacknowledged event at once, after a minute and
+// after five.
+const handlingTTL = 30 * time.Second
+
+// firstMessage claims a message (an Events API message or app_mention)
+// of team and reports whether this delivery should handle it; handled
+// marks it handled for claimTTL, to be called when its handling ends. A
+// message is claimed twice: for handlingTTL while it is handled, so a
+// replica killed before it acknowledged the event (its job is stored
+// first, then the event acknowledged) leaves a claim that expires before
+// Slack's later retries, which another replica then handles; and, once
+// handled, for claimTTL, so a retry of an event whose acknowledgement was
+// lost is dropped. Should the store fail, the message is handled.
+func (b *Bot) firstMessage(ctx context.Context, team, id string) (handled func(), ok bool) {
+	key := Platform + "/" + team + "/msg/" + id
+	done := Platform + "/" + team + "/msg/done/" + id
+	handled = func() {
+		if _, err := b.core.Store().Claim(context.WithoutCancel(ctx), done, claimTTL); err != nil {
+			b.log.Error("slack: claim", "key", done, "err", err)
+		}
+	}
+	for _, c := range []struct {
+		key string
+		ttl time.Duration
+	}{
+		{done, 0}, // a probe: handled before?
+		{key, handlingTTL},
+	} {
+		first, err := b.core.Store().Claim(ctx, c.key, c.ttl)
+		if err != nil {
+			b.log.Error("slack: claim", "key", c.key, "err", err)
+			return handled, true
+		}
+		if !first {
+			b.log.Info("slack: dropped a repeated delivery", "kind", "msg", "id", id)
+			return nil, false
+		}
+	}
+	return handled, true
+}
 
 // first claims a command or interaction (kind "trigger", by trigger_id)
 // or a message (kind "msg") of team in the store, and reports whether

@@ -3,6 +3,7 @@ package slack
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	slackgo "github.com/slack-go/slack"
 
@@ -22,8 +23,9 @@ func TestSettingsWithoutUsersRead(t *testing.T) {
 	if got := h.fake.Ephemerals("U0OWN")[0].Text; got != escape(errNoUsersRead.Msg) {
 		t.Errorf("got %q, want %q", got, escape(errNoUsersRead.Msg))
 	}
-	if !env.Acked(0) || len(h.fake.Views()) != 0 {
-		t.Errorf("acked %v, %d views; want acked and none", env.Acked(0), len(h.fake.Views()))
+	// Acknowledged when its handling ends, after the answer.
+	if acked := env.Acked(5 * time.Second); !acked || len(h.fake.Views()) != 0 {
+		t.Errorf("acked %v, %d views; want acked and none", acked, len(h.fake.Views()))
 	}
 }
 

@@ -126,6 +126,9 @@ type Bot struct {
 	closed bool
 	wg     sync.WaitGroup
 
+	ackMu   sync.Mutex
+	unacked map[*acker]bool // requests not yet acknowledged (see acker)
+
 	mu       sync.Mutex
 	inflight int                                // events received and not yet handled (see track)
 	idle     chan struct{}                      // closed when inflight drops to 0, while Close waits
@@ -274,8 +277,10 @@ func (b *Bot) Handler() http.Handler { return b.handler }
 
 // Close disconnects and waits for the adapter's goroutines.
 func (b *Bot) Close() error {
-	// Stop receiving first; the events already received (acknowledged to
-	// Slack) are handled, for up to closeGrace, before the rest stops.
+	// Acknowledge what was received, while the connection is up: this
+	// process handles it, for up to closeGrace, before the rest stops.
+	// Then stop receiving.
+	b.ackPending()
 	b.sockCancel()
 	b.mu.Lock()
 	var idle chan struct{}
@@ -370,11 +375,30 @@ func (b *Bot) untrack(n int) {
 // goroutine: events of one conversation are handled in the order they
 // arrived (three quick messages in a thread edit in that order), while
 // different conversations run side by side.
-func (b *Bot) serial(key string, fn func(ctx context.Context)) {
+// The request is acknowledged (a) when its job is stored or fn returns.
+// With overlap, the next fn of key starts once this one is acknowledged
+// (its job stored) instead of when it returns: requests that need only
+// be stored in order (slash commands) do not wait for each other's
+// queueing, which may wait for the shared queue.
+func (b *Bot) serial(key string, a *acker, overlap bool, fn func(ctx context.Context)) {
 	end := b.track()
-	run := func(ctx context.Context) {
+	handle := func(ctx context.Context) {
 		defer end()
-		fn(ctx)
+		defer a.ack()
+		fn(bot.WithStored(ctx, func(*bot.Job) { a.ack() }))
+	}
+	run := handle
+	if overlap {
+		run = func(ctx context.Context) {
+			if !b.spawn(handle) {
+				end()
+				return
+			}
+			select {
+			case <-a.done:
+			case <-ctx.Done():
+			}
+		}
 	}
 	b.mu.Lock()
 	q, busy := b.queues[key]

@@ -9,6 +9,8 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"sync"
+	"time"
 
 	slackgo "github.com/slack-go/slack"
 	"github.com/slack-go/slack/slackevents"
@@ -16,7 +18,9 @@ import (
 )
 
 // socketLoop reads Socket Mode events until the adapter closes. Every
-// envelope is acknowledged first, then handled in its own goroutine.
+// envelope is handled in its own goroutine and acknowledged once the job
+// it asks for is stored, or once its handling ends, or after ackWait,
+// whichever comes first (see acker).
 func (b *Bot) socketLoop(sm *socketmode.Client, ready chan<- struct{}) {
 	signalled := false
 	for {
@@ -52,19 +56,25 @@ func (b *Bot) socketLoop(sm *socketmode.Client, ready chan<- struct{}) {
 			b.log.Warn("slack: Socket Mode", "event", evt.Type, "err", socketCause(evt.Data))
 			b.log.Debug("slack: Socket Mode", "event", evt.Type, "data", evt.Data)
 		case socketmode.EventTypeEventsAPI:
-			b.ack(sm, evt)
+			a := b.newAcker(func() { b.ack(sm, evt) })
 			if ev, ok := evt.Data.(slackevents.EventsAPIEvent); ok {
-				b.dispatchEvent(ev)
+				b.dispatchEvent(ev, a)
+			} else {
+				a.ack()
 			}
 		case socketmode.EventTypeSlashCommand:
-			b.ack(sm, evt)
+			a := b.newAcker(func() { b.ack(sm, evt) })
 			if cmd, ok := evt.Data.(slackgo.SlashCommand); ok {
-				b.dispatchSlash(cmd)
+				b.dispatchSlash(cmd, a)
+			} else {
+				a.ack()
 			}
 		case socketmode.EventTypeInteractive:
-			b.ack(sm, evt)
+			a := b.newAcker(func() { b.ack(sm, evt) })
 			if cb, ok := evt.Data.(slackgo.InteractionCallback); ok {
-				b.dispatchInteraction(cb)
+				b.dispatchInteraction(cb, a)
+			} else {
+				a.ack()
 			}
 		}
 	}
@@ -72,7 +82,7 @@ func (b *Bot) socketLoop(sm *socketmode.Client, ready chan<- struct{}) {
 
 // dispatchEvent queues an event behind the earlier ones of its
 // conversation: a thread, or a top-level message's own thread.
-func (b *Bot) dispatchEvent(ev slackevents.EventsAPIEvent) {
+func (b *Bot) dispatchEvent(ev slackevents.EventsAPIEvent, a *acker) {
 	key := "event"
 	switch e := ev.InnerEvent.Data.(type) {
 	case *slackevents.MessageEvent:
@@ -88,19 +98,22 @@ func (b *Bot) dispatchEvent(ev slackevents.EventsAPIEvent) {
 		}
 		key = e.Channel + "/" + thread
 	}
-	b.serial(key, func(ctx context.Context) { b.handleEvent(ctx, ev) })
+	b.serial(key, a, false, func(ctx context.Context) { b.handleEvent(ctx, ev) })
 }
 
-// dispatchSlash queues a command behind the earlier ones of its channel.
-func (b *Bot) dispatchSlash(cmd slackgo.SlashCommand) {
-	b.serial(cmd.ChannelID+"/", func(ctx context.Context) { b.handleSlash(ctx, cmd) })
+// dispatchSlash queues a command behind the earlier ones of its channel,
+// until they are stored.
+func (b *Bot) dispatchSlash(cmd slackgo.SlashCommand, a *acker) {
+	b.serial(cmd.ChannelID+"/", a, true, func(ctx context.Context) { b.handleSlash(ctx, cmd) })
 }
 
 // dispatchInteraction queues a button, shortcut or modal submission
 // behind the earlier events of its thread.
-func (b *Bot) dispatchInteraction(cb slackgo.InteractionCallback) {
+func (b *Bot) dispatchInteraction(cb slackgo.InteractionCallback, a *acker) {
 	if opensModal(cb) {
 		// views.open must follow the click within 3 s: wait for no one.
+		// It stores nothing: acknowledged at once.
+		a.ack()
 		end := b.track()
 		if !b.spawn(func(ctx context.Context) {
 			defer end()
@@ -119,7 +132,7 @@ func (b *Bot) dispatchInteraction(cb slackgo.InteractionCallback) {
 	case cb.Type == slackgo.InteractionTypeViewSubmission:
 		key = "view/" + cb.View.ID
 	}
-	b.serial(key, func(ctx context.Context) { b.handleInteraction(ctx, cb) })
+	b.serial(key, a, false, func(ctx context.Context) { b.handleInteraction(ctx, cb) })
 }
 
 func opensModal(cb slackgo.InteractionCallback) bool {
@@ -146,8 +159,11 @@ func (b *Bot) ack(sm *socketmode.Client, evt socketmode.Event) {
 }
 
 // newHandler serves HTTP mode: every request is verified (signature and a
-// timestamp at most 5 minutes old) before anything else, acknowledged at
-// once, and handled in a goroutine.
+// timestamp at most 5 minutes old) before anything else, handled in a
+// goroutine, and answered 200 once the job it asks for is stored, its
+// handling ended, or ackWait passed (see acker): Slack retries an event
+// that got no 2xx in time, and another replica behind the load balancer
+// may take the retry.
 func (b *Bot) newHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /slack/events", b.verified(b.serveEvents))
@@ -207,10 +223,14 @@ func (b *Bot) serveEvents(w http.ResponseWriter, r *http.Request, body []byte) {
 			return
 		}
 	}
-	w.WriteHeader(http.StatusOK)
-	if ev.Type == slackevents.CallbackEvent {
-		b.dispatchEvent(ev)
+	if ev.Type != slackevents.CallbackEvent {
+		w.WriteHeader(http.StatusOK)
+		return
 	}
+	a := b.newAcker(func() {})
+	b.dispatchEvent(ev, a)
+	a.wait(r.Context())
+	w.WriteHeader(http.StatusOK)
 }
 
 func (b *Bot) serveCommand(w http.ResponseWriter, r *http.Request, body []byte) {
@@ -221,8 +241,10 @@ func (b *Bot) serveCommand(w http.ResponseWriter, r *http.Request, body []byte) 
 		http.Error(w, "bad command", http.StatusBadRequest)
 		return
 	}
+	a := b.newAcker(func() {})
+	b.dispatchSlash(cmd, a)
+	a.wait(r.Context())
 	w.WriteHeader(http.StatusOK)
-	b.dispatchSlash(cmd)
 }
 
 func (b *Bot) serveInteractive(w http.ResponseWriter, r *http.Request, body []byte) {
@@ -235,8 +257,10 @@ func (b *Bot) serveInteractive(w http.ResponseWriter, r *http.Request, body []by
 		http.Error(w, "bad payload", http.StatusBadRequest)
 		return
 	}
+	a := b.newAcker(func() {})
+	b.dispatchInteraction(cb, a)
+	a.wait(r.Context())
 	w.WriteHeader(http.StatusOK)
-	b.dispatchInteraction(cb)
 }
 
 // socketCause is the error inside a Socket Mode error event's data.
@@ -250,4 +274,86 @@ func socketCause(data any) error {
 		return d
 	}
 	return fmt.Errorf("%T", data)
+}
+
+// ackWait is how long a request waits for its job to be stored before it
+// is acknowledged anyway: Slack wants an acknowledgement within 3 s (a
+// slash command then shows operation_timeout; an event is retried). A
+// replica that dies between such an early acknowledgement and storing
+// the job loses the request: the residual risk, only when storing is
+// slower than ackWait.
+const ackWait = 2 * time.Second
+
+// acker acknowledges one envelope or HTTP request exactly once: when
+// Submit has stored its job (bot.WithStored), when its handling ends
+// (nothing to store: help, an error, a repeated delivery), or after
+// ackWait, whichever comes first. A request whose replica dies before
+// that is not acknowledged, so Slack retries it (events) or tells the
+// person it failed (commands): never acknowledged and lost.
+type acker struct {
+	mu     sync.Mutex
+	sent   bool
+	send   func()
+	forget func() // removes it from the Bot's unacked
+	done   chan struct{}
+	timer  *time.Timer
+}
+
+// newAcker returns an acker that calls send to acknowledge, at the
+// latest ackWait from now.
+func (b *Bot) newAcker(send func()) *acker {
+	a := &acker{send: send, done: make(chan struct{})}
+	a.forget = func() {
+		b.ackMu.Lock()
+		delete(b.unacked, a)
+		b.ackMu.Unlock()
+	}
+	b.ackMu.Lock()
+	if b.unacked == nil {
+		b.unacked = map[*acker]bool{}
+	}
+	b.unacked[a] = true
+	b.ackMu.Unlock()
+	a.mu.Lock()
+	a.timer = time.AfterFunc(ackWait, a.ack)
+	a.mu.Unlock()
+	return a
+}
+
+// ackPending acknowledges every request received and not acknowledged
+// yet: Close calls it before it ends the connection, since this process
+// still handles them (for up to closeGrace) and an acknowledgement can
+// no longer be sent after that.
+func (b *Bot) ackPending() {
+	b.ackMu.Lock()
+	all := make([]*acker, 0, len(b.unacked))
+	for a := range b.unacked {
+		all = append(all, a)
+	}
+	b.ackMu.Unlock()
+	for _, a := range all {
+		a.ack()
+	}
+}
+
+// ack acknowledges, the first time it is called.
+func (a *acker) ack() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.sent {
+		return
+	}
+	a.sent = true
+	a.timer.Stop()
+	a.send()
+	close(a.done)
+	a.forget()
+}
+
+// wait returns once the request is acknowledged or ctx ends.
+func (a *acker) wait(ctx context.Context) {
+	select {
+	case <-a.done:
+	case <-ctx.Done():
+	}
 }

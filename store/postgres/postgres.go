@@ -113,6 +113,13 @@ type DB struct {
 	history int
 	now     func() time.Time
 	log     *slog.Logger
+	// queueTurn lets one transaction of this process at a time wait for
+	// the shared queue's advisory lock (see Queue.locked): the lock
+	// serializes them across replicas anyway, and every one waiting in
+	// PostgreSQL would hold one of the pool's few connections, leaving
+	// none for the writes a platform waits for (a job stored before its
+	// request is acknowledged, within Slack's and Discord's 3 s).
+	queueTurn chan struct{}
 }
 
 // Open connects to the database at url (postgres://user@host:port/db?...),
@@ -142,7 +149,7 @@ func Open(ctx context.Context, url string, opts Options) (*DB, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	db := &DB{pool: pool, history: opts.History, now: opts.Now, log: opts.Logger}
+	db := &DB{pool: pool, history: opts.History, now: opts.Now, log: opts.Logger, queueTurn: make(chan struct{}, 1)}
 	if err := db.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("postgres: open %s: %w", describe(cfg), err)

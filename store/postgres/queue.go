@@ -147,7 +147,15 @@ type qstate struct {
 
 // locked runs fn in a transaction that holds the queue's lock, then
 // notifies the other replicas if fn changed something.
+// Only one transaction of the process waits for the lock at a time
+// (DB.queueTurn), holding a connection; the others wait without one.
 func (q *Queue) locked(ctx context.Context, fn func(tx pgx.Tx) (changed bool, err error)) error {
+	select {
+	case q.db.queueTurn <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("lock: %w", ctx.Err())
+	}
+	defer func() { <-q.db.queueTurn }()
 	return q.db.inTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))`, queueLockClass); err != nil {
 			return fmt.Errorf("lock: %w", err)

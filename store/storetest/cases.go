@@ -1356,6 +1356,21 @@ func testClaim(t *testing.T, open OpenFunc) {
 	if _, err := db.Claim(ctx, "", time.Minute); err == nil {
 		t.Error("Claim with an empty key: no error")
 	}
+
+	// A claim for no time (ttl 0) holds nothing: it asks whether key is
+	// held (Slack marks a handled message so, after a shorter claim).
+	const msg = "slack/T1/msg/done/1"
+	for i, want := range []bool{true, true} {
+		if got := claim(msg, 0); got != want {
+			t.Errorf("probe %d of a free key: Claim(%q, 0) = %v, want %v", i+1, msg, got, want)
+		}
+	}
+	if got := claim(msg, time.Hour); !got {
+		t.Errorf("Claim(%q, 1h) after probes = false, want true: a probe holds nothing", msg)
+	}
+	if got := claim(msg, 0); got {
+		t.Errorf("probe of a held key: Claim(%q, 0) = true, want false", msg)
+	}
 }
 
 // testClaimConcurrent claims one key from many goroutines at once: exactly
