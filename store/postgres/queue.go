@@ -536,30 +536,6 @@ func (q *Queue) FreeSlot(ctx context.Context, id string) (bool, error) {
 	return freed, nil
 }
 
-// FreeSlotNext is FreeSlot followed by Next in one transaction: the slot
-// a job gives back goes to the next job at once, on this replica, with
-// one commit instead of two and no notification round trip (the hand-off
-// the dispatch benchmark measures). next is nil when no job may start.
-func (q *Queue) FreeSlotNext(ctx context.Context, id string) (freed bool, next *QueuedJob, err error) {
-	err = q.locked(ctx, func(tx pgx.Tx) (bool, error) {
-		freed, next = false, nil
-		tag, err := tx.Exec(ctx, `UPDATE queue_jobs SET slot_free = true
-			WHERE id = $1 AND state = 'running' AND owner = $2 AND NOT slot_free`, id, q.replica)
-		if err != nil {
-			return false, err
-		}
-		freed = tag.RowsAffected() == 1
-		if next, err = q.startNext(ctx, tx); err != nil {
-			return false, err
-		}
-		return freed || next != nil, nil
-	})
-	if err != nil {
-		return false, nil, fmt.Errorf("postgres: queue free slot %s: %w", id, err)
-	}
-	return freed, next, nil
-}
-
 // SlowPool starts no job of pool for wait, on any replica: the provider
 // answered a create of it 429. The other pools go on. Every replica looks
 // again when the wait has passed (this one wakes them: it announces a
@@ -921,10 +897,6 @@ func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j Queued
 		err error
 	}
 	done := make(chan result)
-	// handed are jobs a job's goroutine started for this replica when it
-	// gave its slot back (FreeSlotNext); the loop runs them. One the loop
-	// no longer takes (it is stopping) is handed over with the rest.
-	handed := make(chan QueuedJob)
 	// A 429 on a job's create slows its pool down (SlowPool, by the job's
 	// goroutine); when the wait has passed, this replica looks again and
 	// wakes the others.
@@ -946,15 +918,8 @@ func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j Queued
 		jctx = kontext.WithSlotRelease(jctx, func() {
 			fctx, fcancel := context.WithTimeout(base, 10*time.Second)
 			defer fcancel()
-			_, next, err := q.FreeSlotNext(fctx, j.ID)
-			if err != nil {
+			if _, err := q.FreeSlot(fctx, j.ID); err != nil {
 				q.db.log.Warn("postgres: queue free slot", "replica", q.replica, "job", j.ID, "err", err)
-			}
-			if next != nil {
-				select {
-				case handed <- *next:
-				case <-ctx.Done():
-				}
 			}
 		})
 		jctx = kontext.WithSlotLimited(jctx, func(wait time.Duration) {
@@ -1062,8 +1027,6 @@ func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j Queued
 		case r := <-done:
 			finish(r)
 			fill(false)
-		case j := <-handed:
-			start(j)
 		case wait := <-limited:
 			if retry == nil {
 				retry = time.NewTimer(wait)

@@ -781,35 +781,6 @@ func TestQueueFreeSlot(t *testing.T) {
 	}
 }
 
-// TestQueueFreeSlotNext: giving a slot back once a prediction is final
-// and taking the next job is one step on the freeing replica; only the
-// owner frees, and once; the freed job still holds its user's cap.
-func TestQueueFreeSlotNext(t *testing.T) {
-	ctx := context.Background()
-	qs := replicas(t, 2, QueueOptions{Slots: 1, UserRunning: 1, UserWaiting: 10})
-	mustSubmit(t, qs[0], "a1", "a", "")
-	mustSubmit(t, qs[0], "a2", "a", "")
-	mustSubmit(t, qs[1], "b1", "b", "")
-	mustNext(t, qs[0]) // a1
-	if freed, next, err := qs[1].FreeSlotNext(ctx, "a1"); err != nil || freed || next != nil {
-		t.Errorf("FreeSlotNext by a replica that does not own a1: %v, %+v, %v; want nothing", freed, next, err)
-	}
-	freed, next, err := qs[0].FreeSlotNext(ctx, "a1")
-	if err != nil || !freed || idOf(next) != "b1" {
-		t.Fatalf("FreeSlotNext by the owner: %v, %+v, %v; want freed and b1 (a is at its cap)", freed, next, err)
-	}
-	if err := qs[0].Hold(ctx, "b1"); err != nil {
-		t.Errorf("Hold of the job FreeSlotNext started: %v", err)
-	}
-	if freed, next, err := qs[0].FreeSlotNext(ctx, "a1"); err != nil || freed || next != nil {
-		t.Errorf("FreeSlotNext of a1 again: %v, %+v, %v; want nothing (b1 holds the slot)", freed, next, err)
-	}
-	mustRelease(t, qs[0], "a1")
-	if freed, next, err := qs[0].FreeSlotNext(ctx, "b1"); err != nil || !freed || idOf(next) != "a2" {
-		t.Errorf("FreeSlotNext of b1: %v, %+v, %v; want freed and a2", freed, next, err)
-	}
-}
-
 // TestQueueWorkHandsOverJobsItDoesNotRun: a job marked running for this
 // replica but not run by its Work (a start whose commit succeeded while
 // its answer was lost) is handed over at the next renewal, not renewed for
