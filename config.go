@@ -15,6 +15,7 @@ import (
 
 	"kontextbot/bot"
 	"kontextbot/kontext"
+	"kontextbot/platforms/discord"
 )
 
 // envFunc reads one configuration variable; "" means unset.
@@ -88,6 +89,9 @@ type config struct {
 	DiscordAPIURL string
 	DiscordShards int   // DISCORD_SHARDS: gateway shards, spread over the replicas
 	DiscordShard  []int // DISCORD_SHARD_ID: the one shard this replica may hold; nil: any
+	// DiscordPublicKey (DISCORD_PUBLIC_KEY, hex): interactions come over
+	// HTTP to HTTP_ADDR's /discord/interactions instead of the gateway.
+	DiscordPublicKey string
 
 	ReplicaID    string        // KONTEXT_REPLICA_ID, else the host name: names this process in metrics and pg_stat_activity
 	GatewayRetry time.Duration // DISCORD_GATEWAY_RETRY: how often a replica tries to take a free gateway shard
@@ -392,6 +396,12 @@ func loadConfig(getenv envFunc) (config, error) {
 	c.DiscordShards = p.intIn("DISCORD_SHARDS", 1, 1, 4096)
 	if p.str("DISCORD_SHARD_ID", "") != "" {
 		c.DiscordShard = []int{p.intIn("DISCORD_SHARD_ID", 0, 0, c.DiscordShards-1)}
+	}
+	c.DiscordPublicKey = p.str("DISCORD_PUBLIC_KEY", "")
+	if c.DiscordPublicKey != "" {
+		if _, err := discord.ParsePublicKey(c.DiscordPublicKey); err != nil {
+			p.fail("%s", strings.TrimPrefix(err.Error(), "discord: "))
+		}
 	}
 	c.ReplicaID = p.str("KONTEXT_REPLICA_ID", "")
 	if c.ReplicaID == "" {

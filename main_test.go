@@ -83,6 +83,14 @@ func TestLoadConfig(t *testing.T) {
 			"KONTEXT_ROUTE": "rest", "KONTEXT_PRICE_MAX": "cheap", "LOG_LEVEL": "loud",
 		}, wantProblems: []string{"COMETAPI_API_KEY", "COMETAPI_BASE_URL", "KONTEXT_MODEL", "KONTEXT_ROUTE", "KONTEXT_SLOTS", "KONTEXT_PRICE_MAX", "LOG_LEVEL"}},
 		{name: "SlotsOutOfRange", env: map[string]string{"COMETAPI_API_KEY": "k", "KONTEXT_SLOTS": "0"}, wantProblems: []string{"KONTEXT_SLOTS"}},
+		{name: "DiscordPublicKey", env: map[string]string{"COMETAPI_API_KEY": "k", "DISCORD_PUBLIC_KEY": strings.Repeat("ab", 32)},
+			check: func(t *testing.T, c config) {
+				if c.DiscordPublicKey != strings.Repeat("ab", 32) {
+					t.Errorf("DISCORD_PUBLIC_KEY: got %q", c.DiscordPublicKey)
+				}
+			}},
+		{name: "BadDiscordPublicKey", env: map[string]string{"COMETAPI_API_KEY": "k", "DISCORD_PUBLIC_KEY": "the public key"},
+			wantProblems: []string{"DISCORD_PUBLIC_KEY"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -126,21 +126,24 @@ func runServe(ctx context.Context, args []string, env envFunc, stdout, stderr io
 }
 
 // shutdown stops in order: the core takes no new work and running jobs get
-// timeout to finish (waiting ones stay on disk), then the platforms close,
-// then the HTTP listeners, then the store.
+// timeout to finish (waiting ones stay on disk); then the HTTP listeners
+// stop taking connections and finish the requests they have, so a load
+// balancer sends the next ones (Discord's interactions, Slack's HTTP
+// events) to another replica instead of one whose platforms are closed;
+// then the platforms close, then the store.
 func shutdown(a *app, platforms []platform, servers []*http.Server, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	errs := []error{a.drain(ctx)}
-	for _, p := range platforms {
-		if err := p.Close(); err != nil {
-			errs = append(errs, fmt.Errorf("closing %s: %w", p.Name(), err))
-		}
-	}
 	hctx, hcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer hcancel()
 	for _, srv := range servers {
 		errs = append(errs, srv.Shutdown(hctx))
+	}
+	for _, p := range platforms {
+		if err := p.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("closing %s: %w", p.Name(), err))
+		}
 	}
 	errs = append(errs, a.closeStore())
 	return errors.Join(errs...)
@@ -158,11 +161,15 @@ func newPlatforms(cfg config, core *bot.Core, leaser discord.Leaser, log *slog.L
 	if cfg.discordEnabled() {
 		d, err := discord.New(discord.Config{Token: cfg.DiscordToken, GuildID: cfg.DiscordGuild, APIURL: cfg.DiscordAPIURL,
 			Logger: log.With("platform", discord.Platform), Out: out, Wait: discordWait,
-			Shards: cfg.DiscordShards, ShardIDs: cfg.DiscordShard, Leaser: leaser, LeaseRetry: cfg.GatewayRetry}, core)
+			Shards: cfg.DiscordShards, ShardIDs: cfg.DiscordShard, Leaser: leaser, LeaseRetry: cfg.GatewayRetry,
+			PublicKey: cfg.DiscordPublicKey}, core)
 		if err != nil {
 			return nil, nil, err
 		}
 		ps = append(ps, d)
+		if h := d.Handler(); h != nil {
+			handlers[discord.EndpointPath] = h
+		}
 	}
 	if cfg.slackEnabled() {
 		s, err := slack.New(slack.Config{BotToken: cfg.SlackBotToken, AppToken: cfg.SlackAppToken, SigningSecret: cfg.SlackSigningSecret,

@@ -286,6 +286,10 @@ var (
 	// ErrEmptyUndo answers an undo before any image; errors.Is also
 	// matches ErrNoImage.
 	ErrEmptyUndo = &UserError{Msg: "There is nothing to undo here: no image has been made in this conversation yet.", Err: ErrNoImage}
+	// ErrCreateUnsure ends a job whose create was sent by a process that
+	// stopped before it learned the prediction's id: the prediction may
+	// exist and be paid for, and a create is never sent twice.
+	ErrCreateUnsure = &UserError{Msg: "The server making this image stopped just as it asked for it, so I cannot tell whether it was made, and I won't pay for it twice. Nothing was charged to you: please ask again."}
 )
 
 // Core is the platform-free bot: it turns requests into jobs, runs them
@@ -957,13 +961,31 @@ func (c *Core) execute(ctx context.Context, job *Job, rep Reporter, queued time.
 			c.log.Error("bot: record prediction", "job", job.ID, "err", err)
 		}
 	}
+	req.BeforeCreate = func(ctx context.Context) error {
+		// From here a prediction may exist: a process that runs this job
+		// after this one stopped must not send the create again.
+		job.CreateSent, job.Updated = c.now(), c.now()
+		if err := c.store.PutJob(context.WithoutCancel(ctx), job); err != nil {
+			return fmt.Errorf("bot: record the create of job %s: %w", job.ID, err)
+		}
+		return nil
+	}
 	var res *kontext.Result
 	var err error
 	resumed := job.PredictionID != ""
-	if resumed {
+	switch {
+	case resumed:
 		res, err = c.gen.Resume(ctx, job.PredictionID)
-	} else if err = c.hold(ctx, job); err == nil { // the create is paid: only by the job's owner
-		res, err = c.create(ctx, req)
+	case !job.CreateSent.IsZero():
+		if err = c.hold(ctx, job); err == nil { // only the job's owner tells
+			c.log.Warn("bot: a stopped process sent this job's create without recording its prediction; not sent again (a prediction nobody receives may have been paid for)",
+				"job", job.ID, "create_sent", job.CreateSent)
+			err = ErrCreateUnsure
+		}
+	default:
+		if err = c.hold(ctx, job); err == nil { // the create is paid: only by the job's owner
+			res, err = c.create(ctx, req)
+		}
 	}
 	provider := c.now().Sub(started)
 	if err == nil {

@@ -215,12 +215,16 @@ type Job struct {
 	// Refused is set on a failed job the provider refused as unsafe.
 	Refused bool `json:"refused,omitempty"`
 
-	State        JobState  `json:"state"`
-	PredictionID string    `json:"prediction_id,omitempty"`
-	Result       string    `json:"result,omitempty"` // the delivered turn's id
-	Error        string    `json:"error,omitempty"`  // for logs; never shown as is
-	Created      time.Time `json:"created"`
-	Updated      time.Time `json:"updated"`
+	State        JobState `json:"state"`
+	PredictionID string   `json:"prediction_id,omitempty"`
+	// CreateSent is when the create was about to be sent. With no
+	// PredictionID it means a prediction may exist that the process which
+	// sent it never recorded: the job is not created again (ErrCreateUnsure).
+	CreateSent time.Time `json:"create_sent,omitzero"`
+	Result     string    `json:"result,omitempty"` // the delivered turn's id
+	Error      string    `json:"error,omitempty"`  // for logs; never shown as is
+	Created    time.Time `json:"created"`
+	Updated    time.Time `json:"updated"`
 }
 
 // Usage is a count of delivered images and their cost.

@@ -419,6 +419,11 @@ func (c *Client) create(ctx context.Context, m Model, req Request) (*prediction,
 		}
 		ins[i] = in
 	}
+	if req.BeforeCreate != nil {
+		if err := req.BeforeCreate(ctx); err != nil {
+			return nil, err
+		}
+	}
 	for shrunk := false; ; shrunk = true {
 		body, err := c.createBody(m, req, ins)
 		if err != nil {
@@ -823,6 +828,11 @@ func (c *Client) runImages(ctx context.Context, model string, req Request) (*Res
 	body, err := json.Marshal(map[string]any{"model": model, "prompt": req.Prompt, "n": 1})
 	if err != nil {
 		return nil, fmt.Errorf("kontext: images: %w", err)
+	}
+	if req.BeforeCreate != nil {
+		if err := req.BeforeCreate(ctx); err != nil {
+			return nil, err
+		}
 	}
 	raw, err := c.call(ctx, "images", http.MethodPost, c.endpoint("v1/images/generations"), bytesBody(body), "")
 	if err != nil {

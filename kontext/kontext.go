@@ -5,6 +5,7 @@
 package kontext
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -82,6 +83,11 @@ type Request struct {
 	// provider has accepted the request, so a caller can persist it and
 	// resume after a restart. It is called at most once, synchronously.
 	OnCreated func(predictionID string)
+	// BeforeCreate, when set, is called once right before the create is
+	// first sent (its inputs encoded): from then on a prediction may
+	// exist, so a caller can persist that and never send the create again
+	// after a crash. An error stops the run before anything is sent.
+	BeforeCreate func(ctx context.Context) error
 }
 
 // Result is a finished image, downloaded and verified to decode.

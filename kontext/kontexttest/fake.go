@@ -243,6 +243,9 @@ type Stats struct {
 	// Created counts the predictions created (and Images requests
 	// accepted): what the account would be billed for at most.
 	Created int
+	// CreatedByPrompt counts the predictions created per prompt: a prompt
+	// counted twice was paid for twice.
+	CreatedByPrompt map[string]int
 	// DownloadsWithAuth counts downloads that carried an Authorization
 	// header: the key must never go to the result host.
 	DownloadsWithAuth int
@@ -354,6 +357,7 @@ func (f *Fake) Stats() Stats {
 	defer f.mu.Unlock()
 	s := f.stats
 	s.MaxActiveModel = maps.Clone(f.stats.MaxActiveModel)
+	s.CreatedByPrompt = maps.Clone(f.stats.CreatedByPrompt)
 	for _, n := range f.active {
 		s.Active += n
 	}

@@ -943,9 +943,10 @@ func TestStatsCounts(t *testing.T) {
 	call(t, s, http.MethodGet, "/nowhere", nil, nil)
 	got := s.Stats()
 	// The one prediction ran its full 10 ms (no jitter); the images request
-	// is not a prediction, but it was accepted (billed) like one.
+	// is not a prediction, but it was accepted (billed) like one, so "a cat"
+	// was paid for twice.
 	want := kontexttest.Stats{Creates: 1, Polls: 2, Cancels: 1, Downloads: 1, Images: 1, MaxActive: 1, Succeeded: 1, Created: 2,
-		Runs: 1, RunTime: 10 * time.Millisecond, MaxActiveModel: map[string]int{"flux-kontext-max": 1}}
+		Runs: 1, RunTime: 10 * time.Millisecond, MaxActiveModel: map[string]int{"flux-kontext-max": 1}, CreatedByPrompt: map[string]int{"a cat": 2}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Stats() = %+v, want %+v", got, want)
 	}

@@ -654,6 +654,7 @@ func (f *Fake) start(w http.ResponseWriter, r *http.Request, key string, req *cr
 	}
 	f.preds[id] = p
 	f.stats.Created++
+	f.countPrompt(req.prov.Prompt)
 	f.sweepFiles(now)
 	run := f.runTime()
 	p.run = run
@@ -945,6 +946,7 @@ func (f *Fake) images(w http.ResponseWriter, r *http.Request, key string) {
 	seed := f.rng.Int64N(1 << 32)
 	run := f.runTime()
 	f.stats.Created++
+	f.countPrompt(prompt)
 	f.mu.Unlock()
 	held := true
 	release := func() {
@@ -1042,4 +1044,12 @@ func parseImages(body []byte) (prompt, model, format string, rerr *reqError) {
 		return "", "", "", rerr
 	}
 	return prompt, model, format, nil
+}
+
+// countPrompt counts a created prediction of prompt; with f.mu held.
+func (f *Fake) countPrompt(prompt string) {
+	if f.stats.CreatedByPrompt == nil {
+		f.stats.CreatedByPrompt = map[string]int{}
+	}
+	f.stats.CreatedByPrompt[prompt]++
 }

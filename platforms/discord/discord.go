@@ -11,6 +11,7 @@ package discord
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -82,6 +83,10 @@ type Config struct {
 	// LeaseRetry is how often a replica without a shard's lease tries to
 	// take it; zero means DefaultLeaseRetry.
 	LeaseRetry time.Duration
+	// PublicKey, when set (DISCORD_PUBLIC_KEY, hex), serves interactions
+	// over HTTP (Handler): the app's Interactions Endpoint URL points at
+	// the bot, so any replica answers them. Empty: over the gateway.
+	PublicKey string
 }
 
 // Core is what the adapter needs of the bot core; *bot.Core is one.
@@ -152,6 +157,11 @@ type Bot struct {
 	// uploadLimits are the upload limits interactions reported per server.
 	uploadLimits map[string]int
 	closeOnce    sync.Once
+	// key verifies interactions sent to the endpoint (nil: none is
+	// served); answers are the endpoint's requests waiting for their
+	// interaction's initial response, by interaction id.
+	key     ed25519.PublicKey
+	answers map[string]chan struct{}
 }
 
 var (
@@ -171,7 +181,15 @@ func New(cfg Config, core Core) (*Bot, error) {
 	b := &Bot{cfg: cfg, core: core, log: cfg.Logger, out: cfg.Out, now: cfg.Now,
 		done: make(chan struct{}), channels: map[string]chanInfo{}, trackers: map[string]*tracker{},
 		serial: map[string]chan struct{}{}, edits: map[string][]time.Time{}, targets: map[string]target{},
-		deadThreads: map[string]bool{}, noThreads: map[string]time.Time{}, uploadLimits: map[string]int{}}
+		deadThreads: map[string]bool{}, noThreads: map[string]time.Time{}, uploadLimits: map[string]int{},
+		answers: map[string]chan struct{}{}}
+	if strings.TrimSpace(cfg.PublicKey) != "" {
+		k, err := ParsePublicKey(cfg.PublicKey)
+		if err != nil {
+			return nil, err
+		}
+		b.key = k
+	}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}

@@ -440,6 +440,7 @@ func (b *Bot) respond(ctx context.Context, in *discordgo.Interaction, r *discord
 			r.Data.Components = []discordgo.MessageComponent{}
 		}
 	}
+	defer b.answered(in.ID) // the endpoint's request may be answered now
 	return b.retry(ctx, "interaction response", false, func(opts []discordgo.RequestOption) error {
 		return b.s.InteractionRespond(in, r, opts...)
 	})

@@ -23,7 +23,7 @@ func testReopenKeepsData(t *testing.T, open OpenFunc) {
 	if err := db.AddMessage(ctx, keyA, "t1", "m1"); err != nil {
 		t.Fatal(err)
 	}
-	job := &bot.Job{ID: "j1", Kind: bot.KindEdit, Conv: keyA, User: "u", State: bot.JobWaiting, Created: t0, Updated: t0}
+	job := &bot.Job{ID: "j1", Kind: bot.KindEdit, Conv: keyA, User: "u", State: bot.JobWaiting, CreateSent: t0, Created: t0, Updated: t0}
 	if err := db.PutJob(ctx, job); err != nil {
 		t.Fatal(err)
 	}

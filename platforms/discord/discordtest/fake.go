@@ -39,6 +39,7 @@
 package discordtest
 
 import (
+	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -373,6 +374,13 @@ type Server struct {
 	nonceHits    int            // creates answered with an earlier message (enforce_nonce)
 	faults       map[Route][]Fault
 	faulted      int
+	// Interactions over HTTP (endpoint.go): the app's signing key, its
+	// Interactions Endpoint URL ("": interactions go to the gateway),
+	// the interactions the endpoint did not take, and the POSTs under way.
+	signer           ed25519.PrivateKey
+	endpoint         string
+	endpointFailures []string
+	posts            sync.WaitGroup
 }
 
 type message struct {
@@ -443,6 +451,7 @@ func (s *Server) Close() {
 	for _, c := range conns {
 		c.close(1001, "fake discord closing")
 	}
+	s.posts.Wait()
 	s.hs.Close()
 }
 

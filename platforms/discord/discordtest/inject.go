@@ -444,8 +444,19 @@ func (s *Server) newInteraction(typ int, ch *Channel, userID string, data map[st
 	return in
 }
 
-// deliver sends INTERACTION_CREATE.
+// deliver sends INTERACTION_CREATE over the gateway, or POSTs the
+// interaction to the Interactions Endpoint URL when one is set.
 func (s *Server) deliver(in *interaction) (Interaction, error) {
+	s.mu.Lock()
+	url := s.endpoint
+	if url != "" && !s.closed {
+		s.posts.Add(1)
+		go s.postInteraction(url, in)
+	}
+	s.mu.Unlock()
+	if url != "" {
+		return s.Interaction(in.ID), nil
+	}
 	guild, _ := in.data["guild_id"].(string)
 	err := s.dispatch("INTERACTION_CREATE", guild, 0, func(int) any { return in.data })
 	return s.Interaction(in.ID), err

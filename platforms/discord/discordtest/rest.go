@@ -1128,6 +1128,17 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request, id, token stri
 	if e != nil {
 		return e
 	}
+	if e := s.acknowledge(id, token, p, files, received); e != nil {
+		return e
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// acknowledge applies an interaction's initial response p (from the
+// callback endpoint, or the body of the answer to an interaction sent to
+// the Interactions Endpoint URL), as Discord does.
+func (s *Server) acknowledge(id, token string, p *msgPayload, files []upload, received time.Time) *apiErr {
 	s.mu.Lock()
 	in := s.interactions[id]
 	if in == nil || in.Token != token {
@@ -1214,7 +1225,6 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request, id, token stri
 	if created != nil && created.Flags&FlagEphemeral == 0 {
 		s.dispatchMessage(created.ID)
 	}
-	w.WriteHeader(http.StatusNoContent)
 	return nil
 }
 
