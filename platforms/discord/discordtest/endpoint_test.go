@@ -49,6 +49,22 @@ func (b *endpointBot) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b.answer(w, in)
 }
 
+// endpointFake is a fake Discord with /imagine registered in guild 1's
+// channel 10, a REST client, and an endpoint bot holding the app's key.
+func endpointFake(t *testing.T) (*Server, *client, *endpointBot) {
+	t.Helper()
+	s := New(Options{})
+	t.Cleanup(s.Close)
+	s.AddTextChannel("1", "10", "art")
+	c := newClient(t, s)
+	register(t, c, "1")
+	key, err := hex.DecodeString(s.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, c, &endpointBot{t: t, key: key}
+}
+
 // TestInteractionsEndpoint: with an Interactions Endpoint URL, the fake
 // POSTs interactions signed with the app's key, takes a 200 answer's body
 // as the initial response, takes 202 with no body when the callback
@@ -93,13 +109,7 @@ func TestInteractionsEndpoint(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s := New(Options{})
-			defer s.Close()
-			s.AddTextChannel("1", "10", "art")
-			c := newClient(t, s)
-			register(t, c, "1")
-			key, _ := hex.DecodeString(s.PublicKey())
-			eb := &endpointBot{t: t, key: key}
+			s, c, eb := endpointFake(t)
 			eb.answer = func(w http.ResponseWriter, in map[string]any) { tc.answer(c, w, in) }
 			srv := httptest.NewServer(eb)
 			defer srv.Close()
@@ -143,13 +153,8 @@ func TestInteractionsEndpoint(t *testing.T) {
 // the interaction (Discord does not retry) and the person is told the
 // application did not respond.
 func TestInteractionsEndpointDown(t *testing.T) {
-	s := New(Options{})
-	defer s.Close()
-	s.AddTextChannel("1", "10", "art")
-	c := newClient(t, s)
-	register(t, c, "1")
-	key, _ := hex.DecodeString(s.PublicKey())
-	srv := httptest.NewServer(&endpointBot{t: t, key: key})
+	s, _, eb := endpointFake(t)
+	srv := httptest.NewServer(eb)
 	if err := s.SetInteractionsEndpoint(context.Background(), srv.URL); err != nil {
 		t.Fatal(err)
 	}
