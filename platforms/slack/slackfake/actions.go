@@ -294,8 +294,26 @@ func (s *Server) Click(user string, msg Message, actionID string) (*Envelope, er
 // ("": any block) on a message, as user: a message with one actions
 // block per image has the same action ids in each.
 func (s *Server) ClickIn(user string, msg Message, blockID, actionID string) (*Envelope, error) {
-	var blocks []struct {
-		Type     string `json:"type"`
+	s.mu.Lock()
+	m := s.findMsg(msg.Channel, msg.TS)
+	if m == nil || m.Deleted {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("slackfake: no message %s in %s", msg.TS, msg.Channel)
+	}
+	action := button(m.Blocks, blockID, actionID)
+	if action == nil {
+		s.mu.Unlock()
+		return nil, fmt.Errorf("slackfake: message %s has no button %s", msg.TS, actionID)
+	}
+	p := s.blockAction(user, m, action)
+	s.mu.Unlock()
+	return s.send("interactive", p), nil
+}
+
+// button is the block_actions action of the first button with actionID
+// in blocks (in the block blockID unless it is ""), or nil.
+func button(blocks json.RawMessage, blockID, actionID string) map[string]any {
+	var bs []struct {
 		BlockID  string `json:"block_id"`
 		Elements []struct {
 			Type     string          `json:"type"`
@@ -304,26 +322,26 @@ func (s *Server) ClickIn(user string, msg Message, blockID, actionID string) (*E
 			Text     json.RawMessage `json:"text"`
 		} `json:"elements"`
 	}
-	s.mu.Lock()
-	m := s.findMsg(msg.Channel, msg.TS)
-	if m == nil || m.Deleted {
-		s.mu.Unlock()
-		return nil, fmt.Errorf("slackfake: no message %s in %s", msg.TS, msg.Channel)
-	}
-	_ = json.Unmarshal(m.Blocks, &blocks)
-	var action map[string]any
-	for _, b := range blocks {
+	_ = json.Unmarshal(blocks, &bs)
+	for _, b := range bs {
 		for _, e := range b.Elements {
-			if e.ActionID == actionID && e.Type == "button" && (blockID == "" || b.BlockID == blockID) && action == nil {
-				action = map[string]any{"action_id": e.ActionID, "block_id": b.BlockID, "text": e.Text, "value": e.Value,
-					"type": "button", "action_ts": strconv.FormatFloat(float64(time.Now().UnixMicro())/1e6, 'f', 6, 64)}
+			if e.ActionID == actionID && e.Type == "button" && (blockID == "" || b.BlockID == blockID) {
+				return map[string]any{"action_id": e.ActionID, "block_id": b.BlockID, "text": e.Text, "value": e.Value,
+					"type": "button", "action_ts": actionTS()}
 			}
 		}
 	}
-	if action == nil {
-		s.mu.Unlock()
-		return nil, fmt.Errorf("slackfake: message %s has no button %s", msg.TS, actionID)
-	}
+	return nil
+}
+
+// actionTS is an action_ts as Slack writes it: seconds with microseconds.
+func actionTS() string {
+	return strconv.FormatFloat(float64(time.Now().UnixMicro())/1e6, 'f', 6, 64)
+}
+
+// blockAction is the block_actions payload of action on message m, as
+// user; with s.mu held.
+func (s *Server) blockAction(user string, m *Message, action map[string]any) map[string]any {
 	p := s.interactionBase("block_actions", user, m.Channel)
 	container := map[string]any{"type": "message", "message_ts": m.TS, "channel_id": m.Channel, "is_ephemeral": false}
 	if m.InThread() {
@@ -333,35 +351,17 @@ func (s *Server) ClickIn(user string, msg Message, blockID, actionID string) (*E
 	p["message"] = s.messageJSON(m)
 	p["state"] = map[string]any{"values": map[string]any{}}
 	p["actions"] = []any{action}
-	s.mu.Unlock()
-	return s.send("interactive", p), nil
+	return p
 }
 
 // ClickEphemeral presses the button with actionID on an ephemeral
 // message (one chat.postEphemeral posted), as its user: the payload has
 // an ephemeral container and no message, as Slack sends.
 func (s *Server) ClickEphemeral(e Ephemeral, actionID string) (*Envelope, error) {
-	var blocks []struct {
-		BlockID  string `json:"block_id"`
-		Elements []struct {
-			Type     string          `json:"type"`
-			ActionID string          `json:"action_id"`
-			Value    string          `json:"value"`
-			Text     json.RawMessage `json:"text"`
-		} `json:"elements"`
-	}
-	if e.TS == "" || json.Unmarshal(e.Blocks, &blocks) != nil {
+	if e.TS == "" || !json.Valid(e.Blocks) {
 		return nil, fmt.Errorf("slackfake: ephemeral %q has no blocks", e.Text)
 	}
-	var action map[string]any
-	for _, b := range blocks {
-		for _, el := range b.Elements {
-			if el.ActionID == actionID && el.Type == "button" {
-				action = map[string]any{"action_id": el.ActionID, "block_id": b.BlockID, "text": el.Text, "value": el.Value,
-					"type": "button", "action_ts": strconv.FormatFloat(float64(time.Now().UnixMicro())/1e6, 'f', 6, 64)}
-			}
-		}
-	}
+	action := button(e.Blocks, "", actionID)
 	if action == nil {
 		return nil, fmt.Errorf("slackfake: ephemeral %s has no button %s", e.TS, actionID)
 	}
@@ -388,7 +388,7 @@ func (s *Server) Shortcut(user string, msg Message, callbackID string) (*Envelop
 	}
 	p := s.interactionBase("message_action", user, m.Channel)
 	p["callback_id"] = callbackID
-	p["action_ts"] = strconv.FormatFloat(float64(time.Now().UnixMicro())/1e6, 'f', 6, 64)
+	p["action_ts"] = actionTS()
 	p["message_ts"] = m.TS
 	p["message"] = s.messageJSON(m)
 	s.mu.Unlock()
@@ -458,7 +458,7 @@ func (s *Server) Choose(user string, msg Message, actionID, value string) (*Enve
 				if json.Unmarshal(raw, &o) == nil && o.Value == value {
 					action = map[string]any{"action_id": e.ActionID, "block_id": b.BlockID, "type": "static_select",
 						"selected_option": json.RawMessage(raw), "placeholder": e.Placeholder,
-						"action_ts": strconv.FormatFloat(float64(time.Now().UnixMicro())/1e6, 'f', 6, 64)}
+						"action_ts": actionTS()}
 				}
 			}
 		}
@@ -467,15 +467,7 @@ func (s *Server) Choose(user string, msg Message, actionID, value string) (*Enve
 		s.mu.Unlock()
 		return nil, fmt.Errorf("slackfake: message %s has no menu %s with option %q", msg.TS, actionID, value)
 	}
-	p := s.interactionBase("block_actions", user, m.Channel)
-	container := map[string]any{"type": "message", "message_ts": m.TS, "channel_id": m.Channel, "is_ephemeral": false}
-	if m.InThread() {
-		container["thread_ts"] = m.ThreadTS
-	}
-	p["container"] = container
-	p["message"] = s.messageJSON(m)
-	p["state"] = map[string]any{"values": map[string]any{}}
-	p["actions"] = []any{action}
+	p := s.blockAction(user, m, action)
 	s.mu.Unlock()
 	return s.send("interactive", p), nil
 }
