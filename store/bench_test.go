@@ -5,23 +5,15 @@ import (
 	crand "crypto/rand"
 	"encoding/binary"
 	"fmt"
-	"math/rand/v2"
 	"os"
-	"slices"
 	"testing"
 	"time"
 
 	"go.etcd.io/bbolt"
 
 	"kontextbot/bot"
+	"kontextbot/store/storetest"
 )
-
-// benchConvs is how many conversations the latency benchmarks pre-fill.
-const benchConvs = 100_000
-
-func benchKey(i int) bot.ConvKey {
-	return bot.ConvKey{Platform: "discord", Workspace: fmt.Sprintf("g%d", i%50), Channel: fmt.Sprintf("c%d", i), Thread: "t"}
-}
 
 // prefill writes n conversations of two turns ("a", head "b") that share
 // one 1 KB image, many per transaction, through the same helpers AddTurn
@@ -36,7 +28,7 @@ func prefill(b *testing.B, db *DB, n int) {
 	for lo := 0; lo < n; lo += perTx {
 		err := db.bolt.Update(func(tx *bbolt.Tx) error {
 			for i := lo; i < min(lo+perTx, n); i++ {
-				c := &bot.Conversation{Key: benchKey(i), Head: "b", Updated: t0}
+				c := &bot.Conversation{Key: storetest.BenchKey(i), Head: "b", Updated: t0}
 				for _, id := range []string{"a", "b"} {
 					t := turn(id)
 					t.SHA256, t.Bytes = sha, len(data)
@@ -59,61 +51,19 @@ func prefill(b *testing.B, db *DB, n int) {
 	b.Logf("prefilled %d conversations in %v", n, time.Since(start).Round(time.Millisecond))
 }
 
-// reportLatency reports the 50th and 99th percentile of d in microseconds.
-func reportLatency(b *testing.B, d []time.Duration) {
-	if len(d) == 0 {
-		return
-	}
-	slices.Sort(d)
-	pct := func(p float64) float64 {
-		return float64(d[min(len(d)-1, int(p*float64(len(d))))].Nanoseconds()) / 1e3
-	}
-	b.ReportMetric(pct(0.50), "p50_us")
-	b.ReportMetric(pct(0.99), "p99_us")
-}
-
 // BenchmarkConversationRead reads random conversations out of 100,000.
 func BenchmarkConversationRead(b *testing.B) {
-	ctx := context.Background()
 	db := openTest(b, Options{})
-	prefill(b, db, benchConvs)
-	rng := rand.New(rand.NewPCG(1, 2))
-	var lat []time.Duration
-	for b.Loop() {
-		key := benchKey(rng.IntN(benchConvs))
-		start := time.Now()
-		c, err := db.Conversation(ctx, key)
-		lat = append(lat, time.Since(start))
-		if err != nil || c.Head == "" {
-			b.Fatalf("Conversation(%v): %v", key, err)
-		}
-	}
-	reportLatency(b, lat)
+	prefill(b, db, storetest.BenchConvs)
+	storetest.BenchHeadRead(b, db, storetest.BenchConvs)
 }
 
 // BenchmarkHeadWrite moves the head (SetHead, a durable write with fsync)
 // of random conversations out of 100,000.
 func BenchmarkHeadWrite(b *testing.B) {
-	ctx := context.Background()
 	db := openTest(b, Options{})
-	prefill(b, db, benchConvs)
-	rng := rand.New(rand.NewPCG(3, 4))
-	var lat []time.Duration
-	i := 0
-	for b.Loop() {
-		key := benchKey(rng.IntN(benchConvs))
-		id := "a"
-		if i++; i%2 == 0 {
-			id = "b"
-		}
-		start := time.Now()
-		_, err := db.SetHead(ctx, key, id)
-		lat = append(lat, time.Since(start))
-		if err != nil {
-			b.Fatalf("SetHead(%v): %v", key, err)
-		}
-	}
-	reportLatency(b, lat)
+	prefill(b, db, storetest.BenchConvs)
+	storetest.BenchHeadWrite(b, db, storetest.BenchConvs)
 }
 
 // fileSizeRing bounds BenchmarkFileSize's disk use: iteration i writes into
