@@ -625,6 +625,18 @@ func (q *Queue) FreeSlotNext(ctx context.Context, id string) (freed bool, next *
 // freeSlotNext is one attempt of FreeSlotNext, in three round trips: the
 // transaction's start, the lock, the free and the reads in one batch; the
 // start of the next job with its notification; the commit.
+//
+// The commit does not wait for the write-ahead log to reach the disk
+// (synchronous_commit off, for this transaction only): that flush was half
+// of a hand-off's time, with the queue's lock held through it. Nothing
+// outside the database depends on the hand-off being durable: the job it
+// starts creates its prediction (the paid step) only after Hold, whose
+// commit is synchronous and so flushes the log through this transaction
+// too, and whose update finds no running job of this replica if a server
+// crash lost the hand-off (the job waits again, for any replica; the freed
+// slot counts as held again until its job is released). What a crash can
+// lose is only that window's "running" notice or places in line, told
+// again when the job starts once more.
 func (q *Queue) freeSlotNext(ctx context.Context, id string) (freed bool, next *QueuedJob, err error) {
 	conn, err := q.db.pool.Acquire(ctx)
 	if err != nil {
@@ -636,6 +648,7 @@ func (q *Queue) freeSlotNext(ctx context.Context, id string) (freed bool, next *
 	b := &pgx.Batch{}
 	b.BeginTx(pgx.TxOptions{})
 	b.Queue(lockSQL, queueLockClass)
+	b.Queue(`SET LOCAL synchronous_commit = off`)
 	b.Queue(`WITH f AS (UPDATE queue_jobs SET slot_free = true
 			WHERE id = $1 AND state = 'running' AND owner = $2 AND NOT slot_free RETURNING id)
 		SELECT EXISTS (SELECT 1 FROM f), ARRAY(SELECT replica FROM queue_replicas WHERE seen_until > now()),
