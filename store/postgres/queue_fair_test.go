@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"kontextbot/kontext"
 	"kontextbot/kontext/kontexttest"
 )
@@ -282,5 +284,58 @@ func TestQueueWorkFairShareJoiningReplica(t *testing.T) {
 	}
 	if st, err := qs[0].Stats(ctx); err != nil || st.Waiting == 0 {
 		t.Errorf("Stats when r2 ran its first job: %+v, %v; want jobs still waiting", st, err)
+	}
+}
+
+// TestQueueReleaseNextForgetsAndAnnounces: ReleaseNext forgets a user
+// whose last job it removed (so they are served first when they come back)
+// and announces the removal to the other replicas (Work loops ignore only
+// announcements of starts).
+func TestQueueReleaseNextForgetsAndAnnounces(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	qs := replicas(t, 2, QueueOptions{Slots: 1, UserRunning: 1, UserWaiting: 10})
+	mustSubmit(t, qs[0], "a1", "a", "")
+	mustSubmit(t, qs[0], "b1", "b", "")
+	mustNext(t, qs[0]) // a1
+	wake := qs[1].Listen(ctx)
+	recv := func(what string) {
+		t.Helper()
+		select {
+		case <-wake:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no notification %s", what)
+		}
+	}
+	recv("after listening")
+	removed, next, err := qs[0].ReleaseNext(ctx, "a1")
+	if err != nil || !removed || idOf(next) != "b1" {
+		t.Fatalf("ReleaseNext(a1): %v, %+v, %v; want removed and b1", removed, next, err)
+	}
+	recv("after ReleaseNext")
+	users := func() []string {
+		t.Helper()
+		rows, err := qs[1].db.pool.Query(ctx, `SELECT user_id FROM queue_users ORDER BY user_id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	if got := users(); fmt.Sprint(got) != "[b]" {
+		t.Errorf("users with a turn after a1 ended: got %v, want [b] (a has no job left)", got)
+	}
+	mustSubmit(t, qs[1], "a2", "a", "")
+	if removed, next, err := qs[1].ReleaseNext(ctx, "b1"); err != nil || removed || next != nil {
+		t.Errorf("ReleaseNext(b1) by a replica that does not own it: %v, %+v, %v; want nothing", removed, next, err)
+	}
+	if removed, next, err := qs[0].ReleaseNext(ctx, "b1"); err != nil || !removed || idOf(next) != "a2" {
+		t.Errorf("ReleaseNext(b1): %v, %+v, %v; want removed and a2", removed, next, err)
+	}
+	if got := users(); fmt.Sprint(got) != "[a]" {
+		t.Errorf("users with a turn after b1 ended: got %v, want [a]", got)
 	}
 }
