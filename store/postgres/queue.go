@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -47,6 +48,14 @@ import (
 // sends a notification on the channel QueueChannel, so replicas waiting for
 // work wake without polling.
 //
+// Which replica runs the job a slot goes to does not change the order
+// above, only where it runs: whoever asks first (Next, when a notification
+// wakes it), except that a replica giving back the slot of a job whose
+// prediction is final starts the next job itself, in the same transaction,
+// while it holds fewer slots than its fair share (FreeSlotNext); the
+// replicas running Work record themselves in queue_replicas, so the share
+// counts a live replica that holds no slot.
+//
 // What the queue stores is the job's id, user and Serial; the job itself
 // (prompt, base image, prediction id) is the bot.Job in the jobs table,
 // which any replica can load.
@@ -54,6 +63,15 @@ import (
 // QueueChannel is the LISTEN/NOTIFY channel on which every queue change is
 // announced.
 const QueueChannel = "kontext_queue"
+
+// notifyStarted is the payload of a notification that announces only
+// that jobs started (Next, or a hand-off in FreeSlotNext): positions
+// change, but no slot frees and no job becomes able to start, so the
+// replicas' Work loops need not look at the queue for it.
+const notifyStarted = "started"
+
+// lockSQL takes the queue's lock for the transaction.
+const lockSQL = `SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))`
 
 // queueLockClass is the first half of the queue's advisory lock key; the
 // second is a hash of the schema.
@@ -135,7 +153,8 @@ type qjob struct {
 	pool             string
 	seq              int64
 	running          bool
-	slotFree         bool // running, but its slot given back (FreeSlot)
+	slotFree         bool   // running, but its slot given back (FreeSlot)
+	owner            string // the replica running it; "" while waiting
 }
 
 // qstate is the whole queue, read under the lock.
@@ -157,7 +176,7 @@ func (q *Queue) locked(ctx context.Context, fn func(tx pgx.Tx) (changed bool, er
 	}
 	defer func() { <-q.db.queueTurn }()
 	return q.db.inTx(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))`, queueLockClass); err != nil {
+		if _, err := tx.Exec(ctx, lockSQL, queueLockClass); err != nil {
 			return fmt.Errorf("lock: %w", err)
 		}
 		changed, err := fn(tx)
@@ -171,20 +190,19 @@ func (q *Queue) locked(ctx context.Context, fn func(tx pgx.Tx) (changed bool, er
 	})
 }
 
-// load reads the queue's state in tx, in one query.
-func load(ctx context.Context, tx pgx.Tx) (*qstate, error) {
-	st := &qstate{lastServed: map[string]int64{}, slowed: map[string]bool{}}
-	rows, err := tx.Query(ctx, `SELECT j.id, j.user_id, j.serial, j.pool, j.seq, j.state = 'running', j.slot_free, u.last_served
-		FROM queue_jobs j LEFT JOIN queue_users u ON u.user_id = j.user_id ORDER BY j.seq`)
-	if err != nil {
-		return nil, fmt.Errorf("read queue: %w", err)
-	}
+// jobsSQL reads every job of the queue with its user's turn, by seq.
+const jobsSQL = `SELECT j.id, j.user_id, j.serial, j.pool, j.seq, j.state = 'running', j.slot_free,
+		coalesce(j.owner, ''), u.last_served
+	FROM queue_jobs j LEFT JOIN queue_users u ON u.user_id = j.user_id ORDER BY j.seq`
+
+// scanJobs adds the rows of jobsSQL to st.
+func (st *qstate) scanJobs(rows pgx.Rows) error {
+	defer rows.Close()
 	for rows.Next() {
 		var j qjob
 		var served *int64
-		if err := rows.Scan(&j.id, &j.user, &j.serial, &j.pool, &j.seq, &j.running, &j.slotFree, &served); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("read queue: %w", err)
+		if err := rows.Scan(&j.id, &j.user, &j.serial, &j.pool, &j.seq, &j.running, &j.slotFree, &j.owner, &served); err != nil {
+			return fmt.Errorf("read queue: %w", err)
 		}
 		if served != nil {
 			st.lastServed[j.user] = *served
@@ -192,7 +210,25 @@ func load(ctx context.Context, tx pgx.Tx) (*qstate, error) {
 		st.jobs = append(st.jobs, j)
 	}
 	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read queue: %w", err)
+	}
+	return nil
+}
+
+// newState is an empty qstate.
+func newState() *qstate {
+	return &qstate{lastServed: map[string]int64{}, slowed: map[string]bool{}}
+}
+
+// load reads the queue's state in tx, in two queries.
+func load(ctx context.Context, tx pgx.Tx) (*qstate, error) {
+	st := newState()
+	rows, err := tx.Query(ctx, jobsSQL)
+	if err != nil {
 		return nil, fmt.Errorf("read queue: %w", err)
+	}
+	if err := st.scanJobs(rows); err != nil {
+		return nil, err
 	}
 	slowed, err := tx.Query(ctx, `SELECT pool FROM queue_pools WHERE slow_until > now()`)
 	if err != nil {
@@ -415,8 +451,8 @@ func (q *Queue) Next(ctx context.Context) (*QueuedJob, error) {
 	var out *QueuedJob
 	err = q.locked(ctx, func(tx pgx.Tx) (bool, error) {
 		var err error
-		out, err = q.startNext(ctx, tx)
-		return out != nil, err
+		out, err = q.startNext(ctx, tx, true)
+		return false, err // announced by the start itself
 	})
 	if err != nil {
 		return nil, fmt.Errorf("postgres: queue next: %w", err)
@@ -426,23 +462,38 @@ func (q *Queue) Next(ctx context.Context) (*QueuedJob, error) {
 
 // startNext marks the job the next free slot goes to running under this
 // replica's lease, in tx (which holds the queue's lock), and returns it;
-// nil when no slot is free or no waiting job may start.
-func (q *Queue) startNext(ctx context.Context, tx pgx.Tx) (*QueuedJob, error) {
+// nil when no slot is free or no waiting job may start. With announce, the
+// same statement sends the notification (notifyStarted) of the start.
+func (q *Queue) startNext(ctx context.Context, tx pgx.Tx, announce bool) (*QueuedJob, error) {
 	st, err := load(ctx, tx)
 	if err != nil {
 		return nil, err
 	}
+	return q.startPicked(ctx, tx, st, announce)
+}
+
+// startPicked is startNext on st, the queue as read in tx.
+func (q *Queue) startPicked(ctx context.Context, tx pgx.Tx, st *qstate, announce bool) (*QueuedJob, error) {
 	j := st.pick(q.opts)
 	if j == nil {
 		return nil, nil
 	}
-	_, err = tx.Exec(ctx, `WITH started AS (
+	start := `WITH started AS (
 			UPDATE queue_jobs SET state = 'running', owner = $2,
 			lease_until = now() + $3 * interval '1 microsecond', started = now() WHERE id = $1)
 		INSERT INTO queue_users (user_id, last_served) VALUES ($4, nextval('queue_turns'))
-		ON CONFLICT (user_id) DO UPDATE SET last_served = EXCLUDED.last_served`,
-		j.id, q.replica, q.opts.Lease.Microseconds(), j.user)
-	if err != nil {
+		ON CONFLICT (user_id) DO UPDATE SET last_served = EXCLUDED.last_served`
+	args := []any{j.id, q.replica, q.opts.Lease.Microseconds(), j.user}
+	if announce {
+		start = `WITH started AS (
+				UPDATE queue_jobs SET state = 'running', owner = $2,
+				lease_until = now() + $3 * interval '1 microsecond', started = now() WHERE id = $1),
+			served AS (INSERT INTO queue_users (user_id, last_served) VALUES ($4, nextval('queue_turns'))
+				ON CONFLICT (user_id) DO UPDATE SET last_served = EXCLUDED.last_served)
+			SELECT pg_notify($5, $6)`
+		args = append(args, QueueChannel, notifyStarted)
+	}
+	if _, err := tx.Exec(ctx, start, args...); err != nil {
 		return nil, err
 	}
 	return &QueuedJob{ID: j.id, User: j.user, Serial: j.serial, Pool: j.pool}, nil
@@ -503,7 +554,7 @@ func (q *Queue) ReleaseNext(ctx context.Context, id string) (removed bool, next 
 				return false, err
 			}
 		}
-		if next, err = q.startNext(ctx, tx); err != nil {
+		if next, err = q.startNext(ctx, tx, false); err != nil {
 			return false, err
 		}
 		return removed || next != nil, nil
@@ -534,6 +585,158 @@ func (q *Queue) FreeSlot(ctx context.Context, id string) (bool, error) {
 		return false, fmt.Errorf("postgres: queue free slot %s: %w", id, err)
 	}
 	return freed, nil
+}
+
+// FreeSlotNext is FreeSlot that, while this replica runs fewer jobs
+// holding a slot than its fair share (see keepsSlot), also gives the slot
+// it frees to the next job, on this replica, in the same transaction: one
+// commit instead of two and no notification round trip before the next
+// create (the hand-off the dispatch benchmark measures). At or above its
+// share it only frees the slot, and the notification lets a replica
+// holding fewer slots claim it (Next), so that a replica holding none is
+// not starved by those that keep giving their slots to themselves. The
+// share is counted over the live replicas (queue_replicas, renewed by
+// Work). next is nil when the slot was not handed over; a call that frees
+// nothing (not this replica's job, or its slot already free) starts
+// nothing.
+func (q *Queue) FreeSlotNext(ctx context.Context, id string) (freed bool, next *QueuedJob, err error) {
+	select {
+	case q.db.queueTurn <- struct{}{}:
+	case <-ctx.Done():
+		return false, nil, fmt.Errorf("postgres: queue free slot %s: lock: %w", id, ctx.Err())
+	}
+	defer func() { <-q.db.queueTurn }()
+	for attempt := 1; ; attempt++ {
+		freed, next, err = q.freeSlotNext(ctx, id)
+		if err == nil || attempt >= maxAttempts || !retryable(err) || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(attempt) * 5 * time.Millisecond):
+		}
+	}
+	if err != nil {
+		return false, nil, fmt.Errorf("postgres: queue free slot %s: %w", id, err)
+	}
+	return freed, next, nil
+}
+
+// freeSlotNext is one attempt of FreeSlotNext, in three round trips: the
+// transaction's start, the lock, the free and the reads in one batch; the
+// start of the next job with its notification; the commit.
+//
+// The commit does not wait for the write-ahead log to reach the disk
+// (synchronous_commit off, for this transaction only): that flush was half
+// of a hand-off's time, with the queue's lock held through it. Nothing
+// outside the database depends on the hand-off being durable: the job it
+// starts creates its prediction (the paid step) only after Hold, whose
+// commit is synchronous and so flushes the log through this transaction
+// too, and whose update finds no running job of this replica if a server
+// crash lost the hand-off (the job waits again, for any replica; the freed
+// slot counts as held again until its job is released). What a crash can
+// lose is only that window's "running" notice or places in line, told
+// again when the job starts once more.
+func (q *Queue) freeSlotNext(ctx context.Context, id string) (freed bool, next *QueuedJob, err error) {
+	conn, err := q.db.pool.Acquire(ctx)
+	if err != nil {
+		return false, nil, err
+	}
+	defer conn.Release()
+	st := newState()
+	var live, slowed []string
+	b := &pgx.Batch{}
+	b.BeginTx(pgx.TxOptions{})
+	b.Queue(lockSQL, queueLockClass)
+	b.Queue(`SET LOCAL synchronous_commit = off`)
+	b.Queue(`WITH f AS (UPDATE queue_jobs SET slot_free = true
+			WHERE id = $1 AND state = 'running' AND owner = $2 AND NOT slot_free RETURNING id)
+		SELECT EXISTS (SELECT 1 FROM f), ARRAY(SELECT replica FROM queue_replicas WHERE seen_until > now()),
+			ARRAY(SELECT pool FROM queue_pools WHERE slow_until > now())`, id, q.replica).
+		QueryRow(func(row pgx.Row) error { return row.Scan(&freed, &live, &slowed) })
+	b.Queue(jobsSQL).Query(st.scanJobs) // after the free: it sees it
+	br := conn.SendBatch(ctx, b)
+	tx := br.Tx()
+	defer func() { _ = tx.Rollback(ctx) }() // after a commit, nothing
+	if err := br.Close(); err != nil {
+		return false, nil, err
+	}
+	if !freed {
+		return false, nil, tx.Commit(ctx)
+	}
+	for _, p := range slowed {
+		st.slowed[p] = true
+	}
+	if st.keepsSlot(q.replica, live, q.opts.Slots) {
+		if next, err = q.startPicked(ctx, tx, st, true); err != nil {
+			return false, nil, err
+		}
+	}
+	if next == nil {
+		// The slot is free for any replica: tell them.
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, QueueChannel); err != nil {
+			return false, nil, fmt.Errorf("notify: %w", err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return false, nil, err
+	}
+	return true, next, nil
+}
+
+// keepsSlot reports whether replica me may give a slot it just freed to
+// the next job itself: while it holds fewer slots than its fair share,
+// slots / (live replicas, me included), rounded down. When the slots do
+// not divide evenly, a replica at its share may take one of the leftover
+// slots too, but only while every live replica holds its share and that
+// share is at least one; otherwise leftover slots go through the
+// notification to whichever replica claims them first. So the replicas
+// that hand slots to themselves never hold, between them, so many that a
+// live replica is left below its share for good: a replica below it is
+// offered the slot of every replica above it.
+func (st *qstate) keepsSlot(me string, live []string, slots int) bool {
+	held := map[string]int{}
+	for _, j := range st.jobs {
+		if j.running && !j.slotFree {
+			held[j.owner]++
+		}
+	}
+	if !slices.Contains(live, me) {
+		live = append(slices.Clone(live), me)
+	}
+	share, mine := slots/len(live), held[me]
+	switch {
+	case mine < share:
+		return true
+	case mine > share || share == 0 || slots%len(live) == 0:
+		return false
+	}
+	for _, r := range live {
+		if held[r] < share {
+			return false
+		}
+	}
+	return true
+}
+
+// present records this replica as live (running Work) until a Lease from
+// now, by the database's clock, and forgets replicas whose record lapsed.
+func (q *Queue) present(ctx context.Context) error {
+	_, err := q.db.pool.Exec(ctx, `WITH gone AS (DELETE FROM queue_replicas WHERE seen_until < now() AND replica <> $1)
+		INSERT INTO queue_replicas (replica, seen_until) VALUES ($1, now() + $2 * interval '1 microsecond')
+		ON CONFLICT (replica) DO UPDATE SET seen_until = EXCLUDED.seen_until`, q.replica, q.opts.Lease.Microseconds())
+	if err != nil {
+		return fmt.Errorf("postgres: queue presence: %w", err)
+	}
+	return nil
+}
+
+// absent removes this replica's record: it no longer runs Work.
+func (q *Queue) absent(ctx context.Context) error {
+	if _, err := q.db.pool.Exec(ctx, `DELETE FROM queue_replicas WHERE replica = $1`, q.replica); err != nil {
+		return fmt.Errorf("postgres: queue presence: %w", err)
+	}
+	return nil
 }
 
 // SlowPool starts no job of pool for wait, on any replica: the provider
@@ -797,6 +1000,12 @@ func (q *Queue) Stats(ctx context.Context) (QueueStats, error) {
 // connection of the pool while ctx lives; the channel is closed when ctx
 // ends.
 func (q *Queue) Listen(ctx context.Context) <-chan struct{} {
+	return q.listenFor(ctx, nil)
+}
+
+// listenFor is Listen, but a notification whose payload wanted rejects
+// sends nothing (nil wants every one).
+func (q *Queue) listenFor(ctx context.Context, wanted func(payload string) bool) <-chan struct{} {
 	ch := make(chan struct{}, 1)
 	signal := func() {
 		select {
@@ -808,7 +1017,7 @@ func (q *Queue) Listen(ctx context.Context) <-chan struct{} {
 		defer close(ch)
 		backoff := 50 * time.Millisecond
 		for ctx.Err() == nil {
-			err := q.listen(ctx, signal)
+			err := q.listen(ctx, wanted, signal)
 			if ctx.Err() != nil {
 				return
 			}
@@ -825,7 +1034,7 @@ func (q *Queue) Listen(ctx context.Context) <-chan struct{} {
 }
 
 // listen holds one LISTEN session until it fails or ctx ends.
-func (q *Queue) listen(ctx context.Context, signal func()) error {
+func (q *Queue) listen(ctx context.Context, wanted func(string) bool, signal func()) error {
 	pc, err := q.db.pool.Acquire(ctx)
 	if err != nil {
 		return err
@@ -842,10 +1051,13 @@ func (q *Queue) listen(ctx context.Context, signal func()) error {
 	}
 	signal()
 	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
 			return err
 		}
-		signal()
+		if wanted == nil || wanted(n.Payload) {
+			signal()
+		}
 	}
 }
 
@@ -873,6 +1085,8 @@ var ErrLeaseLost = fmt.Errorf("postgres: job taken over by another replica after
 // handed over at once (its lease ends, another replica or this one takes
 // it over). Leases are renewed at a third of Lease; a cancel asked from
 // any replica ends that job's context with cause kontext.ErrCanceled.
+// While it runs, the replica counts as live (queue_replicas, renewed with
+// the leases) in the fair share of FreeSlotNext.
 // When ctx ends, Work ends every running job's context with cause
 // ErrHandedOver, hands over or releases each as its run returns (a run
 // that finishes its job anyway is released), and returns when every run
@@ -881,12 +1095,19 @@ var ErrLeaseLost = fmt.Errorf("postgres: job taken over by another replica after
 // run receives the job's context, which does not end with ctx but only on
 // a cancel, a stop or a lost lease. It carries kontext.WithSlotRelease:
 // once the job's prediction is final, the client gives its slot back
-// (FreeSlot) while the job downloads, stores and posts its image. Errors of the database are logged and
-// retried at the next change or renewal.
+// while the job downloads, stores and posts its image (FreeSlotNext: below
+// its fair share this replica starts the next job with it at once, in the
+// same transaction; otherwise any replica may claim it). Errors of the
+// database are logged and retried at the next change or renewal.
 func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j QueuedJob) error) {
 	lctx, stopListen := context.WithCancel(ctx)
 	defer stopListen()
-	wake := q.Listen(lctx)
+	if err := q.present(ctx); err != nil && ctx.Err() == nil {
+		q.db.log.Warn("postgres: queue presence", "replica", q.replica, "err", err)
+	}
+	// Starts announced as such (notifyStarted) free no slot and let no
+	// other job start: nothing to look at.
+	wake := q.listenFor(lctx, func(payload string) bool { return payload != notifyStarted })
 	tick := time.NewTicker(q.opts.Lease / 3)
 	defer tick.Stop()
 
@@ -897,6 +1118,14 @@ func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j Queued
 		err error
 	}
 	done := make(chan result)
+	// handed are jobs a job's goroutine started for this replica when it
+	// gave its slot back (FreeSlotNext); the loop runs them. One the loop
+	// no longer takes (it is stopping) is handed over with the rest.
+	// handing counts the hand-offs under way, from before their
+	// transaction until the loop takes their job: a renewal that finds a
+	// job of this replica not running here is not an orphan while one is.
+	handed := make(chan QueuedJob, q.opts.Slots)
+	var handing atomic.Int64
 	// A 429 on a job's create slows its pool down (SlowPool, by the job's
 	// goroutine); when the wait has passed, this replica looks again and
 	// wakes the others.
@@ -915,11 +1144,30 @@ func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j Queued
 		jctx, cancel := context.WithCancelCause(base)
 		running[j.ID] = cancel
 		// The client frees the slot once the prediction is final.
+		// Below its fair share, this replica gives the slot straight to
+		// the next job (FreeSlotNext); stopping, it starts nothing more.
 		jctx = kontext.WithSlotRelease(jctx, func() {
 			fctx, fcancel := context.WithTimeout(base, 10*time.Second)
 			defer fcancel()
-			if _, err := q.FreeSlot(fctx, j.ID); err != nil {
+			if ctx.Err() != nil {
+				if _, err := q.FreeSlot(fctx, j.ID); err != nil {
+					q.db.log.Warn("postgres: queue free slot", "replica", q.replica, "job", j.ID, "err", err)
+				}
+				return
+			}
+			handing.Add(1)
+			_, next, err := q.FreeSlotNext(fctx, j.ID)
+			if err != nil {
 				q.db.log.Warn("postgres: queue free slot", "replica", q.replica, "job", j.ID, "err", err)
+			}
+			if next == nil {
+				handing.Add(-1)
+				return
+			}
+			select {
+			case handed <- *next:
+			case <-ctx.Done():
+				handing.Add(-1)
 			}
 		})
 		jctx = kontext.WithSlotLimited(jctx, func(wait time.Duration) {
@@ -1020,6 +1268,9 @@ func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j Queued
 			if _, err := q.Handover(hctx); err != nil {
 				q.db.log.Warn("postgres: queue handover", "replica", q.replica, "err", err)
 			}
+			if err := q.absent(hctx); err != nil {
+				q.db.log.Warn("postgres: queue presence", "replica", q.replica, "err", err)
+			}
 			hcancel()
 			for range wake {
 			}
@@ -1027,6 +1278,9 @@ func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j Queued
 		case r := <-done:
 			finish(r)
 			fill(false)
+		case j := <-handed:
+			handing.Add(-1)
+			start(j)
 		case wait := <-limited:
 			if retry == nil {
 				retry = time.NewTimer(wait)
@@ -1055,6 +1309,9 @@ func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j Queued
 			}
 			fill(true)
 		case <-tick.C:
+			if err := q.present(ctx); err != nil && ctx.Err() == nil {
+				q.db.log.Warn("postgres: queue presence", "replica", q.replica, "err", err)
+			}
 			owned, canceled, err := q.Renew(ctx)
 			if err != nil {
 				if ctx.Err() == nil {
@@ -1072,9 +1329,12 @@ func (q *Queue) Work(ctx context.Context, run func(ctx context.Context, j Queued
 				// A job held here but not run (a start whose commit
 				// succeeded while its answer was lost) is handed over
 				// rather than renewed for ever.
+				// (Not while a hand-off is under way: its job may be
+				// this replica's already and not yet taken by the loop;
+				// the next renewal looks again.)
 				var orphans []string
 				for _, id := range owned {
-					if _, ok := running[id]; !ok {
+					if _, ok := running[id]; !ok && handing.Load() == 0 {
 						orphans = append(orphans, id)
 					}
 				}
