@@ -164,6 +164,24 @@ func TestAuthAndUnknownRoutes(t *testing.T) {
 	}
 }
 
+// TestGatewayURLFollowsHost: GET /gateway answers the gateway on the host
+// the client asked, as Discord answers with its own, so a client reaching
+// the fake through a proxy (another address, a container network) is sent
+// to the proxy too.
+func TestGatewayURLFollowsHost(t *testing.T) {
+	s := New(Options{})
+	defer s.Close()
+	c := newClient(t, s)
+	for _, path := range []string{"/gateway", "/gateway/bot"} {
+		req, _ := http.NewRequest("GET", s.URL+"/api/v10"+path, nil)
+		req.Header.Set("Authorization", "Bot "+s.Token())
+		req.Host = "proxy.example:7777"
+		if code, body, _ := c.send(req); code != 200 || body["url"] != "ws://proxy.example:7777/ws" {
+			t.Errorf("%s: got %d %v, want ws://proxy.example:7777/ws", path, code, body["url"])
+		}
+	}
+}
+
 func TestGatewayHandshake(t *testing.T) {
 	s := New(Options{})
 	defer s.Close()

@@ -23,6 +23,8 @@ type gwConn struct {
 	closed  bool
 	// shard and shards are the identify's shard pair (0 of 1 without one).
 	shard, shards int
+	// host is the Host the connection was opened on.
+	host string
 }
 
 var upgrader = websocket.Upgrader{CheckOrigin: func(*http.Request) bool { return true }}
@@ -82,7 +84,7 @@ func (s *Server) serveGateway(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return
 	}
-	c := &gwConn{s: s, ws: ws}
+	c := &gwConn{s: s, ws: ws, host: r.Host}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -209,7 +211,7 @@ func (s *Server) identify(c *gwConn, raw json.RawMessage) bool {
 	session := s.newID()
 	s.mu.Unlock()
 	err := c.send(0, "READY", map[string]any{
-		"v": 9, "session_id": session, "resume_gateway_url": s.wsURL(),
+		"v": 9, "session_id": session, "resume_gateway_url": s.wsURL(c.host),
 		"user": bot, "guilds": []any{}, "private_channels": []any{},
 		"application": map[string]any{"id": s.appID, "flags": s.flags},
 	})
@@ -219,7 +221,15 @@ func (s *Server) identify(c *gwConn, raw json.RawMessage) bool {
 	return err == nil
 }
 
-func (s *Server) wsURL() string { return "ws" + strings.TrimPrefix(s.URL, "http") + "/ws" }
+// wsURL is the gateway's address on host, the Host a client reached the
+// fake on (as Discord answers with its own host), or on s.URL without one:
+// a client that reaches the fake through a proxy is sent to the proxy.
+func (s *Server) wsURL(host string) string {
+	if host == "" {
+		return "ws" + strings.TrimPrefix(s.URL, "http") + "/ws"
+	}
+	return "ws://" + host + "/ws"
+}
 
 // shardOf is the shard a guild's events go to, as Discord computes it:
 // (guild_id >> 22) % num_shards; direct messages go to shard 0.

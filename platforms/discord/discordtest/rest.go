@@ -114,9 +114,9 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request, seg []string) *ap
 	n := len(seg)
 	switch {
 	case n == 1 && seg[0] == "gateway" && m == "GET":
-		writeJSON(w, 200, map[string]any{"url": s.wsURL()})
+		writeJSON(w, 200, map[string]any{"url": s.wsURL(r.Host)})
 	case n == 2 && seg[0] == "gateway" && seg[1] == "bot" && m == "GET":
-		writeJSON(w, 200, map[string]any{"url": s.wsURL(), "shards": 1,
+		writeJSON(w, 200, map[string]any{"url": s.wsURL(r.Host), "shards": 1,
 			"session_start_limit": map[string]any{"total": 1000, "remaining": 999, "reset_after": 0, "max_concurrency": 1}})
 	case n == 2 && seg[0] == "users" && seg[1] == "@me" && m == "GET":
 		s.mu.Lock()
