@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"kontextbot/bot"
 	"kontextbot/kontext"
 	"kontextbot/kontext/kontexttest"
 )
@@ -364,19 +365,25 @@ func TestChatThroughStdin(t *testing.T) {
 }
 
 // TestChatRestartDeliversTheJob stops `kontextbot chat` in the middle of a
-// job, starts it again, and checks the result arrives exactly once: with
-// Prefer: wait (the prediction id is not known yet, so the job is created
-// again) and without it (the prediction is followed by its id).
+// job, starts it again, and checks what the restart does with it. Without
+// Prefer: wait the prediction's id is stored as soon as it exists, and the
+// restart follows it: the result arrives exactly once, from one create.
+// With Prefer: wait a process killed while its create is held never
+// learned the id: the prediction exists and is paid for, and a create is
+// never sent twice, so the restart tells the person instead (one create,
+// no image, nothing charged).
 func TestChatRestartDeliversTheJob(t *testing.T) {
 	tests := []struct {
 		name        string
 		wait        string
 		signal      os.Signal
 		wantCreates int
+		wantImages  int
+		wantSaid    string // on the restart's output
 	}{
-		{name: "KilledWhileCreating", wait: "60", signal: syscall.SIGKILL, wantCreates: 2},
-		{name: "KilledWhilePolling", wait: "0", signal: syscall.SIGKILL, wantCreates: 1},
-		{name: "InterruptedWhilePolling", wait: "0", signal: os.Interrupt, wantCreates: 1},
+		{name: "KilledWhileCreating", wait: "60", signal: syscall.SIGKILL, wantCreates: 1, wantImages: 0, wantSaid: bot.ErrCreateUnsure.Msg},
+		{name: "KilledWhilePolling", wait: "0", signal: syscall.SIGKILL, wantCreates: 1, wantImages: 1},
+		{name: "InterruptedWhilePolling", wait: "0", signal: os.Interrupt, wantCreates: 1, wantImages: 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -411,12 +418,17 @@ func TestChatRestartDeliversTheJob(t *testing.T) {
 			}
 			stdout2 := &second.stdout
 			files, _ := filepath.Glob(filepath.Join(out, "*.png"))
-			if len(files) != 1 {
-				t.Fatalf("got %d images after the restart, want exactly 1:\n%s", len(files), stdout2.String())
+			if len(files) != tt.wantImages {
+				t.Fatalf("got %d images after the restart, want exactly %d:\n%s", len(files), tt.wantImages, stdout2.String())
 			}
-			data, _ := os.ReadFile(files[0])
-			if p, err := kontexttest.ReadProvenance(data); err != nil || p.Prompt != "a castle in the fog" || p.Seed != 3 {
-				t.Errorf("delivered %+v (%v), want the castle with seed 3", p, err)
+			if tt.wantImages == 1 {
+				data, _ := os.ReadFile(files[0])
+				if p, err := kontexttest.ReadProvenance(data); err != nil || p.Prompt != "a castle in the fog" || p.Seed != 3 {
+					t.Errorf("delivered %+v (%v), want the castle with seed 3", p, err)
+				}
+			}
+			if !strings.Contains(stdout2.String(), tt.wantSaid) {
+				t.Errorf("the restart did not say %q:\n%s", tt.wantSaid, stdout2.String())
 			}
 			if !strings.Contains(stdout2.String(), "resuming 1 job") {
 				t.Errorf("the restart did not say it resumed the job:\n%s", stdout2.String())

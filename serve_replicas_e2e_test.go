@@ -40,7 +40,7 @@ type cluster struct {
 	// lb, with interactions over HTTP, is the load balancer the app's
 	// Interactions Endpoint URL points at; nil: over the gateway.
 	lb          *balancer
-	endpointSet bool // the fake Discord validated and saved the endpoint
+	endpointSet bool // the fakes send to the load balancer
 
 	mu   sync.Mutex
 	reps map[string]*proc // replica id -> its current process
@@ -51,10 +51,12 @@ type cluster struct {
 const clusterSlots = 6
 
 // newCluster starts the fakes and prepares the replicas' environment; no
-// replica runs yet. With httpInteractions, Discord sends interactions to
-// the replicas through a load balancer (DISCORD_PUBLIC_KEY and the app's
-// Interactions Endpoint URL), not over the gateway.
-func newCluster(t *testing.T, ctx context.Context, httpInteractions bool) *cluster {
+// replica runs yet. With overHTTP, both platforms reach the replicas over
+// HTTP through a load balancer: Discord sends interactions to the app's
+// Interactions Endpoint URL (DISCORD_PUBLIC_KEY) instead of the gateway,
+// and Slack runs in HTTP mode (SLACK_SIGNING_SECRET) instead of Socket
+// Mode.
+func newCluster(t *testing.T, ctx context.Context, overHTTP bool) *cluster {
 	t.Helper()
 	dbURL := pgtest.Schema(t)
 	prov, env := fakeEnv(t, kontexttest.Options{Slots: clusterSlots, Latency: 100 * time.Millisecond, Pixels: 48 * 48})
@@ -94,9 +96,11 @@ func newCluster(t *testing.T, ctx context.Context, httpInteractions bool) *clust
 	})
 	c := &cluster{t: t, ctx: ctx, prov: prov, dc: dc, sl: sl, db: db, env: env,
 		tag: fmt.Sprintf("%06x", time.Now().UnixNano()&0xffffff), reps: map[string]*proc{}, gap: map[string]bool{}}
-	if httpInteractions {
+	if overHTTP {
 		c.lb = newBalancer(t)
 		env["DISCORD_PUBLIC_KEY"] = dc.PublicKey()
+		delete(env, "SLACK_APP_TOKEN")
+		env["SLACK_SIGNING_SECRET"] = o.SigningSecret
 	}
 	for i := range 30 {
 		id := fmt.Sprintf("8000000000000001%02d", i)
@@ -162,6 +166,7 @@ func (c *cluster) ready(p *proc) {
 	if err := c.dc.SetInteractionsEndpoint(c.ctx, c.lb.srv.URL+"/discord/interactions"); err != nil {
 		c.t.Fatal(err)
 	}
+	c.sl.SetHTTPTarget(c.lb.srv.URL)
 	c.endpointSet = true
 }
 
@@ -513,14 +518,15 @@ func (c *cluster) checkProvider(delivered, unsure int) {
 // never runs more than 6 predictions and answers no 429; the gateway
 // moves to a live replica and the commands sent after that are answered.
 //
-// It runs twice. With interactions over HTTP (DISCORD_PUBLIC_KEY and the
-// app's Interactions Endpoint URL behind a load balancer, the setup the
-// README recommends for replicas), no Discord command is lost to the
+// It runs twice. Over HTTP, both platforms reach the replicas through a
+// load balancer: Discord's interactions (DISCORD_PUBLIC_KEY and the app's
+// Interactions Endpoint URL, the setup the README recommends for
+// replicas) and Slack in HTTP mode. Then no Discord command is lost to the
 // gateway's move: only one that reached the killed replica before it
 // stored its job can be lost (Discord says the application did not
 // respond), and every command sent after the kill is accepted.
 //
-// Over the gateway, Discord does not replay to a new session what it sent
+// Over the gateway (with Slack in Socket Mode), Discord does not replay to a new session what it sent
 // to the dead one, nor keeps what it could send to no one: commands sent
 // between the kill and the takeover are lost to the bot (Discord tells
 // the person the application did not respond). The test counts them apart
@@ -529,14 +535,14 @@ func TestServeReplicasKilledMidBurst(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts 3 processes and sends 300 requests")
 	}
-	t.Run("interactions over HTTP", func(t *testing.T) { killMidBurst(t, true) })
-	t.Run("interactions over the gateway", func(t *testing.T) { killMidBurst(t, false) })
+	t.Run("over HTTP", func(t *testing.T) { killMidBurst(t, true) })
+	t.Run("over the gateway and Socket Mode", func(t *testing.T) { killMidBurst(t, false) })
 }
 
-func killMidBurst(t *testing.T, httpInteractions bool) {
+func killMidBurst(t *testing.T, overHTTP bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	c := newCluster(t, ctx, httpInteractions)
+	c := newCluster(t, ctx, overHTTP)
 	c.addPeople()
 	started := time.Now()
 	var procs []*proc
@@ -547,7 +553,7 @@ func killMidBurst(t *testing.T, httpInteractions bool) {
 		c.ready(p)
 	}
 	c.waitFor(30*time.Second, "3 Socket Mode connections and a gateway session", func() bool {
-		return c.sl.OpenConnections() == 3 && c.dc.Ready() && c.gatewayHolder() != ""
+		return c.slackConnected(3) && c.dc.Ready() && c.gatewayHolder() != ""
 	})
 	holder := c.gatewayHolder()
 	victim := c.proc(holder)
@@ -615,13 +621,13 @@ func killMidBurst(t *testing.T, httpInteractions bool) {
 		}
 	}
 	gaps := [][2]time.Time{{killedAt, movedAt}}
-	if httpInteractions {
+	if overHTTP {
 		gaps = nil // interactions do not go through the gateway
 	}
 	tl := c.check(reqs, gaps...)
 	var afterMove, afterMoveAccepted int
 	jobs := c.jobs()
-	if httpInteractions {
+	if overHTTP {
 		// Lost: only commands the killed replica took and died with,
 		// so sent before the kill, within Discord's 3 s of it.
 		var lost int
@@ -694,14 +700,14 @@ func TestRollingRestartUnderLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts and restarts 2 processes under load")
 	}
-	t.Run("interactions over HTTP", func(t *testing.T) { rollingRestart(t, true) })
-	t.Run("interactions over the gateway", func(t *testing.T) { rollingRestart(t, false) })
+	t.Run("over HTTP", func(t *testing.T) { rollingRestart(t, true) })
+	t.Run("over the gateway and Socket Mode", func(t *testing.T) { rollingRestart(t, false) })
 }
 
-func rollingRestart(t *testing.T, httpInteractions bool) {
+func rollingRestart(t *testing.T, overHTTP bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	c := newCluster(t, ctx, httpInteractions)
+	c := newCluster(t, ctx, overHTTP)
 	c.addPeople()
 	ids := []string{c.replicaID(0), c.replicaID(1)}
 	for _, id := range ids {
@@ -711,7 +717,7 @@ func rollingRestart(t *testing.T, httpInteractions bool) {
 		c.ready(c.proc(id))
 	}
 	c.waitFor(30*time.Second, "2 Socket Mode connections and a gateway session", func() bool {
-		return c.sl.OpenConnections() == 2 && c.dc.Ready() && c.gatewayHolder() != ""
+		return c.slackConnected(2) && c.dc.Ready() && c.gatewayHolder() != ""
 	})
 	var mu sync.Mutex
 	var reqs []*request
@@ -749,7 +755,7 @@ func rollingRestart(t *testing.T, httpInteractions bool) {
 				h := c.gatewayHolder()
 				return h != "" && h != id && c.dc.Ready()
 			})
-			if !httpInteractions { // over HTTP, interactions have no gap
+			if !overHTTP { // over HTTP, interactions have no gap
 				gaps = append(gaps, [2]time.Time{from, time.Now()})
 			}
 		}
@@ -758,7 +764,7 @@ func rollingRestart(t *testing.T, httpInteractions bool) {
 		}
 		stopped := time.Since(from)
 		c.ready(c.start(id))
-		c.waitFor(30*time.Second, "both Socket Mode connections", func() bool { return c.sl.OpenConnections() == 2 })
+		c.waitFor(30*time.Second, "both Socket Mode connections", func() bool { return c.slackConnected(2) })
 		t.Logf("restarted %s (gateway holder: %v): stopped in %s, back in %s", id, holder, stopped.Round(time.Millisecond), time.Since(from).Round(time.Millisecond))
 	}
 	at := sent()
@@ -801,7 +807,7 @@ func rollingRestart(t *testing.T, httpInteractions bool) {
 	for _, p := range tl.lostInSession {
 		t.Errorf("%s reached a replica and was never acknowledged", p)
 	}
-	if httpInteractions && tl.unseen != 0 {
+	if overHTTP && tl.unseen != 0 {
 		t.Errorf("%d Discord commands never reached a replica; over HTTP none may be lost", tl.unseen)
 	}
 	if tl.deliveredOnce != tl.accepted {
@@ -814,4 +820,10 @@ func rollingRestart(t *testing.T, httpInteractions bool) {
 	if l := c.leftovers(); len(l) > 0 {
 		t.Logf("%d messages without an image left: %v", len(l), l)
 	}
+}
+
+// slackConnected reports whether n replicas hold a Socket Mode connection;
+// in HTTP mode Slack needs none.
+func (c *cluster) slackConnected(n int) bool {
+	return c.lb != nil || c.sl.OpenConnections() == n
 }

@@ -103,9 +103,12 @@ next:
 func TestServeBothPlatforms(t *testing.T) {
 	b := bothStart(t, kontexttest.Options{Latency: 300 * time.Millisecond, Pixels: 96 * 96},
 		map[string]string{"KONTEXT_SLOTS": "1"})
-	if code, body := b.get("/healthz"); code != http.StatusOK || strings.TrimSpace(body) != "ok" {
-		t.Fatalf("/healthz: %d %q, want 200 ok", code, body)
-	}
+	// The fake sees Slack's connection a moment before the adapter has
+	// marked itself started: /healthz turns ok once both platforms are.
+	b.wait("/healthz to answer 200 ok", func() bool {
+		code, body := b.get("/healthz")
+		return code == http.StatusOK && strings.TrimSpace(body) == "ok"
+	})
 
 	slackChannel := b.slack.CreateChannel("pictures", true)
 	in := b.slash(dcArt, dcAda, "imagine", discordtest.String("prompt", "a lighthouse"))
