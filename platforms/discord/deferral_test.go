@@ -114,14 +114,22 @@ func TestRerollAcknowledgedAfterStored(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no request")
 	}
+	ackedOnceStored(t, dc, in, core.release, deferredUpdate)
+}
+
+// ackedOnceStored checks that interaction in is not acknowledged while
+// its job is being stored, then, once release lets the store finish, is
+// acknowledged with callback type want.
+func ackedOnceStored(t *testing.T, dc *discordtest.Server, in discordtest.Interaction, release chan struct{}, want int) {
+	t.Helper()
 	if got := dc.Interaction(in.ID).Ack; got != 0 {
 		t.Errorf("acknowledged (type %d) before the job was stored", got)
 	}
-	close(core.release)
+	close(release)
 	if !dc.Wait(5*time.Second, func() bool { return dc.Interaction(in.ID).Ack != 0 }) {
 		t.Fatal("never acknowledged")
 	}
-	if got := dc.Interaction(in.ID); got.Ack != deferredUpdate || got.Failed {
-		t.Errorf("got callback type %d (failed %v), want %d", got.Ack, got.Failed, deferredUpdate)
+	if got := dc.Interaction(in.ID); got.Ack != want || got.Failed {
+		t.Errorf("got callback type %d (failed %v), want %d", got.Ack, got.Failed, want)
 	}
 }

@@ -162,16 +162,7 @@ func TestEndpointSlash(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("no request")
 	}
-	if got := dc.Interaction(in.ID).Ack; got != 0 {
-		t.Errorf("acknowledged (type %d) before the job was stored", got)
-	}
-	close(core.release)
-	if !dc.Wait(5*time.Second, func() bool { return dc.Interaction(in.ID).Ack != 0 }) {
-		t.Fatal("never acknowledged")
-	}
-	if got := dc.Interaction(in.ID); got.Ack != 5 || got.Failed {
-		t.Errorf("got callback type %d (failed %v), want 5", got.Ack, got.Failed)
-	}
+	ackedOnceStored(t, dc, in, core.release, 5) // deferred, through the callback endpoint
 	select {
 	case req := <-core.submitted:
 		t.Errorf("the command came twice (also %q): the gateway too?", req.Prompt)
