@@ -23,16 +23,26 @@ func WithStored(ctx context.Context, stored func(j *Job)) context.Context {
 	return context.WithValue(ctx, storedKey{}, stored)
 }
 
+// Stored calls the function WithStored put in ctx, if any, with a copy of
+// j, and returns the copy: its Origin is what the caller must store. Core
+// calls it inside Submit; another implementation of Submit (a test
+// double) calls it where its job is stored.
+func Stored(ctx context.Context, j *Job) *Job {
+	cp := *j
+	cp.Origin = maps.Clone(cp.Origin)
+	if f, ok := ctx.Value(storedKey{}).(func(*Job)); ok && f != nil {
+		f(&cp)
+	}
+	return &cp
+}
+
 // markStored calls the function WithStored put in ctx, if any, with a
 // copy of jobs[0], and stores jobs again with the origin it set.
 func (c *Core) markStored(ctx context.Context, jobs ...*Job) {
-	f, ok := ctx.Value(storedKey{}).(func(*Job))
-	if !ok || f == nil || len(jobs) == 0 {
+	if len(jobs) == 0 {
 		return
 	}
-	cp := *jobs[0]
-	cp.Origin = maps.Clone(cp.Origin)
-	f(&cp)
+	cp := Stored(ctx, jobs[0])
 	if maps.Equal(cp.Origin, jobs[0].Origin) {
 		return
 	}

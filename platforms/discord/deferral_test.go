@@ -133,3 +133,65 @@ func ackedOnceStored(t *testing.T, dc *discordtest.Server, in discordtest.Intera
 		t.Errorf("got callback type %d (failed %v), want %d", got.Ack, got.Failed, want)
 	}
 }
+
+// storingCore is gateCore whose Submit, once released, stores the job as
+// bot.Core does before it queues it (bot.Stored), and hands it over.
+type storingCore struct {
+	gateCore
+	jobs chan *bot.Job
+}
+
+func (c storingCore) Submit(ctx context.Context, req *bot.Request) (*bot.Job, error) {
+	c.submitted <- req
+	<-c.release
+	j := bot.Stored(ctx, &bot.Job{ID: "j1", User: req.User, Origin: req.Origin, Prompt: req.Prompt})
+	c.jobs <- j
+	return j, nil
+}
+
+// TestMessageStatusAfterStored: a request made by a message (here a
+// mention) gets its "Starting…" reply only once its job is stored, so a
+// replica that dies in between leaves no status that nothing follows; the
+// stored job's origin names that status, which the result replaces.
+func TestMessageStatusAfterStored(t *testing.T) {
+	core := storingCore{gateCore: gateCore{stubCore: stubCore{submitted: make(chan *bot.Request, 1)}, release: make(chan struct{})},
+		jobs: make(chan *bot.Job, 1)}
+	_, dc, _ := started(t, core)
+	said, err := dc.Say(discordtest.Say{ChannelID: "10", UserID: "5", Content: "<@" + dc.BotID() + "> a fox in the snow"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case req := <-core.submitted:
+		if req.Prompt != "a fox in the snow" {
+			t.Errorf("submitted %q", req.Prompt)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no request")
+	}
+	botMessages := func() []discordtest.Message {
+		var out []discordtest.Message
+		for _, m := range dc.Messages("10") {
+			if m.Author.Bot {
+				out = append(out, m)
+			}
+		}
+		return out
+	}
+	time.Sleep(100 * time.Millisecond) // room for a status posted too early
+	if got := botMessages(); len(got) != 0 {
+		t.Errorf("the bot posted %q before the job was stored", got[0].Content)
+	}
+	close(core.release)
+	j := <-core.jobs
+	var status []discordtest.Message
+	if !dc.Wait(5*time.Second, func() bool { status = botMessages(); return len(status) == 1 }) {
+		t.Fatalf("bot messages after storing: %v, want one status", status)
+	}
+	if status[0].Content != startingText || status[0].ReplyTo != said.ID {
+		t.Errorf("status %q replying to %q, want %q replying to the person's message %s", status[0].Content, status[0].ReplyTo, startingText, said.ID)
+	}
+	if o, ok := parseOrigin(j.Origin); !ok || o.Msg != status[0].ID || o.Ref != said.ID {
+		t.Errorf("the stored job's origin %v, want its status %s and the person's message %s", j.Origin, status[0].ID, said.ID)
+	}
+}

@@ -709,13 +709,25 @@ func (b *Bot) handleMessage(ctx context.Context, m *discordgo.Message) {
 		}
 		return // an image or an empty message in a thread is not an edit
 	}
-	status, err := b.send(ctx, m.ChannelID, once(b.replyTo(m, startingText), "s", m.ID), nil)
-	if err != nil {
-		b.log.Warn("discord: post status", "channel", m.ChannelID, "err", err)
-		return
-	}
-	o := origin{Mode: "c", Place: p, Msg: status.ID, Ref: m.ID}
+	o := origin{Mode: "c", Place: p, Ref: m.ID}
 	req := &bot.Request{Kind: bot.KindEdit, Conv: p.key(), User: m.Author.ID, UserName: displayName(m.Author), Origin: o.encode()}
+	// The status is posted once the job is stored, so a replica that dies
+	// in between leaves no "Starting…" that nothing follows. Without one
+	// (Discord refused it) the job still runs, and its result replies to
+	// the person's message.
+	statusID := ""
+	stored := bot.WithStored(ctx, func(j *bot.Job) {
+		status, err := b.send(ctx, m.ChannelID, once(b.replyTo(m, startingText), "s", m.ID), nil)
+		if err != nil {
+			b.log.Warn("discord: post status", "channel", m.ChannelID, "err", err)
+			return
+		}
+		statusID = status.ID
+		withMsg := o
+		withMsg.Msg = status.ID
+		j.Origin = withMsg.encode()
+	})
+	var err error
 	req.Prompt, err = b.applyOptions(req, rawText)
 	followHead := false
 	atts := imageAttachments(m)
@@ -744,17 +756,22 @@ func (b *Bot) handleMessage(ctx context.Context, m *discordgo.Message) {
 		}
 	}
 	if err == nil {
-		_, err = b.core.Submit(ctx, req)
+		_, err = b.core.Submit(stored, req)
 		if followHead && errors.Is(err, bot.ErrNoImage) {
 			req.Kind = bot.KindImagine // nothing to edit yet in this DM: make one
-			_, err = b.core.Submit(ctx, req)
+			_, err = b.core.Submit(stored, req)
 		}
 	}
-	if err != nil {
-		b.logUnexpected("message", err)
-		if _, eerr := b.edit(ctx, m.ChannelID, status.ID, text(bot.Explain(err)), nil, true); eerr != nil {
-			b.log.Warn("discord: edit status", "err", eerr)
-		}
+	if err == nil {
+		return
+	}
+	b.logUnexpected("message", err)
+	if statusID == "" { // refused before it was stored
+		b.reply(ctx, m, bot.Explain(err))
+		return
+	}
+	if _, eerr := b.edit(ctx, m.ChannelID, statusID, text(bot.Explain(err)), nil, true); eerr != nil {
+		b.log.Warn("discord: edit status", "err", eerr)
 	}
 }
 
