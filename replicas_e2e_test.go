@@ -21,7 +21,9 @@ import (
 // (`kontextbot chat`, one conversation each) on one database and one fake
 // provider with 2 slots, sends each a burst of pictures, and SIGKILLs one
 // while it runs a job. Every accepted job (every job in the database) is
-// delivered exactly once (an image file, on whichever replica ran it) and
+// delivered exactly once (an image file in the folder of the chat it was
+// asked in, whichever replica ran it: none twice, even when the replica
+// that wrote it died before recording that it had) and
 // charged once; the provider never sees more than its 2 active
 // predictions and answers no 429; a prediction the dead replica had
 // created is followed by id, not created again.
@@ -123,9 +125,10 @@ func TestReplicasChatKilledMidBurst(t *testing.T) {
 	if n := count(`SELECT count(*) FROM jobs WHERE state <> 'delivered'`); n != unsure {
 		t.Errorf("%d jobs ended without being delivered, %d of them unsure; want only unsure ones", n, unsure)
 	}
-	// Each accepted job's image, exactly once, across the replicas' folders.
+	// Each accepted job's image, exactly once, across the replicas'
+	// folders, and in the folder of the chat that asked for it.
 	seen := map[string]int{}
-	for _, out := range outs {
+	for i, out := range outs {
 		files, _ := filepath.Glob(filepath.Join(out, "*.png"))
 		for _, f := range files {
 			data, err := os.ReadFile(f)
@@ -137,6 +140,9 @@ func TestReplicasChatKilledMidBurst(t *testing.T) {
 				t.Fatalf("%s: %v", f, err)
 			}
 			seen[prov.Prompt]++
+			if !strings.HasPrefix(prov.Prompt, fmt.Sprintf("replica %d ", i)) {
+				t.Errorf("%q was delivered to replica %d's folder", prov.Prompt, i)
+			}
 		}
 	}
 	for i := range 3 {

@@ -206,7 +206,7 @@ func (c *Chat) Deliver(ctx context.Context, job *bot.Job, d *bot.Delivery) (bot.
 	if len(d.Group) > 0 {
 		return c.deliverGroup(ctx, job, d)
 	}
-	path, err := c.write(d)
+	path, err := c.write(job, d)
 	if err != nil {
 		return bot.Posted{}, err
 	}
@@ -245,7 +245,7 @@ func (c *Chat) deliverGroup(ctx context.Context, job *bot.Job, d *bot.Delivery) 
 		b.WriteString(" · " + d.Turn.Model)
 	}
 	for _, v := range d.Group {
-		path, err := c.write(&bot.Delivery{Turn: v.Turn, Image: v.Image})
+		path, err := c.write(job, &bot.Delivery{Turn: v.Turn, Image: v.Image})
 		if err != nil {
 			return bot.Posted{}, err
 		}
@@ -292,8 +292,25 @@ func (c *Chat) untrackGroup(job *bot.Job) {
 	}
 }
 
-// write saves d's image as the next numbered file, once per turn.
-func (c *Chat) write(d *bot.Delivery) (string, error) {
+// originDir is the Origin key of the folder of the chat a job was asked in.
+const originDir = "dir"
+
+// origin is the Origin of this chat's requests: its folder, so that the
+// image of a job another process runs (several chats sharing a database
+// share the queue) lands where its person looks.
+func (c *Chat) origin() map[string]string {
+	dir, err := filepath.Abs(c.dir)
+	if err != nil {
+		return nil
+	}
+	return map[string]string{originDir: dir}
+}
+
+// write saves d's image as the next numbered file of the folder of the
+// chat job was asked in (this chat's when job is nil, or that folder is
+// not known or gone), once per turn: a file of the turn already there, written by a
+// process that stopped before it recorded the delivery, is the delivery.
+func (c *Chat) write(job *bot.Job, d *bot.Delivery) (string, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if p, ok := c.files[d.Turn.ID]; ok {
@@ -303,11 +320,30 @@ func (c *Chat) write(d *bot.Delivery) (string, error) {
 	if ext == "jpeg" {
 		ext = "jpg"
 	}
-	p := filepath.Join(c.dir, fmt.Sprintf("%03d-%s-%s.%s", c.next, d.Turn.Kind, d.Turn.ID, ext))
+	dir := c.dir
+	if job != nil {
+		if o := job.Origin[originDir]; filepath.IsAbs(o) {
+			if fi, err := os.Stat(o); err == nil && fi.IsDir() {
+				dir = o
+			}
+		}
+	}
+	suffix := fmt.Sprintf("-%s-%s.%s", d.Turn.Kind, d.Turn.ID, ext)
+	if earlier, _ := filepath.Glob(filepath.Join(dir, "*"+suffix)); len(earlier) > 0 {
+		c.files[d.Turn.ID] = earlier[0]
+		return earlier[0], nil
+	}
+	next := c.next
+	if dir != c.dir {
+		next = nextNumber(dir)
+	}
+	p := filepath.Join(dir, fmt.Sprintf("%03d%s", next, suffix))
 	if err := os.WriteFile(p, d.Image, 0o644); err != nil {
 		return "", fmt.Errorf("console: write image: %w", err)
 	}
-	c.next++
+	if dir == c.dir {
+		c.next++
+	}
 	c.files[d.Turn.ID] = p
 	return p, nil
 }
@@ -591,7 +627,7 @@ func (c *Chat) Line(ctx context.Context, line string) (quit bool) {
 		rest = strings.TrimSpace(rest)
 	}
 	c.mu.Lock()
-	req := &bot.Request{Conv: c.key, User: c.user, UserName: c.user}
+	req := &bot.Request{Conv: c.key, User: c.user, UserName: c.user, Origin: c.origin()}
 	c.mu.Unlock()
 	var err error
 	switch cmd {
@@ -711,7 +747,7 @@ func (c *Chat) undo(ctx context.Context, req *bot.Request) error {
 	if err != nil {
 		return err
 	}
-	path, err := c.write(d)
+	path, err := c.write(nil, d)
 	if err != nil {
 		return err
 	}
@@ -729,7 +765,7 @@ func (c *Chat) use(ctx context.Context, req *bot.Request, n string) error {
 	if err != nil {
 		return err
 	}
-	path, err := c.write(d)
+	path, err := c.write(nil, d)
 	if err != nil {
 		return err
 	}
