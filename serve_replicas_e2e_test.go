@@ -378,6 +378,11 @@ type tally struct {
 	// before it stored the job (none: adapters store, then acknowledge).
 	noJob     []string
 	noJobReqs []*request
+	// storedNotAcked: Discord commands whose job a replica stored and then
+	// died before it acknowledged the interaction: delivered (in the
+	// channel; the token's response was never made), while Discord told
+	// the person the application did not respond.
+	storedNotAcked []*request
 	// unsure: accepted jobs whose create the killed replica sent without
 	// recording the prediction: never sent again (it may have been made
 	// and paid for), failed with a sentence to the person, not charged.
@@ -460,6 +465,12 @@ func (c *cluster) check(reqs []*request, gaps ...[2]time.Time) tally {
 			continue
 		}
 		tl.accepted++
+		if r.platform == "discord" && c.dc.Interaction(r.in.ID).Ack == 0 {
+			tl.storedNotAcked = append(tl.storedNotAcked, r)
+			c.mu.Lock()
+			c.gap[r.in.ID] = true // its "not answered within 3s" is this
+			c.mu.Unlock()
+		}
 		if len(jobs[r.prompt]) == 1 && jobs[r.prompt][0] == "delivered" && images[r.prompt] == 1 {
 			tl.deliveredOnce++
 			continue
@@ -654,6 +665,7 @@ func killMidBurst(t *testing.T, overHTTP bool) {
 			}
 		}
 	}
+	t.Logf("%d Discord commands stored by the killed replica, which died before acknowledging them (delivered; Discord said it did not respond)", len(tl.storedNotAcked))
 	t.Logf("%d requests: %d accepted, %d delivered exactly once; %d whose create the killed replica sent unrecorded (not sent again; the person told) %v; "+
 		"Discord commands sent while no replica held the gateway (lost, documented gap): %d; "+
 		"delivered to the dying replica and never answered: %d %v; acknowledged by the killed replica but not stored before it died (lost): %d %v; all jobs ended %s after the burst began",
@@ -672,6 +684,12 @@ func killMidBurst(t *testing.T, overHTTP bool) {
 	if tl.deliveredOnce+len(tl.unsure) != tl.accepted || tl.accepted < total*8/10 {
 		t.Errorf("%d accepted, %d delivered once, %d unsure; want all accepted delivered (or unsure), and most of %d accepted",
 			tl.accepted, tl.deliveredOnce, len(tl.unsure), total)
+	}
+	for _, r := range tl.storedNotAcked {
+		if r.sent.After(killedAt) || r.sent.Before(killedAt.Add(-discordtest.InteractionDeadline)) {
+			t.Errorf("%s (sent %s, the kill at %s): stored, never acknowledged; only the killed replica may leave that",
+				r.prompt, r.sent.Format("15:04:05.000"), killedAt.Format("15:04:05.000"))
+		}
 	}
 	if len(tl.unsure) > unknown {
 		t.Errorf("%d jobs failed as unsure (%v), but the killed replica held only %d without a recorded prediction", len(tl.unsure), tl.unsure, unknown)
@@ -815,6 +833,9 @@ func rollingRestart(t *testing.T, overHTTP bool) {
 	}
 	if len(tl.unsure) != 0 {
 		t.Errorf("jobs failed as unsure after a rolling restart: %v; a stopping replica records its creates", tl.unsure)
+	}
+	for _, r := range tl.storedNotAcked {
+		t.Errorf("%s: stored but never acknowledged; a stopping replica acknowledges what it stored", r.prompt)
 	}
 	c.checkProvider(tl.deliveredOnce, 0)
 	if l := c.leftovers(); len(l) > 0 {
