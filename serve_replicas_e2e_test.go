@@ -678,9 +678,20 @@ func killMidBurst(t *testing.T, overHTTP bool) {
 	// requests (Discord says the application did not respond, Slack's
 	// command fails or the event is retried), never an acknowledged one
 	// without a job.
+	//
+	// The one exception is documented: a request whose job is not stored
+	// within 2 s is acknowledged anyway (Slack and Discord give 3 s), and
+	// is lost if its replica dies before storing it. It is allowed here
+	// only when acknowledged that late, before the kill.
+	var lateAcks []string
 	for _, r := range tl.noJobReqs {
+		if ackLatency(c, r) >= 2*time.Second && r.sent.Before(killedAt) {
+			lateAcks = append(lateAcks, r.prompt)
+			continue
+		}
 		t.Errorf("%s (%s, sent %s) was acknowledged but no job was made", r.prompt, r.platform, r.sent.Format("15:04:05.000"))
 	}
+	t.Logf("acknowledged after 2 s without a stored job, lost with the killed replica (the documented fallback): %d %v", len(lateAcks), lateAcks)
 	if tl.deliveredOnce+len(tl.unsure) != tl.accepted || tl.accepted < total*8/10 {
 		t.Errorf("%d accepted, %d delivered once, %d unsure; want all accepted delivered (or unsure), and most of %d accepted",
 			tl.accepted, tl.deliveredOnce, len(tl.unsure), total)
@@ -847,4 +858,16 @@ func rollingRestart(t *testing.T, overHTTP bool) {
 // in HTTP mode Slack needs none.
 func (c *cluster) slackConnected(n int) bool {
 	return c.lb != nil || c.sl.OpenConnections() == n
+}
+
+// ackLatency is how long request r waited for its acknowledgement.
+func ackLatency(c *cluster, r *request) time.Duration {
+	if r.platform == "slack" {
+		return r.env.Latency()
+	}
+	in := c.dc.Interaction(r.in.ID)
+	if in.Answered.IsZero() {
+		return 0
+	}
+	return in.Answered.Sub(in.Injected)
 }
