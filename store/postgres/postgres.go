@@ -269,8 +269,14 @@ func (db *DB) migrate(ctx context.Context) error {
 // deadlock or a serialization conflict. fn must set its results afresh on
 // every run.
 func (db *DB) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	return retryTx(ctx, func() error { return pgx.BeginFunc(ctx, db.pool, fn) })
+}
+
+// retryTx runs the transaction run, again when it loses a deadlock or a
+// serialization conflict, up to maxAttempts times with a growing pause.
+func retryTx(ctx context.Context, run func() error) error {
 	for attempt := 1; ; attempt++ {
-		err := pgx.BeginFunc(ctx, db.pool, fn)
+		err := run()
 		if err == nil || attempt >= maxAttempts || !retryable(err) || ctx.Err() != nil {
 			return err
 		}

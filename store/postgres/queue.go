@@ -169,12 +169,11 @@ type qstate struct {
 // Only one transaction of the process waits for the lock at a time
 // (DB.queueTurn), holding a connection; the others wait without one.
 func (q *Queue) locked(ctx context.Context, fn func(tx pgx.Tx) (changed bool, err error)) error {
-	select {
-	case q.db.queueTurn <- struct{}{}:
-	case <-ctx.Done():
-		return fmt.Errorf("lock: %w", ctx.Err())
+	release, err := q.turn(ctx)
+	if err != nil {
+		return err
 	}
-	defer func() { <-q.db.queueTurn }()
+	defer release()
 	return q.db.inTx(ctx, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, lockSQL, queueLockClass); err != nil {
 			return fmt.Errorf("lock: %w", err)
@@ -183,11 +182,27 @@ func (q *Queue) locked(ctx context.Context, fn func(tx pgx.Tx) (changed bool, er
 		if err != nil || !changed {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, QueueChannel); err != nil {
-			return fmt.Errorf("notify: %w", err)
-		}
-		return nil
+		return notifyIn(ctx, tx)
 	})
+}
+
+// turn waits for this process's turn to wait for the queue's lock
+// (DB.queueTurn); release ends it.
+func (q *Queue) turn(ctx context.Context) (release func(), err error) {
+	select {
+	case q.db.queueTurn <- struct{}{}:
+		return func() { <-q.db.queueTurn }, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("lock: %w", ctx.Err())
+	}
+}
+
+// notifyIn announces a queue change when tx commits.
+func notifyIn(ctx context.Context, tx pgx.Tx) error {
+	if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, QueueChannel); err != nil {
+		return fmt.Errorf("notify: %w", err)
+	}
+	return nil
 }
 
 // jobsSQL reads every job of the queue with its user's turn, by seq.
@@ -600,22 +615,16 @@ func (q *Queue) FreeSlot(ctx context.Context, id string) (bool, error) {
 // nothing (not this replica's job, or its slot already free) starts
 // nothing.
 func (q *Queue) FreeSlotNext(ctx context.Context, id string) (freed bool, next *QueuedJob, err error) {
-	select {
-	case q.db.queueTurn <- struct{}{}:
-	case <-ctx.Done():
-		return false, nil, fmt.Errorf("postgres: queue free slot %s: lock: %w", id, ctx.Err())
+	release, err := q.turn(ctx)
+	if err != nil {
+		return false, nil, fmt.Errorf("postgres: queue free slot %s: %w", id, err)
 	}
-	defer func() { <-q.db.queueTurn }()
-	for attempt := 1; ; attempt++ {
+	defer release()
+	err = retryTx(ctx, func() error {
+		var err error
 		freed, next, err = q.freeSlotNext(ctx, id)
-		if err == nil || attempt >= maxAttempts || !retryable(err) || ctx.Err() != nil {
-			break
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Duration(attempt) * 5 * time.Millisecond):
-		}
-	}
+		return err
+	})
 	if err != nil {
 		return false, nil, fmt.Errorf("postgres: queue free slot %s: %w", id, err)
 	}
@@ -674,8 +683,8 @@ func (q *Queue) freeSlotNext(ctx context.Context, id string) (freed bool, next *
 	}
 	if next == nil {
 		// The slot is free for any replica: tell them.
-		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, QueueChannel); err != nil {
-			return false, nil, fmt.Errorf("notify: %w", err)
+		if err := notifyIn(ctx, tx); err != nil {
+			return false, nil, err
 		}
 	}
 	if err := tx.Commit(ctx); err != nil {
