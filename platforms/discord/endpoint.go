@@ -83,29 +83,23 @@ func (b *Bot) serveInteraction(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "invalid request signature", http.StatusUnauthorized)
 		return
 	}
-	var head struct {
-		Type                discordgo.InteractionType `json:"type"`
-		ID                  string                    `json:"id"`
-		GuildID             string                    `json:"guild_id"`
-		AttachmentSizeLimit int                       `json:"attachment_size_limit"`
-	}
-	if err := json.Unmarshal(body, &head); err != nil {
-		b.log.Warn("discord: interaction not JSON", "err", err)
+	in := &discordgo.Interaction{}
+	if err := json.Unmarshal(body, in); err != nil {
+		b.log.Warn("discord: interaction unreadable", "err", err)
 		http.Error(w, "not an interaction", http.StatusBadRequest)
 		return
 	}
-	if head.Type == discordgo.InteractionPing {
+	if in.Type == discordgo.InteractionPing {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"type":1}`))
 		return
 	}
-	in := &discordgo.Interaction{}
-	if err := json.Unmarshal(body, in); err != nil || in.ID == "" || in.Token == "" {
-		b.log.Warn("discord: interaction unreadable", "type", head.Type, "err", err)
+	if in.ID == "" || in.Token == "" {
+		b.log.Warn("discord: interaction without an id or a token", "type", in.Type)
 		http.Error(w, "not an interaction", http.StatusBadRequest)
 		return
 	}
-	b.noteUploadLimit(head.GuildID, head.AttachmentSizeLimit)
+	b.noteUploadLimitIn(body)
 	answered := b.awaitAnswer(in.ID)
 	defer b.forgetAnswer(in.ID)
 	if !b.spawn(func(ctx context.Context) { b.interaction(ctx, in, received) }) {

@@ -2,7 +2,6 @@ package discord
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -64,13 +63,7 @@ func (b *Bot) onEvent(s *discordgo.Session, e *discordgo.Event) {
 	if !ok {
 		return
 	}
-	var extra struct {
-		GuildID             string `json:"guild_id"`
-		AttachmentSizeLimit int    `json:"attachment_size_limit"`
-	}
-	if err := json.Unmarshal(e.RawData, &extra); err == nil {
-		b.noteUploadLimit(extra.GuildID, extra.AttachmentSizeLimit)
-	}
+	b.noteUploadLimitIn(e.RawData)
 	b.onInteraction(s, ic)
 }
 
@@ -208,11 +201,18 @@ func (b *Bot) onSlash(ctx context.Context, in *discordgo.Interaction, data disco
 	if err == nil && kind == bot.KindEdit {
 		req.Refs, err = b.downloadRefs(ctx, args.More)
 	}
+	b.submitDeferred(ctx, in, d, &o, req, err)
+}
+
+// submitDeferred submits req, the job of interaction in answered through
+// its response (origin o), unless preparing it failed (err): in is
+// acknowledged (d) once the job is stored, or told why nothing was done.
+func (b *Bot) submitDeferred(ctx context.Context, in *discordgo.Interaction, d *deferral, o *origin, req *bot.Request, err error) {
 	if d.failed() {
 		return // the interaction is void: no one would see the job
 	}
 	if err == nil {
-		_, err = b.core.Submit(d.stored(ctx, &o), req)
+		_, err = b.core.Submit(d.stored(ctx, o), req)
 	}
 	if err != nil {
 		d.fail(ctx, b, in, err, func() { b.failDeferred(ctx, in, err) })
@@ -304,17 +304,7 @@ func (b *Bot) onModal(ctx context.Context, in *discordgo.Interaction, data disco
 			req.Refs = []bot.Ref{ref}
 		}
 	}
-	if d.failed() {
-		return // the interaction is void: no one would see the job
-	}
-	if err == nil {
-		_, err = b.core.Submit(d.stored(ctx, &o), req)
-	}
-	if err != nil {
-		d.fail(ctx, b, in, err, func() { b.failDeferred(ctx, in, err) })
-		return
-	}
-	d.ack()
+	b.submitDeferred(ctx, in, d, &o, req, err)
 }
 
 // linkedRef is the image of the message a link in the "Edit image" form

@@ -2,6 +2,7 @@ package discord
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"image"
@@ -151,4 +152,17 @@ func (b *Bot) fitOne(m outMessage, f *outFile, limit int) (outMessage, *outFile,
 		}
 	}
 	return m, small, nil
+}
+
+// noteUploadLimitIn notes the upload limit an interaction's JSON reports
+// (attachment_size_limit, a field discordgo v0.29 does not read), from
+// the gateway or the interactions endpoint.
+func (b *Bot) noteUploadLimitIn(raw []byte) {
+	var in struct {
+		GuildID             string `json:"guild_id"`
+		AttachmentSizeLimit int    `json:"attachment_size_limit"`
+	}
+	if json.Unmarshal(raw, &in) == nil {
+		b.noteUploadLimit(in.GuildID, in.AttachmentSizeLimit)
+	}
 }

@@ -59,8 +59,11 @@ func (s *Server) SetInteractionsEndpoint(ctx context.Context, url string) error 
 		s.mu.Unlock()
 		return nil
 	}
+	s.mu.Lock()
+	id := s.newID()
+	s.mu.Unlock()
 	ping := []byte(fmt.Sprintf(`{"id":%q,"application_id":%q,"type":1,"token":"cGluZw","version":1,"user":{"id":"643945264868098049","username":"discord","discriminator":"0000","avatar":null,"global_name":null,"public_flags":1}}`,
-		s.newIDLocked(), s.appID))
+		id, s.appID))
 	status, ct, body, err := s.post(ctx, url, ping, true)
 	if err != nil {
 		return fmt.Errorf("discordtest: validating the interactions endpoint: PING: %w", err)
@@ -88,13 +91,6 @@ func (s *Server) SetInteractionsEndpoint(ctx context.Context, url string) error 
 	s.endpoint = url
 	s.mu.Unlock()
 	return nil
-}
-
-// newIDLocked is newID taking s.mu itself.
-func (s *Server) newIDLocked() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.newID()
 }
 
 // EndpointFailures lists the interactions sent to the endpoint that it
