@@ -964,7 +964,8 @@ func (c *Core) execute(ctx context.Context, job *Job, rep Reporter, queued time.
 	req.BeforeCreate = func(ctx context.Context) error {
 		// From here a prediction may exist: a process that runs this job
 		// after this one stopped must not send the create again.
-		job.CreateSent, job.Updated = c.now(), c.now()
+		now := c.now()
+		job.CreateSent, job.Updated = now, now
 		if err := c.store.PutJob(context.WithoutCancel(ctx), job); err != nil {
 			return fmt.Errorf("bot: record the create of job %s: %w", job.ID, err)
 		}

@@ -419,10 +419,8 @@ func (c *Client) create(ctx context.Context, m Model, req Request) (*prediction,
 		}
 		ins[i] = in
 	}
-	if req.BeforeCreate != nil {
-		if err := req.BeforeCreate(ctx); err != nil {
-			return nil, err
-		}
+	if err := req.beforeCreate(ctx); err != nil {
+		return nil, err
 	}
 	for shrunk := false; ; shrunk = true {
 		body, err := c.createBody(m, req, ins)
@@ -829,10 +827,8 @@ func (c *Client) runImages(ctx context.Context, model string, req Request) (*Res
 	if err != nil {
 		return nil, fmt.Errorf("kontext: images: %w", err)
 	}
-	if req.BeforeCreate != nil {
-		if err := req.BeforeCreate(ctx); err != nil {
-			return nil, err
-		}
+	if err := req.beforeCreate(ctx); err != nil {
+		return nil, err
 	}
 	raw, err := c.call(ctx, "images", http.MethodPost, c.endpoint("v1/images/generations"), bytesBody(body), "")
 	if err != nil {

@@ -90,6 +90,14 @@ type Request struct {
 	BeforeCreate func(ctx context.Context) error
 }
 
+// beforeCreate calls BeforeCreate, if set.
+func (r Request) beforeCreate(ctx context.Context) error {
+	if r.BeforeCreate == nil {
+		return nil
+	}
+	return r.BeforeCreate(ctx)
+}
+
 // Result is a finished image, downloaded and verified to decode.
 type Result struct {
 	// Data is the image exactly as the provider served it.
