@@ -227,10 +227,7 @@ func (b *Bot) serveEvents(w http.ResponseWriter, r *http.Request, body []byte) {
 		w.WriteHeader(http.StatusOK)
 		return
 	}
-	a := b.newAcker(func() {})
-	b.dispatchEvent(ev, a)
-	a.wait(r.Context())
-	w.WriteHeader(http.StatusOK)
+	b.answerOnceAcked(w, r, func(a *acker) { b.dispatchEvent(ev, a) })
 }
 
 func (b *Bot) serveCommand(w http.ResponseWriter, r *http.Request, body []byte) {
@@ -241,10 +238,7 @@ func (b *Bot) serveCommand(w http.ResponseWriter, r *http.Request, body []byte) 
 		http.Error(w, "bad command", http.StatusBadRequest)
 		return
 	}
-	a := b.newAcker(func() {})
-	b.dispatchSlash(cmd, a)
-	a.wait(r.Context())
-	w.WriteHeader(http.StatusOK)
+	b.answerOnceAcked(w, r, func(a *acker) { b.dispatchSlash(cmd, a) })
 }
 
 func (b *Bot) serveInteractive(w http.ResponseWriter, r *http.Request, body []byte) {
@@ -257,8 +251,14 @@ func (b *Bot) serveInteractive(w http.ResponseWriter, r *http.Request, body []by
 		http.Error(w, "bad payload", http.StatusBadRequest)
 		return
 	}
+	b.answerOnceAcked(w, r, func(a *acker) { b.dispatchInteraction(cb, a) })
+}
+
+// answerOnceAcked dispatches an HTTP mode request and answers it 200 once
+// its acker says so (see acker) or Slack has hung up.
+func (b *Bot) answerOnceAcked(w http.ResponseWriter, r *http.Request, dispatch func(a *acker)) {
 	a := b.newAcker(func() {})
-	b.dispatchInteraction(cb, a)
+	dispatch(a)
 	a.wait(r.Context())
 	w.WriteHeader(http.StatusOK)
 }
