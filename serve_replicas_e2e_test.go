@@ -686,7 +686,7 @@ func killMidBurst(t *testing.T, overHTTP bool) {
 	var lateAcks []string
 	for _, r := range tl.noJobReqs {
 		if ackLatency(c, r) >= 2*time.Second && r.sent.Before(killedAt) {
-			lateAcks = append(lateAcks, r.prompt)
+			lateAcks = append(lateAcks, fmt.Sprintf("%s (%s, acknowledged after %s)", r.prompt, r.platform, ackLatency(c, r).Round(time.Millisecond)))
 			continue
 		}
 		t.Errorf("%s (%s, sent %s) was acknowledged but no job was made", r.prompt, r.platform, r.sent.Format("15:04:05.000"))

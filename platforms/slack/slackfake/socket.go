@@ -418,7 +418,13 @@ func (s *Server) post(target string, e *Envelope) {
 		return
 	}
 	if status != http.StatusOK {
+		// Not an acknowledgement: Slack fails the command or retries the
+		// event. The answer is kept for Status and Body.
 		s.problem("HTTP mode: %s to %s answered %d: %s", e.Type, path, status, answer)
+		e.mu.Lock()
+		e.status, e.body = status, answer
+		e.mu.Unlock()
+		return
 	}
 	s.acked(e.ID, status, answer)
 }

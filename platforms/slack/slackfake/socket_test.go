@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -122,5 +123,46 @@ func TestSocketModeSeveralConnections(t *testing.T) {
 	}
 	if p := s.Problems(); len(p) > 0 {
 		t.Errorf("problems: %s", strings.Join(p, "\n"))
+	}
+}
+
+// TestHTTPModeOnly200Acknowledges: in HTTP mode only a 200 answer
+// acknowledges a request, as Slack counts it; any other status (a load
+// balancer's 502 when the replica died mid-request) is not one: Slack
+// fails the command. The answer is still kept.
+func TestHTTPModeOnly200Acknowledges(t *testing.T) {
+	tests := []struct {
+		name      string
+		status    int
+		wantAcked bool
+	}{
+		{name: "200", status: http.StatusOK, wantAcked: true},
+		{name: "502 from a load balancer", status: http.StatusBadGateway},
+		{name: "500", status: http.StatusInternalServerError},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := New(Options{})
+			defer s.Close()
+			bot := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(tc.status) }))
+			defer bot.Close()
+			s.SetHTTPTarget(bot.URL)
+			ch := s.CreateChannel("art", true)
+			env := s.Slash("U1", ch, "/imagine", "an owl")
+			for deadline := time.Now().Add(5 * time.Second); env.Status() == 0; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the command was never answered")
+				}
+			}
+			if got := env.Acked(0); got != tc.wantAcked {
+				t.Errorf("answered %d: acknowledged %v, want %v", env.Status(), got, tc.wantAcked)
+			}
+			if got := env.Status(); got != tc.status {
+				t.Errorf("status %d, want %d", got, tc.status)
+			}
+			if got := len(s.Problems()) != 0; got == tc.wantAcked {
+				t.Errorf("problems %v", s.Problems())
+			}
+		})
 	}
 }
